@@ -1,0 +1,197 @@
+use crate::{ChunkId, Error, Result};
+
+/// How a frame's bytes are encoded. Stored as one byte; see `docs/FORMAT.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    /// The plaintext itself (used when compression does not shrink the chunk).
+    None = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+impl Compression {
+    /// Decodes the stored byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// A chunk as stored: its encoded bytes, the encoding and the plaintext length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Encoding of `bytes`.
+    pub compression: Compression,
+    /// Length of the plaintext.
+    pub raw_len: u32,
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Returns true when every byte of `buf` is zero. Runs at memory speed.
+pub fn is_zero(buf: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut chunks = buf.chunks_exact(ZEROS.len());
+    // `==` on slices is a memcmp, vectorised by libc.
+    chunks.all(|c| c == ZEROS) && chunks.remainder().iter().all(|&b| b == 0)
+}
+
+/// Compresses chunks. Keeps one zstd context, so reuse it for many chunks (one per thread).
+pub struct Encoder {
+    level: i32,
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl Encoder {
+    /// An encoder at zstd `level` (1..=19; 0 means zstd's default).
+    pub fn new(level: i32) -> Self {
+        let zstd = zstd::bulk::Compressor::new(level).expect("zstd context allocation succeeds");
+        Encoder { level, zstd }
+    }
+
+    /// The zstd level this encoder uses.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Encodes `data`: zstd when that saves at least 1/64 of the size, the plaintext otherwise.
+    pub fn encode(&mut self, data: &[u8]) -> Frame {
+        let limit = data.len() - data.len() / 64;
+        let mut out = Vec::with_capacity(limit);
+        // Output that would not fit under `limit` makes zstd fail with dstSize_tooSmall:
+        // the chunk does not shrink, so it is stored raw without compressing it twice.
+        match self.zstd.compress_to_buffer(data, &mut out) {
+            Ok(n) if n < limit && !data.is_empty() => Frame {
+                compression: Compression::Zstd,
+                raw_len: data.len() as u32,
+                bytes: out,
+            },
+            _ => Frame {
+                compression: Compression::None,
+                raw_len: data.len() as u32,
+                bytes: data.to_vec(),
+            },
+        }
+    }
+}
+
+/// Decompresses frames and checks them against their ids. One per thread.
+pub struct Decoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    /// A decoder with its own zstd context.
+    pub fn new() -> Self {
+        Decoder {
+            zstd: zstd::bulk::Decompressor::new().expect("zstd context allocation succeeds"),
+        }
+    }
+
+    /// Decodes `frame` and checks that the plaintext hashes to `id`.
+    pub fn decode(&mut self, frame: &Frame, id: &ChunkId) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.decode_into(frame, id, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`Decoder::decode`], writing the plaintext into `out` (cleared first), so one
+    /// buffer serves many chunks.
+    pub fn decode_into(&mut self, frame: &Frame, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        let corrupt = |detail: String| Error::CorruptChunk { id: *id, detail };
+        match frame.compression {
+            Compression::None => out.extend_from_slice(&frame.bytes),
+            Compression::Zstd => {
+                out.reserve(frame.raw_len as usize);
+                self.zstd
+                    .decompress_to_buffer(&frame.bytes[..], out)
+                    .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            }
+        }
+        if out.len() != frame.raw_len as usize {
+            return Err(corrupt(format!(
+                "{} bytes decoded, {} expected",
+                out.len(),
+                frame.raw_len
+            )));
+        }
+        if ChunkId::of(out) != *id {
+            return Err(corrupt("content does not match its id".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0; 10_000]));
+        let mut v = vec![0u8; 10_000];
+        v[9_999] = 1;
+        assert!(!is_zero(&v));
+        v[9_999] = 0;
+        v[5] = 1;
+        assert!(!is_zero(&v));
+    }
+
+    #[test]
+    fn incompressible_is_stored_raw() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let data: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let frame = Encoder::new(3).encode(&data);
+        assert_eq!(frame.compression, Compression::None);
+        assert_eq!(frame.bytes, data);
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let data = b"some text that compresses, some text that compresses".repeat(100);
+        let id = ChunkId::of(&data);
+        let mut frame = Encoder::new(3).encode(&data);
+        assert_eq!(frame.compression, Compression::Zstd);
+        let mid = frame.bytes.len() / 2;
+        frame.bytes[mid] ^= 0x40;
+        assert!(matches!(
+            Decoder::new().decode(&frame, &id),
+            Err(Error::CorruptChunk { .. })
+        ));
+        let raw = Frame {
+            compression: Compression::None,
+            raw_len: 3,
+            bytes: b"abd".to_vec(),
+        };
+        assert!(Decoder::new().decode(&raw, &ChunkId::of(b"abc")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decode_encode_is_identity(data in proptest::collection::vec(0u8..4, 0..20_000), level in 1i32..6) {
+            let id = ChunkId::of(&data);
+            let frame = Encoder::new(level).encode(&data);
+            prop_assert_eq!(Decoder::new().decode(&frame, &id).unwrap(), data);
+        }
+    }
+}

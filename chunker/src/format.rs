@@ -1,0 +1,675 @@
+//! The on-disk format, version 1. Byte tables here match `docs/FORMAT.md`.
+//!
+//! Every structure starts with an 8-byte magic (the first 8 bytes of BLAKE3 of
+//! `"<name> v1"`) and a `u32` format version, and ends with a checksum, so a reader can tell a
+//! foreign or damaged object from a valid one. All integers are little-endian.
+//!
+//! Objects are named by content: a pack, an index segment and a snapshot are stored under the
+//! hex BLAKE3 of their bytes, so any copy can be checked against its own name.
+
+use crate::id::hex;
+use crate::{ChunkId, Compression, Error, Result};
+
+/// Format version written by this build, and the highest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+// DO NOT MODIFY: the magics identify files written by every earlier release.
+/// Magic of the repository config: BLAKE3("mover config v1")[..8].
+pub const CONFIG_MAGIC: [u8; 8] = [0xbe, 0xea, 0x9b, 0x0d, 0x63, 0x79, 0xce, 0xb9];
+/// Magic of a snapshot manifest: BLAKE3("mover manifest v1")[..8].
+pub const MANIFEST_MAGIC: [u8; 8] = [0xcd, 0x37, 0x9b, 0x26, 0x0c, 0xb4, 0x3d, 0x08];
+/// Magic of a pack file: BLAKE3("mover pack v1")[..8].
+pub const PACK_MAGIC: [u8; 8] = [0x11, 0x46, 0x94, 0xd6, 0xef, 0x46, 0x83, 0x58];
+/// Magic of an index segment: BLAKE3("mover index v1")[..8].
+pub const INDEX_MAGIC: [u8; 8] = [0x81, 0x53, 0xdf, 0x3f, 0xb9, 0x3b, 0xbb, 0xab];
+
+/// A 32-byte object name (BLAKE3 of the object's bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ObjectId(pub [u8; 32]);
+
+impl ObjectId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ObjectId(*blake3::hash(bytes).as_bytes())
+    }
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        ChunkId::from_hex(s).map(|c| ObjectId(*c.as_bytes()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Little-endian cursor helpers.
+
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, s: &str) {
+        let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        self.u16(b.len() as u16);
+        self.bytes(b);
+    }
+    fn checksum(mut self) -> Vec<u8> {
+        let sum = blake3::hash(&self.0);
+        self.0.extend_from_slice(sum.as_bytes());
+        self.0
+    }
+}
+
+struct In<'a> {
+    what: &'static str,
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> In<'a> {
+    /// Checks magic, version and (when `checked`) the trailing BLAKE3, and positions after the
+    /// version.
+    fn open(what: &'static str, buf: &'a [u8], magic: &[u8; 8], checked: bool) -> Result<Self> {
+        if buf.len() < 12 || buf[..8] != magic[..] {
+            return Err(Error::structure(
+                what,
+                "bad magic (not a mover object of this kind)",
+            ));
+        }
+        let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let body = if checked {
+            if buf.len() < 44 {
+                return Err(Error::structure(what, "truncated"));
+            }
+            let (body, sum) = buf.split_at(buf.len() - 32);
+            if blake3::hash(body).as_bytes()[..] != sum[..] {
+                return Err(Error::structure(what, "checksum mismatch"));
+            }
+            body
+        } else {
+            buf
+        };
+        Ok(In {
+            what,
+            buf: body,
+            pos: 12,
+        })
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| Error::structure(self.what, "truncated"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn str(&mut self) -> Result<String> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| Error::structure(self.what, "string not UTF-8"))
+    }
+    fn end(&self) -> Result<()> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(Error::structure(self.what, "trailing bytes"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repository config.
+
+/// The repository config, stored as the object `config`.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | [`CONFIG_MAGIC`] |
+/// | 8 | 4 | format version (1) |
+/// | 12 | 4 | reserved, 0 |
+/// | 16 | 32 | repository id (random) |
+/// | 48 | 8 | created, ms since the Unix epoch (i64) |
+/// | 56 | 32 | BLAKE3 of bytes 0..56 |
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Random repository id.
+    pub id: [u8; 32],
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+const _: () = assert!(8 + 4 + 4 + 32 + 8 + 32 == 88);
+
+impl Config {
+    /// Encodes the config (88 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::with_capacity(88));
+        o.bytes(&CONFIG_MAGIC);
+        o.u32(FORMAT_VERSION);
+        o.u32(0);
+        o.bytes(&self.id);
+        o.u64(self.created_ms as u64);
+        o.checksum()
+    }
+
+    /// Decodes and checks a config.
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        let mut r = In::open("repository config", buf, &CONFIG_MAGIC, true)?;
+        r.u32()?;
+        let id = r.arr()?;
+        let created_ms = r.u64()? as i64;
+        r.end()?;
+        Ok(Config { id, created_ms })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot manifest.
+
+/// How a snapshot's source was cut into chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunking {
+    /// Fixed, aligned chunks of this size (images).
+    Fixed(u32),
+    /// FastCDC around this average size (streams).
+    Cdc(u32),
+}
+
+/// One chunk of a snapshot, in source order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Length of the chunk's plaintext.
+    pub len: u32,
+    /// The chunk's id, or `None` for an all-zero chunk (never stored).
+    pub id: Option<ChunkId>,
+}
+
+/// What a backup did, recorded with its snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackupStats {
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Plaintext bytes of chunks that were new to the repository.
+    pub bytes_new: u64,
+    /// Bytes written for those new chunks, after compression.
+    pub bytes_stored: u64,
+    /// Bytes in all-zero chunks and holes (never stored).
+    pub bytes_zero: u64,
+    /// Chunks new to the repository.
+    pub chunks_new: u64,
+    /// Chunks already present (deduplicated).
+    pub chunks_reused: u64,
+    /// Wall time of the backup, ms.
+    pub duration_ms: u64,
+}
+
+/// A snapshot: everything needed to reassemble one source at one point in time.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | [`MANIFEST_MAGIC`] |
+/// | 8 | 4 | format version (1) |
+/// | 12 | 1 | chunking: 0 fixed, 1 FastCDC |
+/// | 13 | 3 | reserved, 0 |
+/// | 16 | 4 | chunk size (fixed) or average size (FastCDC) |
+/// | 20 | 4 | flags, 0 |
+/// | 24 | 8 | source length, bytes |
+/// | 32 | 8 | created, ms since the Unix epoch (i64) |
+/// | 40 | 16 | nonce (random; makes every snapshot id unique) |
+/// | 56 | 32 | parent snapshot id, all zero for none |
+/// | 88 | 56 | [`BackupStats`]: seven u64 in field order |
+/// | 144 | 8 | entry count N |
+/// | 152 | 2 + n | name: u16 length, UTF-8 |
+/// | … | 2 + s | source: u16 length, UTF-8 |
+/// | … | 37 × N | entries: kind u8 (0 zero, 1 data), length u32, chunk id (32; zero for kind 0) |
+/// | end − 32 | 32 | BLAKE3 of all preceding bytes |
+///
+/// The snapshot id is the BLAKE3 of the whole encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// How the source was chunked.
+    pub chunking: Chunking,
+    /// Source length in bytes (the sum of entry lengths).
+    pub source_len: u64,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Random nonce.
+    pub nonce: [u8; 16],
+    /// Parent snapshot, if this backup was incremental.
+    pub parent: Option<ObjectId>,
+    /// What the backup did.
+    pub stats: BackupStats,
+    /// Name of the source (by default its path).
+    pub name: String,
+    /// Where the data came from, as given.
+    pub source: String,
+    /// Every chunk of the source in order.
+    pub entries: Vec<Entry>,
+}
+
+const MANIFEST_FIXED: usize = 152;
+const ENTRY_SIZE: usize = 37;
+
+impl Manifest {
+    /// Encodes the manifest; its snapshot id is `ObjectId::of` the result.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::with_capacity(
+            MANIFEST_FIXED + 4 + self.name.len() + self.source.len() + 37 * self.entries.len() + 32,
+        ));
+        o.bytes(&MANIFEST_MAGIC);
+        o.u32(FORMAT_VERSION);
+        let (kind, size) = match self.chunking {
+            Chunking::Fixed(s) => (0, s),
+            Chunking::Cdc(s) => (1, s),
+        };
+        o.u8(kind);
+        o.bytes(&[0; 3]);
+        o.u32(size);
+        o.u32(0);
+        o.u64(self.source_len);
+        o.u64(self.created_ms as u64);
+        o.bytes(&self.nonce);
+        o.bytes(&self.parent.map_or([0; 32], |p| p.0));
+        let s = &self.stats;
+        for v in [
+            s.bytes_read,
+            s.bytes_new,
+            s.bytes_stored,
+            s.bytes_zero,
+            s.chunks_new,
+            s.chunks_reused,
+            s.duration_ms,
+        ] {
+            o.u64(v);
+        }
+        o.u64(self.entries.len() as u64);
+        debug_assert_eq!(o.0.len(), MANIFEST_FIXED);
+        o.str(&self.name);
+        o.str(&self.source);
+        for e in &self.entries {
+            o.u8(u8::from(e.id.is_some()));
+            o.u32(e.len);
+            o.bytes(e.id.as_ref().map_or(&[0; 32], |id| id.as_bytes()));
+        }
+        o.checksum()
+    }
+
+    /// Decodes and checks a manifest.
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        const W: &str = "snapshot manifest";
+        let mut r = In::open(W, buf, &MANIFEST_MAGIC, true)?;
+        let kind = r.u8()?;
+        r.take(3)?;
+        let size = r.u32()?;
+        let chunking = match kind {
+            0 => Chunking::Fixed(size),
+            1 => Chunking::Cdc(size),
+            k => return Err(Error::structure(W, format!("unknown chunking {k}"))),
+        };
+        r.u32()?;
+        let source_len = r.u64()?;
+        let created_ms = r.u64()? as i64;
+        let nonce = r.arr()?;
+        let parent: [u8; 32] = r.arr()?;
+        let parent = (parent != [0; 32]).then_some(ObjectId(parent));
+        let stats = BackupStats {
+            bytes_read: r.u64()?,
+            bytes_new: r.u64()?,
+            bytes_stored: r.u64()?,
+            bytes_zero: r.u64()?,
+            chunks_new: r.u64()?,
+            chunks_reused: r.u64()?,
+            duration_ms: r.u64()?,
+        };
+        let count = r.u64()?;
+        let name = r.str()?;
+        let source = r.str()?;
+        let remaining = (r.buf.len() - r.pos) as u64;
+        if count.checked_mul(ENTRY_SIZE as u64) != Some(remaining) {
+            return Err(Error::structure(W, "entry count does not match the length"));
+        }
+        let mut entries = Vec::with_capacity(count as usize);
+        let mut total = 0u64;
+        for _ in 0..count {
+            let kind = r.u8()?;
+            let len = r.u32()?;
+            let id: [u8; 32] = r.arr()?;
+            let id = match kind {
+                0 => None,
+                1 => Some(ChunkId::from_bytes(id)),
+                k => return Err(Error::structure(W, format!("unknown entry kind {k}"))),
+            };
+            total += u64::from(len);
+            entries.push(Entry { len, id });
+        }
+        if total != source_len {
+            return Err(Error::structure(
+                W,
+                "entry lengths do not add up to the source length",
+            ));
+        }
+        Ok(Manifest {
+            chunking,
+            source_len,
+            created_ms,
+            nonce,
+            parent,
+            stats,
+            name,
+            source,
+            entries,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packs.
+
+/// Where a chunk lives inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Offset of its stored bytes from the start of the pack.
+    pub offset: u32,
+    /// Stored (encoded) length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Encoding of the stored bytes.
+    pub compression: Compression,
+}
+
+/// Length of a pack's header: magic, version, reserved u32.
+pub const PACK_HEADER_LEN: usize = 16;
+/// Length of one blob entry in a pack trailer.
+pub const PACK_ENTRY_LEN: usize = 48;
+/// Length of a pack's footer.
+pub const PACK_FOOTER_LEN: usize = 32;
+
+/// The start of every pack.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | [`PACK_MAGIC`] |
+/// | 8 | 4 | format version (1) |
+/// | 12 | 4 | reserved, 0 |
+pub fn pack_header() -> [u8; PACK_HEADER_LEN] {
+    let mut h = [0u8; PACK_HEADER_LEN];
+    h[..8].copy_from_slice(&PACK_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Appends the trailer that makes a pack self-describing: the blob entries, then the footer.
+///
+/// Entry (48 bytes): chunk id 32 | offset u32 | stored length u32 | raw length u32 |
+/// compression u8 | reserved 3.
+///
+/// Footer (32 bytes): entry count u32 | reserved u32 | BLAKE3(entries)[..16] | [`PACK_MAGIC`].
+pub fn write_pack_trailer(pack: &mut Vec<u8>, entries: &[BlobEntry]) {
+    let start = pack.len();
+    for e in entries {
+        pack.extend_from_slice(e.id.as_bytes());
+        pack.extend_from_slice(&e.offset.to_le_bytes());
+        pack.extend_from_slice(&e.stored_len.to_le_bytes());
+        pack.extend_from_slice(&e.raw_len.to_le_bytes());
+        pack.push(e.compression as u8);
+        pack.extend_from_slice(&[0; 3]);
+    }
+    let sum = blake3::hash(&pack[start..]);
+    pack.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    pack.extend_from_slice(&[0; 4]);
+    pack.extend_from_slice(&sum.as_bytes()[..16]);
+    pack.extend_from_slice(&PACK_MAGIC);
+}
+
+/// Reads the entry count from a pack's footer (its last [`PACK_FOOTER_LEN`] bytes).
+pub fn pack_footer_count(footer: &[u8]) -> Result<u32> {
+    const W: &str = "pack footer";
+    if footer.len() != PACK_FOOTER_LEN || footer[24..] != PACK_MAGIC {
+        return Err(Error::structure(W, "bad magic (truncated or not a pack)"));
+    }
+    Ok(u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")))
+}
+
+/// Decodes a pack trailer: `tail` is the entries followed by the footer.
+pub fn read_pack_trailer(tail: &[u8]) -> Result<Vec<BlobEntry>> {
+    const W: &str = "pack trailer";
+    if tail.len() < PACK_FOOTER_LEN {
+        return Err(Error::structure(W, "truncated"));
+    }
+    let (entries, footer) = tail.split_at(tail.len() - PACK_FOOTER_LEN);
+    let count = pack_footer_count(footer)? as usize;
+    if entries.len() != count * PACK_ENTRY_LEN {
+        return Err(Error::structure(W, "entry count does not match"));
+    }
+    if blake3::hash(entries).as_bytes()[..16] != footer[8..24] {
+        return Err(Error::structure(W, "checksum mismatch"));
+    }
+    entries
+        .chunks_exact(PACK_ENTRY_LEN)
+        .map(|e| {
+            let u = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().expect("4 bytes"));
+            Ok(BlobEntry {
+                id: ChunkId::from_bytes(e[..32].try_into().expect("32 bytes")),
+                offset: u(32),
+                stored_len: u(36),
+                raw_len: u(40),
+                compression: Compression::from_u8(e[44])
+                    .ok_or_else(|| Error::structure(W, "unknown compression"))?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index segments.
+
+/// One index record: a chunk and the pack that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The pack.
+    pub pack: ObjectId,
+    /// The blob inside it.
+    pub blob: BlobEntry,
+}
+
+/// An index segment: which pack holds which chunk, for the packs one backup wrote.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | [`INDEX_MAGIC`] |
+/// | 8 | 4 | format version (1) |
+/// | 12 | 4 | entry count N |
+/// | 16 | 80 × N | chunk id 32, pack id 32, offset u32, stored length u32, raw length u32, compression u8, reserved 3 |
+/// | end − 32 | 32 | BLAKE3 of all preceding bytes |
+pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut o = Out(Vec::with_capacity(16 + 80 * entries.len() + 32));
+    o.bytes(&INDEX_MAGIC);
+    o.u32(FORMAT_VERSION);
+    o.u32(entries.len() as u32);
+    for e in entries {
+        o.bytes(e.blob.id.as_bytes());
+        o.bytes(&e.pack.0);
+        o.u32(e.blob.offset);
+        o.u32(e.blob.stored_len);
+        o.u32(e.blob.raw_len);
+        o.u8(e.blob.compression as u8);
+        o.bytes(&[0; 3]);
+    }
+    o.checksum()
+}
+
+/// Decodes and checks an index segment.
+pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>> {
+    const W: &str = "index segment";
+    let mut r = In::open(W, buf, &INDEX_MAGIC, true)?;
+    let count = r.u32()? as usize;
+    if (r.buf.len() - r.pos) != count * 80 {
+        return Err(Error::structure(W, "entry count does not match the length"));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = ChunkId::from_bytes(r.arr()?);
+        let pack = ObjectId(r.arr()?);
+        let offset = r.u32()?;
+        let stored_len = r.u32()?;
+        let raw_len = r.u32()?;
+        let compression = Compression::from_u8(r.u8()?)
+            .ok_or_else(|| Error::structure(W, "unknown compression"))?;
+        r.take(3)?;
+        out.push(IndexEntry {
+            pack,
+            blob: BlobEntry {
+                id,
+                offset,
+                stored_len,
+                raw_len,
+                compression,
+            },
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magics_are_blake3_prefixes() {
+        for (name, magic) in [
+            ("mover config v1", CONFIG_MAGIC),
+            ("mover manifest v1", MANIFEST_MAGIC),
+            ("mover pack v1", PACK_MAGIC),
+            ("mover index v1", INDEX_MAGIC),
+        ] {
+            assert_eq!(
+                blake3::hash(name.as_bytes()).as_bytes()[..8],
+                magic,
+                "{name}"
+            );
+        }
+    }
+
+    fn sample_manifest() -> Manifest {
+        Manifest {
+            chunking: Chunking::Fixed(65536),
+            source_len: 65536 + 10,
+            created_ms: 1_700_000_000_123,
+            nonce: [9; 16],
+            parent: Some(ObjectId([4; 32])),
+            stats: BackupStats {
+                bytes_read: 1,
+                bytes_new: 2,
+                bytes_stored: 3,
+                bytes_zero: 4,
+                chunks_new: 5,
+                chunks_reused: 6,
+                duration_ms: 7,
+            },
+            name: "vm1-disk0".into(),
+            source: "/dev/vg/vm1".into(),
+            entries: vec![
+                Entry {
+                    len: 65536,
+                    id: None,
+                },
+                Entry {
+                    len: 10,
+                    id: Some(ChunkId::of(b"x")),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_and_corruption() {
+        let m = sample_manifest();
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        for i in [0, 9, 20, 100, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(Manifest::decode(&bad).is_err(), "flip at {i} not detected");
+        }
+        assert!(Manifest::decode(&bytes[..bytes.len() - 5]).is_err());
+        let mut future = bytes.clone();
+        future[8] = 2;
+        assert!(matches!(
+            Manifest::decode(&future),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn pack_trailer_and_index_round_trip() {
+        let e = BlobEntry {
+            id: ChunkId::of(b"a"),
+            offset: 16,
+            stored_len: 5,
+            raw_len: 9,
+            compression: Compression::Zstd,
+        };
+        let mut pack = pack_header().to_vec();
+        pack.extend_from_slice(b"abcde");
+        let start = pack.len();
+        write_pack_trailer(&mut pack, &[e, e]);
+        assert_eq!(read_pack_trailer(&pack[start..]).unwrap(), vec![e, e]);
+        let mut bad = pack.clone();
+        bad[start + 3] ^= 1;
+        assert!(read_pack_trailer(&bad[start..]).is_err());
+
+        let ie = IndexEntry {
+            pack: ObjectId([1; 32]),
+            blob: e,
+        };
+        let seg = encode_index(&[ie]);
+        assert_eq!(decode_index(&seg).unwrap(), vec![ie]);
+        let mut bad = seg.clone();
+        bad[40] ^= 1;
+        assert!(decode_index(&bad).is_err());
+        let c = Config {
+            id: [3; 32],
+            created_ms: 5,
+        };
+        assert_eq!(Config::decode(&c.encode()).unwrap(), c);
+    }
+}
