@@ -1,1 +1,40 @@
+//! Where `mover`'s bytes go.
+//!
+//! - [`Backend`]: the object seam (whole immutable objects under keys), with
+//!   [`LocalBackend`] for a directory.
+//! - [`ChunkStore`]: the content-addressed chunk seam the backup pipeline writes through.
+//! - [`Repository`]: the repository layout on any backend (packs, index segments, snapshot
+//!   manifests), which is a `ChunkStore` and commits snapshots durably.
+//! - Test doubles: [`FaultyBackend`] fails chosen writes; the `conformance` module (feature
+//!   `conformance`) checks any backend or store against the contracts.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use chunker::{ChunkId, Encoder};
+//! use targets::{ChunkStore, LocalBackend, Put, Repository, RepositoryOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
+//! Repository::init(backend.clone()).unwrap();
+//! let repo = Repository::open(backend, RepositoryOptions::default()).unwrap();
+//! let data = b"hello".repeat(1000);
+//! let id = ChunkId::of(&data);
+//! assert_eq!(repo.put(&id, Encoder::new(3).encode(&data)).unwrap(), Put::Stored);
+//! repo.flush().unwrap();
+//! assert!(repo.has(&id).unwrap());
+//! ```
+#![deny(missing_docs)]
 
+mod backend;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod error;
+mod faulty;
+mod repo;
+mod store;
+
+pub use backend::{Backend, LocalBackend};
+pub use error::{Error, Result};
+pub use faulty::FaultyBackend;
+pub use repo::{now_ms, pack_key, random_bytes, Repository, RepositoryOptions};
+pub use store::{ChunkStore, ChunkStoreExt, Put};

@@ -1,0 +1,205 @@
+//! The object seam: a flat namespace of immutable objects under `/`-separated keys.
+//!
+//! The repository layout (packs, index segments, snapshots) sits on top of this trait, so a
+//! new place to keep a repository (S3, …) only has to store and fetch whole objects.
+
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Error, Result};
+
+/// Where a repository's objects live.
+///
+/// # Contract
+///
+/// - Keys are relative, `/`-separated, made of `[0-9a-z._-]` segments.
+/// - [`put`](Backend::put) is atomic (a reader sees the old object or all of the new one,
+///   never part of it) and durable when it returns `Ok`: a crash right after loses nothing.
+/// - [`put_new`](Backend::put_new) is `put` that never replaces: `Ok(false)` when the key
+///   already existed. Backends that cannot enforce this atomically document it.
+/// - Reads of a missing key return [`Error::NotFound`]; a range past the end of an object
+///   returns [`Error::Corrupt`] (it was truncated).
+/// - All methods may be called from many threads at once.
+/// - Nothing is cached or buffered across calls; dropping a backend loses nothing.
+pub trait Backend: Send + Sync + Debug {
+    /// Where this backend stores objects, for messages.
+    fn location(&self) -> &str;
+    /// Stores `data` under `key`, replacing any object of that name.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Stores `data` under `key` only if no object of that name exists.
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool>;
+    /// The whole object.
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// `len` bytes from `offset` of the object.
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Size of the object in bytes.
+    fn size(&self, key: &str) -> Result<u64>;
+    /// Every key below `dir` (recursively), in no particular order.
+    fn list(&self, dir: &str) -> Result<Vec<String>>;
+    /// Removes the object; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// A repository in a local directory.
+///
+/// Writes go to a temporary file beside the target, which is fsynced, renamed into place,
+/// and then the directory is fsynced: the only commit order that survives a power loss.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    location: String,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let location = root.display().to_string();
+        LocalBackend { root, location }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Writes `data` to a fresh temporary file in `dir`, fsynced.
+    fn write_temp(&self, dir: &Path, data: &[u8]) -> Result<PathBuf> {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("create", &tmp, e))?;
+            f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
+        })();
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// fsyncs a directory so a rename or create in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("a key has a parent directory");
+        let tmp = self.write_temp(dir, data)?;
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("rename into", &path, e));
+        }
+        sync_dir(dir)
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let path = self.path(key);
+        let dir = path.parent().expect("a key has a parent directory");
+        let tmp = self.write_temp(dir, data)?;
+        // link(2) fails if the target exists: an atomic create-only publish.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(dir).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io("link into", &path, e)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        fs::read(&path).map_err(|e| Error::io("read", &path, e))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let mut buf = vec![0u8; len];
+        match f.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Corrupt {
+                what: format!("{}", path.display()),
+                detail: format!("truncated: {len} bytes at offset {offset} are past its end"),
+            }),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    fn size(&self, key: &str) -> Result<u64> {
+        let path = self.path(key);
+        fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| Error::io("stat", &path, e))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.trim_end_matches('/').to_string()];
+        while let Some(d) = stack.pop() {
+            let path = self.path(&d);
+            let rd = match fs::read_dir(&path) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", &path, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io("list", &path, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue; // temporary files of interrupted writes
+                }
+                let key = format!("{d}/{name}");
+                let ft = entry.file_type().map_err(|e| Error::io("list", &path, e))?;
+                if ft.is_dir() {
+                    stack.push(key);
+                } else {
+                    out.push(key);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong where bytes are stored. Variants say what the caller can do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object, chunk or snapshot does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A snapshot prefix matches several snapshots.
+    #[error("snapshot '{prefix}' is ambiguous: it matches {count} snapshots; give more characters of the id")]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// The location holds something that is not a mover repository.
+    #[error("{location} is not a mover repository ({detail}); create one with `mover init -r {location}`")]
+    NotARepository {
+        /// Where.
+        location: String,
+        /// Why not.
+        detail: String,
+    },
+    /// `init` on a location that is not empty.
+    #[error("{location} is not empty; choose an empty or new directory for a new repository")]
+    NotEmpty {
+        /// Where.
+        location: String,
+    },
+    /// Stored bytes do not decode or do not match their name.
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt {
+        /// The damaged object.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Decoding a structure or chunk failed.
+    #[error(transparent)]
+    Format(#[from] chunker::Error),
+    /// The device holding `path` is full.
+    #[error("no space left on the device holding {path}; free space there and try again")]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// Any other I/O failure, with the operation and path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier write failed, so this store rejects all later writes.
+    #[error("an earlier write to this repository failed ({first}); nothing more is accepted")]
+    Poisoned {
+        /// The first error, as text.
+        first: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and path it came from; a full disk becomes
+    /// [`Error::NoSpace`] and a missing file [`Error::NotFound`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        match source.kind() {
+            io::ErrorKind::StorageFull => Error::NoSpace { path },
+            io::ErrorKind::NotFound => Error::NotFound {
+                what: path.display().to_string(),
+            },
+            _ => Error::Io { op, path, source },
+        }
+    }
+
+    /// True when the same call may succeed if tried again (transient I/O conditions).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if matches!(
+            source.kind(),
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ))
+    }
+
+    /// True when the error means stored data is damaged or missing (as opposed to a failure
+    /// to reach the store).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound { .. } | Error::Corrupt { .. } | Error::Format(_)
+        )
+    }
+}

@@ -1,0 +1,609 @@
+//! The repository: packs, index segments and snapshot manifests on top of a [`Backend`].
+//!
+//! # Layout
+//!
+//! ```text
+//! config                 repository config (format version, id)
+//! packs/ab/<pack id>     packs of encoded chunks, each with a trailer listing its contents
+//! index/<segment id>     index segments: chunk id -> pack, offset, lengths
+//! snapshots/<id>         snapshot manifests
+//! ```
+//!
+//! # Commit order (durable before visible)
+//!
+//! 1. Chunks are appended to an in-memory pack. A full pack is handed to a writer thread,
+//!    which stores it through [`Backend::put`] (atomic and durable when it returns).
+//! 2. Only after a pack is durable do its chunks enter the in-memory index and the list of
+//!    entries for this session's index segment.
+//! 3. [`ChunkStore::flush`] seals the open pack, waits for the writer, then stores one index
+//!    segment naming the new chunks.
+//! 4. [`Repository::commit_snapshot`] flushes, then publishes the manifest with
+//!    [`Backend::put_new`]. The manifest is the last thing written: a crash at any earlier
+//!    point leaves only unreferenced packs or segments, which nothing trips over.
+//!
+//! A pack id is the BLAKE3 of its trailer (which lists the ids of every chunk in it, and so
+//! covers its contents); each chunk is checked against its own id when read.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use chunker::format::{
+    decode_index, encode_index, pack_header, write_pack_trailer, BlobEntry, Config, IndexEntry,
+    Manifest, ObjectId, PACK_HEADER_LEN,
+};
+use chunker::{ChunkId, Frame, IdHasher};
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::{Backend, ChunkStore, Error, Put, Result};
+
+/// Settings of an open repository.
+#[derive(Clone, Debug)]
+pub struct RepositoryOptions {
+    /// A pack is sealed once its data reaches this many bytes.
+    pub pack_size: usize,
+}
+
+impl Default for RepositoryOptions {
+    fn default() -> Self {
+        RepositoryOptions {
+            pack_size: 32 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    pack: u32,
+    offset: u32,
+    stored_len: u32,
+    raw_len: u32,
+    compression: chunker::Compression,
+}
+
+#[derive(Default)]
+struct Index {
+    map: HashMap<ChunkId, Loc, IdHasher>,
+    packs: Vec<ObjectId>,
+    pack_numbers: HashMap<ObjectId, u32>,
+}
+
+impl Index {
+    fn insert(&mut self, e: &IndexEntry) {
+        let pack = *self.pack_numbers.entry(e.pack).or_insert_with(|| {
+            self.packs.push(e.pack);
+            (self.packs.len() - 1) as u32
+        });
+        let b = &e.blob;
+        let loc = Loc {
+            pack,
+            offset: b.offset,
+            stored_len: b.stored_len,
+            raw_len: b.raw_len,
+            compression: b.compression,
+        };
+        self.map.entry(b.id).or_insert(loc);
+    }
+}
+
+/// The pack being filled, and every chunk put but not yet durable.
+struct Packer {
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
+    pending: HashSet<ChunkId, IdHasher>,
+}
+
+enum Job {
+    Pack {
+        buf: Vec<u8>,
+        entries: Vec<BlobEntry>,
+    },
+    Barrier(Sender<()>),
+}
+
+struct Shared {
+    backend: Arc<dyn Backend>,
+    index: RwLock<Index>,
+    packer: Mutex<Packer>,
+    /// Durable chunks not yet named by an index segment.
+    session: Mutex<Vec<IndexEntry>>,
+    poison: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn check_poison(&self) -> Result<()> {
+        match &*self.poison.lock().expect("poison lock") {
+            Some(first) => Err(Error::Poisoned {
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+    fn set_poison(&self, e: &Error) {
+        self.poison
+            .lock()
+            .expect("poison lock")
+            .get_or_insert_with(|| e.to_string());
+    }
+}
+
+/// A mover repository. Implements [`ChunkStore`]; see the module docs for the commit order.
+pub struct Repository {
+    shared: Arc<Shared>,
+    config: Config,
+    options: RepositoryOptions,
+    jobs: Mutex<Option<Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.location())
+            .finish()
+    }
+}
+
+/// The key of a pack.
+pub fn pack_key(id: &ObjectId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use std::io::Read;
+    let mut out = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut out))
+        .expect("/dev/urandom is readable");
+    out
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_millis() as i64
+}
+
+impl Repository {
+    /// Creates a new, empty repository. Refuses a location that already holds objects.
+    pub fn init(backend: Arc<dyn Backend>) -> Result<Config> {
+        if !backend.list("")?.is_empty() {
+            return Err(Error::NotEmpty {
+                location: backend.location().to_string(),
+            });
+        }
+        let config = Config {
+            id: random_bytes(),
+            created_ms: now_ms(),
+        };
+        if !backend.put_new("config", &config.encode())? {
+            return Err(Error::NotEmpty {
+                location: backend.location().to_string(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Opens an existing repository and loads its index.
+    pub fn open(backend: Arc<dyn Backend>, options: RepositoryOptions) -> Result<Self> {
+        let location = backend.location().to_string();
+        let config = match backend.get("config") {
+            Ok(bytes) => Config::decode(&bytes).map_err(|e| match e {
+                e @ chunker::Error::UnsupportedVersion { .. } => Error::Format(e),
+                e => Error::NotARepository {
+                    location: location.clone(),
+                    detail: e.to_string(),
+                },
+            })?,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::NotARepository {
+                    location,
+                    detail: "no config found".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let mut index = Index::default();
+        let mut warnings = Vec::new();
+        for key in backend.list("index")? {
+            match load_segment(&*backend, &key) {
+                Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
+                Err(e) if e.is_damage() => {
+                    tracing::warn!("skipping index segment {key}: {e}");
+                    warnings.push(format!("index segment {key} skipped: {e}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::debug!(
+            chunks = index.map.len(),
+            packs = index.packs.len(),
+            "index loaded"
+        );
+        let shared = Arc::new(Shared {
+            backend,
+            index: RwLock::new(index),
+            packer: Mutex::new(Packer {
+                buf: Vec::new(),
+                entries: Vec::new(),
+                pending: HashSet::default(),
+            }),
+            session: Mutex::new(Vec::new()),
+            poison: Mutex::new(None),
+        });
+        let (tx, rx) = bounded(0);
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("pack-writer".into())
+            .spawn(move || pack_writer(&writer_shared, &rx))
+            .map_err(|e| Error::io("start pack writer thread", "", e))?;
+        Ok(Repository {
+            shared,
+            config,
+            options,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            warnings,
+        })
+    }
+
+    /// Where the repository lives.
+    pub fn location(&self) -> &str {
+        self.shared.backend.location()
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The backend under the repository.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.backend
+    }
+
+    /// Problems found while opening (damaged index segments that were skipped).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Number of chunks in the index.
+    pub fn chunk_count(&self) -> usize {
+        self.shared.index.read().expect("index lock").map.len()
+    }
+
+    /// The pack and blob entry holding a chunk, if indexed.
+    pub fn locate(&self, id: &ChunkId) -> Option<(ObjectId, BlobEntry)> {
+        let index = self.shared.index.read().expect("index lock");
+        index.map.get(id).map(|l| {
+            let blob = BlobEntry {
+                id: *id,
+                offset: l.offset,
+                stored_len: l.stored_len,
+                raw_len: l.raw_len,
+                compression: l.compression,
+            };
+            (index.packs[l.pack as usize], blob)
+        })
+    }
+
+    /// Flushes every chunk, then publishes `manifest`. Returns the snapshot id.
+    pub fn commit_snapshot(&self, manifest: &Manifest) -> Result<ObjectId> {
+        self.flush()?;
+        let bytes = manifest.encode();
+        let id = ObjectId::of(&bytes);
+        let key = format!("snapshots/{}", id.to_hex());
+        if !self.shared.backend.put_new(&key, &bytes)? {
+            // Same bytes, same name: the snapshot is already there (a retried commit).
+            tracing::debug!("snapshot {} already committed", id.to_hex());
+        }
+        Ok(id)
+    }
+
+    /// Ids of every committed snapshot.
+    pub fn snapshot_ids(&self) -> Result<Vec<ObjectId>> {
+        let keys = self.shared.backend.list("snapshots")?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.rsplit('/').next().and_then(ObjectId::from_hex))
+            .collect())
+    }
+
+    /// Loads a snapshot manifest and checks it against its id.
+    pub fn load_snapshot(&self, id: &ObjectId) -> Result<Manifest> {
+        let key = format!("snapshots/{}", id.to_hex());
+        let bytes = self.shared.backend.get(&key)?;
+        if ObjectId::of(&bytes) != *id {
+            return Err(Error::Corrupt {
+                what: format!("snapshot {}", id.to_hex()),
+                detail: "content does not match its id".into(),
+            });
+        }
+        Manifest::decode(&bytes).map_err(|e| Error::Corrupt {
+            what: format!("snapshot {}", id.to_hex()),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(ObjectId, Manifest)>> {
+        let mut out = self
+            .snapshot_ids()?
+            .into_iter()
+            .map(|id| self.load_snapshot(&id).map(|m| (id, m)))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (a.1.created_ms, a.0).cmp(&(b.1.created_ms, b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix, among snapshots named `name` when
+    /// given.
+    pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(ObjectId, Manifest)> {
+        let spec = spec.to_ascii_lowercase();
+        let what = |s: &str| match name {
+            Some(n) => format!("snapshot '{s}' of '{n}'"),
+            None => format!("snapshot '{s}'"),
+        };
+        if spec == "latest" {
+            let all = self.snapshots()?;
+            return all
+                .into_iter()
+                .rev()
+                .find(|(_, m)| name.is_none_or(|n| m.name == n))
+                .ok_or_else(|| Error::NotFound {
+                    what: what("latest"),
+                });
+        }
+        let matches: Vec<ObjectId> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec))
+            .collect();
+        let mut found = Vec::new();
+        for id in matches {
+            let m = self.load_snapshot(&id)?;
+            if name.is_none_or(|n| m.name == n) {
+                found.push((id, m));
+            }
+        }
+        match found.len() {
+            1 if !spec.is_empty() => Ok(found.pop().expect("one element")),
+            0 => Err(Error::NotFound { what: what(&spec) }),
+            count => Err(Error::Ambiguous {
+                prefix: spec,
+                count,
+            }),
+        }
+    }
+
+    /// Hands the open pack to the writer. Called without the packer lock held: the writer
+    /// takes that lock when a pack becomes durable.
+    fn seal(&self, sealed: Option<(Vec<u8>, Vec<BlobEntry>)>) -> Result<()> {
+        let Some((mut buf, entries)) = sealed else {
+            return Ok(());
+        };
+        write_pack_trailer(&mut buf, &entries);
+        let jobs = self.jobs.lock().expect("jobs lock");
+        let tx = jobs
+            .as_ref()
+            .expect("writer runs while the repository is open");
+        tx.send(Job::Pack { buf, entries })
+            .map_err(|_| Error::Poisoned {
+                first: "pack writer stopped".into(),
+            })
+    }
+
+    fn wait_for_writer(&self) -> Result<()> {
+        let (done_tx, done_rx) = bounded(1);
+        {
+            let jobs = self.jobs.lock().expect("jobs lock");
+            let tx = jobs
+                .as_ref()
+                .expect("writer runs while the repository is open");
+            tx.send(Job::Barrier(done_tx))
+                .map_err(|_| Error::Poisoned {
+                    first: "pack writer stopped".into(),
+                })?;
+        }
+        done_rx.recv().map_err(|_| Error::Poisoned {
+            first: "pack writer stopped".into(),
+        })
+    }
+
+    fn flush_inner(&self) -> Result<()> {
+        let sealed = take_open_pack(&mut self.shared.packer.lock().expect("packer lock"));
+        self.seal(sealed)?;
+        self.wait_for_writer()?;
+        self.shared.check_poison()?;
+        let entries = std::mem::take(&mut *self.shared.session.lock().expect("session lock"));
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let bytes = encode_index(&entries);
+        let key = format!("index/{}", ObjectId::of(&bytes).to_hex());
+        self.shared.backend.put(&key, &bytes)
+    }
+}
+
+fn take_open_pack(packer: &mut Packer) -> Option<(Vec<u8>, Vec<BlobEntry>)> {
+    if packer.entries.is_empty() {
+        return None;
+    }
+    Some((
+        std::mem::take(&mut packer.buf),
+        std::mem::take(&mut packer.entries),
+    ))
+}
+
+fn load_segment(backend: &dyn Backend, key: &str) -> Result<Vec<IndexEntry>> {
+    let bytes = backend.get(key)?;
+    let name = key.rsplit('/').next().and_then(ObjectId::from_hex);
+    if name != Some(ObjectId::of(&bytes)) {
+        return Err(Error::Corrupt {
+            what: key.into(),
+            detail: "content does not match its name".into(),
+        });
+    }
+    Ok(decode_index(&bytes)?)
+}
+
+/// The writer thread: stores sealed packs, then makes their chunks visible in the index.
+fn pack_writer(shared: &Shared, jobs: &Receiver<Job>) {
+    for job in jobs {
+        match job {
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
+            Job::Pack { buf, entries } => {
+                if shared.check_poison().is_err() {
+                    continue; // drain: a poisoned store writes nothing more
+                }
+                let trailer_start = buf.len()
+                    - chunker::format::PACK_FOOTER_LEN
+                    - entries.len() * chunker::format::PACK_ENTRY_LEN;
+                let id = ObjectId::of(&buf[trailer_start..]);
+                if let Err(e) = shared.backend.put(&pack_key(&id), &buf) {
+                    tracing::debug!("pack write failed: {e}");
+                    shared.set_poison(&e);
+                    continue;
+                }
+                drop(buf);
+                let new: Vec<IndexEntry> = entries
+                    .iter()
+                    .map(|&blob| IndexEntry { pack: id, blob })
+                    .collect();
+                {
+                    let mut index = shared.index.write().expect("index lock");
+                    new.iter().for_each(|e| index.insert(e));
+                }
+                {
+                    let mut packer = shared.packer.lock().expect("packer lock");
+                    for e in &entries {
+                        packer.pending.remove(&e.id);
+                    }
+                }
+                shared.session.lock().expect("session lock").extend(new);
+            }
+        }
+    }
+}
+
+impl ChunkStore for Repository {
+    fn has(&self, id: &ChunkId) -> Result<bool> {
+        if self
+            .shared
+            .index
+            .read()
+            .expect("index lock")
+            .map
+            .contains_key(id)
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .shared
+            .packer
+            .lock()
+            .expect("packer lock")
+            .pending
+            .contains(id))
+    }
+
+    fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
+        self.shared.check_poison()?;
+        let mut packer = self.shared.packer.lock().expect("packer lock");
+        if packer.pending.contains(id)
+            || self
+                .shared
+                .index
+                .read()
+                .expect("index lock")
+                .map
+                .contains_key(id)
+        {
+            return Ok(Put::AlreadyPresent);
+        }
+        if packer.buf.is_empty() {
+            packer.buf.reserve(self.options.pack_size + (1 << 20));
+            packer.buf.extend_from_slice(&pack_header());
+        }
+        let offset = packer.buf.len();
+        if offset + frame.bytes.len() > u32::MAX as usize {
+            return Err(Error::Corrupt {
+                what: format!("chunk {id}"),
+                detail: "frame too large for a pack".into(),
+            });
+        }
+        packer.buf.extend_from_slice(&frame.bytes);
+        packer.entries.push(BlobEntry {
+            id: *id,
+            offset: offset as u32,
+            stored_len: frame.bytes.len() as u32,
+            raw_len: frame.raw_len,
+            compression: frame.compression,
+        });
+        packer.pending.insert(*id);
+        if packer.buf.len() - PACK_HEADER_LEN >= self.options.pack_size {
+            let sealed = take_open_pack(&mut packer);
+            drop(packer);
+            if let Err(e) = self.seal(sealed) {
+                self.shared.set_poison(&e);
+                return Err(e);
+            }
+        }
+        Ok(Put::Stored)
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<Frame> {
+        let mut located = self.locate(id);
+        if located.is_none()
+            && self
+                .shared
+                .packer
+                .lock()
+                .expect("packer lock")
+                .pending
+                .contains(id)
+        {
+            self.flush()?;
+            located = self.locate(id);
+        }
+        let (pack, blob) = located.ok_or_else(|| Error::NotFound {
+            what: format!("chunk {id}"),
+        })?;
+        let bytes = self.shared.backend.get_range(
+            &pack_key(&pack),
+            u64::from(blob.offset),
+            blob.stored_len as usize,
+        )?;
+        Ok(Frame {
+            compression: blob.compression,
+            raw_len: blob.raw_len,
+            bytes,
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.shared.check_poison()?;
+        let result = self.flush_inner();
+        if let Err(e) = &result {
+            self.shared.set_poison(e);
+        }
+        result
+    }
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer; unflushed chunks are dropped (see the contract).
+        self.jobs.lock().expect("jobs lock").take();
+        if let Some(w) = self.writer.lock().expect("writer lock").take() {
+            let _ = w.join();
+        }
+    }
+}
