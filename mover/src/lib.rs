@@ -1,1 +1,52 @@
+//! `mover`: sources, the backup and restore pipelines, verify, and the thin binary on top.
+//!
+//! - [`Source`] / [`FileSource`]: raw images and block devices, read positionally by many
+//!   threads, with holes found by `SEEK_DATA`/`SEEK_HOLE` and never read.
+//! - [`backup_image`] and [`backup_stream`]: the pipeline that chunks, hashes, deduplicates,
+//!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
+//! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
+//! - [`verify`]: checks that snapshots restore, without writing anything.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mover::{backup_image, BackupOptions, FileSource, Progress};
+//! use targets::{LocalBackend, Repository, RepositoryOptions};
+//!
+//! let backend = Arc::new(LocalBackend::new("/srv/backup/repo"));
+//! let repo = Repository::open(backend, RepositoryOptions::default())?;
+//! let source = FileSource::open("/var/lib/images/vm1.img")?;
+//! let opts = BackupOptions {
+//!     name: "vm1".into(),
+//!     source_label: "/var/lib/images/vm1.img".into(),
+//!     chunk_size: chunker::DEFAULT_CHUNK_SIZE,
+//!     level: 3,
+//!     threads: 2,
+//!     memory: 256 << 20,
+//! };
+//! let report = backup_image(&repo, &source, &opts, &Progress::default())?;
+//! println!("snapshot {}", report.snapshot.to_hex());
+//! # Ok::<(), mover::Error>(())
+//! ```
 
+mod backup;
+mod error;
+mod pipeline;
+mod progress;
+mod restore;
+mod source;
+pub mod sys;
+mod verify;
+
+pub use backup::{backup_image, backup_stream, BackupOptions, BackupReport};
+pub use error::{Error, Result};
+pub use pipeline::default_threads;
+pub use progress::Progress;
+pub use restore::{restore, Destination, RestoreOptions, RestoreReport};
+pub use source::{FileSource, Source, SourceKind};
+pub use verify::{verify, SnapshotCheck, VerifyReport};
+
+/// Default zstd level: level 3 measured the best stored-bytes for the time on mixed VM images
+/// (see `bench/results/`).
+pub const DEFAULT_LEVEL: i32 = 3;
+/// Default memory budget for data in flight.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;

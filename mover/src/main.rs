@@ -1,1 +1,224 @@
-fn main() {}
+//! The `mover` binary: parse, run one command, map the outcome to an exit code.
+
+mod cli;
+mod output;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use mover::{Destination, FileSource, Progress, SourceKind};
+use targets::{LocalBackend, Repository, RepositoryOptions};
+
+use cli::{BackupArgs, Cli, Command, PerfArgs, RepoArg, RestoreArgs, SnapshotsArgs, VerifyArgs};
+
+/// Exit codes; see the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Success = 0,
+    Failure = 1,
+    #[allow(dead_code)] // clap exits with 2 itself for the usage errors it finds
+    Usage = 2,
+    #[allow(dead_code)] // used by commands that commit with recorded warnings
+    Warnings = 3,
+    Interrupted = 130,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    mover::sys::install_signal_handlers();
+    let code = match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let interrupted = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(mover::Error::Interrupted)));
+            if interrupted {
+                eprintln!("mover: interrupted; nothing was committed");
+                Exit::Interrupted
+            } else {
+                eprintln!("mover: {e:#}");
+                Exit::Failure
+            }
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, 2) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Init(a) => init(&a.repo, cli.quiet),
+        Command::Backup(a) => backup(a, cli.quiet),
+        Command::Snapshots(a) => snapshots(a),
+        Command::Restore(a) => restore(a, cli.quiet),
+        Command::Verify(a) => verify(a, cli.quiet),
+    }
+}
+
+fn backend(repo: &RepoArg) -> Arc<LocalBackend> {
+    Arc::new(LocalBackend::new(&repo.repo))
+}
+
+fn open_repo(repo: &RepoArg) -> anyhow::Result<Repository> {
+    let repo = Repository::open(backend(repo), RepositoryOptions::default())?;
+    for w in repo.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(repo)
+}
+
+fn threads(perf: &PerfArgs) -> usize {
+    perf.threads
+        .map_or_else(mover::default_threads, usize::from)
+}
+
+fn init(repo: &RepoArg, quiet: bool) -> anyhow::Result<Exit> {
+    Repository::init(backend(repo))?;
+    if !quiet {
+        eprintln!("created repository {}", repo.repo.display());
+    }
+    Ok(Exit::Success)
+}
+
+fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo)?;
+    let stdin = a.source == "-";
+    let opts = mover::BackupOptions {
+        name: a.name.clone().unwrap_or_else(|| {
+            if stdin {
+                "stdin".into()
+            } else {
+                a.source.clone()
+            }
+        }),
+        source_label: a.source.clone(),
+        chunk_size: a.chunk_size,
+        level: a.compression,
+        threads: threads(&a.perf),
+        memory: a.perf.memory,
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start(&progress, show_progress(quiet), "backup");
+    let result = (|| -> anyhow::Result<mover::BackupReport> {
+        if stdin {
+            use std::os::fd::AsFd;
+            let fd = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot read stdin")?;
+            let stdin = std::fs::File::from(fd);
+            return Ok(mover::backup_stream(&repo, stdin, &opts, &progress)?);
+        }
+        let source = FileSource::open(&a.source)?;
+        Ok(match source.kind() {
+            SourceKind::Stream => {
+                mover::backup_stream(&repo, source.into_file(), &opts, &progress)?
+            }
+            _ => mover::backup_image(&repo, &source, &opts, &progress)?,
+        })
+    })();
+    bar.finish();
+    let report =
+        result.with_context(|| format!("backup of {} failed, nothing was committed", a.source))?;
+    output::backup_summary(&report, a.json, quiet)?;
+    Ok(Exit::Success)
+}
+
+fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo)?;
+    let list: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, m)| a.name.as_ref().is_none_or(|n| &m.name == n))
+        .collect();
+    output::snapshot_list(&list, a.json)?;
+    Ok(Exit::Success)
+}
+
+fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo)?;
+    let (id, manifest) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+    let dest = if a.to == "-" {
+        Destination::Stdout
+    } else {
+        Destination::Path(a.to.clone().into())
+    };
+    let opts = mover::RestoreOptions {
+        force: a.force,
+        threads: threads(&a.perf),
+        memory: a.perf.memory,
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start(&progress, show_progress(quiet), "restore");
+    let result = mover::restore(&repo, &manifest, &dest, &opts, &progress);
+    bar.finish();
+    let report =
+        result.with_context(|| format!("restore of snapshot {} to {} failed", short(&id), a.to))?;
+    output::restore_summary(&id, &report, a.json, quiet, dest == Destination::Stdout)?;
+    Ok(Exit::Success)
+}
+
+fn verify(a: &VerifyArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo)?;
+    let selected = match &a.snapshot {
+        Some(spec) => {
+            let (id, m) = repo.find_snapshot(spec, a.name.as_deref())?;
+            vec![(id, Ok(m))]
+        }
+        None => {
+            let mut all = Vec::new();
+            for id in repo.snapshot_ids()? {
+                match repo.load_snapshot(&id) {
+                    Ok(m) if a.name.as_ref().is_some_and(|n| &m.name != n) => {}
+                    Ok(m) => all.push((id, Ok(m))),
+                    Err(e) if e.is_damage() => all.push((id, Err(e.to_string()))),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            all
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start(&progress, show_progress(quiet), "verify");
+    let result = mover::verify(&repo, selected, threads(&a.perf), &progress);
+    bar.finish();
+    let report = result.context("verify could not finish")?;
+    output::verify_report(&report, a.json, quiet)?;
+    let damaged = report.snapshots.iter().filter(|s| !s.is_ok()).count();
+    if damaged > 0 {
+        eprintln!(
+            "mover: {damaged} of {} snapshots are damaged; they cannot be restored bit-exact",
+            report.snapshots.len()
+        );
+        return Ok(Exit::Failure);
+    }
+    Ok(Exit::Success)
+}
+
+fn show_progress(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+fn short(id: &chunker::format::ObjectId) -> String {
+    id.to_hex()[..12].to_string()
+}

@@ -104,6 +104,11 @@ impl LocalBackend {
 
 /// fsyncs a directory so a rename or create in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
@@ -182,7 +187,11 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue; // temporary files of interrupted writes
                 }
-                let key = format!("{d}/{name}");
+                let key = if d.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{d}/{name}")
+                };
                 let ft = entry.file_type().map_err(|e| Error::io("list", &path, e))?;
                 if ft.is_dir() {
                     stack.push(key);

@@ -1,0 +1,195 @@
+//! Command-line parsing. Parsed once into these types, validated, then handed to `main`'s
+//! command functions; nothing below `main` sees clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A high-throughput streaming data mover for disk images: back up raw images and block
+/// devices into a deduplicating, compressing repository and restore them bit-exact.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mover",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress bar and no human summaries; errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new, empty repository.
+    Init(InitArgs),
+    /// Back up a raw image, a block device or stdin (`-`) into a repository.
+    Backup(BackupArgs),
+    /// List the snapshots in a repository.
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot to a file, a block device or stdout (`-`).
+    Restore(RestoreArgs),
+    /// Read every chunk of one or all snapshots and check it against its id.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepoArg {
+    /// Repository directory.
+    #[arg(short = 'r', long = "repo", env = "MOVER_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+}
+
+#[derive(Args, Debug)]
+pub struct PerfArgs {
+    /// Worker threads [default: one per core, at least 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+    /// Memory budget for data in flight (e.g. 256MiB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_memory)]
+    pub memory: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// What to back up: an image file, a block device, or `-` for stdin.
+    #[arg(long, value_name = "SRC")]
+    pub source: String,
+    /// Name to record with the snapshot [default: the source as given; `stdin` for `-`].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Fixed chunk size for images, a power of two from 64KiB to 16MiB (average size for
+    /// stdin).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: u32,
+    /// zstd compression level.
+    #[arg(long, value_name = "LEVEL", default_value_t = mover::DEFAULT_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression: i32,
+    #[command(flatten)]
+    pub perf: PerfArgs,
+    /// Print a JSON summary on stdout instead of the snapshot id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Only snapshots with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Snapshot id, unique id prefix, or `latest`.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Pick among snapshots with this name (for `latest`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Destination: a file (written sparse), a block device, or `-` for stdout.
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+    /// Overwrite an existing destination file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub perf: PerfArgs,
+    /// Print a JSON summary (on stderr when restoring to stdout).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Snapshot id, unique prefix or `latest` [default: every snapshot].
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: Option<String>,
+    /// Only snapshots with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub perf: PerfArgs,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `123`, `64KiB`, `64K`, `1MiB`, `1M`, `2GiB`, `2G` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (try 1MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("'{s}' has an unknown unit (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    chunker::check_chunk_size(parse_size(s)?).map_err(|e| e.to_string())
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < 32 << 20 {
+        return Err(format!("'{s}' is too little memory; give at least 32MiB"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_chunk_size("3MiB").is_err());
+        assert!(parse_chunk_size("32KiB").is_err());
+        assert_eq!(parse_chunk_size("16MiB"), Ok(16 << 20));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,350 @@
+//! What the binary prints: JSON for machines on stdout, tables, summaries and the progress bar
+//! for people on stderr. The JSON shapes are documented in `docs/JSON.md`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chunker::format::{Chunking, Manifest, ObjectId};
+use mover::{BackupReport, Progress, RestoreReport, VerifyReport};
+use serde_json::json;
+
+/// Version of the JSON output documented in `docs/JSON.md`.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// A one-line progress display on stderr, redrawn a few times a second.
+pub struct ProgressBar {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    pub fn start(progress: &Arc<Progress>, show: bool, what: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = show.then(|| {
+            let (progress, stop) = (Arc::clone(progress), Arc::clone(&stop));
+            std::thread::spawn(move || draw(&progress, &stop, what))
+        });
+        ProgressBar { stop, thread }
+    }
+
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn draw(progress: &Progress, stop: &AtomicBool, what: &str) {
+    let start = Instant::now();
+    let mut err = std::io::stderr();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let (done, total) = progress.get();
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let line = if total > 0 {
+            let pct = (done as f64 / total as f64 * 100.0).min(100.0);
+            let eta = if rate > 0.0 {
+                (total.saturating_sub(done)) as f64 / rate
+            } else {
+                0.0
+            };
+            format!(
+                "{what}: {} / {} ({pct:.0}%)  {}/s  ETA {}",
+                bytes(done),
+                bytes(total),
+                bytes(rate as u64),
+                duration(eta)
+            )
+        } else {
+            format!("{what}: {}  {}/s", bytes(done), bytes(rate as u64))
+        };
+        let _ = write!(err, "\r\x1b[K{line}");
+        let _ = err.flush();
+    }
+    let _ = write!(err, "\r\x1b[K");
+}
+
+/// `1.5 GiB`-style sizes.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `2026-11-25T01:24:04Z` from ms since the epoch (UTC, no time-zone database needed).
+pub fn timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn chunking(c: Chunking) -> (&'static str, u32) {
+    match c {
+        Chunking::Fixed(s) => ("fixed", s),
+        Chunking::Cdc(s) => ("fastcdc", s),
+    }
+}
+
+pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::Result<()> {
+    let m = &r.manifest;
+    let s = &m.stats;
+    let chunks_total = m.entries.len() as u64;
+    let mbps = m.source_len as f64 / r.seconds.max(1e-9) / 1e6;
+    if as_json {
+        let (kind, size) = chunking(m.chunking);
+        return print_json(&json!({
+            "type": "summary",
+            "schema": JSON_SCHEMA,
+            "data": {
+                "command": "backup",
+                "snapshot_id": m_id(&r.snapshot),
+                "name": m.name,
+                "source": m.source,
+                "created": timestamp(m.created_ms),
+                "source_bytes": m.source_len,
+                "bytes_read": s.bytes_read,
+                "bytes_new": s.bytes_new,
+                "bytes_stored": s.bytes_stored,
+                "bytes_zero": s.bytes_zero,
+                "chunks_total": chunks_total,
+                "chunks_new": s.chunks_new,
+                "chunks_reused": s.chunks_reused,
+                "chunks_zero": r.chunks_zero,
+                "chunking": kind,
+                "chunk_size": size,
+                "seconds": r.seconds,
+                "mb_per_s": mbps,
+            }
+        }));
+    }
+    println!("{}", m_id(&r.snapshot));
+    if !quiet {
+        eprintln!(
+            "snapshot {} of {}: {} in {:.1}s ({mbps:.0} MB/s); read {}, new {} stored as {}, {} zero; chunks {} ({} new, {} reused, {} zero)",
+            &m_id(&r.snapshot)[..12],
+            m.name,
+            bytes(m.source_len),
+            r.seconds,
+            bytes(s.bytes_read),
+            bytes(s.bytes_new),
+            bytes(s.bytes_stored),
+            bytes(s.bytes_zero),
+            chunks_total,
+            s.chunks_new,
+            s.chunks_reused,
+            r.chunks_zero,
+        );
+    }
+    Ok(())
+}
+
+fn m_id(id: &ObjectId) -> String {
+    id.to_hex()
+}
+
+pub fn snapshot_list(list: &[(ObjectId, Manifest)], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let items: Vec<_> = list
+            .iter()
+            .map(|(id, m)| {
+                let (kind, size) = chunking(m.chunking);
+                json!({
+                    "id": id.to_hex(),
+                    "short_id": &id.to_hex()[..12],
+                    "name": m.name,
+                    "source": m.source,
+                    "created": timestamp(m.created_ms),
+                    "created_ms": m.created_ms,
+                    "source_bytes": m.source_len,
+                    "bytes_new": m.stats.bytes_new,
+                    "bytes_stored": m.stats.bytes_stored,
+                    "chunking": kind,
+                    "chunk_size": size,
+                    "chunks": m.entries.len(),
+                    "parent": m.parent.map(|p| p.to_hex()),
+                })
+            })
+            .collect();
+        return print_json(&serde_json::Value::Array(items));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<12}  {:<20}  {:>10}  {:>10}  NAME",
+        "ID", "TIME (UTC)", "SIZE", "NEW"
+    )?;
+    for (id, m) in list {
+        writeln!(
+            out,
+            "{:<12}  {:<20}  {:>10}  {:>10}  {}",
+            &id.to_hex()[..12],
+            timestamp(m.created_ms),
+            bytes(m.source_len),
+            bytes(m.stats.bytes_new),
+            m.name
+        )?;
+    }
+    writeln!(out, "{} snapshots", list.len())?;
+    Ok(())
+}
+
+pub fn restore_summary(
+    id: &ObjectId,
+    r: &RestoreReport,
+    as_json: bool,
+    quiet: bool,
+    to_stdout: bool,
+) -> anyhow::Result<()> {
+    let mbps = r.bytes_total as f64 / r.seconds.max(1e-9) / 1e6;
+    if as_json {
+        let v = json!({
+            "type": "summary",
+            "schema": JSON_SCHEMA,
+            "data": {
+                "command": "restore",
+                "snapshot_id": id.to_hex(),
+                "bytes_total": r.bytes_total,
+                "bytes_written": r.bytes_written,
+                "chunks_fetched": r.chunks_fetched,
+                "seconds": r.seconds,
+                "mb_per_s": mbps,
+            }
+        });
+        if to_stdout {
+            eprintln!("{v}");
+            return Ok(());
+        }
+        return print_json(&v);
+    }
+    if !quiet {
+        eprintln!(
+            "restored snapshot {}: {} in {:.1}s ({mbps:.0} MB/s), {} chunks checked",
+            &id.to_hex()[..12],
+            bytes(r.bytes_total),
+            r.seconds,
+            r.chunks_fetched
+        );
+    }
+    Ok(())
+}
+
+pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Result<()> {
+    if as_json {
+        let snaps: Vec<_> = r
+            .snapshots
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id.to_hex(),
+                    "name": s.name,
+                    "ok": s.is_ok(),
+                    "problems": s.problems,
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "type": "summary",
+            "schema": JSON_SCHEMA,
+            "data": {
+                "command": "verify",
+                "chunks_checked": r.chunks_checked,
+                "bytes_checked": r.bytes_checked,
+                "snapshots": snaps,
+            }
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    for s in &r.snapshots {
+        let name = s.name.as_deref().unwrap_or("?");
+        if s.is_ok() {
+            writeln!(out, "ok       {}  {name}", &s.id.to_hex()[..12])?;
+        } else {
+            writeln!(
+                out,
+                "DAMAGED  {}  {name}: {} problem(s)",
+                &s.id.to_hex()[..12],
+                s.problems.len()
+            )?;
+            for p in s.problems.iter().take(5) {
+                writeln!(out, "         {p}")?;
+            }
+            if s.problems.len() > 5 {
+                writeln!(out, "         … and {} more", s.problems.len() - 5)?;
+            }
+        }
+    }
+    if !quiet {
+        eprintln!(
+            "checked {} chunks ({})",
+            r.chunks_checked,
+            bytes(r.bytes_checked)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(bytes(5), "5 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(4 << 30), "4.0 GiB");
+    }
+}

@@ -1,0 +1,430 @@
+//! Restore: manifest -> chunks fetched, decoded and checked in parallel -> destination.
+//!
+//! Files and block devices are written positionally by the workers themselves, in any order.
+//! A new or replaced file is written under a temporary name beside the destination, fsynced
+//! and renamed into place, so a failed restore never leaves a half-written image under the
+//! destination's name (and a replaced file survives a failed restore). Zero chunks become
+//! holes in files and are written as zeros on devices.
+//!
+//! Streams (stdout, pipes, character devices) need order: workers hand decoded chunks to one
+//! writer that reorders them. A window of tokens bounds how far workers run ahead, so memory
+//! stays within the budget however slow the reader of the stream is.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chunker::format::{Entry, Manifest};
+use chunker::Decoder;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use targets::ChunkStore;
+
+use crate::pipeline::{channel_capacity, FirstError};
+use crate::{Error, Progress, Result};
+
+/// Where a snapshot is restored to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Standard output (ordered stream).
+    Stdout,
+    /// A path: a new or existing file, a block device, or a character device / FIFO.
+    Path(PathBuf),
+}
+
+/// Settings of one restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Replace an existing regular file.
+    pub force: bool,
+    /// Worker threads.
+    pub threads: usize,
+    /// Memory budget in bytes.
+    pub memory: u64,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreReport {
+    /// Bytes of the image (logical size).
+    pub bytes_total: u64,
+    /// Bytes written (zeros on devices and streams included, holes in files not).
+    pub bytes_written: u64,
+    /// Chunks fetched and checked.
+    pub chunks_fetched: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+enum Sink {
+    /// Positional writes; `zeros` says whether zero chunks must be written.
+    Positional { file: File, zeros: bool },
+    /// Ordered writes.
+    Stream(File),
+}
+
+struct Task {
+    index: u64,
+    offset: u64,
+    entry: Entry,
+}
+
+/// Restores `manifest` to `dest`, checking every chunk against its id before writing it.
+pub fn restore(
+    store: &dyn ChunkStore,
+    manifest: &Manifest,
+    dest: &Destination,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
+    let start = Instant::now();
+    progress.set_total(manifest.source_len);
+    let (sink, label, temp) = open_destination(dest, manifest.source_len, opts.force)?;
+    let result = run(store, manifest, sink, &label, opts, progress);
+    match (result, temp) {
+        (Ok(mut report), Some((tmp, final_path))) => {
+            if let Err(e) = std::fs::rename(&tmp, &final_path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::destination(&label, e));
+            }
+            if let Some(dir) = final_path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| Error::destination(&label, e))?;
+            }
+            report.seconds = start.elapsed().as_secs_f64();
+            Ok(report)
+        }
+        (Ok(mut report), None) => {
+            report.seconds = start.elapsed().as_secs_f64();
+            Ok(report)
+        }
+        (Err(e), temp) => {
+            if let Some((tmp, _)) = temp {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Err(e)
+        }
+    }
+}
+
+type Opened = (Sink, String, Option<(PathBuf, PathBuf)>);
+
+fn open_destination(dest: &Destination, len: u64, force: bool) -> Result<Opened> {
+    let path = match dest {
+        Destination::Stdout => {
+            // A plain File on a duplicate of fd 1: no line buffering of binary data.
+            let fd = std::io::stdout()
+                .lock()
+                .as_fd_owned()
+                .map_err(|e| Error::destination("standard output", e))?;
+            return Ok((Sink::Stream(File::from(fd)), "standard output".into(), None));
+        }
+        Destination::Path(p) => p,
+    };
+    let label = path.display().to_string();
+    let err = |e| Error::destination(&label, e);
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_block_device() => {
+            let mut file = OpenOptions::new().write(true).open(path).map_err(err)?;
+            let have = file.seek(SeekFrom::End(0)).map_err(err)?;
+            if have < len {
+                return Err(Error::DestinationTooSmall {
+                    path: label,
+                    have,
+                    need: len,
+                });
+            }
+            Ok((Sink::Positional { file, zeros: true }, label, None))
+        }
+        Ok(meta) if meta.file_type().is_char_device() || meta.file_type().is_fifo() => {
+            let file = OpenOptions::new().write(true).open(path).map_err(err)?;
+            Ok((Sink::Stream(file), label, None))
+        }
+        Ok(meta) if meta.is_dir() => Err(Error::Destination {
+            path: label,
+            source: std::io::Error::other("is a directory; give a file name"),
+        }),
+        Ok(_) if !force => Err(Error::DestinationExists { path: label }),
+        Ok(_) | Err(_) => {
+            let name = path.file_name().ok_or_else(|| Error::Destination {
+                path: label.clone(),
+                source: std::io::Error::other("not a file name"),
+            })?;
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(".mover-{}.tmp", std::process::id()));
+            let tmp = path.with_file_name(tmp_name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(err)?;
+            // A sparse file of the right size: unwritten zero chunks stay holes.
+            if let Err(e) = file.set_len(len) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(err(e));
+            }
+            Ok((
+                Sink::Positional { file, zeros: false },
+                label,
+                Some((tmp, path.clone())),
+            ))
+        }
+    }
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+}
+
+impl<T: std::os::fd::AsFd> AsFdOwned for T {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+fn run(
+    store: &dyn ChunkStore,
+    manifest: &Manifest,
+    sink: Sink,
+    label: &str,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
+    let max_chunk = manifest
+        .entries
+        .iter()
+        .map(|e| u64::from(e.len))
+        .max()
+        .unwrap_or(1);
+    let threads = opts.threads.max(1);
+    let window = channel_capacity(opts.memory, 2 * threads as u64 * max_chunk, max_chunk);
+    let (task_tx, task_rx) = bounded::<Task>(window);
+    let errors = FirstError::default();
+    let mut report = RestoreReport {
+        bytes_total: manifest.source_len,
+        ..Default::default()
+    };
+    let counters = Counters::default();
+    match &sink {
+        Sink::Positional { file, zeros } => {
+            std::thread::scope(|s| {
+                let errors = &errors;
+                let counters = &counters;
+                for _ in 0..threads {
+                    let rx = task_rx.clone();
+                    s.spawn(move || {
+                        errors.run(|| {
+                            positional_worker(
+                                store, file, *zeros, label, &rx, errors, progress, counters,
+                            )
+                        })
+                    });
+                }
+                drop(task_rx);
+                errors.run(|| feed(manifest, &task_tx, None, &errors));
+                drop(task_tx);
+            });
+            errors.into_result()?;
+            file.sync_all().map_err(|e| Error::destination(label, e))?;
+        }
+        Sink::Stream(file) => {
+            // Tokens bound chunks in flight (queued, being decoded, waiting to be written).
+            let (token_tx, token_rx) = bounded::<()>(window);
+            for _ in 0..window {
+                token_tx
+                    .send(())
+                    .expect("the token channel has room for the window");
+            }
+            let (out_tx, out_rx) = bounded::<(u64, Option<Vec<u8>>)>(window);
+            std::thread::scope(|s| {
+                let errors = &errors;
+                let counters = &counters;
+                for _ in 0..threads {
+                    let (rx, tx) = (task_rx.clone(), out_tx.clone());
+                    s.spawn(move || {
+                        errors.run(|| stream_worker(store, &rx, &tx, errors, counters))
+                    });
+                }
+                drop(task_rx);
+                drop(out_tx);
+                s.spawn(move || {
+                    errors.run(|| feed(manifest, &task_tx, Some(&token_rx), errors));
+                });
+                errors.run(|| {
+                    stream_writer(
+                        manifest, file, label, &out_rx, &token_tx, errors, progress, counters,
+                    )
+                });
+                drop(out_rx);
+            });
+            errors.into_result()?;
+        }
+    }
+    report.bytes_written = counters.written.load(std::sync::atomic::Ordering::Relaxed);
+    report.chunks_fetched = counters.fetched.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(report)
+}
+
+#[derive(Default)]
+struct Counters {
+    written: std::sync::atomic::AtomicU64,
+    fetched: std::sync::atomic::AtomicU64,
+}
+
+fn feed(
+    manifest: &Manifest,
+    tasks: &Sender<Task>,
+    tokens: Option<&Receiver<()>>,
+    errors: &FirstError,
+) -> Result<()> {
+    let mut offset = 0u64;
+    for (index, entry) in manifest.entries.iter().enumerate() {
+        if errors.should_stop() {
+            return Ok(());
+        }
+        if let Some(tokens) = tokens {
+            if tokens.recv().is_err() {
+                return Ok(());
+            }
+        }
+        if tasks
+            .send(Task {
+                index: index as u64,
+                offset,
+                entry: *entry,
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
+        offset += u64::from(entry.len);
+    }
+    Ok(())
+}
+
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+#[allow(clippy::too_many_arguments)]
+fn positional_worker(
+    store: &dyn ChunkStore,
+    file: &File,
+    zeros: bool,
+    label: &str,
+    tasks: &Receiver<Task>,
+    errors: &FirstError,
+    progress: &Progress,
+    counters: &Counters,
+) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut decoder = Decoder::new();
+    let mut buf = Vec::new();
+    for task in tasks {
+        if errors.should_stop() {
+            return Ok(());
+        }
+        let len = u64::from(task.entry.len);
+        match task.entry.id {
+            None if !zeros => {}
+            None => {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(ZEROS.len() as u64) as usize;
+                    file.write_all_at(&ZEROS[..n], task.offset + done)
+                        .map_err(|e| Error::destination(label, e))?;
+                    done += n as u64;
+                }
+                counters.written.fetch_add(len, Relaxed);
+            }
+            Some(id) => {
+                let frame = store.get(&id)?;
+                decoder.decode_into(&frame, &id, &mut buf)?;
+                file.write_all_at(&buf, task.offset)
+                    .map_err(|e| Error::destination(label, e))?;
+                counters.written.fetch_add(len, Relaxed);
+                counters.fetched.fetch_add(1, Relaxed);
+            }
+        }
+        progress.add(len);
+    }
+    Ok(())
+}
+
+fn stream_worker(
+    store: &dyn ChunkStore,
+    tasks: &Receiver<Task>,
+    out: &Sender<(u64, Option<Vec<u8>>)>,
+    errors: &FirstError,
+    counters: &Counters,
+) -> Result<()> {
+    let mut decoder = Decoder::new();
+    for task in tasks {
+        if errors.should_stop() {
+            return Ok(());
+        }
+        let data = match task.entry.id {
+            None => None,
+            Some(id) => {
+                let frame = store.get(&id)?;
+                counters
+                    .fetched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(decoder.decode(&frame, &id)?)
+            }
+        };
+        if out.send((task.index, data)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_writer(
+    manifest: &Manifest,
+    mut file: &File,
+    label: &str,
+    out: &Receiver<(u64, Option<Vec<u8>>)>,
+    tokens: &Sender<()>,
+    errors: &FirstError,
+    progress: &Progress,
+    counters: &Counters,
+) -> Result<()> {
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0u64;
+    for (index, data) in out {
+        if errors.should_stop() {
+            return Ok(());
+        }
+        waiting.insert(index, data);
+        while let Some(data) = waiting.remove(&next) {
+            let len = manifest.entries[next as usize].len as usize;
+            match data {
+                Some(bytes) => file.write_all(&bytes),
+                None => (0..len)
+                    .step_by(ZEROS.len())
+                    .try_for_each(|at| file.write_all(&ZEROS[..(len - at).min(ZEROS.len())])),
+            }
+            .map_err(|e| Error::destination(label, e))?;
+            counters
+                .written
+                .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+            progress.add(len as u64);
+            next += 1;
+            let _ = tokens.send(());
+        }
+    }
+    if next as usize != manifest.entries.len() && !errors.should_stop() {
+        return Err(Error::Interrupted);
+    }
+    file.flush().map_err(|e| Error::destination(label, e))
+}

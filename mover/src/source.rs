@@ -1,0 +1,170 @@
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+
+use chunker::{Extent, ExtentKind};
+
+use crate::{sys, Error, Result};
+
+/// A disk to back up.
+///
+/// # Contract
+///
+/// - `len` is fixed for the life of the source.
+/// - `extents` yields sorted, non-overlapping extents; regions it does not cover are data.
+///   Holes are `Zero` and are never read.
+/// - `read_at` fills the whole buffer or fails; it is called from many threads at once.
+pub trait Source: Send + Sync {
+    /// Size in bytes.
+    fn len(&self) -> u64;
+    /// True when the source is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// What is known about each region (allocation).
+    fn extents(&self) -> Result<Box<dyn Iterator<Item = Result<Extent>> + Send + '_>>;
+    /// Positional read of `buf.len()` bytes at `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+/// What a path points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A regular (image) file.
+    File,
+    /// A block device.
+    BlockDevice,
+    /// A pipe, FIFO or character device: a stream of unknown length.
+    Stream,
+}
+
+/// A raw image file or a block device.
+pub struct FileSource {
+    file: File,
+    path: String,
+    len: u64,
+    kind: SourceKind,
+}
+
+impl FileSource {
+    /// Opens `path` read-only and finds its size (from the device for block devices).
+    pub fn open(path: &str) -> Result<Self> {
+        let err = |source| Error::Source {
+            path: path.to_string(),
+            source,
+        };
+        let mut file = File::open(path).map_err(err)?;
+        let ft = file.metadata().map_err(err)?.file_type();
+        let kind = if ft.is_file() {
+            SourceKind::File
+        } else if ft.is_block_device() {
+            SourceKind::BlockDevice
+        } else {
+            SourceKind::Stream
+        };
+        let len = match kind {
+            SourceKind::File => file.metadata().map_err(err)?.len(),
+            // stat reports 0 for devices; seeking to the end asks the device itself.
+            SourceKind::BlockDevice => file.seek(SeekFrom::End(0)).map_err(err)?,
+            SourceKind::Stream => 0,
+        };
+        Ok(FileSource {
+            file,
+            path: path.to_string(),
+            len,
+            kind,
+        })
+    }
+
+    /// What the path points at.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    /// Gives the open file back (to read a stream from it).
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
+    fn allocation(&self) -> Result<Vec<Extent>> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let push = |out: &mut Vec<Extent>, offset, end, kind| {
+            if end > offset {
+                out.push(Extent {
+                    offset,
+                    len: end - offset,
+                    kind,
+                });
+            }
+        };
+        while pos < self.len {
+            let data = match sys::seek_data(&self.file, pos) {
+                Ok(d) => d.unwrap_or(self.len).min(self.len),
+                // No SEEK_DATA support (some filesystems): everything is data.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Ok(vec![Extent {
+                        offset: 0,
+                        len: self.len,
+                        kind: ExtentKind::Data,
+                    }])
+                }
+                Err(source) => {
+                    return Err(Error::Source {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            };
+            push(&mut out, pos, data, ExtentKind::Zero);
+            if data >= self.len {
+                break;
+            }
+            let hole = sys::seek_hole(&self.file, data)
+                .map_err(|source| Error::Source {
+                    path: self.path.clone(),
+                    source,
+                })?
+                .unwrap_or(self.len)
+                .min(self.len);
+            push(&mut out, data, hole, ExtentKind::Data);
+            pos = hole;
+        }
+        Ok(out)
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn extents(&self) -> Result<Box<dyn Iterator<Item = Result<Extent>> + Send + '_>> {
+        let extents = match self.kind {
+            SourceKind::File => self.allocation()?,
+            _ => vec![Extent {
+                offset: 0,
+                len: self.len,
+                kind: ExtentKind::Data,
+            }],
+        };
+        Ok(Box::new(extents.into_iter().map(Ok)))
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::SourceShrank {
+                    path: self.path.clone(),
+                    offset,
+                    len: self.len,
+                }
+            } else {
+                Error::Source {
+                    path: self.path.clone(),
+                    source,
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Verify: read every chunk a set of snapshots references and check it against its id.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use chunker::format::{Manifest, ObjectId};
+use chunker::{ChunkId, Decoder};
+use targets::{ChunkStore, Repository};
+
+use crate::pipeline::FirstError;
+use crate::{Progress, Result};
+
+/// The outcome for one snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotCheck {
+    /// The snapshot.
+    pub id: ObjectId,
+    /// Its name, when the manifest could be read.
+    pub name: Option<String>,
+    /// Damaged or missing chunks (or the manifest itself), with what is wrong.
+    pub problems: Vec<String>,
+}
+
+impl SnapshotCheck {
+    /// True when the snapshot restores bit-exact.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What verify found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    /// One entry per snapshot checked.
+    pub snapshots: Vec<SnapshotCheck>,
+    /// Distinct chunks read.
+    pub chunks_checked: u64,
+    /// Plaintext bytes checked.
+    pub bytes_checked: u64,
+}
+
+/// Checks `snapshots` (a manifest that failed to load counts as damaged). Every distinct
+/// chunk is read once, in pack order.
+pub fn verify(
+    repo: &Repository,
+    snapshots: Vec<(ObjectId, Result<Manifest, String>)>,
+    threads: usize,
+    progress: &Progress,
+) -> Result<VerifyReport> {
+    let mut unique: HashSet<ChunkId> = HashSet::new();
+    for (_, m) in &snapshots {
+        if let Ok(m) = m {
+            unique.extend(m.entries.iter().filter_map(|e| e.id));
+        }
+    }
+    // Read in pack order: sequential I/O, each pack opened while it is hot.
+    let mut work: Vec<(Option<(ObjectId, u32)>, ChunkId, u64)> = unique
+        .into_iter()
+        .map(|id| match repo.locate(&id) {
+            Some((pack, blob)) => (Some((pack, blob.offset)), id, u64::from(blob.raw_len)),
+            None => (None, id, 0),
+        })
+        .collect();
+    work.sort_unstable_by_key(|w| w.0);
+    progress.set_total(work.iter().map(|w| w.2).sum());
+    let bad: Mutex<HashMap<ChunkId, String>> = Mutex::default();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let errors = FirstError::default();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                errors.run(|| {
+                    let mut decoder = Decoder::new();
+                    let mut buf = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= work.len() || errors.should_stop() {
+                            return Ok(());
+                        }
+                        let (_, id, len) = work[i];
+                        let checked = repo
+                            .get(&id)
+                            .map_err(crate::Error::from)
+                            .and_then(|f| Ok(decoder.decode_into(&f, &id, &mut buf)?));
+                        match checked {
+                            Ok(()) => {}
+                            Err(e) if e.is_damage() => {
+                                bad.lock().expect("bad lock").insert(id, e.to_string());
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        progress.add(len);
+                    }
+                })
+            });
+        }
+    });
+    errors.into_result()?;
+    let bad = bad.into_inner().expect("bad lock");
+    let mut report = VerifyReport {
+        chunks_checked: work.len() as u64,
+        bytes_checked: work.iter().map(|w| w.2).sum(),
+        snapshots: Vec::new(),
+    };
+    for (id, m) in snapshots {
+        let check = match m {
+            Err(problem) => SnapshotCheck {
+                id,
+                name: None,
+                problems: vec![problem],
+            },
+            Ok(m) => {
+                let mut seen = HashSet::new();
+                let problems = m
+                    .entries
+                    .iter()
+                    .filter_map(|e| e.id)
+                    .filter(|id| seen.insert(*id))
+                    .filter_map(|id| bad.get(&id).cloned())
+                    .collect();
+                SnapshotCheck {
+                    id,
+                    name: Some(m.name),
+                    problems,
+                }
+            }
+        };
+        report.snapshots.push(check);
+    }
+    Ok(report)
+}
