@@ -174,12 +174,13 @@ pub struct Config {
     pub created_ms: i64,
 }
 
-const _: () = assert!(8 + 4 + 4 + 32 + 8 + 32 == 88);
+/// Length of an encoded [`Config`].
+pub const CONFIG_LEN: usize = 88;
 
 impl Config {
     /// Encodes the config (88 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut o = Out(Vec::with_capacity(88));
+        let mut o = Out(Vec::with_capacity(CONFIG_LEN));
         o.bytes(&CONFIG_MAGIC);
         o.u32(FORMAT_VERSION);
         o.u32(0);
@@ -670,6 +671,7 @@ mod tests {
             id: [3; 32],
             created_ms: 5,
         };
+        assert_eq!(c.encode().len(), CONFIG_LEN);
         assert_eq!(Config::decode(&c.encode()).unwrap(), c);
     }
 }
