@@ -54,7 +54,7 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct PerfArgs {
-    /// Worker threads [default: one per core, at least 2].
+    /// Worker threads [default: one per core, plus one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
     /// Memory budget for data in flight (e.g. 256MiB).

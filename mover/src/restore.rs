@@ -231,7 +231,7 @@ fn run(
                     });
                 }
                 drop(task_rx);
-                errors.run(|| feed(manifest, &task_tx, None, &errors));
+                errors.run(|| feed(manifest, &task_tx, None, errors));
                 drop(task_tx);
             });
             errors.into_result()?;

@@ -39,6 +39,10 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
 }
 
+/// A chunk to check: where it lives (pack, offset; `None` when not indexed), its id, and its
+/// plaintext length.
+type Work = (Option<(ObjectId, u32)>, ChunkId, u64);
+
 /// Checks `snapshots` (a manifest that failed to load counts as damaged). Every distinct
 /// chunk is read once, in pack order.
 pub fn verify(
@@ -54,7 +58,7 @@ pub fn verify(
         }
     }
     // Read in pack order: sequential I/O, each pack opened while it is hot.
-    let mut work: Vec<(Option<(ObjectId, u32)>, ChunkId, u64)> = unique
+    let mut work: Vec<Work> = unique
         .into_iter()
         .map(|id| match repo.locate(&id) {
             Some((pack, blob)) => (Some((pack, blob.offset)), id, u64::from(blob.raw_len)),

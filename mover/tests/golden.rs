@@ -18,18 +18,43 @@ fn repository_v1_restores_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     copy_dir(&fixtures().join("repo-v1"), &repo_dir);
-    let repo =
-        Repository::open(Arc::new(LocalBackend::new(&repo_dir)), RepositoryOptions::default())
-            .unwrap();
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(&repo_dir)),
+        RepositoryOptions::default(),
+    )
+    .unwrap();
     let snaps = repo.snapshots().unwrap();
-    let ids: Vec<String> = snaps.iter().map(|(id, _)| id.to_hex()[..12].to_string()).collect();
-    assert_eq!(ids, ["7bc79a4c2f1c", "597d7d14c274"], "fixture snapshot ids are pinned");
+    let ids: Vec<String> = snaps
+        .iter()
+        .map(|(id, _)| id.to_hex()[..12].to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        ["7bc79a4c2f1c", "597d7d14c274"],
+        "fixture snapshot ids are pinned"
+    );
     for (i, (_, manifest)) in snaps.iter().enumerate() {
         let out = tmp.path().join(format!("restored-{i}"));
-        let opts = RestoreOptions { force: false, threads: 2, memory: 64 << 20 };
-        restore(&repo, manifest, &Destination::Path(out.clone()), &opts, &Progress::default())
-            .unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), source, "snapshot {} ({})", i, manifest.name);
+        let opts = RestoreOptions {
+            force: false,
+            threads: 2,
+            memory: 64 << 20,
+        };
+        restore(
+            &repo,
+            manifest,
+            &Destination::Path(out.clone()),
+            &opts,
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            source,
+            "snapshot {} ({})",
+            i,
+            manifest.name
+        );
     }
     let all = snaps.into_iter().map(|(id, m)| (id, Ok(m))).collect();
     let report = verify(&repo, all, 2, &Progress::default()).unwrap();

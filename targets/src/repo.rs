@@ -108,6 +108,9 @@ struct Shared {
     /// Durable chunks not yet named by an index segment.
     session: Mutex<Vec<IndexEntry>>,
     poison: Mutex<Option<String>>,
+    /// Pack buffers handed back by the writer, reused so each pack does not fault in fresh
+    /// pages.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Shared {
@@ -235,6 +238,7 @@ impl Repository {
             }),
             session: Mutex::new(Vec::new()),
             poison: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
         });
         let (tx, rx) = bounded(0);
         let writer_shared = Arc::clone(&shared);
@@ -337,7 +341,7 @@ impl Repository {
             .into_iter()
             .map(|id| self.load_snapshot(&id).map(|m| (id, m)))
             .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| (a.1.created_ms, a.0).cmp(&(b.1.created_ms, b.0)));
+        out.sort_by_key(|(id, m)| (m.created_ms, *id));
         Ok(out)
     }
 
@@ -472,7 +476,13 @@ fn pack_writer(shared: &Shared, jobs: &Receiver<Job>) {
                     shared.set_poison(&e);
                     continue;
                 }
-                drop(buf);
+                let mut buf = buf;
+                buf.clear();
+                let mut spare = shared.spare.lock().expect("spare lock");
+                if spare.is_empty() {
+                    spare.push(buf);
+                }
+                drop(spare);
                 let new: Vec<IndexEntry> = entries
                     .iter()
                     .map(|&blob| IndexEntry { pack: id, blob })
@@ -529,6 +539,9 @@ impl ChunkStore for Repository {
             return Ok(Put::AlreadyPresent);
         }
         if packer.buf.is_empty() {
+            if let Some(spare) = self.shared.spare.lock().expect("spare lock").pop() {
+                packer.buf = spare;
+            }
             packer.buf.reserve(self.options.pack_size + (1 << 20));
             packer.buf.extend_from_slice(&pack_header());
         }
