@@ -115,6 +115,10 @@ pub struct RestoreArgs {
     /// Overwrite an existing destination file.
     #[arg(long)]
     pub force: bool,
+    /// Do not fsync the destination at the end (faster; a power failure soon after may lose
+    /// the restored data).
+    #[arg(long)]
+    pub no_sync: bool,
     #[command(flatten)]
     pub perf: PerfArgs,
     /// Print a JSON summary (on stderr when restoring to stdout).

@@ -42,6 +42,9 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Memory budget in bytes.
     pub memory: u64,
+    /// fsync the destination before reporting success (and before renaming a file into
+    /// place). Off only when the caller accepts losing the restore on a power failure.
+    pub sync: bool,
 }
 
 /// What a restore did.
@@ -88,7 +91,7 @@ pub fn restore(
                 let _ = std::fs::remove_file(&tmp);
                 return Err(Error::destination(&label, e));
             }
-            if let Some(dir) = final_path.parent() {
+            if let Some(dir) = final_path.parent().filter(|_| opts.sync) {
                 let dir = if dir.as_os_str().is_empty() {
                     Path::new(".")
                 } else {
@@ -235,7 +238,9 @@ fn run(
                 drop(task_tx);
             });
             errors.into_result()?;
-            file.sync_all().map_err(|e| Error::destination(label, e))?;
+            if opts.sync {
+                file.sync_all().map_err(|e| Error::destination(label, e))?;
+            }
         }
         Sink::Stream(file) => {
             // Tokens bound chunks in flight (queued, being decoded, waiting to be written).
