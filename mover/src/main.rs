@@ -167,6 +167,7 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         force: a.force,
         threads: threads(&a.perf),
         memory: a.perf.memory,
+        sync: !a.no_sync,
     };
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "restore");
