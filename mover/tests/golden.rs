@@ -39,6 +39,7 @@ fn repository_v1_restores_bit_exact() {
             force: false,
             threads: 2,
             memory: 64 << 20,
+            sync: false,
         };
         restore(
             &repo,
