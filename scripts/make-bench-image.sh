@@ -42,7 +42,9 @@ if ((DATA_MIB * 100 > SIZE_MIB * 80)); then
     exit 2
 fi
 
-PARAMS="gen=$GEN_VERSION size_gib=$SIZE_GIB data_mib=$DATA_MIB seed=$SEED"
+# The generator's own hash is part of the parameters: any change to it rebuilds cached images.
+GEN_HASH=$(sha256sum "$0" | cut -c1-12)
+PARAMS="gen=$GEN_VERSION-$GEN_HASH size_gib=$SIZE_GIB data_mib=$DATA_MIB seed=$SEED"
 if [[ -f $OUT && -f $OUT.params && "$(cat "$OUT.params")" == "$PARAMS" ]]; then
     echo "make-bench-image: $OUT is up to date ($PARAMS)" >&2
     exit 0

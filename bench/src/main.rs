@@ -1,7 +1,8 @@
 //! `bench`: benchmark helpers for mover. See `bench/README.md`.
 //!
 //! ```text
-//! bench compute-limit IMAGE [--chunk-size 1048576] [--level 3] [--threads N] [--max-sample-mib 2048]
+//! bench compute-limit IMAGE [--chunk-size 1048576] [--level 3] [--threads N] [--repeat 3]
+//!                           [--max-sample-mib 2048]
 //! ```
 
 use std::process::ExitCode;
@@ -9,13 +10,15 @@ use std::process::ExitCode;
 use bench::{compute_limit, ComputeLimitOpts};
 
 const USAGE: &str = "\
-usage: bench compute-limit IMAGE [--chunk-size BYTES] [--level L] [--threads N] [--max-sample-mib M]
+usage: bench compute-limit IMAGE [--chunk-size BYTES] [--level L] [--threads N] [--repeat R]
+                           [--max-sample-mib M]
 
 compute-limit  Hash (BLAKE3) and compress (zstd) the image's non-zero fixed chunks on all cores,
                with the chunks preloaded into memory, and print one JSON object with the rate.
   --chunk-size BYTES    fixed chunk size (default 1048576)
   --level L             zstd level (default 3)
   --threads N           worker threads (default: all cores)
+  --repeat R            timed passes; the fastest is reported (default 3)
   --max-sample-mib M    hold at most M MiB of chunks; beyond that, sample evenly (default 2048)";
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn run(args: &[String]) -> Result<(), String> {
         level: 3,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         max_sample_bytes: 2048 << 20,
+        repeat: 3,
     };
     let mut image = None;
     let mut it = args[1..].iter();
@@ -52,7 +56,10 @@ fn run(args: &[String]) -> Result<(), String> {
             _ => (arg.as_str(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
-            inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{name} needs a value"))
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{name} needs a value"))
         };
         match flag {
             "--chunk-size" => {
@@ -61,12 +68,15 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             "--level" => opts.level = parse(&value(flag)?, flag)?,
             "--threads" => opts.threads = parse::<usize>(&value(flag)?, flag)?.max(1),
+            "--repeat" => opts.repeat = parse::<usize>(&value(flag)?, flag)?.max(1),
             "--max-sample-mib" => opts.max_sample_bytes = parse::<u64>(&value(flag)?, flag)? << 20,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
             }
-            f if f.starts_with('-') && f != "-" => return Err(format!("unknown flag {f}\n{USAGE}")),
+            f if f.starts_with('-') && f != "-" => {
+                return Err(format!("unknown flag {f}\n{USAGE}"))
+            }
             _ if image.is_none() => image = Some(arg.clone()),
             _ => return Err(format!("unexpected argument {arg}")),
         }
@@ -78,5 +88,6 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn parse<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("{flag}: invalid value {s:?}"))
+    s.parse()
+        .map_err(|_| format!("{flag}: invalid value {s:?}"))
 }

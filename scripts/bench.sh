@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# Benchmarks mover against its compute limit and against restic and borg on a generated,
+# realistic disk image (scripts/make-bench-image.sh). See bench/README.md.
+#
+#   scripts/bench.sh [--size-gib 4] [--data-mib 1024] [--runs 3] [--level 3] [--out DIR]
+#                    [--quick] [--no-peers] [--install-peers]
+#
+# Writes DIR/README.md (machine, versions, parameters), DIR/raw.jsonl (one line per timed
+# command) and DIR/summary.md (medians and ratios). Default DIR: bench/results/DATE-HOST
+# (bench/work/results/DATE-HOST for --quick, which is not meant to be committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+SIZE_GIB=4
+DATA_MIB=1024
+RUNS=3
+LEVEL=3
+OUT=
+QUICK=0
+PEERS=1
+INSTALL_PEERS=0
+ARGS="$*"
+while (($#)); do
+    case $1 in
+    --size-gib) SIZE_GIB=$2; shift 2 ;;
+    --data-mib) DATA_MIB=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --level) LEVEL=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --quick) QUICK=1; SIZE_GIB=0.25; DATA_MIB=64; RUNS=1; shift ;;
+    --no-peers) PEERS=0; shift ;;
+    --install-peers) INSTALL_PEERS=1; shift ;;
+    -h | --help) usage ;;
+    *) echo "bench: unknown argument $1" >&2; usage ;;
+    esac
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ && $LEVEL =~ ^-?[0-9]+$ ]] || usage
+
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+HOST=$(hostname -s 2>/dev/null || echo host)
+if [[ -z $OUT ]]; then
+    if ((QUICK)); then OUT=bench/work/results/$STAMP-$HOST; else OUT=bench/results/$STAMP-$HOST; fi
+fi
+mkdir -p "$OUT" bench/work
+ROOT=$(pwd -P)
+RAW=$(realpath "$OUT")/raw.jsonl
+: >"$RAW"
+
+note() { echo "bench: $*" >&2; }
+loud() {
+    echo "" >&2
+    echo "################################################################" >&2
+    echo "# bench: $*" >&2
+    echo "################################################################" >&2
+}
+
+if ((INSTALL_PEERS)); then
+    sudo_cmd=()
+    [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y restic borgbackup hyperfine time
+fi
+[[ -x /usr/bin/time ]] || { note "/usr/bin/time is missing (Debian package: time; or --install-peers)"; exit 1; }
+
+HAVE_RESTIC=0
+HAVE_BORG=0
+if ((PEERS)); then
+    if command -v restic >/dev/null; then HAVE_RESTIC=1; else
+        loud "restic not found: skipping restic (install it, or pass --install-peers)"; fi
+    if command -v borg >/dev/null; then HAVE_BORG=1; else
+        loud "borg not found: skipping borg (install borgbackup, or pass --install-peers)"; fi
+fi
+
+note "building mover and bench (release)"
+cargo build --release -q -p mover -p bench
+MOVER=target/release/mover
+BENCH=target/release/bench
+
+MOVER_NO_SYNC=0
+"$MOVER" restore --help | grep -q -- --no-sync && MOVER_NO_SYNC=1
+
+IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img
+scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"
+IMG_BYTES=$(stat -c %s "$IMG")
+
+WORK=$(realpath "$(mktemp -d bench/work/run.XXXXXX)") # absolute: borg runs elsewhere
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+export RESTIC_PASSWORD=mover-bench # a throwaway repository; read from the environment
+export RESTIC_CACHE_DIR=$WORK/restic-cache
+export BORG_BASE_DIR=$WORK/borg-home
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+
+# Warm page cache: read the image once so that every run sees it cached.
+cat "$IMG" >/dev/null
+
+# measure TOOL OP RUN REPO_OR_- STDIN_OR_- STDOUT_OR_- -- COMMAND...
+# Runs COMMAND under /usr/bin/time -v and appends one JSON line to raw.jsonl: wall seconds,
+# peak RSS, exit code, the last line of its stdout (when captured) and the repository size.
+measure() {
+    local tool=$1 op=$2 run=$3 repo=$4 in=$5 out=$6
+    shift 7
+    local tfile=$WORK/time.txt ofile=$WORK/stdout.txt efile=$WORK/stderr.txt
+    [[ $in == - ]] && in=/dev/null
+    [[ $out == - ]] && out=$ofile
+    local t0 t1 rc=0
+    t0=$(date +%s%N)
+    /usr/bin/time -v -o "$tfile" "$@" <"$in" >"$out" 2>"$efile" || rc=$?
+    t1=$(date +%s%N)
+    local repo_bytes=null
+    [[ $repo != - && -e $repo ]] && repo_bytes=$(du -sb "$repo" | cut -f1)
+    [[ $out == "$ofile" ]] || : >"$ofile"
+    python3 - "$tool" "$op" "$run" "$(((t1 - t0) / 1000))" "$rc" "$repo_bytes" "$tfile" "$ofile" \
+        "$efile" "$*" "$ROOT/" >>"$RAW" <<'PY'
+import json, sys
+tool, op, run, us, rc, repo, tfile, ofile, efile, cmd, root = sys.argv[1:]
+cmd = cmd.replace(root, "")  # no paths of this machine in results
+rss = None
+for line in open(tfile, errors="replace"):
+    if "Maximum resident set size" in line:
+        rss = int(line.rsplit(":", 1)[1])
+last = [l for l in open(ofile, errors="replace").read().splitlines() if l.strip()]
+stdout = None
+if last:
+    try:
+        stdout = json.loads(last[-1])
+    except ValueError:
+        stdout = last[-1][:500]
+rec = {"tool": tool, "op": op, "run": int(run), "seconds": int(us) / 1e6, "max_rss_kib": rss,
+       "exit_code": int(rc), "repo_bytes": None if repo == "null" else int(repo),
+       "command": cmd, "stdout_last": stdout}
+if int(rc) != 0:
+    rec["stderr_tail"] = open(efile, errors="replace").read()[-2000:].replace(root, "")
+print(json.dumps(rec, sort_keys=True))
+PY
+    if ((rc != 0)); then
+        note "FAILED ($rc): $*"
+        tail -5 "$efile" >&2
+    fi
+    return 0
+}
+
+# record TOOL OP RUN KEY=VALUE... : a non-timed fact (a check result) as a JSON line.
+record() {
+    python3 -c 'import json,sys; t,o,r=sys.argv[1:4]; d=dict(a.split("=",1) for a in sys.argv[4:]);
+print(json.dumps({"tool":t,"op":o,"run":int(r),**d}, sort_keys=True))' "$@" >>"$RAW"
+}
+
+check_same() { # check_same TOOL OP RUN FILE
+    if cmp -s "$4" "$IMG"; then record "$1" "$2" "$3" check=identical; else
+        record "$1" "$2" "$3" check=DIFFERENT
+        loud "$1 $2 run $3: restored image differs from the source"
+    fi
+}
+
+for ((run = 1; run <= RUNS; run++)); do
+    note "run $run/$RUNS: compute limit"
+    measure bench compute-limit "$run" - - - -- "$BENCH" compute-limit "$IMG" --level "$LEVEL"
+
+    note "run $run/$RUNS: mover"
+    repo=$WORK/mover-repo
+    rm -rf "$repo"
+    "$MOVER" init -r "$repo" --quiet
+    measure mover backup "$run" "$repo" - - -- "$MOVER" backup -r "$repo" --source "$IMG" \
+        --compression "$LEVEL" --json --quiet
+    measure mover backup-again "$run" "$repo" - - -- "$MOVER" backup -r "$repo" --source "$IMG" \
+        --compression "$LEVEL" --json --quiet
+    rm -f "$WORK/restored.img"
+    measure mover restore "$run" - - - -- "$MOVER" restore -r "$repo" latest \
+        --to "$WORK/restored.img" --quiet
+    check_same mover restore "$run" "$WORK/restored.img"
+    rm -f "$WORK/restored.img"
+    if ((MOVER_NO_SYNC)); then # the same without the final fsync: what the disk flush costs
+        measure mover restore-no-sync "$run" - - - -- "$MOVER" restore -r "$repo" latest \
+            --to "$WORK/restored.img" --no-sync --quiet
+        rm -f "$WORK/restored.img"
+    fi
+    measure mover restore-stdout "$run" - - /dev/null -- "$MOVER" restore -r "$repo" latest \
+        --to - --quiet
+    if ((run == 1)); then # untimed: the stream itself is the image
+        if "$MOVER" restore -r "$repo" latest --to - --quiet | cmp -s - "$IMG"; then
+            record mover restore-stdout "$run" check=identical
+        else
+            record mover restore-stdout "$run" check=DIFFERENT
+            loud "mover restore --to - differs from the source"
+        fi
+    fi
+    rm -rf "$repo"
+
+    if ((HAVE_RESTIC)); then
+        note "run $run/$RUNS: restic"
+        repo=$WORK/restic-repo
+        rm -rf "$repo" "$RESTIC_CACHE_DIR"
+        restic init -r "$repo" --repository-version 2 --quiet >/dev/null
+        measure restic backup "$run" "$repo" "$IMG" - -- restic -r "$repo" backup --stdin \
+            --stdin-filename disk.img --json --quiet
+        measure restic backup-again "$run" "$repo" "$IMG" - -- restic -r "$repo" backup --stdin \
+            --stdin-filename disk.img --json --quiet
+        measure restic restore-stdout "$run" - - "$WORK/restored.img" -- restic -r "$repo" dump \
+            latest disk.img
+        check_same restic restore-stdout "$run" "$WORK/restored.img"
+        rm -rf "$repo" "$WORK/restored.img"
+    fi
+
+    if ((HAVE_BORG)); then
+        note "run $run/$RUNS: borg"
+        repo=$WORK/borg-repo
+        rm -rf "$repo" "$BORG_BASE_DIR"
+        borg init --encryption=none "$repo"
+        # Archive the image under its bare name; the files cache is off so that the second
+        # run reads and chunks the image again, like mover and restic do.
+        img_abs=$(realpath "$IMG")
+        (cd "$(dirname "$img_abs")" && measure borg backup "$run" "$repo" - - -- borg create \
+            --files-cache=disabled --compression "zstd,$LEVEL" "$repo::a1" "$(basename "$img_abs")")
+        (cd "$(dirname "$img_abs")" && measure borg backup-again "$run" "$repo" - - -- borg create \
+            --files-cache=disabled --compression "zstd,$LEVEL" "$repo::a2" "$(basename "$img_abs")")
+        mkdir -p "$WORK/borg-out"
+        (cd "$WORK/borg-out" && measure borg restore "$run" - - - -- borg extract --sparse \
+            "$repo::a1")
+        check_same borg restore "$run" "$WORK/borg-out/$(basename "$img_abs")"
+        rm -rf "$repo" "$WORK/borg-out"
+    fi
+done
+
+# ---- README.md: machine and parameters -----------------------------------------------------
+{
+    echo "# mover benchmark: $STAMP"
+    echo
+    echo "Produced by \`scripts/bench.sh $ARGS\`. Warm page cache: the image is read once before"
+    echo "the runs and stays cached; caches are not dropped between runs. Every timed command is"
+    echo "run $RUNS time(s); \`summary.md\` reports medians, \`raw.jsonl\` every run."
+    echo
+    echo "## Machine"
+    echo
+    echo "- CPU: $(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(nproc) cores online"
+    echo "- Memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- Kernel: $(uname -sr)"
+    echo "- Filesystem of bench/work: $(df -T bench/work | awk 'NR == 2 { print $2 }')"
+    echo "- Date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "## Software"
+    echo
+    echo "- mover commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "- $("$MOVER" --version)"
+    echo "- rustc: $(rustc --version 2>/dev/null || echo unknown)"
+    ((HAVE_RESTIC)) && echo "- $(restic version)"
+    ((HAVE_BORG)) && echo "- $(borg --version)"
+    echo
+    echo "## Parameters"
+    echo
+    echo "- Image: \`$IMG\`, $IMG_BYTES bytes ($SIZE_GIB GiB), about $DATA_MIB MiB of data"
+    echo "  (scripts/make-bench-image.sh: $(cat "$IMG.params"))"
+    echo "- zstd level: $LEVEL (mover \`--compression $LEVEL\`, borg \`--compression zstd,$LEVEL\`,"
+    echo "  restic its default \`--compression auto\`); mover's chunk size: its default"
+    echo "- runs: $RUNS; restic: $( ((HAVE_RESTIC)) && echo yes || echo skipped); borg: $( ((HAVE_BORG)) && echo yes || echo skipped)"
+} >"$OUT/README.md"
+
+# ---- summary.md ----------------------------------------------------------------------------
+python3 - "$RAW" "$IMG_BYTES" "$OUT/summary.md" <<'PY'
+import json, statistics, sys
+raw, img_bytes, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+recs = [json.loads(l) for l in open(raw) if l.strip()]
+timed = [r for r in recs if "seconds" in r]
+checks = [r for r in recs if "check" in r]
+MB = 1e6
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+cl = [r["stdout_last"] for r in timed if r["op"] == "compute-limit" and isinstance(r["stdout_last"], dict)]
+nonzero = cl[0]["nonzero_bytes"] if cl else None
+groups = {}
+for r in timed:
+    groups.setdefault((r["tool"], r["op"]), []).append(r)
+
+rows, m = [], {}
+for (tool, op), rs in groups.items():
+    ok = [r for r in rs if r["exit_code"] == 0]
+    if tool == "bench":  # the compute limit: its own timing, I/O excluded
+        secs = med([r["stdout_last"]["seconds"] for r in ok if isinstance(r["stdout_last"], dict)])
+    else:
+        secs = med([r["seconds"] for r in ok])
+    rss = med([r["max_rss_kib"] for r in ok])
+    repo = med([r["repo_bytes"] for r in ok])
+    m[(tool, op)] = {"s": secs, "repo": repo}
+    rows.append((tool, op, secs, rss, repo, len(ok), len(rs)))
+    if tool == "bench":  # the same pass through mover's encoder (probe skips incompressible data)
+        esecs = med([r["stdout_last"].get("encoder_seconds") for r in ok if isinstance(r["stdout_last"], dict)])
+        if esecs is not None:
+            m[("bench", "encoder-limit")] = {"s": esecs, "repo": None}
+            rows.append(("bench", "encoder-limit", esecs, rss, None, len(ok), len(rs)))
+
+def f(x, fmt):
+    return "n/a" if x is None else fmt % x
+
+lines = ["# Summary", "",
+         "Medians over the runs. MB/s are 10^6 bytes per second of the image's logical size and of",
+         "its non-zero data (%s bytes in non-zero 1 MiB chunks). Warm page cache." % (nonzero,), "",
+         "| tool | operation | median s | MB/s image | MB/s non-zero | peak RSS MiB | repository bytes | ok runs |",
+         "|---|---|---:|---:|---:|---:|---:|---:|"]
+for tool, op, secs, rss, repo, nok, n in rows:
+    label = {"compute-limit": "compute limit (BLAKE3 + zstd over every chunk, in memory)",
+             "encoder-limit": "encoder limit (BLAKE3 + mover's encoder, in memory)"}.get(op, op)
+    lines.append("| %s | %s | %s | %s | %s | %s | %s | %d/%d |" % (
+        tool, label, f(secs, "%.3f"),
+        f(img_bytes / MB / secs if secs else None, "%.0f"),
+        f(nonzero / MB / secs if secs and nonzero else None, "%.0f"),
+        f(rss / 1024 if rss else None, "%.0f"), f(repo, "%d"), nok, n))
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+def s(t, o):
+    return m.get((t, o), {}).get("s")
+
+def repo(t, o):
+    return m.get((t, o), {}).get("repo")
+
+lines += ["", "## Ratios", ""]
+items = [
+    ("mover backup throughput / compute limit", ratio(s("bench", "compute-limit"), s("mover", "backup")), "%.2f"),
+    ("mover backup throughput / encoder limit (the same work mover's encoder does, in memory)",
+     ratio(s("bench", "encoder-limit"), s("mover", "backup")), "%.2f"),
+    ("mover dedup backup throughput / compute limit", ratio(s("bench", "compute-limit"), s("mover", "backup-again")), "%.2f"),
+    ("mover backup speed / restic backup speed", ratio(s("restic", "backup"), s("mover", "backup")), "%.2f x"),
+    ("mover backup speed / borg backup speed", ratio(s("borg", "backup"), s("mover", "backup")), "%.2f x"),
+    ("mover dedup backup speed / restic dedup backup speed", ratio(s("restic", "backup-again"), s("mover", "backup-again")), "%.2f x"),
+    ("stored bytes mover / restic (after first backup)", ratio(repo("mover", "backup"), repo("restic", "backup")), "%.3f"),
+    ("stored bytes mover / borg (after first backup)", ratio(repo("mover", "backup"), repo("borg", "backup")), "%.3f"),
+    ("mover repository growth on the second backup (bytes)",
+     None if repo("mover", "backup-again") is None else repo("mover", "backup-again") - repo("mover", "backup"), "%d"),
+    ("mover restore to file, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore")), "%.2f"),
+    ("mover restore to file with --no-sync, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore-no-sync")), "%.2f"),
+    ("mover restore to stdout, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore-stdout")), "%.2f"),
+    ("restic dump, GB/s of image size", ratio(img_bytes / 1e9, s("restic", "restore-stdout")), "%.2f"),
+    ("borg extract --sparse, GB/s of image size", ratio(img_bytes / 1e9, s("borg", "restore")), "%.2f"),
+    ("mover restore speed / restic dump speed", ratio(s("restic", "restore-stdout"), s("mover", "restore-stdout")), "%.2f x"),
+]
+for name, v, fmt in items:
+    if v is not None:
+        lines.append("- %s: %s" % (name, fmt % v))
+bad = [c for c in checks if c["check"] != "identical"]
+lines += ["", "## Checks", "",
+          "Restored images compared with `cmp` against the source: %d identical, %d different." % (
+              len(checks) - len(bad), len(bad))]
+for c in bad:
+    lines.append("- DIFFERENT: %s %s run %d" % (c["tool"], c["op"], c["run"]))
+failed = [r for r in timed if r["exit_code"] != 0]
+for r in failed:
+    lines.append("- FAILED (exit %d): %s %s run %d: `%s`" % (r["exit_code"], r["tool"], r["op"], r["run"], r["command"]))
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+note "results in $OUT"
