@@ -349,6 +349,9 @@ fn commit(
         .into_iter()
         .map(|e| e.expect("a pipeline that returned Ok tallied every chunk"))
         .collect();
+    // Make every chunk durable first, then look at the interrupt flag once more: a signal
+    // that arrived while the last pack was being written must still commit nothing.
+    repo.flush()?;
     if crate::sys::interrupted() {
         return Err(Error::Interrupted);
     }

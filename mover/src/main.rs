@@ -19,7 +19,6 @@ use cli::{BackupArgs, Cli, Command, PerfArgs, RepoArg, RestoreArgs, SnapshotsArg
 enum Exit {
     Success = 0,
     Failure = 1,
-    #[allow(dead_code)] // clap exits with 2 itself for the usage errors it finds
     Usage = 2,
     #[allow(dead_code)] // used by commands that commit with recorded warnings
     Warnings = 3,
@@ -27,7 +26,10 @@ enum Exit {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(cli.verbose, cli.quiet);
     mover::sys::install_signal_handlers();
     let code = match run(&cli) {
@@ -40,12 +42,51 @@ fn main() -> ExitCode {
                 eprintln!("mover: interrupted; nothing was committed");
                 Exit::Interrupted
             } else {
-                eprintln!("mover: {e:#}");
+                eprintln!("mover: {}", one_line(&e));
                 Exit::Failure
             }
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// Help and version go to stdout with exit 0; every other parse error is one line on stderr
+/// with exit 2, like every other error of mover.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    // The message is the first paragraph (clap lists missing arguments on lines of their own).
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let first = first.join(" ");
+    let first = first.trim_start_matches("error: ");
+    eprintln!("mover: {first}; see `mover --help`");
+    ExitCode::from(Exit::Usage as u8)
+}
+
+/// The error and its causes on one line, skipping a cause whose text the message already
+/// carries (many errors name their OS error themselves).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

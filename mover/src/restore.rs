@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use chunker::format::{Entry, Manifest};
 use chunker::Decoder;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use targets::ChunkStore;
 
 use crate::pipeline::{channel_capacity, FirstError};
@@ -298,8 +298,14 @@ fn feed(
             return Ok(());
         }
         if let Some(tokens) = tokens {
-            if tokens.recv().is_err() {
-                return Ok(());
+            // Wait for room in the window, but keep watching for a failure downstream (a
+            // writer that stopped never hands tokens back).
+            loop {
+                match tokens.recv_timeout(std::time::Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(RecvTimeoutError::Timeout) if !errors.should_stop() => {}
+                    Err(_) => return Ok(()),
+                }
             }
         }
         if tasks

@@ -334,13 +334,19 @@ impl Repository {
         })
     }
 
-    /// Every snapshot, oldest first.
+    /// Every readable snapshot, oldest first. A damaged manifest is skipped with a warning
+    /// (`verify` reports it), so one bad file does not hide every other snapshot.
     pub fn snapshots(&self) -> Result<Vec<(ObjectId, Manifest)>> {
-        let mut out = self
-            .snapshot_ids()?
-            .into_iter()
-            .map(|id| self.load_snapshot(&id).map(|m| (id, m)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        for id in self.snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(m) => out.push((id, m)),
+                Err(e) if e.is_damage() => {
+                    tracing::warn!("skipping snapshot {}: {e}; run `mover verify`", id.to_hex());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         out.sort_by_key(|(id, m)| (m.created_ms, *id));
         Ok(out)
     }

@@ -1,1 +1,17 @@
+//! End-to-end tests: drive the built `mover` binary (`cargo build -p mover` first) with
+//! `std::process::Command`, each test in its own temporary directory.
+//!
+//! Tests that need root (tmpfs mounts, loop devices) skip loudly when not root, and fail
+//! instead when `CI=true`.
 
+mod corruption;
+mod crash;
+mod dedup;
+mod devices;
+mod diskfull;
+mod errors;
+mod pipes;
+mod props;
+mod roundtrip;
+mod snapshots;
+mod util;
