@@ -250,11 +250,15 @@ fn worker(
         let data: &[u8] = match &task.data {
             Some(d) => d,
             None => {
-                buf.resize(task.len as usize, 0);
-                source
-                    .expect("image tasks have a source")
-                    .read_at(task.offset, &mut buf)?;
-                &buf
+                let source = source.expect("image tasks have a source");
+                match source.slice_at(task.offset, task.len as usize) {
+                    Some(mapped) => mapped,
+                    None => {
+                        buf.resize(task.len as usize, 0);
+                        source.read_at(task.offset, &mut buf)?;
+                        &buf
+                    }
+                }
             }
         };
         progress.add(u64::from(task.len));

@@ -25,6 +25,12 @@ pub trait Source: Send + Sync {
     fn extents(&self) -> Result<Box<dyn Iterator<Item = Result<Extent>> + Send + '_>>;
     /// Positional read of `buf.len()` bytes at `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// The bytes at `offset..offset + len` without copying them, when the source is mapped in
+    /// memory; `None` means use [`Source::read_at`].
+    fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 /// What a path points at.
@@ -44,6 +50,7 @@ pub struct FileSource {
     path: String,
     len: u64,
     kind: SourceKind,
+    map: Option<sys::Mapping>,
 }
 
 impl FileSource {
@@ -68,11 +75,21 @@ impl FileSource {
             SourceKind::BlockDevice => file.seek(SeekFrom::End(0)).map_err(err)?,
             SourceKind::Stream => 0,
         };
+        // Regular files are read through a memory map (no copy); when mapping fails (some
+        // filesystems cannot), positional reads do the same job.
+        let map = match kind {
+            SourceKind::File => sys::Mapping::new(&file, len).unwrap_or_else(|e| {
+                tracing::debug!("not mapping {path}: {e}");
+                None
+            }),
+            _ => None,
+        };
         Ok(FileSource {
             file,
             path: path.to_string(),
             len,
             kind,
+            map,
         })
     }
 
@@ -149,6 +166,12 @@ impl Source for FileSource {
             }],
         };
         Ok(Box::new(extents.into_iter().map(Ok)))
+    }
+
+    fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let map = self.map.as_ref()?.as_slice();
+        let start = usize::try_from(offset).ok()?;
+        map.get(start..start.checked_add(len)?)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -34,6 +34,76 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>
     }
 }
 
+/// A read-only, shared memory map of a whole file.
+///
+/// Reading an image through its mapping skips the kernel's copy into a user buffer (about a
+/// tenth of a backup's CPU time on page-cached images). If the file shrinks or the device
+/// fails while mapped, touching the lost pages raises SIGBUS, which
+/// [`install_signal_handlers`] turns into a one-line error and exit status 1: the backup
+/// commits nothing, as with any other read error.
+pub struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned; sharing `&[u8]` views of it across threads is
+// like sharing any immutable buffer.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: no interior mutability.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` read-only. `None` for an empty file.
+    pub fn new(file: &File, len: u64) -> io::Result<Option<Mapping>> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
+        if len == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a fresh shared read-only mapping of a file descriptor we hold open; the
+        // kernel picks the address, so no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: advice on the range we just mapped; failure is harmless and ignored.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        Ok(Some(Mapping { ptr, len }))
+    }
+
+    /// The mapped bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points at `len` readable bytes for as long as `self` lives. The file
+        // is a point-in-time image that nothing writes while it is backed up (a concurrent
+        // writer would make the chunk's hash disagree with its bytes, which restore detects).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the range mmap returned; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+extern "C" fn on_sigbus(_: libc::c_int) {
+    const MSG: &[u8] = b"mover: the source could not be read (an I/O error, or the image shrank while it was backed up); nothing was committed\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::_exit(1);
+    }
+}
+
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -45,13 +115,17 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Installs the SIGINT/SIGTERM handler: the first signal asks running work to stop cleanly
-/// (see [`interrupted`]); the second exits at once with status 130.
+/// (see [`interrupted`]); the second exits at once with status 130. Also turns SIGBUS from a
+/// [`Mapping`] into an error message and exit status 1.
 pub fn install_signal_handlers() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installing a handler that only does async-signal-safe work.
         unsafe { libc::signal(sig, handler) };
     }
+    let bus = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGBUS, bus) };
 }
 
 /// True once SIGINT or SIGTERM was received.

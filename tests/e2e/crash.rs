@@ -211,3 +211,63 @@ fn sigint_while_the_pack_is_written_commits_nothing() {
     }
     eprintln!("!!!!!!!! could not catch a pack being written in 4 attempts; not checked !!!!!!!!");
 }
+
+/// An image that shrinks while it is backed up (read through a memory map, so the lost pages
+/// raise SIGBUS): either the backup finished first and its snapshot restores to the original
+/// bytes, or it fails with one line and exit 1 and commits nothing. Never a crash, never a
+/// snapshot of the wrong bytes.
+#[test]
+fn image_truncated_during_backup_fails_cleanly() {
+    let env = Env::new();
+    let data = random_bytes(IMAGE, 77);
+    for delay_ms in [0u64, 3, 10, 40] {
+        let src = env.path("shrinking.img");
+        write_file(&src, &data);
+        let (mut child, line) = env
+            .cmd(
+                "backup",
+                &["--chunk-size", CHUNK_ARG, "--threads", "1", "--source"],
+            )
+            .arg(&src)
+            .spawn();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let (status, timed_out) = wait_timeout(&mut child, Duration::from_secs(60));
+        assert!(!timed_out, "{line} hung");
+        match status.code() {
+            Some(0) => {
+                let snaps = env.snapshots();
+                let id = text(snaps.last().unwrap(), "id").to_string();
+                let dest = env.path("restored.img");
+                let _ = std::fs::remove_file(&dest);
+                env.restore_to(&id, &dest);
+                assert_same(
+                    &read(&dest),
+                    &data,
+                    "backup that finished before the truncation",
+                );
+            }
+            Some(1) => {
+                let lines: Vec<&str> = err.lines().collect();
+                assert_eq!(lines.len(), 1, "one line on stderr:\n{err}");
+                assert!(lines[0].starts_with("mover: "), "{err}");
+                assert!(err.contains("nothing was committed"), "{err}");
+            }
+            other => panic!("{line}: exit {other:?} (status {status}), stderr:\n{err}"),
+        }
+    }
+    let out = env.cmd("verify", &[] as &[&str]).run();
+    assert_eq!(out.exit(), 0, "{out}");
+}
