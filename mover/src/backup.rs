@@ -202,9 +202,9 @@ where
 {
     let chunk = u64::from(opts.chunk_size);
     let threads = opts.threads.max(1);
-    // Two packs (one filling, one being written) plus a read and a compressed buffer per
-    // worker are fixed; the channels get what is left.
-    let fixed = 2 * (32 << 20) + 2 * threads as u64 * chunk;
+    // Packs (one filling, one per writer) plus a read and a compressed buffer per worker are
+    // fixed; the channels get what is left.
+    let fixed = repo.options().buffered_bytes() + 2 * threads as u64 * chunk;
     let cap = channel_capacity(opts.memory, fixed, chunk);
     let (task_tx, task_rx) = bounded::<Task>(cap);
     let (done_tx, done_rx) = bounded::<Done>(cap);

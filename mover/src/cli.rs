@@ -1,8 +1,6 @@
 //! Command-line parsing. Parsed once into these types, validated, then handed to `main`'s
 //! command functions; nothing below `main` sees clap.
 
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand};
 
 /// A high-throughput streaming data mover for disk images: back up raw images and block
@@ -41,9 +39,30 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RepoArg {
-    /// Repository directory.
-    #[arg(short = 'r', long = "repo", env = "MOVER_REPO", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Repository: a directory, or s3://BUCKET[/PREFIX] (credentials from AWS_* variables).
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "MOVER_REPO",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
+    pub repo: String,
+    /// S3 endpoint URL for servers other than AWS [env: AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Address buckets as BUCKET.host (virtual-hosted style) instead of host/BUCKET.
+    #[arg(long)]
+    pub s3_virtual_hosted: bool,
+    /// Allow plain HTTP to the S3 endpoint (for servers on loopback).
+    #[arg(long)]
+    pub s3_allow_http: bool,
+    /// Requests to S3 in flight at once (uploads of packs; fetches on restore and verify).
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub connections: u16,
 }
 
 #[derive(Args, Debug)]

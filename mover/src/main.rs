@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use mover::{Destination, FileSource, Progress, SourceKind};
-use targets::{LocalBackend, Repository, RepositoryOptions};
+use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
 use cli::{BackupArgs, Cli, Command, PerfArgs, RepoArg, RestoreArgs, SnapshotsArgs, VerifyArgs};
 
@@ -116,12 +116,45 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
     }
 }
 
-fn backend(repo: &RepoArg) -> Arc<LocalBackend> {
-    Arc::new(LocalBackend::new(&repo.repo))
+fn is_s3(repo: &RepoArg) -> bool {
+    repo.repo.starts_with("s3://")
+}
+
+fn backend(repo: &RepoArg) -> anyhow::Result<Arc<dyn Backend>> {
+    if !is_s3(repo) {
+        return Ok(Arc::new(LocalBackend::new(&repo.repo)));
+    }
+    let opts = S3Options {
+        endpoint: repo.s3_endpoint.clone(),
+        region: repo.s3_region.clone(),
+        virtual_hosted: repo.s3_virtual_hosted,
+        allow_http: repo.s3_allow_http,
+        retry_timeout: None,
+    };
+    let s3 = S3Backend::new(&repo.repo, &opts)?;
+    s3.probe()?;
+    Ok(Arc::new(s3))
+}
+
+fn repo_options(repo: &RepoArg) -> RepositoryOptions {
+    if !is_s3(repo) {
+        return RepositoryOptions::default();
+    }
+    // Uploads wait on the network: several smaller packs in flight, within the same memory
+    // budget.
+    let cache_dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("mover"));
+    RepositoryOptions {
+        pack_size: 16 << 20,
+        writers: usize::from(repo.connections).clamp(1, 6),
+        cache_dir,
+    }
 }
 
 fn open_repo(repo: &RepoArg) -> anyhow::Result<Repository> {
-    let repo = Repository::open(backend(repo), RepositoryOptions::default())?;
+    let repo = Repository::open(backend(repo)?, repo_options(repo))?;
     for w in repo.warnings() {
         tracing::warn!("{w}");
     }
@@ -133,10 +166,19 @@ fn threads(perf: &PerfArgs) -> usize {
         .map_or_else(mover::default_threads, usize::from)
 }
 
+/// Workers for restore and verify: they wait on fetches, so on S3 one per connection.
+fn fetch_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
+    match perf.threads {
+        Some(n) => usize::from(n),
+        None if is_s3(repo) => usize::from(repo.connections),
+        None => mover::default_threads(),
+    }
+}
+
 fn init(repo: &RepoArg, quiet: bool) -> anyhow::Result<Exit> {
-    Repository::init(backend(repo))?;
+    Repository::init(backend(repo)?)?;
     if !quiet {
-        eprintln!("created repository {}", repo.repo.display());
+        eprintln!("created repository {}", repo.repo);
     }
     Ok(Exit::Success)
 }
@@ -206,7 +248,7 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     };
     let opts = mover::RestoreOptions {
         force: a.force,
-        threads: threads(&a.perf),
+        threads: fetch_threads(&a.perf, &a.repo),
         memory: a.perf.memory,
         sync: !a.no_sync,
     };
@@ -242,7 +284,7 @@ fn verify(a: &VerifyArgs, quiet: bool) -> anyhow::Result<Exit> {
     };
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "verify");
-    let result = mover::verify(&repo, selected, threads(&a.perf), &progress);
+    let result = mover::verify(&repo, selected, fetch_threads(&a.perf, &a.repo), &progress);
     bar.finish();
     let report = result.context("verify could not finish")?;
     output::verify_report(&report, a.json, quiet)?;

@@ -156,7 +156,15 @@ mod tests {
     }
 
     fn small_packs(backend: Arc<dyn Backend>) -> Repository {
-        Repository::open(backend, RepositoryOptions { pack_size: 300_000 }).unwrap()
+        Repository::open(
+            backend,
+            RepositoryOptions {
+                pack_size: 300_000,
+                writers: 3,
+                cache_dir: None,
+            },
+        )
+        .unwrap()
     }
 
     #[test]

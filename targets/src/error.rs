@@ -64,6 +64,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A remote store refused or could not be reached.
+    #[error("{location}: {detail}")]
+    Backend {
+        /// The object or store.
+        location: String,
+        /// What went wrong and what to do.
+        detail: String,
+    },
     /// An earlier write failed, so this store rejects all later writes.
     #[error("an earlier write to this repository failed ({first}); nothing more is accepted")]
     Poisoned {

@@ -1,7 +1,7 @@
 //! Where `mover`'s bytes go.
 //!
 //! - [`Backend`]: the object seam (whole immutable objects under keys), with
-//!   [`LocalBackend`] for a directory.
+//!   [`LocalBackend`] for a directory and [`S3Backend`] for any S3-compatible store.
 //! - [`ChunkStore`]: the content-addressed chunk seam the backup pipeline writes through.
 //! - [`Repository`]: the repository layout on any backend (packs, index segments, snapshot
 //!   manifests), which is a `ChunkStore` and commits snapshots durably.
@@ -31,10 +31,12 @@ pub mod conformance;
 mod error;
 mod faulty;
 mod repo;
+mod s3;
 mod store;
 
 pub use backend::{Backend, LocalBackend};
 pub use error::{Error, Result};
 pub use faulty::FaultyBackend;
 pub use repo::{now_ms, pack_key, random_bytes, Repository, RepositoryOptions};
+pub use s3::{parse_s3_url, S3Backend, S3Options};
 pub use store::{ChunkStore, ChunkStoreExt, Put};

@@ -25,7 +25,8 @@
 //! covers its contents); each chunk is checked against its own id when read.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use chunker::format::{
@@ -42,12 +43,28 @@ use crate::{Backend, ChunkStore, Error, Put, Result};
 pub struct RepositoryOptions {
     /// A pack is sealed once its data reaches this many bytes.
     pub pack_size: usize,
+    /// Packs written at the same time (one thread each); more for remote stores, where each
+    /// upload waits on the network.
+    pub writers: usize,
+    /// A local directory that caches index segments (keyed by repository id), so opening a
+    /// remote repository downloads only segments it has not seen. Every cached segment is
+    /// checked against its name before use.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RepositoryOptions {
+    /// Bytes of packs that can be in memory at once (the one filling plus one per writer).
+    pub fn buffered_bytes(&self) -> u64 {
+        (self.pack_size as u64 + (1 << 20)) * (self.writers as u64 + 1)
+    }
 }
 
 impl Default for RepositoryOptions {
     fn default() -> Self {
         RepositoryOptions {
             pack_size: 32 << 20,
+            writers: 1,
+            cache_dir: None,
         }
     }
 }
@@ -93,12 +110,9 @@ struct Packer {
     pending: HashSet<ChunkId, IdHasher>,
 }
 
-enum Job {
-    Pack {
-        buf: Vec<u8>,
-        entries: Vec<BlobEntry>,
-    },
-    Barrier(Sender<()>),
+struct Job {
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
 }
 
 struct Shared {
@@ -111,6 +125,9 @@ struct Shared {
     /// Pack buffers handed back by the writer, reused so each pack does not fault in fresh
     /// pages.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Packs handed to writers and not yet durable (or failed); `idle` signals zero.
+    inflight: Mutex<usize>,
+    idle: Condvar,
 }
 
 impl Shared {
@@ -120,6 +137,13 @@ impl Shared {
                 first: first.clone(),
             }),
             None => Ok(()),
+        }
+    }
+    fn pack_done(&self) {
+        let mut n = self.inflight.lock().expect("inflight lock");
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
         }
     }
     fn set_poison(&self, e: &Error) {
@@ -136,7 +160,8 @@ pub struct Repository {
     config: Config,
     options: RepositoryOptions,
     jobs: Mutex<Option<Sender<Job>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    cache: Option<PathBuf>,
     warnings: Vec<String>,
 }
 
@@ -211,10 +236,14 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
+        let cache = options
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(ObjectId(config.id).to_hex()).join("index"));
         let mut index = Index::default();
         let mut warnings = Vec::new();
         for key in backend.list("index")? {
-            match load_segment(&*backend, &key) {
+            match load_segment(&*backend, &key, cache.as_deref()) {
                 Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
                 Err(e) if e.is_damage() => {
                     tracing::warn!("skipping index segment {key}: {e}");
@@ -239,19 +268,26 @@ impl Repository {
             session: Mutex::new(Vec::new()),
             poison: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
+            inflight: Mutex::new(0),
+            idle: Condvar::new(),
         });
         let (tx, rx) = bounded(0);
-        let writer_shared = Arc::clone(&shared);
-        let writer = std::thread::Builder::new()
-            .name("pack-writer".into())
-            .spawn(move || pack_writer(&writer_shared, &rx))
-            .map_err(|e| Error::io("start pack writer thread", "", e))?;
+        let mut writers = Vec::new();
+        for n in 0..options.writers.max(1) {
+            let (shared, rx) = (Arc::clone(&shared), rx.clone());
+            let writer = std::thread::Builder::new()
+                .name(format!("pack-writer-{n}"))
+                .spawn(move || pack_writer(&shared, &rx))
+                .map_err(|e| Error::io("start pack writer thread", "", e))?;
+            writers.push(writer);
+        }
         Ok(Repository {
             shared,
             config,
             options,
             jobs: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
+            writers: Mutex::new(writers),
+            cache,
             warnings,
         })
     }
@@ -259,6 +295,11 @@ impl Repository {
     /// Where the repository lives.
     pub fn location(&self) -> &str {
         self.shared.backend.location()
+    }
+
+    /// The options the repository was opened with.
+    pub fn options(&self) -> &RepositoryOptions {
+        &self.options
     }
 
     /// The repository config.
@@ -398,45 +439,43 @@ impl Repository {
             return Ok(());
         };
         write_pack_trailer(&mut buf, &entries);
+        *self.shared.inflight.lock().expect("inflight lock") += 1;
         let jobs = self.jobs.lock().expect("jobs lock");
         let tx = jobs
             .as_ref()
-            .expect("writer runs while the repository is open");
-        tx.send(Job::Pack { buf, entries })
-            .map_err(|_| Error::Poisoned {
+            .expect("writers run while the repository is open");
+        tx.send(Job { buf, entries }).map_err(|_| {
+            self.shared.pack_done();
+            Error::Poisoned {
                 first: "pack writer stopped".into(),
-            })
+            }
+        })
     }
 
-    fn wait_for_writer(&self) -> Result<()> {
-        let (done_tx, done_rx) = bounded(1);
-        {
-            let jobs = self.jobs.lock().expect("jobs lock");
-            let tx = jobs
-                .as_ref()
-                .expect("writer runs while the repository is open");
-            tx.send(Job::Barrier(done_tx))
-                .map_err(|_| Error::Poisoned {
-                    first: "pack writer stopped".into(),
-                })?;
+    /// Waits until every sealed pack is durable (or has failed).
+    fn wait_for_writers(&self) {
+        let mut n = self.shared.inflight.lock().expect("inflight lock");
+        while *n > 0 {
+            n = self.shared.idle.wait(n).expect("inflight lock");
         }
-        done_rx.recv().map_err(|_| Error::Poisoned {
-            first: "pack writer stopped".into(),
-        })
     }
 
     fn flush_inner(&self) -> Result<()> {
         let sealed = take_open_pack(&mut self.shared.packer.lock().expect("packer lock"));
         self.seal(sealed)?;
-        self.wait_for_writer()?;
+        self.wait_for_writers();
         self.shared.check_poison()?;
         let entries = std::mem::take(&mut *self.shared.session.lock().expect("session lock"));
         if entries.is_empty() {
             return Ok(());
         }
         let bytes = encode_index(&entries);
-        let key = format!("index/{}", ObjectId::of(&bytes).to_hex());
-        self.shared.backend.put(&key, &bytes)
+        let name = ObjectId::of(&bytes).to_hex();
+        self.shared.backend.put(&format!("index/{name}"), &bytes)?;
+        if let Some(cache) = &self.cache {
+            store_cached(cache, &name, &bytes);
+        }
+        Ok(())
     }
 }
 
@@ -450,63 +489,91 @@ fn take_open_pack(packer: &mut Packer) -> Option<(Vec<u8>, Vec<BlobEntry>)> {
     ))
 }
 
-fn load_segment(backend: &dyn Backend, key: &str) -> Result<Vec<IndexEntry>> {
+/// Loads an index segment, from the local cache when a valid copy is there.
+fn load_segment(
+    backend: &dyn Backend,
+    key: &str,
+    cache: Option<&std::path::Path>,
+) -> Result<Vec<IndexEntry>> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let valid = |bytes: &[u8]| ObjectId::from_hex(name) == Some(ObjectId::of(bytes));
+    if let Some(bytes) = cache.and_then(|c| std::fs::read(c.join(name)).ok()) {
+        if valid(&bytes) {
+            return Ok(decode_index(&bytes)?);
+        }
+    }
     let bytes = backend.get(key)?;
-    let name = key.rsplit('/').next().and_then(ObjectId::from_hex);
-    if name != Some(ObjectId::of(&bytes)) {
+    if !valid(&bytes) {
         return Err(Error::Corrupt {
             what: key.into(),
             detail: "content does not match its name".into(),
         });
     }
-    Ok(decode_index(&bytes)?)
+    let entries = decode_index(&bytes)?;
+    if let Some(cache) = cache {
+        store_cached(cache, name, &bytes);
+    }
+    Ok(entries)
 }
 
-/// The writer thread: stores sealed packs, then makes their chunks visible in the index.
+/// Best effort: a cache that cannot be written only costs a download next time.
+fn store_cached(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let ok = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+    if let Err(e) = ok {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(
+            "cannot cache index segment {name} in {}: {e}",
+            dir.display()
+        );
+    }
+}
+
+/// A writer thread: stores sealed packs, then makes their chunks visible in the index.
 fn pack_writer(shared: &Shared, jobs: &Receiver<Job>) {
-    for job in jobs {
-        match job {
-            Job::Barrier(done) => {
-                let _ = done.send(());
-            }
-            Job::Pack { buf, entries } => {
-                if shared.check_poison().is_err() {
-                    continue; // drain: a poisoned store writes nothing more
-                }
-                let trailer_start = buf.len()
-                    - chunker::format::PACK_FOOTER_LEN
-                    - entries.len() * chunker::format::PACK_ENTRY_LEN;
-                let id = ObjectId::of(&buf[trailer_start..]);
-                if let Err(e) = shared.backend.put(&pack_key(&id), &buf) {
-                    tracing::debug!("pack write failed: {e}");
-                    shared.set_poison(&e);
-                    continue;
-                }
-                let mut buf = buf;
-                buf.clear();
-                let mut spare = shared.spare.lock().expect("spare lock");
-                if spare.is_empty() {
-                    spare.push(buf);
-                }
-                drop(spare);
-                let new: Vec<IndexEntry> = entries
-                    .iter()
-                    .map(|&blob| IndexEntry { pack: id, blob })
-                    .collect();
-                {
-                    let mut index = shared.index.write().expect("index lock");
-                    new.iter().for_each(|e| index.insert(e));
-                }
-                {
-                    let mut packer = shared.packer.lock().expect("packer lock");
-                    for e in &entries {
-                        packer.pending.remove(&e.id);
-                    }
-                }
-                shared.session.lock().expect("session lock").extend(new);
-            }
+    for Job { buf, entries } in jobs {
+        write_pack(shared, buf, &entries);
+        shared.pack_done();
+    }
+}
+
+fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry]) {
+    if shared.check_poison().is_err() {
+        return; // a poisoned store writes nothing more
+    }
+    let trailer_start = buf.len()
+        - chunker::format::PACK_FOOTER_LEN
+        - entries.len() * chunker::format::PACK_ENTRY_LEN;
+    let id = ObjectId::of(&buf[trailer_start..]);
+    if let Err(e) = shared.backend.put(&pack_key(&id), &buf) {
+        tracing::debug!("pack write failed: {e}");
+        shared.set_poison(&e);
+        return;
+    }
+    buf.clear();
+    {
+        let mut spare = shared.spare.lock().expect("spare lock");
+        if spare.len() < 2 {
+            spare.push(buf);
         }
     }
+    let new: Vec<IndexEntry> = entries
+        .iter()
+        .map(|&blob| IndexEntry { pack: id, blob })
+        .collect();
+    {
+        let mut index = shared.index.write().expect("index lock");
+        new.iter().for_each(|e| index.insert(e));
+    }
+    {
+        let mut packer = shared.packer.lock().expect("packer lock");
+        for e in entries {
+            packer.pending.remove(&e.id);
+        }
+    }
+    shared.session.lock().expect("session lock").extend(new);
 }
 
 impl ChunkStore for Repository {
@@ -621,7 +688,7 @@ impl Drop for Repository {
     fn drop(&mut self) {
         // Closing the channel ends the writer; unflushed chunks are dropped (see the contract).
         self.jobs.lock().expect("jobs lock").take();
-        if let Some(w) = self.writer.lock().expect("writer lock").take() {
+        for w in self.writers.lock().expect("writers lock").drain(..) {
             let _ = w.join();
         }
     }

@@ -1,0 +1,350 @@
+//! The S3 backend: a repository in any S3-compatible store (AWS, Garage, Ceph RGW, MinIO…).
+//!
+//! tokio lives only here: a private runtime runs `object_store`'s async client behind the
+//! blocking [`Backend`] trait, so the engine above stays threads and channels. Requests are
+//! retried by the client with jittered exponential backoff on 5xx, throttling and connection
+//! errors, within a total time cap; every object this backend writes has a content-derived
+//! name, so retried puts are idempotent.
+//!
+//! Large objects (packs) go up as multipart uploads whose parts are sent concurrently.
+//! [`Backend::put_new`] uses a conditional create (`If-None-Match: *`) where the server
+//! honours it; correctness never depends on that (some servers, Garage among them, ignore
+//! it): every key a repository creates-only is named by the hash of its content.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+
+use crate::{Backend, Error, Result};
+
+/// Objects at least this large are uploaded in parts.
+const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// Part size of multipart uploads (S3's minimum is 5 MiB, except for the last part).
+const PART_SIZE: usize = 8 << 20;
+
+/// Where and how to reach an S3 repository. Unset fields come from the standard `AWS_*`
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// Endpoint URL (for servers other than AWS).
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Use `https://BUCKET.host/` addressing instead of `https://host/BUCKET/`.
+    pub virtual_hosted: bool,
+    /// Allow plain HTTP (loopback test servers).
+    pub allow_http: bool,
+    /// Total time one request may spend retrying before it fails.
+    pub retry_timeout: Option<Duration>,
+}
+
+/// A repository location `s3://BUCKET[/PREFIX]`.
+pub struct S3Backend {
+    store: AmazonS3,
+    prefix: String,
+    location: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// Splits `s3://bucket/some/prefix` into bucket and prefix (without slashes at the ends).
+pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return None;
+    }
+    Some((bucket.to_string(), prefix.trim_matches('/').to_string()))
+}
+
+impl S3Backend {
+    /// Connects to `s3://BUCKET[/PREFIX]`. Nothing is sent until the first request.
+    pub fn new(url: &str, opts: &S3Options) -> Result<Self> {
+        let (bucket, prefix) = parse_s3_url(url).ok_or_else(|| Error::Backend {
+            location: url.to_string(),
+            detail: "not an S3 URL; write s3://BUCKET or s3://BUCKET/PREFIX".into(),
+        })?;
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 10,
+                retry_timeout: opts.retry_timeout.unwrap_or(Duration::from_secs(60)),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(120))
+                    .with_allow_http(opts.allow_http),
+            );
+        if let Some(e) = &opts.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(r) = &opts.region {
+            b = b.with_region(r);
+        }
+        if opts.virtual_hosted {
+            b = b.with_virtual_hosted_style_request(true);
+        }
+        if opts.allow_http {
+            b = b.with_allow_http(true);
+        }
+        let store = b.build().map_err(|e| Error::Backend {
+            location: url.to_string(),
+            detail: format!("invalid S3 configuration: {e}"),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the S3 runtime", "", e))?;
+        let location = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        Ok(S3Backend {
+            store,
+            prefix,
+            location,
+            runtime,
+        })
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// Turns a client error into one line that says what to do.
+    fn error(&self, key: &str, e: object_store::Error) -> Error {
+        if let object_store::Error::NotFound { .. } = e {
+            return Error::NotFound {
+                what: format!("{}/{key}", self.location),
+            };
+        }
+        let text = e.to_string();
+        let detail = if text.contains("NoSuchBucket") {
+            "the bucket does not exist; create it or fix the name".to_string()
+        } else if [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "403",
+        ]
+        .iter()
+        .any(|s| text.contains(s))
+        {
+            "access denied; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and the bucket's permissions".to_string()
+        } else if [
+            "error sending request",
+            "Connection refused",
+            "connect",
+            "timed out",
+            "dns",
+        ]
+        .iter()
+        .any(|s| text.contains(s))
+        {
+            format!("cannot reach the S3 endpoint; check --s3-endpoint / AWS_ENDPOINT_URL and the network ({})", first_line(&text))
+        } else {
+            first_line(&text)
+        };
+        Error::Backend {
+            location: format!("{}/{key}", self.location),
+            detail,
+        }
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Checks that the bucket is reachable with these credentials (one small LIST).
+    pub fn probe(&self) -> Result<()> {
+        let prefix = self.path("config");
+        self.block_on(async {
+            let mut stream = self.store.list(Some(&prefix));
+            match stream.next().await {
+                Some(Err(e)) => Err(self.error("", e)),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// Whether the server refuses a create-only put of an existing key (`If-None-Match`).
+    /// Writes and removes one probe object under `probe/`.
+    pub fn honours_conditional_put(&self) -> Result<bool> {
+        let key = format!("probe/conditional-{}", hex_nonce());
+        self.put(&key, b"1")?;
+        let second = self.put_new(&key, b"2");
+        let _ = self.delete(&key);
+        Ok(!second?)
+    }
+}
+
+fn hex_nonce() -> String {
+    crate::random_bytes::<8>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(key);
+        self.block_on(async {
+            if data.len() < MULTIPART_THRESHOLD {
+                let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+                self.store.put(&path, payload).await.map(|_| ())
+            } else {
+                let upload = self.store.put_multipart(&path).await?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                for part in data.chunks(PART_SIZE) {
+                    writer.wait_for_capacity(4).await?;
+                    writer.write(part);
+                }
+                writer.finish().await.map(|_| ())
+            }
+        })
+        .map_err(|e| self.error(key, e))
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let path = self.path(key);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        match self.block_on(self.store.put_opts(&path, payload, opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        self.block_on(async { self.store.get(&path).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|e| self.error(key, e))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        let range: Range<u64> = offset..offset + len as u64;
+        match self.block_on(self.store.get_range(&path, range)) {
+            Ok(b) if b.len() == len => Ok(b.to_vec()),
+            Ok(b) => Err(Error::Corrupt {
+                what: format!("{}/{key}", self.location),
+                detail: format!("truncated: {} of {len} bytes at offset {offset}", b.len()),
+            }),
+            Err(e @ object_store::Error::NotFound { .. }) => Err(self.error(key, e)),
+            Err(e) => {
+                // A range past the end is refused by the server; say what it means.
+                match self.size(key) {
+                    Ok(size) if size < offset + len as u64 => Err(Error::Corrupt {
+                        what: format!("{}/{key}", self.location),
+                        detail: format!(
+                            "truncated: {len} bytes at offset {offset} are past its end"
+                        ),
+                    }),
+                    _ => Err(self.error(key, e)),
+                }
+            }
+        }
+    }
+
+    fn size(&self, key: &str) -> Result<u64> {
+        let path = self.path(key);
+        self.block_on(self.store.head(&path))
+            .map(|m| m.size)
+            .map_err(|e| self.error(key, e))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let dir = dir.trim_end_matches('/');
+        let prefix = if dir.is_empty() && self.prefix.is_empty() {
+            None
+        } else if dir.is_empty() {
+            Some(Path::from(self.prefix.as_str()))
+        } else {
+            Some(self.path(dir))
+        };
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        self.block_on(async {
+            let mut out = Vec::new();
+            let mut stream = self.store.list(prefix.as_ref());
+            while let Some(meta) = stream.next().await {
+                let meta = meta?;
+                let full = meta.location.to_string();
+                if let Some(key) = full.strip_prefix(&strip) {
+                    out.push(key.to_string());
+                }
+            }
+            Ok(out)
+        })
+        .map_err(|e| self.error(dir, e))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match self.block_on(self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_s3_url("s3://b"), Some(("b".into(), String::new())));
+        assert_eq!(
+            parse_s3_url("s3://b/x/y/"),
+            Some(("b".into(), "x/y".into()))
+        );
+        assert_eq!(parse_s3_url("s3:///x"), None);
+        assert_eq!(parse_s3_url("/tmp/x"), None);
+    }
+}
