@@ -59,6 +59,10 @@ pub struct RepoArg {
     /// Allow plain HTTP to the S3 endpoint (for servers on loopback).
     #[arg(long)]
     pub s3_allow_http: bool,
+    /// Give up on an S3 request that keeps failing after this many seconds of retries.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub s3_retry_timeout: u64,
     /// Requests to S3 in flight at once (uploads of packs; fetches on restore and verify).
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=256))]

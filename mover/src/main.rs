@@ -129,7 +129,7 @@ fn backend(repo: &RepoArg) -> anyhow::Result<Arc<dyn Backend>> {
         region: repo.s3_region.clone(),
         virtual_hosted: repo.s3_virtual_hosted,
         allow_http: repo.s3_allow_http,
-        retry_timeout: None,
+        retry_timeout: Some(std::time::Duration::from_secs(repo.s3_retry_timeout)),
     };
     let s3 = S3Backend::new(&repo.repo, &opts)?;
     s3.probe()?;

@@ -348,3 +348,124 @@ mod tests {
         assert_eq!(parse_s3_url("/tmp/x"), None);
     }
 }
+
+/// The conformance suite against the real S3 servers the test scripts start (Garage and
+/// s3s-fs). Their addresses come from `MOVER_TEST_<SERVER>_*` variables; with `CI=true` a
+/// missing server is a failure, otherwise the test says loudly that it skipped.
+#[cfg(test)]
+mod server_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{conformance, ChunkStore, Repository, RepositoryOptions};
+
+    fn server(name: &str) -> Option<(String, S3Options)> {
+        let var = |k: &str| std::env::var(format!("MOVER_TEST_{name}_{k}")).ok();
+        let Some(endpoint) = var("ENDPOINT") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "MOVER_TEST_{name}_ENDPOINT is not set: the S3 test servers did not start \
+                 (run the tests through scripts/test.sh)"
+            );
+            eprintln!(
+                "SKIPPED: no {name} server (MOVER_TEST_{name}_ENDPOINT unset); run scripts/test.sh"
+            );
+            return None;
+        };
+        // Credentials go through the standard variables, as for a user.
+        std::env::set_var(
+            "AWS_ACCESS_KEY_ID",
+            var("ACCESS_KEY").expect("access key set"),
+        );
+        std::env::set_var(
+            "AWS_SECRET_ACCESS_KEY",
+            var("SECRET_KEY").expect("secret key set"),
+        );
+        let bucket = var("BUCKET").expect("bucket set");
+        let prefix = format!("conformance-{}", hex_nonce());
+        let opts = S3Options {
+            endpoint: Some(endpoint),
+            region: var("REGION"),
+            allow_http: true,
+            ..Default::default()
+        };
+        Some((format!("s3://{bucket}/{prefix}"), opts))
+    }
+
+    fn conforms(name: &str) {
+        // Both servers' tests share the process environment (AWS_* variables): run them one
+        // after the other.
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((url, opts)) = server(name) else {
+            return;
+        };
+        let backend = S3Backend::new(&url, &opts).unwrap();
+        backend.probe().unwrap();
+        conformance::backend(&backend);
+
+        let repo_url = format!("{url}-repo");
+        let backend: Arc<dyn Backend> = Arc::new(S3Backend::new(&repo_url, &opts).unwrap());
+        Repository::init(backend.clone()).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let options = RepositoryOptions {
+            pack_size: 300_000,
+            writers: 4,
+            cache_dir: Some(cache.path().to_path_buf()),
+        };
+        let repo = Repository::open(backend, options.clone()).unwrap();
+        let reopen = || -> Box<dyn ChunkStore> {
+            let b: Arc<dyn Backend> = Arc::new(S3Backend::new(&repo_url, &opts).unwrap());
+            Box::new(Repository::open(b, options.clone()).unwrap())
+        };
+        conformance::chunk_store(&repo, &reopen);
+        // The reopened store read its index from the cache; a cache entry that does not match
+        // its name is ignored and fetched again.
+        let cached: Vec<_> = walk(cache.path());
+        assert!(!cached.is_empty(), "index segments are cached");
+        for f in &cached {
+            std::fs::write(f, b"garbage").unwrap();
+        }
+        assert!(
+            Repository::open(
+                Arc::new(S3Backend::new(&repo_url, &opts).unwrap()),
+                options.clone()
+            )
+            .unwrap()
+            .chunk_count()
+                > 0,
+            "a damaged cache entry is fetched again"
+        );
+        for f in &cached {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let bytes = std::fs::read(f).unwrap();
+            assert_eq!(
+                chunker::format::ObjectId::of(&bytes).to_hex(),
+                name,
+                "cache repaired"
+            );
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn garage_conforms() {
+        conforms("GARAGE");
+    }
+
+    #[test]
+    fn s3s_fs_conforms() {
+        conforms("S3S");
+    }
+}

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# Installs (cached), starts and stops two real S3-compatible servers on loopback for the
+# test suite: Garage (single node, sqlite metadata) and s3s-fs (S3 over a local directory).
+#
+#   scripts/s3-servers.sh install            install both binaries if missing
+#   scripts/s3-servers.sh start STATE_DIR    install if needed, start both, write STATE_DIR/env
+#   scripts/s3-servers.sh stop STATE_DIR     stop both (TERM, then KILL); idempotent
+#
+# STATE_DIR/env holds `export MOVER_TEST_{GARAGE,S3S}_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION}=...`
+# lines; source it before `cargo test`. Every start begins from empty server state. See
+# docs/S3-TESTING.md for the servers' quirks (conditional writes, part sizes, path style).
+set -euo pipefail
+
+GARAGE_VERSION=2.5.0
+S3S_FS_VERSION=0.14.1
+START_TIMEOUT_S=${S3_SERVERS_START_TIMEOUT:-60}
+STOP_GRACE_S=5
+
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$CARGO_BIN:$PATH"
+
+log() { echo "s3-servers: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+    sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# --- installation --------------------------------------------------------------------------
+
+# has_version BIN VERSION: BIN is on PATH (which includes $CARGO_HOME/bin) and reports VERSION.
+has_version() {
+    command -v "$1" >/dev/null 2>&1 || return 1
+    "$1" --version 2>/dev/null | grep -qF "$2"
+}
+
+install_one() { # BIN VERSION CARGO_INSTALL_ARGS...
+    local bin=$1 version=$2
+    shift 2
+    if has_version "$bin" "$version"; then
+        log "$bin $version already installed ($(command -v "$bin"))"
+        return 0
+    fi
+    command -v cargo >/dev/null || die "cargo not found; install a Rust toolchain (rustup)"
+    log "installing $bin $version: cargo install $* (Garage takes a long time to compile)"
+    local t0=$SECONDS
+    cargo install "$@"
+    has_version "$bin" "$version" || die "$bin $version still not found after cargo install"
+    log "installed $bin $version in $((SECONDS - t0)) s"
+}
+
+cmd_install() {
+    install_one garage "$GARAGE_VERSION" garage --version "$GARAGE_VERSION" --locked
+    install_one s3s-fs "$S3S_FS_VERSION" s3s-fs --version "$S3S_FS_VERSION" --features binary --locked
+}
+
+# --- helpers -------------------------------------------------------------------------------
+
+rand_hex() { # number of random bytes -> 2*N lowercase hex chars
+    od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'
+}
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Prints a TCP port on 127.0.0.1 that is free right now and was not handed out before by
+# this script run.
+USED_PORTS=" "
+free_port() {
+    local p i
+    for i in $(seq 1 50); do
+        if command -v python3 >/dev/null; then
+            p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        else
+            p=$((20000 + RANDOM % 40000))
+        fi
+        if [[ $USED_PORTS != *" $p "* ]] && ! port_in_use "$p"; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    die "could not find a free TCP port"
+}
+
+curl_has_sigv4() {
+    curl --help all 2>/dev/null | grep -q -- '--aws-sigv4'
+}
+
+# s3_status URL REGION KEY SECRET [curl args...]: prints the HTTP status of a SigV4-signed
+# request (000 when nothing answered).
+s3_status() {
+    local url=$1 region=$2 key=$3 secret=$4
+    shift 4
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+        --aws-sigv4 "aws:amz:$region:s3" --user "$key:$secret" "$@" "$url" || true
+}
+
+# wait_ready NAME PID LOGFILE URL REGION KEY SECRET BUCKET: waits until a signed ListObjectsV2
+# on the bucket returns 200 (or, with a curl lacking --aws-sigv4, until the port answers HTTP).
+wait_ready() {
+    local name=$1 pid=$2 logfile=$3 url=$4 region=$5 key=$6 secret=$7 bucket=$8
+    local deadline=$((SECONDS + START_TIMEOUT_S)) code=000
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited during startup; last lines of $logfile:"
+            tail -n 30 "$logfile" >&2 || true
+            return 1
+        fi
+        if curl_has_sigv4; then
+            code=$(s3_status "$url/$bucket?list-type=2" "$region" "$key" "$secret")
+            [[ $code == 200 ]] && return 0
+        else
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url/" || true)
+            [[ $code != 000 ]] && return 0
+        fi
+        sleep 0.5
+    done
+    log "$name did not become ready within ${START_TIMEOUT_S} s (last HTTP status $code); last lines of $logfile:"
+    tail -n 30 "$logfile" >&2 || true
+    return 1
+}
+
+# --- start / stop --------------------------------------------------------------------------
+
+start_garage() { # STATE_DIR
+    local state=$1 dir="$1/garage"
+    rm -rf "$dir"
+    mkdir -p "$dir/meta" "$dir/data"
+    local rpc_port s3_port
+    rpc_port=$(free_port)
+    s3_port=$(free_port)
+    GARAGE_KEY="GK$(rand_hex 12)"
+    GARAGE_SECRET=$(rand_hex 32)
+    GARAGE_BUCKET=mover-test
+    GARAGE_REGION=garage
+    GARAGE_ENDPOINT="http://127.0.0.1:$s3_port"
+    cat >"$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$(rand_hex 32)"
+
+[s3_api]
+api_bind_addr = "127.0.0.1:$s3_port"
+s3_region = "$GARAGE_REGION"
+EOF
+    chmod 600 "$dir/garage.toml"
+    log "starting garage on $GARAGE_ENDPOINT (rpc 127.0.0.1:$rpc_port), log $dir/garage.log"
+    GARAGE_DEFAULT_ACCESS_KEY=$GARAGE_KEY GARAGE_DEFAULT_SECRET_KEY=$GARAGE_SECRET \
+        GARAGE_DEFAULT_BUCKET=$GARAGE_BUCKET RUST_LOG=${RUST_LOG:-garage=info} \
+        nohup garage -c "$dir/garage.toml" server --single-node --default-bucket \
+        </dev/null >"$dir/garage.log" 2>&1 &
+    echo $! >"$state/garage.pid"
+    wait_ready garage "$!" "$dir/garage.log" "$GARAGE_ENDPOINT" "$GARAGE_REGION" \
+        "$GARAGE_KEY" "$GARAGE_SECRET" "$GARAGE_BUCKET"
+}
+
+start_s3s() { # STATE_DIR
+    local state=$1 dir="$1/s3s"
+    rm -rf "$dir"
+    mkdir -p "$dir/root"
+    local port
+    port=$(free_port)
+    S3S_KEY="S3S$(rand_hex 10)"
+    S3S_SECRET=$(rand_hex 32)
+    S3S_BUCKET=mover-test
+    S3S_REGION=us-east-1
+    S3S_ENDPOINT="http://127.0.0.1:$port"
+    # s3s-fs maps bucket NAME to the directory ROOT/NAME, so the bucket is just a directory.
+    mkdir "$dir/root/$S3S_BUCKET"
+    log "starting s3s-fs on $S3S_ENDPOINT, root $dir/root, log $dir/s3s-fs.log"
+    # The secret goes on the command line (s3s-fs has no other way); loopback test use only.
+    RUST_LOG=${RUST_LOG:-s3s_fs=info} nohup s3s-fs --host 127.0.0.1 --port "$port" \
+        --access-key "$S3S_KEY" --secret-key "$S3S_SECRET" "$dir/root" \
+        </dev/null >"$dir/s3s-fs.log" 2>&1 &
+    echo $! >"$state/s3s-fs.pid"
+    wait_ready s3s-fs "$!" "$dir/s3s-fs.log" "$S3S_ENDPOINT" "$S3S_REGION" \
+        "$S3S_KEY" "$S3S_SECRET" "$S3S_BUCKET"
+}
+
+write_env() { # STATE_DIR
+    local tmp="$1/env.tmp"
+    {
+        echo "# Written by scripts/s3-servers.sh start; source before running the tests."
+        for s in GARAGE S3S; do
+            for v in ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION; do
+                local src
+                case $v in
+                    ACCESS_KEY) src=${s}_KEY ;;
+                    SECRET_KEY) src=${s}_SECRET ;;
+                    *) src=${s}_$v ;;
+                esac
+                printf 'export MOVER_TEST_%s_%s=%q\n' "$s" "$v" "${!src}"
+            done
+        done
+    } >"$tmp"
+    chmod 600 "$tmp"
+    mv "$tmp" "$1/env"
+}
+
+stop_pidfile() { # PIDFILE NAME
+    local pidfile=$1 name=$2 pid i
+    [[ -f $pidfile ]] || return 0
+    pid=$(<"$pidfile")
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < STOP_GRACE_S * 10; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name (pid $pid) ignored TERM; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$pidfile"
+}
+
+cmd_stop() { # STATE_DIR
+    local state=$1
+    [[ -d $state ]] || return 0
+    stop_pidfile "$state/garage.pid" garage
+    stop_pidfile "$state/s3s-fs.pid" s3s-fs
+    rm -f "$state/env"
+}
+
+cmd_start() { # STATE_DIR
+    local state=$1
+    mkdir -p "$state"
+    state=$(cd "$state" && pwd)
+    cmd_install
+    cmd_stop "$state" # servers left over from an earlier start in the same STATE_DIR
+    local t0=$SECONDS
+    if ! start_garage "$state"; then
+        cmd_stop "$state"
+        die "garage failed to start"
+    fi
+    if ! start_s3s "$state"; then
+        cmd_stop "$state"
+        die "s3s-fs failed to start"
+    fi
+    write_env "$state"
+    log "both servers ready in $((SECONDS - t0)) s; environment in $state/env"
+    log "stop them with: $0 stop $state"
+}
+
+case "${1:-}" in
+    install) [[ $# -eq 1 ]] || usage; cmd_install ;;
+    start) [[ $# -eq 2 ]] || usage; cmd_start "$2" ;;
+    stop) [[ $# -eq 2 ]] || usage; cmd_stop "$2" ;;
+    *) usage ;;
+esac

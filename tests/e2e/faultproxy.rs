@@ -1,0 +1,159 @@
+//! A fault-injecting TCP proxy on loopback, in front of a real S3 server: on a fraction of
+//! connections it answers 503, resets the connection (at once or in the middle of the
+//! exchange) or stalls before passing bytes on.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct FaultProxy {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    /// Faults per 1000 connections.
+    rate: Arc<AtomicUsize>,
+    pub faults: Arc<AtomicUsize>,
+}
+
+impl FaultProxy {
+    /// Proxies 127.0.0.1:PORT to `upstream` (host:port), faulting `per_mille` connections.
+    pub fn start(upstream: &str, per_mille: usize) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rate = Arc::new(AtomicUsize::new(per_mille));
+        let faults = Arc::new(AtomicUsize::new(0));
+        let upstream = upstream.to_string();
+        let (stop2, rate2, faults2) = (stop.clone(), rate.clone(), faults.clone());
+        std::thread::spawn(move || {
+            let seed = AtomicU64::new(0x2545_f491_4f6c_dd1d);
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let roll = next(&seed) % 1000;
+                        let fault = (roll as usize) < rate2.load(Ordering::SeqCst);
+                        let kind = next(&seed) % 4;
+                        if fault {
+                            faults2.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let (upstream, stop) = (upstream.clone(), stop2.clone());
+                        std::thread::spawn(move || serve(client, &upstream, fault, kind, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FaultProxy {
+            port,
+            stop,
+            rate,
+            faults,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_rate(&self, per_mille: usize) {
+        self.rate.store(per_mille, Ordering::SeqCst);
+    }
+
+    /// Stops accepting and cuts every open connection, like a server that died.
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn next(seed: &AtomicU64) -> u64 {
+    let mut x = seed.load(Ordering::SeqCst);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    seed.store(x, Ordering::SeqCst);
+    x
+}
+
+fn serve(mut client: TcpStream, upstream: &str, fault: bool, kind: u64, stop: &Arc<AtomicBool>) {
+    if fault {
+        match kind {
+            0 => {
+                // 503 after the request head arrives.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = client.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            1 => {
+                // Reset at once.
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            2 => {
+                // Stall, then carry on normally.
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            _ => {
+                // Cut in the middle of the exchange, after a few KiB.
+                return pipe(client, upstream, Some(4096 + (kind as usize) * 1000), stop);
+            }
+        }
+    }
+    pipe(client, upstream, None, stop);
+}
+
+fn pipe(client: TcpStream, upstream: &str, cut_after: Option<usize>, stop: &Arc<AtomicBool>) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let stop2 = stop.clone();
+    let up = std::thread::spawn(move || copy(c2, s2, None, &stop2));
+    copy(server, client, cut_after, stop);
+    let _ = up.join();
+}
+
+fn copy(mut from: TcpStream, mut to: TcpStream, cut_after: Option<usize>, stop: &AtomicBool) {
+    from.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    let mut total = 0;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                if cut_after.is_some_and(|c| total > c) || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
