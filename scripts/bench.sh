@@ -3,7 +3,7 @@
 # realistic disk image (scripts/make-bench-image.sh). See bench/README.md.
 #
 #   scripts/bench.sh [--size-gib 4] [--data-mib 1024] [--runs 3] [--level 3] [--out DIR]
-#                    [--quick] [--no-peers] [--install-peers]
+#                    [--quick] [--no-peers] [--no-s3] [--install-peers]
 #
 # Writes DIR/README.md (machine, versions, parameters), DIR/raw.jsonl (one line per timed
 # command) and DIR/summary.md (medians and ratios). Default DIR: bench/results/DATE-HOST
@@ -23,6 +23,7 @@ LEVEL=3
 OUT=
 QUICK=0
 PEERS=1
+S3=1
 INSTALL_PEERS=0
 ARGS="$*"
 while (($#)); do
@@ -34,6 +35,7 @@ while (($#)); do
     --out) OUT=$2; shift 2 ;;
     --quick) QUICK=1; SIZE_GIB=0.25; DATA_MIB=64; RUNS=1; shift ;;
     --no-peers) PEERS=0; shift ;;
+    --no-s3) S3=0; shift ;;
     --install-peers) INSTALL_PEERS=1; shift ;;
     -h | --help) usage ;;
     *) echo "bench: unknown argument $1" >&2; usage ;;
@@ -159,6 +161,29 @@ check_same() { # check_same TOOL OP RUN FILE
     fi
 }
 
+# S3: a Garage server on loopback, started by the project's script (skipped with --no-s3).
+S3_READY=0
+if ((S3)); then
+    S3_STATE=$(mktemp -d -t mover-bench-s3.XXXXXX)
+    trap 'scripts/s3-servers.sh stop "$S3_STATE" >/dev/null 2>&1 || true; rm -rf "$S3_STATE"' EXIT
+    if scripts/s3-servers.sh start "$S3_STATE" >&2; then
+        # shellcheck disable=SC1091
+        source "$S3_STATE/env"
+        S3_READY=1
+        S3_ARGS=(--s3-endpoint "$MOVER_TEST_GARAGE_ENDPOINT" --s3-region "$MOVER_TEST_GARAGE_REGION" --s3-allow-http)
+    else
+        loud "the S3 servers did not start: skipping the S3 rows"
+    fi
+fi
+
+# s3_objects PREFIX: "COUNT BYTES" of the objects under PREFIX/ in the Garage bucket.
+s3_objects() {
+    curl -s --aws-sigv4 "aws:amz:$MOVER_TEST_GARAGE_REGION:s3" \
+        --user "$MOVER_TEST_GARAGE_ACCESS_KEY:$MOVER_TEST_GARAGE_SECRET_KEY" \
+        "$MOVER_TEST_GARAGE_ENDPOINT/$MOVER_TEST_GARAGE_BUCKET?list-type=2&max-keys=1000&prefix=$1/" |
+        python3 -c 'import re,sys; x=sys.stdin.read(); s=[int(v) for v in re.findall(r"<Size>(\d+)</Size>", x)]; print(len(s), sum(s))'
+}
+
 for ((run = 1; run <= RUNS; run++)); do
     note "run $run/$RUNS: compute limit"
     measure bench compute-limit "$run" - - - -- "$BENCH" compute-limit "$IMG" --level "$LEVEL"
@@ -183,6 +208,26 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
     measure mover restore-stdout "$run" - - /dev/null -- "$MOVER" restore -r "$repo" latest \
         --to - --quiet
+
+    if ((S3_READY)); then
+        note "run $run/$RUNS: mover on S3 (Garage)"
+        s3prefix=bench-$STAMP-$run
+        s3url=s3://$MOVER_TEST_GARAGE_BUCKET/$s3prefix
+        export AWS_ACCESS_KEY_ID=$MOVER_TEST_GARAGE_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$MOVER_TEST_GARAGE_SECRET_KEY
+        export XDG_CACHE_HOME=$WORK/s3-cache
+        "$MOVER" init -r "$s3url" "${S3_ARGS[@]}" --quiet
+        measure mover s3-backup "$run" - - - -- "$MOVER" backup -r "$s3url" "${S3_ARGS[@]}" \
+            --source "$IMG" --compression "$LEVEL" --json --quiet
+        read -r objects bytes < <(s3_objects "$s3prefix")
+        record mover s3-objects "$run" objects="$objects" bytes="$bytes"
+        rm -f "$WORK/restored.img"
+        measure mover s3-restore "$run" - - - -- "$MOVER" restore -r "$s3url" "${S3_ARGS[@]}" \
+            latest --to "$WORK/restored.img" --no-sync --quiet
+        check_same mover s3-restore "$run" "$WORK/restored.img"
+        rm -f "$WORK/restored.img"
+        measure mover s3-restore-stdout "$run" - - /dev/null -- "$MOVER" restore -r "$s3url" \
+            "${S3_ARGS[@]}" latest --to - --quiet
+    fi
     if ((run == 1)); then # untimed: the stream itself is the image
         if "$MOVER" restore -r "$repo" latest --to - --quiet | cmp -s - "$IMG"; then
             record mover restore-stdout "$run" check=identical
@@ -323,6 +368,11 @@ def s(t, o):
 def repo(t, o):
     return m.get((t, o), {}).get("repo")
 
+s3o = [r for r in recs if r.get("op") == "s3-objects"]
+s3_per_gib = None
+if s3o and int(s3o[0]["bytes"]) > 0:
+    s3_per_gib = int(s3o[0]["objects"]) / (int(s3o[0]["bytes"]) / 2**30)
+
 lines += ["", "## Ratios", ""]
 items = [
     ("mover backup throughput / compute limit", ratio(s("bench", "compute-limit"), s("mover", "backup")), "%.2f"),
@@ -341,6 +391,10 @@ items = [
     ("mover restore to stdout, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore-stdout")), "%.2f"),
     ("restic dump, GB/s of image size", ratio(img_bytes / 1e9, s("restic", "restore-stdout")), "%.2f"),
     ("borg extract --sparse, GB/s of image size", ratio(img_bytes / 1e9, s("borg", "restore")), "%.2f"),
+    ("mover S3 (Garage) backup throughput / local backup throughput", ratio(s("mover", "backup"), s("mover", "s3-backup")), "%.2f"),
+    ("mover S3 restore to file (--no-sync) / local restore to file (--no-sync)", ratio(s("mover", "restore-no-sync"), s("mover", "s3-restore")), "%.2f"),
+    ("mover S3 restore to stdout / local restore to file (--no-sync)", ratio(s("mover", "restore-no-sync"), s("mover", "s3-restore-stdout")), "%.2f"),
+    ("mover S3 objects per GiB stored", s3_per_gib, "%.1f"),
     ("mover restore speed / restic dump speed", ratio(s("restic", "restore-stdout"), s("mover", "restore-stdout")), "%.2f x"),
 ]
 for name, v, fmt in items:
