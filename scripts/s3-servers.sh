@@ -17,7 +17,6 @@ START_TIMEOUT_S=${S3_SERVERS_START_TIMEOUT:-60}
 STOP_GRACE_S=5
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
-export PATH="$CARGO_BIN:$PATH"
 
 log() { echo "s3-servers: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -29,30 +28,41 @@ usage() {
 
 # --- installation --------------------------------------------------------------------------
 
-# has_version BIN VERSION: BIN is on PATH (which includes $CARGO_HOME/bin) and reports VERSION.
-has_version() {
-    command -v "$1" >/dev/null 2>&1 || return 1
-    "$1" --version 2>/dev/null | grep -qF "$2"
+# find_bin BIN VERSION: prints the path of a BIN that reports VERSION (`BIN --version`),
+# looking on PATH first, then in $CARGO_HOME/bin.
+find_bin() {
+    local c
+    for c in "$(command -v "$1" 2>/dev/null)" "$CARGO_BIN/$1"; do
+        [[ -n $c && -x $c ]] || continue
+        if "$c" --version 2>/dev/null | grep -qE "(^|[^0-9.])$2([^0-9.]|\$)"; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
 }
 
 install_one() { # BIN VERSION CARGO_INSTALL_ARGS...
-    local bin=$1 version=$2
+    local bin=$1 version=$2 path
     shift 2
-    if has_version "$bin" "$version"; then
-        log "$bin $version already installed ($(command -v "$bin"))"
+    if path=$(find_bin "$bin" "$version"); then
+        log "$bin $version already installed ($path)"
         return 0
     fi
     command -v cargo >/dev/null || die "cargo not found; install a Rust toolchain (rustup)"
-    log "installing $bin $version: cargo install $* (Garage takes a long time to compile)"
+    # A concurrent `cargo install` of the same crate just makes this one wait on cargo's lock.
+    log "installing $bin $version: cargo install $* (Garage takes ~30 min on 2 cores)"
     local t0=$SECONDS
     cargo install "$@"
-    has_version "$bin" "$version" || die "$bin $version still not found after cargo install"
+    find_bin "$bin" "$version" >/dev/null || die "$bin $version still not found after cargo install"
     log "installed $bin $version in $((SECONDS - t0)) s"
 }
 
 cmd_install() {
     install_one garage "$GARAGE_VERSION" garage --version "$GARAGE_VERSION" --locked
     install_one s3s-fs "$S3S_FS_VERSION" s3s-fs --version "$S3S_FS_VERSION" --features binary --locked
+    GARAGE_BIN=$(find_bin garage "$GARAGE_VERSION")
+    S3S_FS_BIN=$(find_bin s3s-fs "$S3S_FS_VERSION")
 }
 
 # --- helpers -------------------------------------------------------------------------------
@@ -89,13 +99,13 @@ curl_has_sigv4() {
     curl --help all 2>/dev/null | grep -q -- '--aws-sigv4'
 }
 
-# s3_status URL REGION KEY SECRET [curl args...]: prints the HTTP status of a SigV4-signed
-# request (000 when nothing answered).
+# s3_status URL REGION KEY SECRET: prints the HTTP status of a SigV4-signed GET (000 when
+# nothing answered). Garage rejects requests without x-amz-content-sha256 (400), which curl
+# before 8.x does not add by itself; the header given here is also signed by curl.
 s3_status() {
-    local url=$1 region=$2 key=$3 secret=$4
-    shift 4
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
-        --aws-sigv4 "aws:amz:$region:s3" --user "$key:$secret" "$@" "$url" || true
+        --aws-sigv4 "aws:amz:$2:s3" --user "$3:$4" \
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$1" || true
 }
 
 # wait_ready NAME PID LOGFILE URL REGION KEY SECRET BUCKET: waits until a signed ListObjectsV2
@@ -154,11 +164,13 @@ EOF
     chmod 600 "$dir/garage.toml"
     log "starting garage on $GARAGE_ENDPOINT (rpc 127.0.0.1:$rpc_port), log $dir/garage.log"
     GARAGE_DEFAULT_ACCESS_KEY=$GARAGE_KEY GARAGE_DEFAULT_SECRET_KEY=$GARAGE_SECRET \
-        GARAGE_DEFAULT_BUCKET=$GARAGE_BUCKET RUST_LOG=${RUST_LOG:-garage=info} \
-        nohup garage -c "$dir/garage.toml" server --single-node --default-bucket \
+        GARAGE_DEFAULT_BUCKET=$GARAGE_BUCKET RUST_LOG=${RUST_LOG:-garage=info} NO_COLOR=1 \
+        nohup "$GARAGE_BIN" -c "$dir/garage.toml" server --single-node --default-bucket \
         </dev/null >"$dir/garage.log" 2>&1 &
-    echo $! >"$state/garage.pid"
-    wait_ready garage "$!" "$dir/garage.log" "$GARAGE_ENDPOINT" "$GARAGE_REGION" \
+    local pid=$!
+    disown "$pid" # no "Killed" job notices from this shell
+    echo "$pid" >"$state/garage.pid"
+    wait_ready garage "$pid" "$dir/garage.log" "$GARAGE_ENDPOINT" "$GARAGE_REGION" \
         "$GARAGE_KEY" "$GARAGE_SECRET" "$GARAGE_BUCKET"
 }
 
@@ -177,11 +189,13 @@ start_s3s() { # STATE_DIR
     mkdir "$dir/root/$S3S_BUCKET"
     log "starting s3s-fs on $S3S_ENDPOINT, root $dir/root, log $dir/s3s-fs.log"
     # The secret goes on the command line (s3s-fs has no other way); loopback test use only.
-    RUST_LOG=${RUST_LOG:-s3s_fs=info} nohup s3s-fs --host 127.0.0.1 --port "$port" \
+    RUST_LOG=${RUST_LOG:-s3s_fs=info} NO_COLOR=1 nohup "$S3S_FS_BIN" --host 127.0.0.1 --port "$port" \
         --access-key "$S3S_KEY" --secret-key "$S3S_SECRET" "$dir/root" \
         </dev/null >"$dir/s3s-fs.log" 2>&1 &
-    echo $! >"$state/s3s-fs.pid"
-    wait_ready s3s-fs "$!" "$dir/s3s-fs.log" "$S3S_ENDPOINT" "$S3S_REGION" \
+    local pid=$!
+    disown "$pid" # no "Killed" job notices from this shell
+    echo "$pid" >"$state/s3s-fs.pid"
+    wait_ready s3s-fs "$pid" "$dir/s3s-fs.log" "$S3S_ENDPOINT" "$S3S_REGION" \
         "$S3S_KEY" "$S3S_SECRET" "$S3S_BUCKET"
 }
 

@@ -242,7 +242,16 @@ impl Backend for S3Backend {
         .map_err(|e| self.error(key, e))
     }
 
+    /// A HEAD first, then a conditional PUT. Servers that honour `If-None-Match` make this
+    /// atomic; on servers that ignore it (Garage) two writers racing on one key may both
+    /// "create" it. The repository only creates-only keys named by their content, so such a
+    /// race writes the same bytes twice.
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        match self.size(key) {
+            Ok(_) => return Ok(false),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let path = self.path(key);
         let opts = PutOptions {
             mode: PutMode::Create,

@@ -4,9 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The rate that means "fail every connection outright".
+const HARD: usize = usize::MAX;
 
 pub struct FaultProxy {
     pub port: u16,
@@ -28,17 +31,23 @@ impl FaultProxy {
         let upstream = upstream.to_string();
         let (stop2, rate2, faults2) = (stop.clone(), rate.clone(), faults.clone());
         std::thread::spawn(move || {
-            let seed = AtomicU64::new(0x2545_f491_4f6c_dd1d);
+            let mut n = 0usize;
             while !stop2.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
-                        let roll = next(&seed) % 1000;
-                        let fault = (roll as usize) < rate2.load(Ordering::SeqCst);
-                        let kind = next(&seed) % 4;
-                        if fault {
-                            faults2.fetch_add(1, Ordering::SeqCst);
-                        }
+                        // Spread faults evenly, starting with the first connection, and
+                        // cycle through the kinds of fault.
+                        let rate = rate2.load(Ordering::SeqCst);
+                        let hard = rate == HARD;
+                        let rate = rate.min(1000);
+                        let fault = ((n + 1) * rate).div_ceil(1000) != (n * rate).div_ceil(1000);
+                        n += 1;
+                        let kind = if fault {
+                            faults2.fetch_add(1, Ordering::SeqCst) as u64 % if hard { 2 } else { 4 }
+                        } else {
+                            0
+                        };
                         let (upstream, stop) = (upstream.clone(), stop2.clone());
                         std::thread::spawn(move || serve(client, &upstream, fault, kind, &stop));
                     }
@@ -58,8 +67,9 @@ impl FaultProxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn set_rate(&self, per_mille: usize) {
-        self.rate.store(per_mille, Ordering::SeqCst);
+    /// Every connection fails at once (503 or reset): a server that is down for good.
+    pub fn fail_everything(&self) {
+        self.rate.store(HARD, Ordering::SeqCst);
     }
 
     /// Stops accepting and cuts every open connection, like a server that died.
@@ -72,15 +82,6 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn next(seed: &AtomicU64) -> u64 {
-    let mut x = seed.load(Ordering::SeqCst);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    seed.store(x, Ordering::SeqCst);
-    x
 }
 
 fn serve(mut client: TcpStream, upstream: &str, fault: bool, kind: u64, stop: &Arc<AtomicBool>) {

@@ -319,7 +319,7 @@ fn backups_through_faults_complete_or_commit_nothing() {
         );
 
         // Every connection fails: past the retry budget the backup fails and commits nothing.
-        proxy.set_rate(1000);
+        proxy.fail_everything();
         let src2 = env.path("b.img");
         image(&src2, 61);
         let out = env
