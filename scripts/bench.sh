@@ -178,9 +178,9 @@ fi
 
 # s3_objects PREFIX: "COUNT BYTES" of the objects under PREFIX/ in the Garage bucket.
 s3_objects() {
-    curl -s --aws-sigv4 "aws:amz:$MOVER_TEST_GARAGE_REGION:s3" \
+    curl -s --aws-sigv4 "aws:amz:$MOVER_TEST_GARAGE_REGION:s3" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
         --user "$MOVER_TEST_GARAGE_ACCESS_KEY:$MOVER_TEST_GARAGE_SECRET_KEY" \
-        "$MOVER_TEST_GARAGE_ENDPOINT/$MOVER_TEST_GARAGE_BUCKET?list-type=2&max-keys=1000&prefix=$1/" |
+        "$MOVER_TEST_GARAGE_ENDPOINT/$MOVER_TEST_GARAGE_BUCKET?list-type=2&max-keys=1000&prefix=$1%2F" |
         python3 -c 'import re,sys; x=sys.stdin.read(); s=[int(v) for v in re.findall(r"<Size>(\d+)</Size>", x)]; print(len(s), sum(s))'
 }
 

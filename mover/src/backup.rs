@@ -284,6 +284,11 @@ fn worker(
                 frame,
             }
         };
+        if task.data.is_none() {
+            if let Some(source) = source {
+                source.release(task.offset, task.len as usize);
+            }
+        }
         if done.send(result).is_err() {
             return Ok(());
         }

@@ -31,6 +31,11 @@ pub trait Source: Send + Sync {
         let _ = (offset, len);
         None
     }
+    /// Says that a range obtained from [`Source::slice_at`] is no longer used, so its memory
+    /// can be released.
+    fn release(&self, offset: u64, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// What a path points at.
@@ -172,6 +177,12 @@ impl Source for FileSource {
         let map = self.map.as_ref()?.as_slice();
         let start = usize::try_from(offset).ok()?;
         map.get(start..start.checked_add(len)?)
+    }
+
+    fn release(&self, offset: u64, len: usize) {
+        if let (Some(map), Ok(offset)) = (&self.map, usize::try_from(offset)) {
+            map.release(offset, len);
+        }
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {

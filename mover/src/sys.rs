@@ -79,6 +79,26 @@ impl Mapping {
         Ok(Some(Mapping { ptr, len }))
     }
 
+    /// Drops the pages of `offset..offset + len` from this process's page tables (the page
+    /// cache keeps them), so the resident size stays bounded by what is in flight rather
+    /// than growing with the image. `offset` must be page aligned (chunk offsets are).
+    pub fn release(&self, offset: usize, len: usize) {
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end {
+            return;
+        }
+        // SAFETY: the range lies inside our mapping, and the caller holds no slice into it
+        // any more; MADV_DONTNEED on a shared file mapping only unmaps pages, which are read
+        // back from the file if touched again.
+        unsafe {
+            libc::madvise(
+                self.ptr.cast::<u8>().add(offset).cast(),
+                end - offset,
+                libc::MADV_DONTNEED,
+            )
+        };
+    }
+
     /// The mapped bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr` points at `len` readable bytes for as long as `self` lives. The file
