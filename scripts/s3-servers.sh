@@ -152,6 +152,8 @@ metadata_dir = "$dir/meta"
 data_dir = "$dir/data"
 db_engine = "sqlite"
 replication_factor = 1
+# mover's packs are compressed already: Garage's own zstd pass would only burn CPU.
+compression_level = "none"
 
 rpc_bind_addr = "127.0.0.1:$rpc_port"
 rpc_public_addr = "127.0.0.1:$rpc_port"

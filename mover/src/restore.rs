@@ -67,10 +67,25 @@ enum Sink {
     Stream(File),
 }
 
-struct Task {
+/// One chunk of the image to restore.
+struct Item {
     index: u64,
     offset: u64,
     entry: Entry,
+}
+
+/// Consecutive chunks handed to one worker, fetched together: neighbours stored side by side
+/// come back in one request (see [`ChunkStore::get_many`]).
+type Task = Vec<Item>;
+
+/// Most chunks, and most plaintext bytes, in one task.
+const GROUP_ITEMS: usize = 8;
+const GROUP_BYTES: u64 = 8 << 20;
+
+/// Fetches the frames of a task's data chunks, in order.
+fn fetch(store: &dyn ChunkStore, task: &Task) -> Result<std::vec::IntoIter<chunker::Frame>> {
+    let ids: Vec<_> = task.iter().filter_map(|i| i.entry.id).collect();
+    Ok(store.get_many(&ids)?.into_iter())
 }
 
 /// Restores `manifest` to `dest`, checking every chunk against its id before writing it.
@@ -211,7 +226,7 @@ fn run(
         .unwrap_or(1);
     let threads = opts.threads.max(1);
     let window = channel_capacity(opts.memory, 2 * threads as u64 * max_chunk, max_chunk);
-    let (task_tx, task_rx) = bounded::<Task>(window);
+    let (task_tx, task_rx) = bounded::<Task>((window / GROUP_ITEMS).max(1));
     let errors = FirstError::default();
     let mut report = RestoreReport {
         bytes_total: manifest.source_len,
@@ -293,6 +308,8 @@ fn feed(
     errors: &FirstError,
 ) -> Result<()> {
     let mut offset = 0u64;
+    let mut group: Task = Vec::new();
+    let mut group_bytes = 0u64;
     for (index, entry) in manifest.entries.iter().enumerate() {
         if errors.should_stop() {
             return Ok(());
@@ -308,17 +325,33 @@ fn feed(
                 }
             }
         }
-        if tasks
-            .send(Task {
-                index: index as u64,
-                offset,
-                entry: *entry,
-            })
-            .is_err()
-        {
+        let len = u64::from(entry.len);
+        let full = group.len() >= GROUP_ITEMS || group_bytes + len > GROUP_BYTES;
+        if !group.is_empty() && (entry.id.is_none() || full) {
+            if tasks.send(std::mem::take(&mut group)).is_err() {
+                return Ok(());
+            }
+            group_bytes = 0;
+        }
+        group.push(Item {
+            index: index as u64,
+            offset,
+            entry: *entry,
+        });
+        group_bytes += len;
+        // A zero chunk needs no fetch: it goes alone, at once; so does a group that holds
+        // every token of a small window.
+        let window_full = tokens.is_some_and(|t| t.is_empty());
+        if (entry.id.is_none() || window_full) && tasks.send(std::mem::take(&mut group)).is_err() {
             return Ok(());
         }
-        offset += u64::from(entry.len);
+        if group.is_empty() {
+            group_bytes = 0;
+        }
+        offset += len;
+    }
+    if !group.is_empty() {
+        let _ = tasks.send(group);
     }
     Ok(())
 }
@@ -343,29 +376,32 @@ fn positional_worker(
         if errors.should_stop() {
             return Ok(());
         }
-        let len = u64::from(task.entry.len);
-        match task.entry.id {
-            None if !zeros => {}
-            None => {
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(ZEROS.len() as u64) as usize;
-                    file.write_all_at(&ZEROS[..n], task.offset + done)
-                        .map_err(|e| Error::destination(label, e))?;
-                    done += n as u64;
+        let mut frames = fetch(store, &task)?;
+        for task in task {
+            let len = u64::from(task.entry.len);
+            match task.entry.id {
+                None if !zeros => {}
+                None => {
+                    let mut done = 0;
+                    while done < len {
+                        let n = (len - done).min(ZEROS.len() as u64) as usize;
+                        file.write_all_at(&ZEROS[..n], task.offset + done)
+                            .map_err(|e| Error::destination(label, e))?;
+                        done += n as u64;
+                    }
+                    counters.written.fetch_add(len, Relaxed);
                 }
-                counters.written.fetch_add(len, Relaxed);
+                Some(id) => {
+                    let frame = frames.next().expect("one frame per data chunk");
+                    decoder.decode_into(&frame, &id, &mut buf)?;
+                    file.write_all_at(&buf, task.offset)
+                        .map_err(|e| Error::destination(label, e))?;
+                    counters.written.fetch_add(len, Relaxed);
+                    counters.fetched.fetch_add(1, Relaxed);
+                }
             }
-            Some(id) => {
-                let frame = store.get(&id)?;
-                decoder.decode_into(&frame, &id, &mut buf)?;
-                file.write_all_at(&buf, task.offset)
-                    .map_err(|e| Error::destination(label, e))?;
-                counters.written.fetch_add(len, Relaxed);
-                counters.fetched.fetch_add(1, Relaxed);
-            }
+            progress.add(len);
         }
-        progress.add(len);
     }
     Ok(())
 }
@@ -382,18 +418,21 @@ fn stream_worker(
         if errors.should_stop() {
             return Ok(());
         }
-        let data = match task.entry.id {
-            None => None,
-            Some(id) => {
-                let frame = store.get(&id)?;
-                counters
-                    .fetched
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Some(decoder.decode(&frame, &id)?)
+        let mut frames = fetch(store, &task)?;
+        for task in task {
+            let data = match task.entry.id {
+                None => None,
+                Some(id) => {
+                    let frame = frames.next().expect("one frame per data chunk");
+                    counters
+                        .fetched
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Some(decoder.decode(&frame, &id)?)
+                }
+            };
+            if out.send((task.index, data)).is_err() {
+                return Ok(());
             }
-        };
-        if out.send((task.index, data)).is_err() {
-            return Ok(());
         }
     }
     Ok(())

@@ -674,6 +674,44 @@ impl ChunkStore for Repository {
         })
     }
 
+    fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
+        let located: Vec<_> = ids.iter().map(|id| self.locate(id)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut i = 0;
+        while i < ids.len() {
+            let Some((pack, first)) = located[i] else {
+                out.push(self.get(&ids[i])?);
+                i += 1;
+                continue;
+            };
+            // The run of chunks stored back to back in the same pack, read with one request.
+            let mut end = i + 1;
+            let mut next_offset = first.offset + first.stored_len;
+            while let Some(Some((p, b))) = located.get(end) {
+                if *p != pack || b.offset != next_offset {
+                    break;
+                }
+                next_offset = b.offset + b.stored_len;
+                end += 1;
+            }
+            let bytes = self.shared.backend.get_range(
+                &pack_key(&pack),
+                u64::from(first.offset),
+                (next_offset - first.offset) as usize,
+            )?;
+            for (_, blob) in located[i..end].iter().flatten() {
+                let start = (blob.offset - first.offset) as usize;
+                out.push(Frame {
+                    compression: blob.compression,
+                    raw_len: blob.raw_len,
+                    bytes: bytes[start..start + blob.stored_len as usize].to_vec(),
+                });
+            }
+            i = end;
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> Result<()> {
         self.shared.check_poison()?;
         let result = self.flush_inner();

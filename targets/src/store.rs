@@ -33,6 +33,11 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
     /// The stored frame of a chunk; `Error::NotFound` when absent. The caller decodes it and
     /// checks it against `id`.
     fn get(&self, id: &ChunkId) -> Result<Frame>;
+    /// The frames of several chunks, in order. Stores that keep chunks side by side fetch
+    /// neighbours with one request (one ranged read of a pack instead of one per chunk).
+    fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<()>;
 }
@@ -40,6 +45,9 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
 impl<T: ChunkStore + ?Sized> ChunkStore for Box<T> {
     fn has(&self, id: &ChunkId) -> Result<bool> {
         (**self).has(id)
+    }
+    fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
+        (**self).get_many(ids)
     }
     fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
         (**self).put(id, frame)
@@ -55,6 +63,9 @@ impl<T: ChunkStore + ?Sized> ChunkStore for Box<T> {
 impl<T: ChunkStore + ?Sized> ChunkStore for std::sync::Arc<T> {
     fn has(&self, id: &ChunkId) -> Result<bool> {
         (**self).has(id)
+    }
+    fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
+        (**self).get_many(ids)
     }
     fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
         (**self).put(id, frame)
