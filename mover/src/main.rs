@@ -124,6 +124,10 @@ fn backend(repo: &RepoArg) -> anyhow::Result<Arc<dyn Backend>> {
     if !is_s3(repo) {
         return Ok(Arc::new(LocalBackend::new(&repo.repo)));
     }
+    Ok(Arc::new(s3_backend(repo)?))
+}
+
+fn s3_backend(repo: &RepoArg) -> anyhow::Result<S3Backend> {
     let opts = S3Options {
         endpoint: repo.s3_endpoint.clone(),
         region: repo.s3_region.clone(),
@@ -133,7 +137,7 @@ fn backend(repo: &RepoArg) -> anyhow::Result<Arc<dyn Backend>> {
     };
     let s3 = S3Backend::new(&repo.repo, &opts)?;
     s3.probe()?;
-    Ok(Arc::new(s3))
+    Ok(s3)
 }
 
 fn repo_options(repo: &RepoArg) -> RepositoryOptions {
@@ -176,9 +180,26 @@ fn fetch_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
 }
 
 fn init(repo: &RepoArg, quiet: bool) -> anyhow::Result<Exit> {
-    Repository::init(backend(repo)?)?;
+    if !is_s3(repo) {
+        Repository::init(backend(repo)?)?;
+        if !quiet {
+            eprintln!("created repository {}", repo.repo);
+        }
+        return Ok(Exit::Success);
+    }
+    let s3 = Arc::new(s3_backend(repo)?);
+    Repository::init(s3.clone())?;
     if !quiet {
         eprintln!("created repository {}", repo.repo);
+        // Worth knowing about a server, though mover never relies on it (docs/FORMAT.md).
+        match s3.honours_conditional_put() {
+            Ok(true) => eprintln!("the server honours conditional writes (If-None-Match)"),
+            Ok(false) => eprintln!(
+                "note: the server ignores conditional writes (If-None-Match); mover does not \
+                 depend on them, snapshot names are content hashes"
+            ),
+            Err(e) => tracing::warn!("could not probe conditional writes: {e}"),
+        }
     }
     Ok(Exit::Success)
 }
