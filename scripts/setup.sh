@@ -8,6 +8,7 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
 if [[ "${1:-}" == "--bench" ]]; then
     command -v restic >/dev/null || need+=(restic)
     command -v borg >/dev/null || need+=(borgbackup)
