@@ -13,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use chunker::format::{Entry, Manifest};
@@ -107,14 +107,7 @@ pub fn restore(
                 return Err(Error::destination(&label, e));
             }
             if let Some(dir) = final_path.parent().filter(|_| opts.sync) {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| Error::destination(&label, e))?;
+                targets::fsync_dir(dir).map_err(|e| Error::destination(&label, e))?;
             }
             report.seconds = start.elapsed().as_secs_f64();
             Ok(report)

@@ -102,16 +102,18 @@ impl LocalBackend {
     }
 }
 
-/// fsyncs a directory so a rename or create in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+/// fsyncs a directory (`""` means the current one) so a rename or create in it is durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
         dir
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fsync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 impl Backend for LocalBackend {

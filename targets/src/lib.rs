@@ -34,7 +34,7 @@ mod repo;
 mod s3;
 mod store;
 
-pub use backend::{Backend, LocalBackend};
+pub use backend::{fsync_dir, Backend, LocalBackend};
 pub use error::{Error, Result};
 pub use faulty::FaultyBackend;
 pub use repo::{now_ms, pack_key, random_bytes, Repository, RepositoryOptions};

@@ -139,6 +139,10 @@ impl Shared {
             None => Ok(()),
         }
     }
+    /// Whether a durable, indexed copy of the chunk exists.
+    fn is_indexed(&self, id: &ChunkId) -> bool {
+        self.index.read().expect("index lock").map.contains_key(id)
+    }
     fn pack_done(&self) {
         let mut n = self.inflight.lock().expect("inflight lock");
         *n -= 1;
@@ -578,14 +582,7 @@ fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry]) {
 
 impl ChunkStore for Repository {
     fn has(&self, id: &ChunkId) -> Result<bool> {
-        if self
-            .shared
-            .index
-            .read()
-            .expect("index lock")
-            .map
-            .contains_key(id)
-        {
+        if self.shared.is_indexed(id) {
             return Ok(true);
         }
         Ok(self
@@ -600,15 +597,7 @@ impl ChunkStore for Repository {
     fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
         self.shared.check_poison()?;
         let mut packer = self.shared.packer.lock().expect("packer lock");
-        if packer.pending.contains(id)
-            || self
-                .shared
-                .index
-                .read()
-                .expect("index lock")
-                .map
-                .contains_key(id)
-        {
+        if packer.pending.contains(id) || self.shared.is_indexed(id) {
             return Ok(Put::AlreadyPresent);
         }
         if packer.buf.is_empty() {

@@ -109,6 +109,11 @@ impl S3Env {
     }
 }
 
+/// A fault-injecting proxy in front of `server`, failing `per_mille` of its connections.
+fn proxy_for(server: &Server, per_mille: usize) -> FaultProxy {
+    FaultProxy::start(server.endpoint.trim_start_matches("http://"), per_mille)
+}
+
 fn image(path: &std::path::Path, seed: u64) -> Vec<u8> {
     // Data, a hole, data: a few MiB with zero chunks in the middle.
     let mut data = random_bytes(2 * MIB, seed);
@@ -280,8 +285,7 @@ fn s3_errors_are_one_clear_line() {
 fn backups_through_faults_complete_or_commit_nothing() {
     for server in servers() {
         let env = S3Env::new(&server);
-        let upstream = server.endpoint.trim_start_matches("http://").to_string();
-        let proxy = FaultProxy::start(&upstream, 250);
+        let proxy = proxy_for(&server, 250);
         let src = env.path("a.img");
         let data = image(&src, 51);
         // A quarter of the connections fail: retries carry the backup through.
@@ -356,8 +360,7 @@ fn backups_through_faults_complete_or_commit_nothing() {
 fn server_gone_mid_backup_fails_and_the_next_backup_succeeds() {
     for server in servers() {
         let env = S3Env::new(&server);
-        let upstream = server.endpoint.trim_start_matches("http://").to_string();
-        let proxy = FaultProxy::start(&upstream, 0);
+        let proxy = proxy_for(&server, 0);
         let src = env.path("big.img");
         let data = random_bytes(24 * MIB, 71);
         write_file(&src, &data);
