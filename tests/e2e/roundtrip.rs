@@ -259,3 +259,33 @@ fn restore_json_summary_goes_to_stderr_when_the_image_goes_to_stdout() {
     assert_eq!(v["data"]["command"], "restore", "{out}");
     assert_eq!(v["data"]["bytes_total"], data.len() as u64, "{out}");
 }
+
+/// `--no-sync` skips only the final fsync: the restored file is the same, sparse, and no
+/// temporary file is left beside it.
+#[test]
+fn restore_without_final_fsync_is_identical() {
+    let env = Env::new();
+    let src = env.path("nosync.img");
+    let len = 4 * MIB as u64;
+    write_sparse(
+        &src,
+        len,
+        &[(0, &random_bytes(3 * CHUNK, 31)), (len - 10, b"tail bytes")],
+    );
+    let d = env.backup(&src, &[]);
+    let dest = env.path("nosync.out");
+    env.cmd("restore", &[text(&d, "snapshot_id"), "--no-sync", "--to"])
+        .arg(&dest)
+        .run()
+        .ok();
+    assert_same(&read(&dest), &read(&src), "restore --no-sync");
+    if fs_keeps_holes(env.dir.path()) {
+        assert!(allocated(&dest) < len / 2, "restored file should be sparse");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".mover-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

@@ -401,3 +401,24 @@ fn server_gone_mid_backup_fails_and_the_next_backup_succeeds() {
         );
     }
 }
+
+/// `init` on S3 says whether the server honours conditional writes: Garage ignores
+/// `If-None-Match`, s3s-fs enforces it.
+#[test]
+fn init_reports_conditional_write_support() {
+    for server in servers() {
+        let env = S3Env::new(&server);
+        let fresh = S3Env {
+            url: format!("{}-init", env.url),
+            ..env
+        };
+        let out = fresh.cmd("init", &[] as &[&str]).run().ok();
+        let expected = if server.name == "GARAGE" {
+            "ignores conditional writes"
+        } else {
+            "honours conditional writes"
+        };
+        out.assert_stderr_has(&["created repository", expected]);
+        assert!(out.stdout.is_empty(), "{out}");
+    }
+}
