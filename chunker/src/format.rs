@@ -79,12 +79,33 @@ struct In<'a> {
     what: &'static str,
     buf: &'a [u8],
     pos: usize,
+    version: u32,
 }
 
 impl<'a> In<'a> {
     /// Checks magic, version and (when `checked`) the trailing BLAKE3, and positions after the
     /// version.
     fn open(what: &'static str, buf: &'a [u8], magic: &[u8; 8], checked: bool) -> Result<Self> {
+        Self::open_impl(what, buf, magic, checked, FORMAT_VERSION)
+    }
+
+    /// Like [`In::open`] for a checksummed structure that has versions up to `max`.
+    fn open_versioned(
+        what: &'static str,
+        buf: &'a [u8],
+        magic: &[u8; 8],
+        max: u32,
+    ) -> Result<Self> {
+        Self::open_impl(what, buf, magic, true, max)
+    }
+
+    fn open_impl(
+        what: &'static str,
+        buf: &'a [u8],
+        magic: &[u8; 8],
+        checked: bool,
+        max: u32,
+    ) -> Result<Self> {
         if buf.len() < 12 || buf[..8] != magic[..] {
             return Err(Error::structure(
                 what,
@@ -92,11 +113,11 @@ impl<'a> In<'a> {
             ));
         }
         let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-        if version == 0 || version > FORMAT_VERSION {
+        if version == 0 || version > max {
             return Err(Error::UnsupportedVersion {
                 what,
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: max,
             });
         }
         let body = if checked {
@@ -115,6 +136,7 @@ impl<'a> In<'a> {
             what,
             buf: body,
             pos: 12,
+            version,
         })
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -240,162 +262,295 @@ pub struct BackupStats {
     pub duration_ms: u64,
 }
 
-/// A snapshot: everything needed to reassemble one source at one point in time.
+/// Version of the snapshot manifest written by this build (version 1 is still read).
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// One disk of a snapshot: everything needed to reassemble it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// Name of the disk within its snapshot (`sda`, or the snapshot name for one disk).
+    pub name: String,
+    /// Where the data came from, as given.
+    pub source: String,
+    /// How the source was chunked.
+    pub chunking: Chunking,
+    /// Length in bytes (the sum of entry lengths).
+    pub source_len: u64,
+    /// The change token the next incremental can start from (a dirty bitmap's name or an
+    /// opaque `--change-id`); empty for none.
+    pub change_token: String,
+    /// What the backup did for this disk.
+    pub stats: BackupStats,
+    /// Every chunk of the disk in order.
+    pub entries: Vec<Entry>,
+}
+
+/// A small file stored with a snapshot (a VM's configuration, for example).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// File name, as given.
+    pub name: String,
+    /// Its bytes (at most [`MAX_ATTACHMENT`]).
+    pub data: Vec<u8>,
+}
+
+/// Largest attachment a manifest holds, bytes.
+pub const MAX_ATTACHMENT: usize = 16 << 20;
+
+/// A snapshot: one point in time of a group of disks (one disk, or every disk of a VM).
+///
+/// Version 2 (written by this build):
 ///
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | [`MANIFEST_MAGIC`] |
-/// | 8 | 4 | format version (1) |
-/// | 12 | 1 | chunking: 0 fixed, 1 FastCDC |
-/// | 13 | 3 | reserved, 0 |
-/// | 16 | 4 | chunk size (fixed) or average size (FastCDC) |
-/// | 20 | 4 | flags, 0 |
-/// | 24 | 8 | source length, bytes |
-/// | 32 | 8 | created, ms since the Unix epoch (i64) |
-/// | 40 | 16 | nonce (random; makes every snapshot id unique) |
-/// | 56 | 32 | parent snapshot id, all zero for none |
-/// | 88 | 56 | [`BackupStats`]: seven u64 in field order |
-/// | 144 | 8 | entry count N |
-/// | 152 | 2 + n | name: u16 length, UTF-8 |
-/// | … | 2 + s | source: u16 length, UTF-8 |
-/// | … | 37 × N | entries: kind u8 (0 zero, 1 data), length u32, chunk id (32; zero for kind 0) |
+/// | 8 | 4 | manifest version (2) |
+/// | 12 | 4 | flags, 0 |
+/// | 16 | 8 | created, ms since the Unix epoch (i64) |
+/// | 24 | 16 | nonce (random; makes every snapshot id unique) |
+/// | 40 | 32 | parent snapshot id, all zero for none |
+/// | 72 | 56 | [`BackupStats`] of the whole snapshot: seven u64 in field order |
+/// | 128 | 4 | disk count D |
+/// | 132 | 4 | attachment count A |
+/// | 136 | 2 + n | name: u16 length, UTF-8 |
+/// | … | | D disks, each: name, source and change token (u16 length + UTF-8 each); chunking u8 (0 fixed, 1 FastCDC); 3 reserved; chunk size u32; length u64; [`BackupStats`] (56); entry count N u64; N entries of 37 bytes: kind u8 (0 zero, 1 data), length u32, chunk id (32; zero for kind 0) |
+/// | … | | A attachments, each: name (u16 length + UTF-8), length u32, bytes |
 /// | end − 32 | 32 | BLAKE3 of all preceding bytes |
 ///
-/// The snapshot id is the BLAKE3 of the whole encoding.
+/// Version 1 (read only) held one disk; it decodes into a manifest with one disk named after
+/// the snapshot and an empty change token. The snapshot id is the BLAKE3 of the whole encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
-    /// How the source was chunked.
-    pub chunking: Chunking,
-    /// Source length in bytes (the sum of entry lengths).
-    pub source_len: u64,
     /// Creation time, ms since the Unix epoch.
     pub created_ms: i64,
     /// Random nonce.
     pub nonce: [u8; 16],
     /// Parent snapshot, if this backup was incremental.
     pub parent: Option<ObjectId>,
-    /// What the backup did.
+    /// What the backup did, summed over the disks.
     pub stats: BackupStats,
-    /// Name of the source (by default its path).
+    /// Name of the snapshot's group (by default the source path).
     pub name: String,
-    /// Where the data came from, as given.
-    pub source: String,
-    /// Every chunk of the source in order.
-    pub entries: Vec<Entry>,
+    /// The disks, at least one, names unique.
+    pub disks: Vec<Disk>,
+    /// Small files stored with the snapshot.
+    pub attachments: Vec<Attachment>,
 }
 
-const MANIFEST_FIXED: usize = 152;
 const ENTRY_SIZE: usize = 37;
 
-impl Manifest {
-    /// Encodes the manifest; its snapshot id is `ObjectId::of` the result.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut o = Out(Vec::with_capacity(
-            MANIFEST_FIXED + 4 + self.name.len() + self.source.len() + 37 * self.entries.len() + 32,
+fn put_stats(o: &mut Out, s: &BackupStats) {
+    for v in [
+        s.bytes_read,
+        s.bytes_new,
+        s.bytes_stored,
+        s.bytes_zero,
+        s.chunks_new,
+        s.chunks_reused,
+        s.duration_ms,
+    ] {
+        o.u64(v);
+    }
+}
+
+fn get_stats(r: &mut In) -> Result<BackupStats> {
+    Ok(BackupStats {
+        bytes_read: r.u64()?,
+        bytes_new: r.u64()?,
+        bytes_stored: r.u64()?,
+        bytes_zero: r.u64()?,
+        chunks_new: r.u64()?,
+        chunks_reused: r.u64()?,
+        duration_ms: r.u64()?,
+    })
+}
+
+fn get_chunking(r: &mut In) -> Result<Chunking> {
+    let kind = r.u8()?;
+    r.take(3)?;
+    let size = r.u32()?;
+    match kind {
+        0 => Ok(Chunking::Fixed(size)),
+        1 => Ok(Chunking::Cdc(size)),
+        k => Err(Error::structure(r.what, format!("unknown chunking {k}"))),
+    }
+}
+
+fn get_entries(r: &mut In, count: u64, source_len: u64) -> Result<Vec<Entry>> {
+    let remaining = (r.buf.len() - r.pos) as u64;
+    if count
+        .checked_mul(ENTRY_SIZE as u64)
+        .is_none_or(|n| n > remaining)
+    {
+        return Err(Error::structure(
+            r.what,
+            "entry count does not match the length",
         ));
-        o.bytes(&MANIFEST_MAGIC);
-        o.u32(FORMAT_VERSION);
-        let (kind, size) = match self.chunking {
-            Chunking::Fixed(s) => (0, s),
-            Chunking::Cdc(s) => (1, s),
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut total = 0u64;
+    for _ in 0..count {
+        let kind = r.u8()?;
+        let len = r.u32()?;
+        let id: [u8; 32] = r.arr()?;
+        let id = match kind {
+            0 => None,
+            1 => Some(ChunkId::from_bytes(id)),
+            k => return Err(Error::structure(r.what, format!("unknown entry kind {k}"))),
         };
-        o.u8(kind);
-        o.bytes(&[0; 3]);
-        o.u32(size);
+        total += u64::from(len);
+        entries.push(Entry { len, id });
+    }
+    if total != source_len {
+        return Err(Error::structure(
+            r.what,
+            "entry lengths do not add up to the source length",
+        ));
+    }
+    Ok(entries)
+}
+
+impl Manifest {
+    /// Encodes the manifest (version 2); its snapshot id is `ObjectId::of` the result.
+    pub fn encode(&self) -> Vec<u8> {
+        let entries: usize = self.disks.iter().map(|d| d.entries.len()).sum();
+        let mut o = Out(Vec::with_capacity(256 + ENTRY_SIZE * entries));
+        o.bytes(&MANIFEST_MAGIC);
+        o.u32(MANIFEST_VERSION);
         o.u32(0);
-        o.u64(self.source_len);
         o.u64(self.created_ms as u64);
         o.bytes(&self.nonce);
         o.bytes(&self.parent.map_or([0; 32], |p| p.0));
-        let s = &self.stats;
-        for v in [
-            s.bytes_read,
-            s.bytes_new,
-            s.bytes_stored,
-            s.bytes_zero,
-            s.chunks_new,
-            s.chunks_reused,
-            s.duration_ms,
-        ] {
-            o.u64(v);
-        }
-        o.u64(self.entries.len() as u64);
-        debug_assert_eq!(o.0.len(), MANIFEST_FIXED);
+        put_stats(&mut o, &self.stats);
+        o.u32(self.disks.len() as u32);
+        o.u32(self.attachments.len() as u32);
         o.str(&self.name);
-        o.str(&self.source);
-        for e in &self.entries {
-            o.u8(u8::from(e.id.is_some()));
-            o.u32(e.len);
-            o.bytes(e.id.as_ref().map_or(&[0; 32], |id| id.as_bytes()));
+        for d in &self.disks {
+            o.str(&d.name);
+            o.str(&d.source);
+            o.str(&d.change_token);
+            let (kind, size) = match d.chunking {
+                Chunking::Fixed(s) => (0, s),
+                Chunking::Cdc(s) => (1, s),
+            };
+            o.u8(kind);
+            o.bytes(&[0; 3]);
+            o.u32(size);
+            o.u64(d.source_len);
+            put_stats(&mut o, &d.stats);
+            o.u64(d.entries.len() as u64);
+            for e in &d.entries {
+                o.u8(u8::from(e.id.is_some()));
+                o.u32(e.len);
+                o.bytes(e.id.as_ref().map_or(&[0; 32], |id| id.as_bytes()));
+            }
+        }
+        for a in &self.attachments {
+            o.str(&a.name);
+            o.u32(a.data.len() as u32);
+            o.bytes(&a.data);
         }
         o.checksum()
     }
 
-    /// Decodes and checks a manifest.
+    /// Decodes and checks a manifest of version 1 or 2.
     pub fn decode(buf: &[u8]) -> Result<Self> {
         const W: &str = "snapshot manifest";
-        let mut r = In::open(W, buf, &MANIFEST_MAGIC, true)?;
-        let kind = r.u8()?;
-        r.take(3)?;
-        let size = r.u32()?;
-        let chunking = match kind {
-            0 => Chunking::Fixed(size),
-            1 => Chunking::Cdc(size),
-            k => return Err(Error::structure(W, format!("unknown chunking {k}"))),
-        };
+        let mut r = In::open_versioned(W, buf, &MANIFEST_MAGIC, MANIFEST_VERSION)?;
+        if r.version == 1 {
+            return Self::decode_v1(r);
+        }
+        r.u32()?;
+        let created_ms = r.u64()? as i64;
+        let nonce = r.arr()?;
+        let parent: [u8; 32] = r.arr()?;
+        let stats = get_stats(&mut r)?;
+        let disk_count = r.u32()?;
+        let attachment_count = r.u32()?;
+        let name = r.str()?;
+        if disk_count == 0 {
+            return Err(Error::structure(W, "no disks"));
+        }
+        let mut disks = Vec::new();
+        for _ in 0..disk_count {
+            let name = r.str()?;
+            let source = r.str()?;
+            let change_token = r.str()?;
+            let chunking = get_chunking(&mut r)?;
+            let source_len = r.u64()?;
+            let stats = get_stats(&mut r)?;
+            let count = r.u64()?;
+            let entries = get_entries(&mut r, count, source_len)?;
+            disks.push(Disk {
+                name,
+                source,
+                chunking,
+                source_len,
+                change_token,
+                stats,
+                entries,
+            });
+        }
+        let mut attachments = Vec::new();
+        for _ in 0..attachment_count {
+            let name = r.str()?;
+            let len = r.u32()? as usize;
+            let data = r.take(len)?.to_vec();
+            attachments.push(Attachment { name, data });
+        }
+        r.end()?;
+        Ok(Manifest {
+            created_ms,
+            nonce,
+            parent: (parent != [0; 32]).then_some(ObjectId(parent)),
+            stats,
+            name,
+            disks,
+            attachments,
+        })
+    }
+
+    /// Version 1: one disk, fixed header of 152 bytes (see `docs/FORMAT.md`).
+    fn decode_v1(mut r: In) -> Result<Self> {
+        let chunking = get_chunking(&mut r)?;
         r.u32()?;
         let source_len = r.u64()?;
         let created_ms = r.u64()? as i64;
         let nonce = r.arr()?;
         let parent: [u8; 32] = r.arr()?;
-        let parent = (parent != [0; 32]).then_some(ObjectId(parent));
-        let stats = BackupStats {
-            bytes_read: r.u64()?,
-            bytes_new: r.u64()?,
-            bytes_stored: r.u64()?,
-            bytes_zero: r.u64()?,
-            chunks_new: r.u64()?,
-            chunks_reused: r.u64()?,
-            duration_ms: r.u64()?,
-        };
+        let stats = get_stats(&mut r)?;
         let count = r.u64()?;
         let name = r.str()?;
         let source = r.str()?;
-        let remaining = (r.buf.len() - r.pos) as u64;
-        if count.checked_mul(ENTRY_SIZE as u64) != Some(remaining) {
-            return Err(Error::structure(W, "entry count does not match the length"));
-        }
-        let mut entries = Vec::with_capacity(count as usize);
-        let mut total = 0u64;
-        for _ in 0..count {
-            let kind = r.u8()?;
-            let len = r.u32()?;
-            let id: [u8; 32] = r.arr()?;
-            let id = match kind {
-                0 => None,
-                1 => Some(ChunkId::from_bytes(id)),
-                k => return Err(Error::structure(W, format!("unknown entry kind {k}"))),
-            };
-            total += u64::from(len);
-            entries.push(Entry { len, id });
-        }
-        if total != source_len {
-            return Err(Error::structure(
-                W,
-                "entry lengths do not add up to the source length",
-            ));
-        }
+        let entries = get_entries(&mut r, count, source_len)?;
+        r.end()?;
         Ok(Manifest {
-            chunking,
-            source_len,
             created_ms,
             nonce,
-            parent,
+            parent: (parent != [0; 32]).then_some(ObjectId(parent)),
             stats,
+            disks: vec![Disk {
+                name: name.clone(),
+                source,
+                chunking,
+                source_len,
+                change_token: String::new(),
+                stats,
+                entries,
+            }],
             name,
-            source,
-            entries,
+            attachments: Vec::new(),
         })
+    }
+
+    /// Total length of all disks, bytes.
+    pub fn total_len(&self) -> u64 {
+        self.disks.iter().map(|d| d.source_len).sum()
+    }
+
+    /// The disk called `name`.
+    pub fn disk(&self, name: &str) -> Option<&Disk> {
+        self.disks.iter().find(|d| d.name == name)
     }
 }
 
@@ -591,33 +746,57 @@ mod tests {
     }
 
     fn sample_manifest() -> Manifest {
+        let stats = BackupStats {
+            bytes_read: 1,
+            bytes_new: 2,
+            bytes_stored: 3,
+            bytes_zero: 4,
+            chunks_new: 5,
+            chunks_reused: 6,
+            duration_ms: 7,
+        };
         Manifest {
-            chunking: Chunking::Fixed(65536),
-            source_len: 65536 + 10,
             created_ms: 1_700_000_000_123,
             nonce: [9; 16],
             parent: Some(ObjectId([4; 32])),
-            stats: BackupStats {
-                bytes_read: 1,
-                bytes_new: 2,
-                bytes_stored: 3,
-                bytes_zero: 4,
-                chunks_new: 5,
-                chunks_reused: 6,
-                duration_ms: 7,
-            },
-            name: "vm1-disk0".into(),
-            source: "/dev/vg/vm1".into(),
-            entries: vec![
-                Entry {
-                    len: 65536,
-                    id: None,
+            stats,
+            name: "vm1".into(),
+            disks: vec![
+                Disk {
+                    name: "sda".into(),
+                    source: "/dev/vg/vm1".into(),
+                    chunking: Chunking::Fixed(65536),
+                    source_len: 65536 + 10,
+                    change_token: "b0".into(),
+                    stats,
+                    entries: vec![
+                        Entry {
+                            len: 65536,
+                            id: None,
+                        },
+                        Entry {
+                            len: 10,
+                            id: Some(ChunkId::of(b"x")),
+                        },
+                    ],
                 },
-                Entry {
-                    len: 10,
-                    id: Some(ChunkId::of(b"x")),
+                Disk {
+                    name: "sdb".into(),
+                    source: "-".into(),
+                    chunking: Chunking::Cdc(1 << 20),
+                    source_len: 3,
+                    change_token: String::new(),
+                    stats: BackupStats::default(),
+                    entries: vec![Entry {
+                        len: 3,
+                        id: Some(ChunkId::of(b"abc")),
+                    }],
                 },
             ],
+            attachments: vec![Attachment {
+                name: "vm1.xml".into(),
+                data: b"<domain/>".to_vec(),
+            }],
         }
     }
 
@@ -633,10 +812,10 @@ mod tests {
         }
         assert!(Manifest::decode(&bytes[..bytes.len() - 5]).is_err());
         let mut future = bytes.clone();
-        future[8] = 2;
+        future[8] = 3;
         assert!(matches!(
             Manifest::decode(&future),
-            Err(Error::UnsupportedVersion { found: 2, .. })
+            Err(Error::UnsupportedVersion { found: 3, .. })
         ));
     }
 

@@ -15,7 +15,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use chunker::format::{BackupStats, Chunking, Entry, Manifest, ObjectId};
+use chunker::format::{Attachment, BackupStats, Chunking, Disk, Entry, Manifest, ObjectId};
 use chunker::{fixed_chunks, is_zero, ChunkId, Encoder, Extent, Frame, StreamChunker};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use targets::{now_ms, random_bytes, ChunkStore, Put, Repository};
@@ -24,12 +24,9 @@ use crate::pipeline::{channel_capacity, FirstError};
 use crate::{Error, Progress, Result, Source};
 
 /// Settings of one backup.
-#[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// Name recorded with the snapshot (defaults to the source path in the CLI).
     pub name: String,
-    /// The source as given, for the record.
-    pub source_label: String,
     /// Fixed chunk size for images; average size for streams.
     pub chunk_size: u32,
     /// zstd level.
@@ -38,6 +35,45 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Memory budget in bytes for everything in flight.
     pub memory: u64,
+    /// The snapshot this one is an incremental of, with its manifest. Its disks are matched
+    /// by name (or the only disk to the only disk).
+    pub parent: Option<(ObjectId, Manifest)>,
+    /// Clean chunks to read and compare with the parent, to catch a change map that lies.
+    pub verify_changes: usize,
+    /// Small files stored with the snapshot.
+    pub attachments: Vec<Attachment>,
+}
+
+/// Where one disk's bytes come from.
+pub enum DiskInput<'a> {
+    /// An image, block device or NBD export: fixed chunks, read positionally.
+    Image(&'a dyn Source),
+    /// A stream of unknown length: FastCDC.
+    Stream(Box<dyn Read + Send + 'a>),
+}
+
+/// What changed on a disk since the parent snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ChangeMap {
+    /// Unknown: read everything (with a parent, chunks are compared through their hashes).
+    #[default]
+    Unknown,
+    /// Only these byte ranges (offset, length) may differ from the parent.
+    Changed(Vec<(u64, u64)>),
+}
+
+/// One disk of a backup.
+pub struct DiskJob<'a> {
+    /// Name of the disk in the snapshot.
+    pub name: String,
+    /// The source as given, for the record.
+    pub label: String,
+    /// The bytes.
+    pub input: DiskInput<'a>,
+    /// What changed since the parent (images only).
+    pub changes: ChangeMap,
+    /// Token the next incremental starts from (bitmap name or `--change-id`).
+    pub change_token: String,
 }
 
 /// What a committed backup did.
@@ -49,11 +85,18 @@ pub struct BackupReport {
     pub manifest: Manifest,
     /// Chunks that were all zero (holes included).
     pub chunks_zero: u64,
+    /// Chunks taken from the parent without reading them (a change map called them clean).
+    pub chunks_unchanged: u64,
+    /// Bytes in those chunks.
+    pub bytes_unchanged: u64,
+    /// Things the caller should know; the snapshot is committed but the run exits 3.
+    pub warnings: Vec<String>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
 
 struct Task {
+    disk: usize,
     index: u64,
     offset: u64,
     len: u32,
@@ -63,26 +106,33 @@ struct Task {
 
 enum Done {
     Zero {
+        disk: usize,
         index: u64,
         len: u32,
         read: bool,
     },
     Data {
+        disk: usize,
         index: u64,
         len: u32,
         id: ChunkId,
         frame: Option<Frame>,
     },
+    /// Taken from the parent unread.
+    Unchanged {
+        disk: usize,
+        index: u64,
+        entry: Entry,
+    },
 }
 
 #[derive(Default)]
-struct Tally {
+struct DiskTally {
     entries: Vec<Option<Entry>>,
     stats: BackupStats,
-    chunks_zero: u64,
 }
 
-impl Tally {
+impl DiskTally {
     fn set(&mut self, index: u64, entry: Entry) {
         let i = index as usize;
         if self.entries.len() <= i {
@@ -92,48 +142,38 @@ impl Tally {
     }
 }
 
-/// Backs up an image or block device into `repo` and commits a snapshot.
+#[derive(Default)]
+struct Tally {
+    disks: Vec<DiskTally>,
+    chunks_zero: u64,
+    chunks_unchanged: u64,
+    bytes_unchanged: u64,
+}
+
+/// The plan for one image disk: its extents and, for an incremental, the parent's entries of
+/// the chunks that need not be read.
+struct ImagePlan {
+    extents: Vec<Extent>,
+    /// Per chunk: `Some(entry)` when the parent's entry is taken as is.
+    unchanged: Vec<Option<Entry>>,
+}
+
+/// Backs up one image or block device into `repo` and commits a snapshot.
 pub fn backup_image(
     repo: &Repository,
     source: &dyn Source,
+    label: &str,
     opts: &BackupOptions,
     progress: &Progress,
 ) -> Result<BackupReport> {
-    let start = Instant::now();
-    let len = source.len();
-    progress.set_total(len);
-    let extents: Vec<Extent> = source.extents()?.collect::<Result<_>>()?;
-    let chunk_size = opts.chunk_size;
-    let tally = run_pipeline(repo, opts, progress, Some(source), |tasks, done, errors| {
-        for span in fixed_chunks(len, chunk_size, extents) {
-            if errors.should_stop() {
-                return Ok(());
-            }
-            let sent = if span.has_data {
-                tasks
-                    .send(Task {
-                        index: span.index,
-                        offset: span.offset,
-                        len: span.len,
-                        data: None,
-                    })
-                    .is_ok()
-            } else {
-                progress.add(u64::from(span.len));
-                done.send(Done::Zero {
-                    index: span.index,
-                    len: span.len,
-                    read: false,
-                })
-                .is_ok()
-            };
-            if !sent {
-                return Ok(()); // a later stage stopped; its error is recorded
-            }
-        }
-        Ok(())
-    })?;
-    commit(repo, opts, Chunking::Fixed(chunk_size), len, tally, start)
+    let job = DiskJob {
+        name: opts.name.clone(),
+        label: label.to_string(),
+        input: DiskInput::Image(source),
+        changes: ChangeMap::Unknown,
+        change_token: String::new(),
+    };
+    backup(repo, vec![job], opts, progress)
 }
 
 /// Backs up a stream of unknown length (stdin, a pipe), cut with FastCDC, and commits a
@@ -141,52 +181,298 @@ pub fn backup_image(
 pub fn backup_stream(
     repo: &Repository,
     reader: impl Read + Send,
+    label: &str,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupReport> {
+    let job = DiskJob {
+        name: opts.name.clone(),
+        label: label.to_string(),
+        input: DiskInput::Stream(Box::new(reader)),
+        changes: ChangeMap::Unknown,
+        change_token: String::new(),
+    };
+    backup(repo, vec![job], opts, progress)
+}
+
+/// Backs up the disks of `jobs` (names unique) into `repo` as one snapshot and commits it.
+///
+/// With a parent, an image disk whose size and chunk size match the parent's disk of the
+/// same name is incremental: chunks the change map calls clean are taken from the parent
+/// unread (when the repository still holds them); everything else is read, hashed and stored
+/// only when new. A parent that does not match falls back to a full read with a warning.
+pub fn backup(
+    repo: &Repository,
+    jobs: Vec<DiskJob<'_>>,
     opts: &BackupOptions,
     progress: &Progress,
 ) -> Result<BackupReport> {
     let start = Instant::now();
-    let label = opts.source_label.clone();
+    let mut warnings = Vec::new();
+    let mut plans = Vec::with_capacity(jobs.len());
+    let mut sources: Vec<Option<&dyn Source>> = Vec::with_capacity(jobs.len());
+    let mut streams = Vec::new();
+    let mut meta = Vec::with_capacity(jobs.len());
     let mut total = 0u64;
-    let tally = run_pipeline(repo, opts, progress, None, |tasks, _done, errors| {
-        for (index, chunk) in StreamChunker::new(reader, opts.chunk_size).enumerate() {
-            if errors.should_stop() {
-                return Ok(());
-            }
-            let data = chunk.map_err(|e| match e {
-                chunker::Error::Read(source) => Error::Source {
-                    path: label.clone(),
+    let single = jobs.len() == 1;
+    for (i, job) in jobs.into_iter().enumerate() {
+        match job.input {
+            DiskInput::Image(source) => {
+                total += source.len();
+                plans.push(Some(plan_image(
+                    repo,
+                    &job.name,
                     source,
-                },
-                e => e.into(),
-            })?;
-            let len = data.len() as u32;
-            let task = Task {
-                index: index as u64,
-                offset: total,
-                len,
-                data: Some(data),
-            };
-            total += u64::from(len);
-            if tasks.send(task).is_err() {
-                return Ok(());
+                    &job.changes,
+                    single,
+                    opts,
+                    &mut warnings,
+                )?));
+                sources.push(Some(source));
+            }
+            DiskInput::Stream(reader) => {
+                plans.push(None);
+                sources.push(None);
+                streams.push((i, reader, job.label.clone()));
             }
         }
-        Ok(())
-    })?;
-    let len = tally
-        .entries
-        .iter()
-        .flatten()
-        .map(|e| u64::from(e.len))
-        .sum();
-    commit(
+        meta.push((job.name, job.label, job.change_token));
+    }
+    progress.set_total(total);
+    let chunk_size = opts.chunk_size;
+    let planner_plans = &plans;
+    let tally = run_pipeline(
         repo,
         opts,
-        Chunking::Cdc(opts.chunk_size),
-        len,
-        tally,
-        start,
-    )
+        progress,
+        &sources,
+        meta.len(),
+        |tasks, done, errors| {
+            let mut streams = streams.into_iter().peekable();
+            for (disk, plan) in planner_plans.iter().enumerate() {
+                let Some(plan) = plan else {
+                    let (_, reader, label) = streams.next().expect("one reader per stream disk");
+                    plan_stream(disk, reader, &label, chunk_size, tasks, errors)?;
+                    continue;
+                };
+                let source = sources[disk].expect("image disks have a source");
+                for span in fixed_chunks(source.len(), chunk_size, plan.extents.iter().copied()) {
+                    if errors.should_stop() {
+                        return Ok(());
+                    }
+                    let unchanged = plan.unchanged.get(span.index as usize).copied().flatten();
+                    let sent = if let Some(entry) = unchanged {
+                        progress.add(u64::from(span.len));
+                        done.send(Done::Unchanged {
+                            disk,
+                            index: span.index,
+                            entry,
+                        })
+                        .is_ok()
+                    } else if span.has_data {
+                        tasks
+                            .send(Task {
+                                disk,
+                                index: span.index,
+                                offset: span.offset,
+                                len: span.len,
+                                data: None,
+                            })
+                            .is_ok()
+                    } else {
+                        progress.add(u64::from(span.len));
+                        done.send(Done::Zero {
+                            disk,
+                            index: span.index,
+                            len: span.len,
+                            read: false,
+                        })
+                        .is_ok()
+                    };
+                    if !sent {
+                        return Ok(()); // a later stage stopped; its error is recorded
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let chunkings = plans
+        .iter()
+        .map(|p| match p {
+            Some(_) => Chunking::Fixed(chunk_size),
+            None => Chunking::Cdc(chunk_size),
+        })
+        .collect();
+    commit(repo, opts, meta, chunkings, tally, warnings, start)
+}
+
+/// Resolves the parent disk for `name` and turns the change map into per-chunk decisions.
+#[allow(clippy::too_many_arguments)]
+fn plan_image(
+    repo: &Repository,
+    name: &str,
+    source: &dyn Source,
+    changes: &ChangeMap,
+    single: bool,
+    opts: &BackupOptions,
+    warnings: &mut Vec<String>,
+) -> Result<ImagePlan> {
+    let extents: Vec<Extent> = source.extents()?.collect::<Result<_>>()?;
+    let mut plan = ImagePlan {
+        extents,
+        unchanged: Vec::new(),
+    };
+    let Some((parent_id, parent)) = &opts.parent else {
+        return Ok(plan);
+    };
+    let short = &parent_id.to_hex()[..12];
+    let disk = parent
+        .disk(name)
+        .or_else(|| (single && parent.disks.len() == 1).then(|| &parent.disks[0]));
+    let Some(disk) = disk else {
+        warnings.push(format!(
+            "parent {short} has no disk {name}; read it in full"
+        ));
+        return Ok(plan);
+    };
+    if disk.chunking != Chunking::Fixed(opts.chunk_size) {
+        warnings.push(format!(
+            "parent {short} of disk {name} was cut into other chunks; read it in full"
+        ));
+        return Ok(plan);
+    }
+    if disk.source_len != source.len() {
+        warnings.push(format!(
+            "disk {name} is {} bytes, its parent {short} was {}; the disk changed size, so it was read in full",
+            source.len(),
+            disk.source_len
+        ));
+        return Ok(plan);
+    }
+    let ChangeMap::Changed(ranges) = changes else {
+        return Ok(plan); // compare mode: read everything, store only new chunks
+    };
+    let cs = u64::from(opts.chunk_size);
+    let count = disk.entries.len();
+    let mut dirty = vec![false; count];
+    for &(offset, len) in ranges {
+        if len == 0 {
+            continue;
+        }
+        let first = (offset / cs) as usize;
+        let last = (offset.saturating_add(len).min(source.len()).div_ceil(cs) as usize).min(count);
+        for d in dirty.iter_mut().take(last).skip(first) {
+            *d = true;
+        }
+    }
+    // A clean chunk is taken from the parent only while the repository still holds it.
+    let mut missing = 0u64;
+    plan.unchanged = disk
+        .entries
+        .iter()
+        .zip(&dirty)
+        .map(|(e, &dirty)| {
+            if dirty {
+                return None;
+            }
+            match e.id {
+                Some(id) if !repo.has(&id).unwrap_or(false) => {
+                    missing += 1;
+                    None
+                }
+                _ => Some(*e),
+            }
+        })
+        .collect();
+    if missing > 0 {
+        warnings.push(format!(
+            "{missing} chunks of parent {short} are missing from the repository; disk {name} read them again"
+        ));
+    }
+    if opts.verify_changes > 0 {
+        if let Some(offset) = check_clean(source, &plan.unchanged, cs, opts.verify_changes)? {
+            warnings.push(format!(
+                "the change map of disk {name} called the chunk at offset {offset} clean but it differs from parent {short}; the whole disk was compared instead"
+            ));
+            plan.unchanged.clear();
+        }
+    }
+    Ok(plan)
+}
+
+/// Reads up to `n` randomly chosen chunks the change map calls clean and compares them with
+/// the parent; returns the offset of the first that differs.
+fn check_clean(
+    source: &dyn Source,
+    unchanged: &[Option<Entry>],
+    chunk_size: u64,
+    n: usize,
+) -> Result<Option<u64>> {
+    let clean: Vec<usize> = (0..unchanged.len())
+        .filter(|&i| unchanged[i].is_some())
+        .collect();
+    let mut seed = u64::from_le_bytes(random_bytes::<8>()) | 1;
+    let mut picked = std::collections::BTreeSet::new();
+    while picked.len() < n.min(clean.len()) {
+        // xorshift64: a uniform enough pick, no dependency.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        picked.insert(clean[(seed % clean.len() as u64) as usize]);
+    }
+    let mut buf = Vec::new();
+    for i in picked {
+        let entry = unchanged[i].expect("picked from the clean chunks");
+        let offset = i as u64 * chunk_size;
+        buf.resize(entry.len as usize, 0);
+        source.read_at(offset, &mut buf)?;
+        let same = match entry.id {
+            None => is_zero(&buf),
+            Some(id) => ChunkId::of(&buf) == id,
+        };
+        if !same {
+            return Ok(Some(offset));
+        }
+    }
+    Ok(None)
+}
+
+/// Cuts a stream disk with FastCDC and queues its chunks.
+fn plan_stream(
+    disk: usize,
+    reader: Box<dyn Read + Send + '_>,
+    label: &str,
+    chunk_size: u32,
+    tasks: &Sender<Task>,
+    errors: &FirstError,
+) -> Result<()> {
+    let mut total = 0u64;
+    for (index, chunk) in StreamChunker::new(reader, chunk_size).enumerate() {
+        if errors.should_stop() {
+            return Ok(());
+        }
+        let data = chunk.map_err(|e| match e {
+            chunker::Error::Read(source) => Error::Source {
+                path: label.to_string(),
+                source,
+            },
+            e => e.into(),
+        })?;
+        let len = data.len() as u32;
+        let task = Task {
+            disk,
+            index: index as u64,
+            offset: total,
+            len,
+            data: Some(data),
+        };
+        total += u64::from(len);
+        if tasks.send(task).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Runs planner, workers and writer; returns the tally once every chunk is stored.
@@ -194,7 +480,8 @@ fn run_pipeline<P>(
     repo: &Repository,
     opts: &BackupOptions,
     progress: &Progress,
-    source: Option<&dyn Source>,
+    sources: &[Option<&dyn Source>],
+    disk_count: usize,
     planner: P,
 ) -> Result<Tally>
 where
@@ -210,12 +497,13 @@ where
     let (done_tx, done_rx) = bounded::<Done>(cap);
     let errors = FirstError::default();
     let mut tally = Tally::default();
+    tally.disks.resize_with(disk_count, DiskTally::default);
     std::thread::scope(|s| {
         let errors = &errors;
         for _ in 0..threads {
             let (rx, tx) = (task_rx.clone(), done_tx.clone());
             s.spawn(move || {
-                errors.run(|| worker(repo, source, opts.level, &rx, &tx, errors, progress))
+                errors.run(|| worker(repo, sources, opts.level, &rx, &tx, errors, progress))
             });
         }
         drop(task_rx);
@@ -234,7 +522,7 @@ where
 
 fn worker(
     store: &dyn ChunkStore,
-    source: Option<&dyn Source>,
+    sources: &[Option<&dyn Source>],
     level: i32,
     tasks: &Receiver<Task>,
     done: &Sender<Done>,
@@ -247,6 +535,7 @@ fn worker(
         if errors.should_stop() {
             return Ok(());
         }
+        let source = sources[task.disk];
         let data: &[u8] = match &task.data {
             Some(d) => d,
             None => {
@@ -262,9 +551,10 @@ fn worker(
             }
         };
         progress.add(u64::from(task.len));
-        let (index, len) = (task.index, task.len);
+        let (disk, index, len) = (task.disk, task.index, task.len);
         let result = if is_zero(data) {
             Done::Zero {
+                disk,
                 index,
                 len,
                 read: true,
@@ -278,6 +568,7 @@ fn worker(
                 Some(encoder.encode(data))
             };
             Done::Data {
+                disk,
                 index,
                 len,
                 id,
@@ -307,15 +598,22 @@ fn writer(
             return Ok(());
         }
         match d {
-            Done::Zero { index, len, read } => {
+            Done::Zero {
+                disk,
+                index,
+                len,
+                read,
+            } => {
+                let t = &mut tally.disks[disk];
                 if read {
-                    tally.stats.bytes_read += u64::from(len);
+                    t.stats.bytes_read += u64::from(len);
                 }
-                tally.stats.bytes_zero += u64::from(len);
+                t.stats.bytes_zero += u64::from(len);
                 tally.chunks_zero += 1;
-                tally.set(index, Entry { len, id: None });
+                t.set(index, Entry { len, id: None });
             }
             Done::Data {
+                disk,
                 index,
                 len,
                 id,
@@ -326,15 +624,28 @@ fn writer(
                     Some(f) => store.put(&id, f)?,
                     None => Put::AlreadyPresent,
                 };
+                let t = &mut tally.disks[disk];
                 if put == Put::Stored {
-                    tally.stats.chunks_new += 1;
-                    tally.stats.bytes_new += u64::from(len);
-                    tally.stats.bytes_stored += stored.unwrap_or(0);
+                    t.stats.chunks_new += 1;
+                    t.stats.bytes_new += u64::from(len);
+                    t.stats.bytes_stored += stored.unwrap_or(0);
                 } else {
-                    tally.stats.chunks_reused += 1;
+                    t.stats.chunks_reused += 1;
                 }
-                tally.stats.bytes_read += u64::from(len);
-                tally.set(index, Entry { len, id: Some(id) });
+                t.stats.bytes_read += u64::from(len);
+                t.set(index, Entry { len, id: Some(id) });
+            }
+            Done::Unchanged { disk, index, entry } => {
+                let t = &mut tally.disks[disk];
+                if entry.id.is_some() {
+                    t.stats.chunks_reused += 1;
+                } else {
+                    t.stats.bytes_zero += u64::from(entry.len);
+                    tally.chunks_zero += 1;
+                }
+                tally.chunks_unchanged += 1;
+                tally.bytes_unchanged += u64::from(entry.len);
+                t.set(index, entry);
             }
         }
     }
@@ -344,43 +655,67 @@ fn writer(
 fn commit(
     repo: &Repository,
     opts: &BackupOptions,
-    chunking: Chunking,
-    len: u64,
+    meta: Vec<(String, String, String)>,
+    chunkings: Vec<Chunking>,
     tally: Tally,
+    warnings: Vec<String>,
     start: Instant,
 ) -> Result<BackupReport> {
-    let Tally {
-        entries,
-        mut stats,
-        chunks_zero,
-    } = tally;
-    let entries: Vec<Entry> = entries
-        .into_iter()
-        .map(|e| e.expect("a pipeline that returned Ok tallied every chunk"))
-        .collect();
     // Make every chunk durable first, then look at the interrupt flag once more: a signal
     // that arrived while the last pack was being written must still commit nothing.
     repo.flush()?;
     if crate::sys::interrupted() {
         return Err(Error::Interrupted);
     }
-    stats.duration_ms = start.elapsed().as_millis() as u64;
+    let duration_ms = start.elapsed().as_millis() as u64;
+    let mut total = BackupStats {
+        duration_ms,
+        ..Default::default()
+    };
+    let mut disks = Vec::with_capacity(meta.len());
+    for (((name, source, change_token), chunking), t) in
+        meta.into_iter().zip(chunkings).zip(tally.disks)
+    {
+        let entries: Vec<Entry> = t
+            .entries
+            .into_iter()
+            .map(|e| e.expect("a pipeline that returned Ok tallied every chunk"))
+            .collect();
+        let mut stats = t.stats;
+        stats.duration_ms = duration_ms;
+        total.bytes_read += stats.bytes_read;
+        total.bytes_new += stats.bytes_new;
+        total.bytes_stored += stats.bytes_stored;
+        total.bytes_zero += stats.bytes_zero;
+        total.chunks_new += stats.chunks_new;
+        total.chunks_reused += stats.chunks_reused;
+        disks.push(Disk {
+            name,
+            source,
+            chunking,
+            source_len: entries.iter().map(|e| u64::from(e.len)).sum(),
+            change_token,
+            stats,
+            entries,
+        });
+    }
     let manifest = Manifest {
-        chunking,
-        source_len: len,
         created_ms: now_ms(),
         nonce: random_bytes(),
-        parent: None,
-        stats,
+        parent: opts.parent.as_ref().map(|(id, _)| *id),
+        stats: total,
         name: opts.name.clone(),
-        source: opts.source_label.clone(),
-        entries,
+        disks,
+        attachments: opts.attachments.clone(),
     };
     let snapshot = repo.commit_snapshot(&manifest)?;
     Ok(BackupReport {
         snapshot,
         manifest,
-        chunks_zero,
+        chunks_zero: tally.chunks_zero,
+        chunks_unchanged: tally.chunks_unchanged,
+        bytes_unchanged: tally.bytes_unchanged,
+        warnings,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -89,9 +89,34 @@ pub struct PerfArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// What to back up: an image file, a block device, or `-` for stdin.
-    #[arg(long, value_name = "SRC")]
-    pub source: String,
+    /// What to back up: an image file, a block device, an NBD export
+    /// (nbd+unix:///EXPORT?socket=PATH or nbd://HOST[:PORT]/EXPORT), or `-` for stdin. Repeat
+    /// as NAME=SRC to back up several disks of one VM as one snapshot.
+    #[arg(long, value_name = "[NAME=]SRC", required = true)]
+    pub source: Vec<String>,
+    /// Make this backup an incremental of a snapshot (`latest` of the same name, an id or a
+    /// unique prefix): with a change map only changed chunks are read, without one every
+    /// chunk is read and only new ones stored.
+    #[arg(long, value_name = "latest|ID")]
+    pub parent: Option<String>,
+    /// Read only what this QEMU dirty bitmap marks dirty (NBD sources; needs --parent).
+    #[arg(long, value_name = "NAME", requires = "parent")]
+    pub bitmap: Option<String>,
+    /// Read only the areas of a VMware-style DiskChangeInfo JSON file (`-` for stdin); repeat
+    /// as NAME=FILE for several disks. Needs --parent.
+    #[arg(long, value_name = "[NAME=]FILE", requires = "parent")]
+    pub changed_extents: Vec<String>,
+    /// Opaque change token to record with the snapshot for the next run (default: the bitmap
+    /// name).
+    #[arg(long, value_name = "TOKEN")]
+    pub change_id: Option<String>,
+    /// Read this many chunks the change map calls clean and compare them with the parent; any
+    /// difference falls back to a full compare and exits 3.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub verify_changes: usize,
+    /// Store a small file with the snapshot (a VM's configuration, for example); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub attach: Vec<String>,
     /// Name to record with the snapshot [default: the source as given; `stdin` for `-`].
     #[arg(long)]
     pub name: Option<String>,
@@ -135,6 +160,16 @@ pub struct RestoreArgs {
     /// Destination: a file (written sparse), a block device, or `-` for stdout.
     #[arg(long, value_name = "DEST")]
     pub to: String,
+    /// Which disk of a multi-disk snapshot to restore.
+    #[arg(long, value_name = "NAME")]
+    pub disk: Option<String>,
+    /// Roll an existing destination back: read it, and write only the chunks that differ
+    /// from the snapshot.
+    #[arg(long)]
+    pub delta: bool,
+    /// Save the named attachment of the snapshot to the destination instead of a disk.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["disk", "delta"])]
+    pub attachment: Option<String>,
     /// Overwrite an existing destination file.
     #[arg(long)]
     pub force: bool,

@@ -63,6 +63,17 @@ pub enum Error {
     /// A chunk or structure failed to decode.
     #[error(transparent)]
     Format(#[from] chunker::Error),
+    /// An NBD server refused, failed or broke the protocol.
+    #[error("NBD source {uri}: {detail}")]
+    Nbd {
+        /// The NBD URI as given.
+        uri: String,
+        /// What went wrong and what to do, one line.
+        detail: String,
+    },
+    /// The parent snapshot or change map cannot be used for an incremental backup.
+    #[error("{0}")]
+    Incremental(String),
     /// Stopped by SIGINT or SIGTERM.
     #[error("interrupted")]
     Interrupted,

@@ -2,7 +2,7 @@
 //!
 //! - [`Source`] / [`FileSource`]: raw images and block devices, read positionally by many
 //!   threads, with holes found by `SEEK_DATA`/`SEEK_HOLE` and never read.
-//! - [`backup_image`] and [`backup_stream`]: the pipeline that chunks, hashes, deduplicates,
+//! - [`backup`] (with [`backup_image`] and [`backup_stream`] for one disk): the pipeline that chunks, hashes, deduplicates,
 //!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
 //! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
 //! - [`verify`]: checks that snapshots restore, without writing anything.
@@ -17,18 +17,21 @@
 //! let source = FileSource::open("/var/lib/images/vm1.img")?;
 //! let opts = BackupOptions {
 //!     name: "vm1".into(),
-//!     source_label: "/var/lib/images/vm1.img".into(),
 //!     chunk_size: chunker::DEFAULT_CHUNK_SIZE,
 //!     level: 3,
 //!     threads: 2,
 //!     memory: 256 << 20,
+//!     parent: None,
+//!     verify_changes: 0,
+//!     attachments: Vec::new(),
 //! };
-//! let report = backup_image(&repo, &source, &opts, &Progress::default())?;
+//! let report = backup_image(&repo, &source, "/var/lib/images/vm1.img", &opts, &Progress::default())?;
 //! println!("snapshot {}", report.snapshot.to_hex());
 //! # Ok::<(), mover::Error>(())
 //! ```
 
 mod backup;
+mod changes;
 mod error;
 mod pipeline;
 mod progress;
@@ -37,11 +40,16 @@ mod source;
 pub mod sys;
 mod verify;
 
-pub use backup::{backup_image, backup_stream, BackupOptions, BackupReport};
+pub use backup::{
+    backup, backup_image, backup_stream, BackupOptions, BackupReport, ChangeMap, DiskInput, DiskJob,
+};
+pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{Error, Result};
 pub use pipeline::default_threads;
 pub use progress::Progress;
-pub use restore::{restore, Destination, RestoreOptions, RestoreReport};
+pub use restore::{
+    restore, restore_delta, DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport,
+};
 pub use source::{FileSource, Source, SourceKind};
 pub use verify::{verify, SnapshotCheck, VerifyReport};
 

@@ -20,7 +20,6 @@ enum Exit {
     Success = 0,
     Failure = 1,
     Usage = 2,
-    #[allow(dead_code)] // used by commands that commit with recorded warnings
     Warnings = 3,
     Interrupted = 130,
 }
@@ -41,6 +40,9 @@ fn main() -> ExitCode {
             if interrupted {
                 eprintln!("mover: interrupted; nothing was committed");
                 Exit::Interrupted
+            } else if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("mover: {u}; see `mover --help`");
+                Exit::Usage
             } else {
                 eprintln!("mover: {}", one_line(&e));
                 Exit::Failure
@@ -204,48 +206,285 @@ fn init(repo: &RepoArg, quiet: bool) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
-    let repo = open_repo(&a.repo)?;
-    let stdin = a.source == "-";
-    let opts = mover::BackupOptions {
-        name: a.name.clone().unwrap_or_else(|| {
-            if stdin {
-                "stdin".into()
-            } else {
-                a.source.clone()
-            }
-        }),
-        source_label: a.source.clone(),
-        chunk_size: a.chunk_size,
-        level: a.compression,
-        threads: threads(&a.perf),
-        memory: a.perf.memory,
+/// A bad combination of arguments found after parsing: exit 2 like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+fn is_nbd(src: &str) -> bool {
+    src.starts_with("nbd://") || src.starts_with("nbd+unix://")
+}
+
+/// Splits `--source` values into (disk name, source). `NAME=SRC` names a disk; a single
+/// unnamed source is named after the snapshot.
+fn disk_specs(a: &BackupArgs, group: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     };
+    let mut specs = Vec::new();
+    for s in &a.source {
+        let named = s
+            .split_once('=')
+            .filter(|(n, src)| valid_name(n) && !src.is_empty());
+        specs.push(match named {
+            Some((n, src)) => (Some(n.to_string()), src.to_string()),
+            None => (None, s.clone()),
+        });
+    }
+    if specs.len() == 1 {
+        let (name, src) = specs.pop().expect("one");
+        return Ok(vec![(name.unwrap_or_else(|| group.to_string()), src)]);
+    }
+    let mut out = Vec::new();
+    for (name, src) in specs {
+        let Some(name) = name else {
+            return Err(usage(format!(
+                "--source {src}: name each disk of a multi-disk backup, as --source NAME={src}"
+            )));
+        };
+        if out.iter().any(|(n, _)| n == &name) {
+            return Err(usage(format!(
+                "disk name {name} is given twice; names must be unique"
+            )));
+        }
+        out.push((name, src));
+    }
+    if out.iter().filter(|(_, s)| s == "-").count() > 1 {
+        return Err(usage("only one disk can come from stdin (-)"));
+    }
+    Ok(out)
+}
+
+/// An opened source of one disk.
+enum Opened {
+    Image(FileSource),
+    Nbd(nbdapi::NbdSource),
+    Stream(std::fs::File),
+}
+
+fn open_disk(src: &str, bitmap: Option<&str>) -> anyhow::Result<Opened> {
+    if is_nbd(src) {
+        let opts = nbdapi::NbdOptions {
+            bitmap: bitmap.map(str::to_string),
+            ..Default::default()
+        };
+        return Ok(Opened::Nbd(nbdapi::NbdSource::connect(src, &opts)?));
+    }
+    if src == "-" {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot read stdin")?;
+        return Ok(Opened::Stream(std::fs::File::from(fd)));
+    }
+    let source = FileSource::open(src)?;
+    Ok(match source.kind() {
+        SourceKind::Stream => Opened::Stream(source.into_file()),
+        _ => Opened::Image(source),
+    })
+}
+
+/// Reads `--changed-extents` values into per-disk change lists (by disk name).
+fn changed_extents(
+    a: &BackupArgs,
+    disks: &[(String, String)],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for v in &a.changed_extents {
+        let (disk, file) = match v.split_once('=') {
+            Some((d, f)) if disks.iter().any(|(n, _)| n == d) => (d.to_string(), f.to_string()),
+            _ if disks.len() == 1 => (disks[0].0.clone(), v.clone()),
+            _ => {
+                return Err(usage(format!(
+                    "--changed-extents {v}: say which disk, as --changed-extents NAME=FILE"
+                )))
+            }
+        };
+        let text = if file == "-" {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .context("cannot read the changed-extent list from stdin")?;
+            t
+        } else {
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the changed-extent list {file}"))?
+        };
+        if out.insert(disk.clone(), text).is_some() {
+            return Err(usage(format!(
+                "--changed-extents is given twice for disk {disk}"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn attachments(a: &BackupArgs) -> anyhow::Result<Vec<chunker::format::Attachment>> {
+    let mut out: Vec<chunker::format::Attachment> = Vec::new();
+    for path in &a.attach {
+        let p = std::path::Path::new(path);
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| usage(format!("--attach {path}: not a file name")))?;
+        let len = std::fs::metadata(p)
+            .with_context(|| format!("cannot read attachment {path}"))?
+            .len();
+        if len > chunker::format::MAX_ATTACHMENT as u64 {
+            return Err(usage(format!(
+                "--attach {path}: {len} bytes is too large for an attachment (at most 16 MiB); back it up as a disk"
+            )));
+        }
+        if out.iter().any(|x| x.name == name) {
+            return Err(usage(format!("--attach: two attachments are named {name}")));
+        }
+        let data = std::fs::read(p).with_context(|| format!("cannot read attachment {path}"))?;
+        out.push(chunker::format::Attachment { name, data });
+    }
+    Ok(out)
+}
+
+/// Finds the parent snapshot; a missing one means a full backup with a warning.
+fn find_parent(
+    repo: &Repository,
+    spec: &str,
+    group: &str,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Option<(chunker::format::ObjectId, chunker::format::Manifest)>> {
+    match repo.find_snapshot(spec, (spec.eq_ignore_ascii_case("latest")).then_some(group)) {
+        Ok(found) => Ok(Some(found)),
+        Err(targets::Error::NotFound { what }) => {
+            warnings.push(format!(
+                "{what} not found; this backup reads everything (a full backup)"
+            ));
+            Ok(None)
+        }
+        Err(e) if e.is_damage() => {
+            warnings.push(format!(
+                "parent {spec} cannot be read ({e}); this backup reads everything"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let group = match (&a.name, a.source.as_slice()) {
+        (Some(n), _) => n.clone(),
+        (None, [one]) if one == "-" => "stdin".into(),
+        (None, [one]) => one.clone(),
+        (None, _) => return Err(usage("a multi-disk backup needs --name for the snapshot")),
+    };
+    let specs = disk_specs(a, &group)?;
+    if a.bitmap.is_some() && !a.changed_extents.is_empty() {
+        return Err(usage("give either --bitmap or --changed-extents, not both"));
+    }
+    let mut change_lists = changed_extents(a, &specs)?;
+    let attachments = attachments(a)?;
+    let repo = open_repo(&a.repo)?;
+    let mut warnings = Vec::new();
+    let parent = match &a.parent {
+        Some(spec) => find_parent(&repo, spec, &group, &mut warnings)?,
+        None => None,
+    };
+    let label = specs
+        .iter()
+        .map(|(_, s)| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "backup");
     let result = (|| -> anyhow::Result<mover::BackupReport> {
-        if stdin {
-            use std::os::fd::AsFd;
-            let fd = std::io::stdin()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("cannot read stdin")?;
-            let stdin = std::fs::File::from(fd);
-            return Ok(mover::backup_stream(&repo, stdin, &opts, &progress)?);
-        }
-        let source = FileSource::open(&a.source)?;
-        Ok(match source.kind() {
-            SourceKind::Stream => {
-                mover::backup_stream(&repo, source.into_file(), &opts, &progress)?
+        let mut opened = Vec::with_capacity(specs.len());
+        for (_, src) in &specs {
+            // Without a parent a bitmap has nothing to be relative to: do not ask for it.
+            let bitmap = a.bitmap.as_deref().filter(|_| parent.is_some());
+            if a.bitmap.is_some() && !is_nbd(src) {
+                return Err(usage(format!(
+                    "--bitmap needs NBD sources, and {src} is not one; use --changed-extents for files and devices"
+                )));
             }
-            _ => mover::backup_image(&repo, &source, &opts, &progress)?,
-        })
+            opened.push(open_disk(src, bitmap)?);
+        }
+        let mut jobs = Vec::with_capacity(specs.len());
+        for ((name, src), disk) in specs.iter().zip(opened.iter_mut()) {
+            let mut changes = mover::ChangeMap::Unknown;
+            let input = match disk {
+                Opened::Image(f) => mover::DiskInput::Image(f),
+                Opened::Nbd(n) => {
+                    if a.bitmap.is_some() && parent.is_some() {
+                        changes = mover::ChangeMap::Changed(n.dirty_extents()?);
+                    }
+                    mover::DiskInput::Image(n)
+                }
+                Opened::Stream(f) => {
+                    let f = f.try_clone().context("cannot read the stream")?;
+                    mover::DiskInput::Stream(Box::new(f))
+                }
+            };
+            if let Some(text) = change_lists.remove(name) {
+                let mover::DiskInput::Image(source) = &input else {
+                    return Err(usage(format!(
+                        "--changed-extents cannot apply to {src}, a stream; it needs an image, device or NBD source"
+                    )));
+                };
+                if parent.is_some() {
+                    changes = mover::ChangeMap::Changed(mover::parse_disk_change_info(
+                        &text,
+                        source.len(),
+                        name,
+                    )?);
+                }
+            }
+            let change_token = a
+                .change_id
+                .clone()
+                .or_else(|| a.bitmap.clone())
+                .unwrap_or_default();
+            jobs.push(mover::DiskJob {
+                name: name.clone(),
+                label: src.clone(),
+                input,
+                changes,
+                change_token,
+            });
+        }
+        let opts = mover::BackupOptions {
+            name: group.clone(),
+            chunk_size: a.chunk_size,
+            level: a.compression,
+            threads: threads(&a.perf),
+            memory: a.perf.memory,
+            parent,
+            verify_changes: a.verify_changes,
+            attachments,
+        };
+        Ok(mover::backup(&repo, jobs, &opts, &progress)?)
     })();
     bar.finish();
-    let report =
-        result.with_context(|| format!("backup of {} failed, nothing was committed", a.source))?;
+    let mut report = match result {
+        Err(e) if e.is::<UsageError>() => return Err(e),
+        r => r.with_context(|| format!("backup of {label} failed, nothing was committed"))?,
+    };
+    warnings.append(&mut report.warnings);
+    report.warnings = warnings;
+    for w in &report.warnings {
+        eprintln!("mover: warning: {w}");
+    }
     output::backup_summary(&report, a.json, quiet)?;
-    Ok(Exit::Success)
+    Ok(if report.warnings.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Warnings
+    })
 }
 
 fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {
@@ -273,13 +512,125 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         memory: a.perf.memory,
         sync: !a.no_sync,
     };
+    if let Some(name) = &a.attachment {
+        return save_attachment(&manifest, name, a, quiet);
+    }
+    let disk = match (&a.disk, manifest.disks.as_slice()) {
+        (Some(n), _) => manifest.disk(n).ok_or_else(|| {
+            usage(format!(
+                "snapshot {} has no disk {n}; its disks are {}",
+                short(&id),
+                disk_names(&manifest)
+            ))
+        })?,
+        (None, [one]) => one,
+        (None, _) => {
+            return Err(usage(format!(
+                "snapshot {} holds several disks ({}); pick one with --disk NAME",
+                short(&id),
+                disk_names(&manifest)
+            )))
+        }
+    };
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "restore");
-    let result = mover::restore(&repo, &manifest, &dest, &opts, &progress);
+    let result = if a.delta {
+        delta_target(&a.to, disk.source_len).and_then(|t| {
+            Ok(mover::restore_delta(
+                &repo,
+                disk,
+                t.as_ref(),
+                &opts,
+                &progress,
+            )?)
+        })
+    } else {
+        mover::restore(&repo, disk, &dest, &opts, &progress).map_err(anyhow::Error::from)
+    };
     bar.finish();
     let report =
         result.with_context(|| format!("restore of snapshot {} to {} failed", short(&id), a.to))?;
     output::restore_summary(&id, &report, a.json, quiet, dest == Destination::Stdout)?;
+    Ok(Exit::Success)
+}
+
+/// Opens the destination of a delta restore: an existing file, block device or writable NBD
+/// export.
+fn delta_target(to: &str, len: u64) -> anyhow::Result<Box<dyn mover::DeltaTarget>> {
+    if to == "-" {
+        return Err(usage(
+            "--delta needs an existing file, device or NBD export to compare, not stdout",
+        ));
+    }
+    if is_nbd(to) {
+        let nbd = nbdapi::NbdSource::connect(to, &nbdapi::NbdOptions::default())?;
+        if nbd.is_read_only() {
+            anyhow::bail!("NBD export {to} is read-only; export it writable for a delta restore");
+        }
+        return Ok(Box::new(nbd));
+    }
+    Ok(Box::new(mover::FileDelta::open(
+        std::path::Path::new(to),
+        len,
+    )?))
+}
+
+fn disk_names(m: &chunker::format::Manifest) -> String {
+    m.disks
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes an attachment of a snapshot to `--to` (a new file, or stdout).
+fn save_attachment(
+    m: &chunker::format::Manifest,
+    name: &str,
+    a: &RestoreArgs,
+    quiet: bool,
+) -> anyhow::Result<Exit> {
+    let Some(att) = m.attachments.iter().find(|x| x.name == name) else {
+        let names: Vec<_> = m.attachments.iter().map(|x| x.name.as_str()).collect();
+        return Err(usage(format!(
+            "the snapshot has no attachment {name}; it has: {}",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    if a.to == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&att.data)
+            .and_then(|()| out.flush())
+            .context("cannot write stdout")?;
+    } else {
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true);
+        if a.force {
+            open.create(true).truncate(true);
+        } else {
+            open.create_new(true);
+        }
+        let mut f = open.open(&a.to).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow::Error::from(mover::Error::DestinationExists { path: a.to.clone() })
+            }
+            _ => anyhow::Error::from(e).context(format!("cannot write {}", a.to)),
+        })?;
+        std::io::Write::write_all(&mut f, &att.data).context(format!("cannot write {}", a.to))?;
+        f.sync_all().context(format!("cannot write {}", a.to))?;
+        if !quiet {
+            eprintln!(
+                "saved attachment {name} ({} bytes) to {}",
+                att.data.len(),
+                a.to
+            );
+        }
+    }
     Ok(Exit::Success)
 }
 
@@ -326,4 +677,56 @@ fn show_progress(quiet: bool) -> bool {
 
 fn short(id: &chunker::format::ObjectId) -> String {
     id.to_hex()[..12].to_string()
+}
+
+// TEMPORARY until the NBD client lands.
+mod nbdapi {
+    #[derive(Default)]
+    pub struct NbdOptions {
+        pub bitmap: Option<String>,
+        pub connections: usize,
+    }
+    pub struct NbdSource;
+    impl NbdSource {
+        pub fn connect(_: &str, _: &NbdOptions) -> mover::Result<Self> {
+            Err(mover::Error::Incremental("no nbd yet".into()))
+        }
+        pub fn dirty_extents(&self) -> mover::Result<Vec<(u64, u64)>> {
+            Ok(vec![])
+        }
+        pub fn is_read_only(&self) -> bool {
+            true
+        }
+        pub fn len(&self) -> u64 {
+            0
+        }
+    }
+    impl mover::Source for NbdSource {
+        fn len(&self) -> u64 {
+            0
+        }
+        fn extents(
+            &self,
+        ) -> mover::Result<Box<dyn Iterator<Item = mover::Result<chunker::Extent>> + Send + '_>>
+        {
+            Ok(Box::new(std::iter::empty()))
+        }
+        fn read_at(&self, _: u64, _: &mut [u8]) -> mover::Result<()> {
+            Ok(())
+        }
+    }
+    impl mover::DeltaTarget for NbdSource {
+        fn source(&self) -> &dyn mover::Source {
+            self
+        }
+        fn write_at(&self, _: u64, _: &[u8]) -> mover::Result<()> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> mover::Result<()> {
+            Ok(())
+        }
+        fn sync(&self) -> mover::Result<()> {
+            Ok(())
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chunker::format::{Chunking, Manifest, ObjectId};
+use chunker::format::{Chunking, Disk, Manifest, ObjectId};
 use mover::{BackupReport, Progress, RestoreReport, VerifyReport};
 use serde_json::json;
 
@@ -132,13 +132,35 @@ fn chunking(c: Chunking) -> (&'static str, u32) {
     }
 }
 
+fn disk_json(d: &Disk) -> serde_json::Value {
+    let (kind, size) = chunking(d.chunking);
+    json!({
+        "name": d.name,
+        "source": d.source,
+        "source_bytes": d.source_len,
+        "chunking": kind,
+        "chunk_size": size,
+        "chunks": d.entries.len(),
+        "change_token": d.change_token,
+        "bytes_read": d.stats.bytes_read,
+        "bytes_new": d.stats.bytes_new,
+        "bytes_stored": d.stats.bytes_stored,
+        "bytes_zero": d.stats.bytes_zero,
+    })
+}
+
+fn chunks_total(m: &Manifest) -> u64 {
+    m.disks.iter().map(|d| d.entries.len() as u64).sum()
+}
+
 pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::Result<()> {
     let m = &r.manifest;
     let s = &m.stats;
-    let chunks_total = m.entries.len() as u64;
-    let mbps = m.source_len as f64 / r.seconds.max(1e-9) / 1e6;
+    let chunks_total = chunks_total(m);
+    let total_len = m.total_len();
+    let mbps = total_len as f64 / r.seconds.max(1e-9) / 1e6;
     if as_json {
-        let (kind, size) = chunking(m.chunking);
+        let (kind, size) = chunking(m.disks[0].chunking);
         return print_json(&json!({
             "type": "summary",
             "schema": JSON_SCHEMA,
@@ -146,19 +168,25 @@ pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::R
                 "command": "backup",
                 "snapshot_id": m_id(&r.snapshot),
                 "name": m.name,
-                "source": m.source,
+                "source": m.disks[0].source,
+                "parent": m.parent.map(|p| p.to_hex()),
                 "created": timestamp(m.created_ms),
-                "source_bytes": m.source_len,
+                "source_bytes": total_len,
                 "bytes_read": s.bytes_read,
                 "bytes_new": s.bytes_new,
                 "bytes_stored": s.bytes_stored,
                 "bytes_zero": s.bytes_zero,
+                "bytes_unchanged": r.bytes_unchanged,
                 "chunks_total": chunks_total,
                 "chunks_new": s.chunks_new,
                 "chunks_reused": s.chunks_reused,
                 "chunks_zero": r.chunks_zero,
+                "chunks_unchanged": r.chunks_unchanged,
                 "chunking": kind,
                 "chunk_size": size,
+                "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
+                "attachments": m.attachments.iter().map(|a| &a.name).collect::<Vec<_>>(),
+                "warnings": r.warnings,
                 "seconds": r.seconds,
                 "mb_per_s": mbps,
             }
@@ -166,11 +194,16 @@ pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::R
     }
     println!("{}", m_id(&r.snapshot));
     if !quiet {
+        let unchanged = if r.chunks_unchanged > 0 {
+            format!(", {} unchanged since the parent", bytes(r.bytes_unchanged))
+        } else {
+            String::new()
+        };
         eprintln!(
-            "snapshot {} of {}: {} in {:.1}s ({mbps:.0} MB/s); read {}, new {} stored as {}, {} zero; chunks {} ({} new, {} reused, {} zero)",
+            "snapshot {} of {}: {} in {:.1}s ({mbps:.0} MB/s); read {}, new {} stored as {}, {} zero{unchanged}; chunks {} ({} new, {} reused, {} zero)",
             &m_id(&r.snapshot)[..12],
             m.name,
-            bytes(m.source_len),
+            bytes(total_len),
             r.seconds,
             bytes(s.bytes_read),
             bytes(s.bytes_new),
@@ -194,21 +227,23 @@ pub fn snapshot_list(list: &[(ObjectId, Manifest)], as_json: bool) -> anyhow::Re
         let items: Vec<_> = list
             .iter()
             .map(|(id, m)| {
-                let (kind, size) = chunking(m.chunking);
+                let (kind, size) = chunking(m.disks[0].chunking);
                 json!({
                     "id": id.to_hex(),
                     "short_id": &id.to_hex()[..12],
                     "name": m.name,
-                    "source": m.source,
+                    "source": m.disks[0].source,
                     "created": timestamp(m.created_ms),
                     "created_ms": m.created_ms,
-                    "source_bytes": m.source_len,
+                    "source_bytes": m.total_len(),
                     "bytes_new": m.stats.bytes_new,
                     "bytes_stored": m.stats.bytes_stored,
                     "chunking": kind,
                     "chunk_size": size,
-                    "chunks": m.entries.len(),
+                    "chunks": chunks_total(m),
                     "parent": m.parent.map(|p| p.to_hex()),
+                    "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
+                    "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -221,12 +256,18 @@ pub fn snapshot_list(list: &[(ObjectId, Manifest)], as_json: bool) -> anyhow::Re
         "ID", "TIME (UTC)", "SIZE", "NEW"
     )?;
     for (id, m) in list {
+        let disks = if m.disks.len() > 1 {
+            let names: Vec<_> = m.disks.iter().map(|d| d.name.as_str()).collect();
+            format!(" [{}]", names.join(", "))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{:<12}  {:<20}  {:>10}  {:>10}  {}",
+            "{:<12}  {:<20}  {:>10}  {:>10}  {}{disks}",
             &id.to_hex()[..12],
             timestamp(m.created_ms),
-            bytes(m.source_len),
+            bytes(m.total_len()),
             bytes(m.stats.bytes_new),
             m.name
         )?;
@@ -252,6 +293,7 @@ pub fn restore_summary(
                 "snapshot_id": id.to_hex(),
                 "bytes_total": r.bytes_total,
                 "bytes_written": r.bytes_written,
+                "bytes_compared": r.bytes_compared,
                 "chunks_fetched": r.chunks_fetched,
                 "seconds": r.seconds,
                 "mb_per_s": mbps,
@@ -263,7 +305,17 @@ pub fn restore_summary(
         }
         return print_json(&v);
     }
-    if !quiet {
+    if !quiet && r.bytes_compared > 0 {
+        eprintln!(
+            "rolled back to snapshot {}: {} in {:.1}s; compared {}, wrote {} ({} chunks fetched and checked)",
+            &id.to_hex()[..12],
+            bytes(r.bytes_total),
+            r.seconds,
+            bytes(r.bytes_compared),
+            bytes(r.bytes_written),
+            r.chunks_fetched
+        );
+    } else if !quiet {
         eprintln!(
             "restored snapshot {}: {} in {:.1}s ({mbps:.0} MB/s), {} chunks checked",
             &id.to_hex()[..12],

@@ -16,13 +16,13 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use chunker::format::{Entry, Manifest};
+use chunker::format::{Disk, Entry};
 use chunker::Decoder;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use targets::ChunkStore;
 
 use crate::pipeline::{channel_capacity, FirstError};
-use crate::{Error, Progress, Result};
+use crate::{Error, Progress, Result, Source};
 
 /// Where a snapshot is restored to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub struct RestoreReport {
     pub bytes_written: u64,
     /// Chunks fetched and checked.
     pub chunks_fetched: u64,
+    /// Bytes of the existing destination read and compared (delta restore).
+    pub bytes_compared: u64,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -88,18 +90,18 @@ fn fetch(store: &dyn ChunkStore, task: &Task) -> Result<std::vec::IntoIter<chunk
     Ok(store.get_many(&ids)?.into_iter())
 }
 
-/// Restores `manifest` to `dest`, checking every chunk against its id before writing it.
+/// Restores one `disk` of a snapshot to `dest`, checking every chunk against its id before writing it.
 pub fn restore(
     store: &dyn ChunkStore,
-    manifest: &Manifest,
+    disk: &Disk,
     dest: &Destination,
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
     let start = Instant::now();
-    progress.set_total(manifest.source_len);
-    let (sink, label, temp) = open_destination(dest, manifest.source_len, opts.force)?;
-    let result = run(store, manifest, sink, &label, opts, progress);
+    progress.set_total(disk.source_len);
+    let (sink, label, temp) = open_destination(dest, disk.source_len, opts.force)?;
+    let result = run(store, disk, sink, &label, opts, progress);
     match (result, temp) {
         (Ok(mut report), Some((tmp, final_path))) => {
             if let Err(e) = std::fs::rename(&tmp, &final_path) {
@@ -205,13 +207,13 @@ impl<T: std::os::fd::AsFd> AsFdOwned for T {
 
 fn run(
     store: &dyn ChunkStore,
-    manifest: &Manifest,
+    disk: &Disk,
     sink: Sink,
     label: &str,
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
-    let max_chunk = manifest
+    let max_chunk = disk
         .entries
         .iter()
         .map(|e| u64::from(e.len))
@@ -222,7 +224,7 @@ fn run(
     let (task_tx, task_rx) = bounded::<Task>((window / GROUP_ITEMS).max(1));
     let errors = FirstError::default();
     let mut report = RestoreReport {
-        bytes_total: manifest.source_len,
+        bytes_total: disk.source_len,
         ..Default::default()
     };
     let counters = Counters::default();
@@ -242,7 +244,7 @@ fn run(
                     });
                 }
                 drop(task_rx);
-                errors.run(|| feed(manifest, &task_tx, None, errors));
+                errors.run(|| feed(disk, &task_tx, None, errors));
                 drop(task_tx);
             });
             errors.into_result()?;
@@ -271,11 +273,11 @@ fn run(
                 drop(task_rx);
                 drop(out_tx);
                 s.spawn(move || {
-                    errors.run(|| feed(manifest, &task_tx, Some(&token_rx), errors));
+                    errors.run(|| feed(disk, &task_tx, Some(&token_rx), errors));
                 });
                 errors.run(|| {
                     stream_writer(
-                        manifest, file, label, &out_rx, &token_tx, errors, progress, counters,
+                        disk, file, label, &out_rx, &token_tx, errors, progress, counters,
                     )
                 });
                 drop(out_rx);
@@ -295,7 +297,7 @@ struct Counters {
 }
 
 fn feed(
-    manifest: &Manifest,
+    disk: &Disk,
     tasks: &Sender<Task>,
     tokens: Option<&Receiver<()>>,
     errors: &FirstError,
@@ -303,7 +305,7 @@ fn feed(
     let mut offset = 0u64;
     let mut group: Task = Vec::new();
     let mut group_bytes = 0u64;
-    for (index, entry) in manifest.entries.iter().enumerate() {
+    for (index, entry) in disk.entries.iter().enumerate() {
         if errors.should_stop() {
             return Ok(());
         }
@@ -433,7 +435,7 @@ fn stream_worker(
 
 #[allow(clippy::too_many_arguments)]
 fn stream_writer(
-    manifest: &Manifest,
+    disk: &Disk,
     mut file: &File,
     label: &str,
     out: &Receiver<(u64, Option<Vec<u8>>)>,
@@ -450,7 +452,7 @@ fn stream_writer(
         }
         waiting.insert(index, data);
         while let Some(data) = waiting.remove(&next) {
-            let len = manifest.entries[next as usize].len as usize;
+            let len = disk.entries[next as usize].len as usize;
             match data {
                 Some(bytes) => file.write_all(&bytes),
                 None => (0..len)
@@ -466,8 +468,216 @@ fn stream_writer(
             let _ = tokens.send(());
         }
     }
-    if next as usize != manifest.entries.len() && !errors.should_stop() {
+    if next as usize != disk.entries.len() && !errors.should_stop() {
         return Err(Error::Interrupted);
     }
     file.flush().map_err(|e| Error::destination(label, e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delta restore.
+
+/// A destination that is read back and rewritten in place by a delta restore.
+///
+/// # Contract
+///
+/// - `source()` reads the destination as it is now (with its allocation map: regions it
+///   reports `Zero` read as zeros and are not read); it is called from many threads at once.
+/// - `write_at` and `write_zeroes` write in place; `write_zeroes` may punch a hole instead.
+/// - `sync` makes every write durable.
+pub trait DeltaTarget: Sync {
+    /// The destination's current contents.
+    fn source(&self) -> &dyn Source;
+    /// Writes `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Makes `offset..offset + len` read as zeros.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+    /// Makes the writes durable.
+    fn sync(&self) -> Result<()>;
+}
+
+/// An existing image file or block device, rolled back in place.
+pub struct FileDelta {
+    read: crate::FileSource,
+    file: File,
+    label: String,
+    punch: bool,
+}
+
+impl FileDelta {
+    /// Opens an existing file or block device for a delta restore of `len` bytes. A file of
+    /// another size is cut or extended to `len` first; a device must hold at least `len`.
+    pub fn open(path: &std::path::Path, len: u64) -> Result<Self> {
+        let label = path.display().to_string();
+        let err = |e| Error::destination(&label, e);
+        let meta = std::fs::metadata(path).map_err(|e| Error::Destination {
+            path: label.clone(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!("{e}; a delta restore rolls back an existing image or device"),
+            ),
+        })?;
+        let ft = meta.file_type();
+        if !(ft.is_file() || ft.is_block_device()) {
+            return Err(Error::Destination {
+                path: label,
+                source: std::io::Error::other(
+                    "a delta restore needs a regular file or a block device",
+                ),
+            });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(err)?;
+        if ft.is_file() {
+            if meta.len() != len {
+                file.set_len(len).map_err(err)?;
+            }
+        } else {
+            let have = (&file).seek(SeekFrom::End(0)).map_err(err)?;
+            if have < len {
+                return Err(Error::DestinationTooSmall {
+                    path: label,
+                    have,
+                    need: len,
+                });
+            }
+        }
+        let read = crate::FileSource::open(&label)?;
+        Ok(FileDelta {
+            read,
+            file,
+            label,
+            punch: ft.is_file(),
+        })
+    }
+}
+
+impl DeltaTarget for FileDelta {
+    fn source(&self) -> &dyn Source {
+        &self.read
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::destination(&self.label, e))
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        if self.punch && crate::sys::punch_hole(&self.file, offset, len).is_ok() {
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64) as usize;
+            self.write_at(offset + done, &ZEROS[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::destination(&self.label, e))
+    }
+}
+
+/// Rolls `target` back to `disk`: reads and hashes the destination chunk by chunk in
+/// parallel, and writes only the chunks that differ (each checked against its id first).
+/// Regions that are holes on both sides are neither read nor written.
+///
+/// Writes go in place: a delta restore that fails leaves the destination partly rolled back;
+/// run it again to finish.
+pub fn restore_delta(
+    store: &dyn ChunkStore,
+    disk: &Disk,
+    target: &dyn DeltaTarget,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport> {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+    let start = Instant::now();
+    let chunker::format::Chunking::Fixed(chunk_size) = disk.chunking else {
+        return Err(Error::Incremental(
+            "a delta restore needs a snapshot of an image or device (fixed chunks); this one came from a stream, restore it in full".into(),
+        ));
+    };
+    progress.set_total(disk.source_len);
+    let source = target.source();
+    let extents: Vec<chunker::Extent> = source.extents()?.collect::<Result<_>>()?;
+    let spans: Vec<chunker::ChunkSpan> =
+        chunker::fixed_chunks(disk.source_len, chunk_size, extents).collect();
+    debug_assert_eq!(spans.len(), disk.entries.len());
+    let next = AtomicUsize::new(0);
+    let (compared, written, fetched) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let errors = FirstError::default();
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            s.spawn(|| {
+                errors.run(|| {
+                    let mut decoder = Decoder::new();
+                    let mut buf = Vec::new();
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Relaxed);
+                        if i >= spans.len() || errors.should_stop() {
+                            return Ok(());
+                        }
+                        let (span, entry) = (spans[i], disk.entries[i]);
+                        let len = u64::from(span.len);
+                        // What the destination holds now: a hole reads as zeros unread.
+                        let current_zero;
+                        let mut current_id = None;
+                        if span.has_data {
+                            let data: &[u8] = match source.slice_at(span.offset, span.len as usize)
+                            {
+                                Some(m) => m,
+                                None => {
+                                    buf.resize(span.len as usize, 0);
+                                    source.read_at(span.offset, &mut buf)?;
+                                    &buf
+                                }
+                            };
+                            compared.fetch_add(len, Relaxed);
+                            current_zero = chunker::is_zero(data);
+                            if !current_zero && entry.id.is_some() {
+                                current_id = Some(chunker::ChunkId::of(data));
+                            }
+                            source.release(span.offset, span.len as usize);
+                        } else {
+                            current_zero = true;
+                        }
+                        match entry.id {
+                            None if current_zero => {}
+                            None => {
+                                target.write_zeroes(span.offset, len)?;
+                                written.fetch_add(len, Relaxed);
+                            }
+                            Some(id) if current_id == Some(id) => {}
+                            Some(id) => {
+                                let frame = store.get(&id)?;
+                                decoder.decode_into(&frame, &id, &mut out)?;
+                                target.write_at(span.offset, &out)?;
+                                written.fetch_add(len, Relaxed);
+                                fetched.fetch_add(1, Relaxed);
+                            }
+                        }
+                        progress.add(len);
+                    }
+                })
+            });
+        }
+    });
+    errors.into_result()?;
+    if opts.sync {
+        target.sync()?;
+    }
+    Ok(RestoreReport {
+        bytes_total: disk.source_len,
+        bytes_written: written.into_inner(),
+        chunks_fetched: fetched.into_inner(),
+        bytes_compared: compared.into_inner(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

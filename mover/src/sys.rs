@@ -34,6 +34,28 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>
     }
 }
 
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: turns `offset..offset + len` of a file into a hole
+/// that reads as zeros. Fails with `EOPNOTSUPP` on filesystems that cannot.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+    // SAFETY: fallocate takes a file descriptor borrowed from `file` for the call and plain
+    // integers; it touches no memory of ours.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A read-only, shared memory map of a whole file.
 ///
 /// Reading an image through its mapping skips the kernel's copy into a user buffer (about a

@@ -54,7 +54,7 @@ pub fn verify(
     let mut unique: HashSet<ChunkId> = HashSet::new();
     for (_, m) in &snapshots {
         if let Ok(m) = m {
-            unique.extend(m.entries.iter().filter_map(|e| e.id));
+            unique.extend(m.disks.iter().flat_map(|d| &d.entries).filter_map(|e| e.id));
         }
     }
     // Read in pack order: sequential I/O, each pack opened while it is hot.
@@ -116,8 +116,9 @@ pub fn verify(
             Ok(m) => {
                 let mut seen = HashSet::new();
                 let problems = m
-                    .entries
+                    .disks
                     .iter()
+                    .flat_map(|d| &d.entries)
                     .filter_map(|e| e.id)
                     .filter(|id| seen.insert(*id))
                     .filter_map(|id| bad.get(&id).cloned())
