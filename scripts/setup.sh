@@ -9,6 +9,10 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+# NBD sources and incrementals are tested against the real QEMU and nbdkit tools.
+command -v qemu-nbd >/dev/null || need+=(qemu-utils)
+command -v nbdkit >/dev/null || need+=(nbdkit)
+command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 if [[ "${1:-}" == "--bench" ]]; then
     command -v restic >/dev/null || need+=(restic)
     command -v borg >/dev/null || need+=(borgbackup)
