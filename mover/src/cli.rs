@@ -167,6 +167,19 @@ pub struct RestoreArgs {
     /// from the snapshot.
     #[arg(long)]
     pub delta: bool,
+    /// With --delta: only these areas of the destination (a DiskChangeInfo JSON file, `-` for
+    /// stdin) changed since it held the snapshot; nothing else is read.
+    #[arg(long, value_name = "FILE", requires = "delta")]
+    pub changed_extents: Option<String>,
+    /// With --delta on an NBD export: only what this dirty bitmap of the destination marks
+    /// changed since it held the snapshot is read.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "delta",
+        conflicts_with = "changed_extents"
+    )]
+    pub bitmap: Option<String>,
     /// Save the named attachment of the snapshot to the destination instead of a disk.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["disk", "delta"])]
     pub attachment: Option<String>,

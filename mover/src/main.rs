@@ -308,15 +308,7 @@ fn changed_extents(
                 )))
             }
         };
-        let text = if file == "-" {
-            let mut t = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
-                .context("cannot read the changed-extent list from stdin")?;
-            t
-        } else {
-            std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read the changed-extent list {file}"))?
-        };
+        let text = read_text(&file, "changed-extent list")?;
         if out.insert(disk.clone(), text).is_some() {
             return Err(usage(format!(
                 "--changed-extents is given twice for disk {disk}"
@@ -535,11 +527,12 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "restore");
     let result = if a.delta {
-        delta_target(&a.to, disk.source_len).and_then(|t| {
+        delta_target(a, disk.source_len).and_then(|(t, changed)| {
             Ok(mover::restore_delta(
                 &repo,
                 disk,
                 t.as_ref(),
+                changed.as_deref(),
                 &opts,
                 &progress,
             )?)
@@ -554,25 +547,58 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// Opens the destination of a delta restore: an existing file, block device or writable NBD
-/// export.
-fn delta_target(to: &str, len: u64) -> anyhow::Result<Box<dyn mover::DeltaTarget>> {
+/// Opens the destination of a delta restore (an existing file, block device or writable NBD
+/// export) and reads what is known about where it changed.
+#[allow(clippy::type_complexity)]
+fn delta_target(
+    a: &RestoreArgs,
+    len: u64,
+) -> anyhow::Result<(Box<dyn mover::DeltaTarget>, Option<Vec<(u64, u64)>>)> {
+    let to = &a.to;
     if to == "-" {
         return Err(usage(
             "--delta needs an existing file, device or NBD export to compare, not stdout",
         ));
     }
+    let mut changed = match &a.changed_extents {
+        Some(file) => {
+            let text = read_text(file, "changed-extent list")?;
+            Some(mover::parse_disk_change_info(&text, len, file)?)
+        }
+        None => None,
+    };
     if is_nbd(to) {
-        let nbd = nbdapi::NbdSource::connect(to, &nbdapi::NbdOptions::default())?;
+        let opts = nbdapi::NbdOptions {
+            bitmap: a.bitmap.clone(),
+            ..Default::default()
+        };
+        let nbd = nbdapi::NbdSource::connect(to, &opts)?;
         if nbd.is_read_only() {
             anyhow::bail!("NBD export {to} is read-only; export it writable for a delta restore");
         }
-        return Ok(Box::new(nbd));
+        if a.bitmap.is_some() {
+            changed = Some(nbd.dirty_extents()?);
+        }
+        return Ok((Box::new(nbd), changed));
     }
-    Ok(Box::new(mover::FileDelta::open(
-        std::path::Path::new(to),
-        len,
-    )?))
+    if a.bitmap.is_some() {
+        return Err(usage(format!(
+            "--bitmap needs an NBD destination, and {to} is not one; use --changed-extents"
+        )));
+    }
+    let file = mover::FileDelta::open(std::path::Path::new(to), len)?;
+    Ok((Box::new(file), changed))
+}
+
+/// The contents of FILE, or of stdin for `-`.
+fn read_text(file: &str, what: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+            .with_context(|| format!("cannot read the {what} from stdin"))?;
+        return Ok(t);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read the {what} {file}"))
 }
 
 fn disk_names(m: &chunker::format::Manifest) -> String {

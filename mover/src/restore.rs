@@ -585,7 +585,9 @@ impl DeltaTarget for FileDelta {
 
 /// Rolls `target` back to `disk`: reads and hashes the destination chunk by chunk in
 /// parallel, and writes only the chunks that differ (each checked against its id first).
-/// Regions that are holes on both sides are neither read nor written.
+/// Regions that are holes on both sides are neither read nor written. With `changed` (byte
+/// ranges the destination may have changed in since it held this snapshot: a dirty bitmap or
+/// changed-extent list of the destination), chunks outside them are not even read.
 ///
 /// Writes go in place: a delta restore that fails leaves the destination partly rolled back;
 /// run it again to finish.
@@ -593,6 +595,7 @@ pub fn restore_delta(
     store: &dyn ChunkStore,
     disk: &Disk,
     target: &dyn DeltaTarget,
+    changed: Option<&[(u64, u64)]>,
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
@@ -609,6 +612,17 @@ pub fn restore_delta(
     let spans: Vec<chunker::ChunkSpan> =
         chunker::fixed_chunks(disk.source_len, chunk_size, extents).collect();
     debug_assert_eq!(spans.len(), disk.entries.len());
+    let wanted: Option<Vec<bool>> = changed.map(|ranges| {
+        let mut w = vec![false; spans.len()];
+        let cs = u64::from(chunk_size);
+        for &(off, len) in ranges {
+            let end = off.saturating_add(len).min(disk.source_len).div_ceil(cs) as usize;
+            for x in w.iter_mut().take(end).skip((off / cs) as usize) {
+                *x = true;
+            }
+        }
+        w
+    });
     let next = AtomicUsize::new(0);
     let (compared, written, fetched) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let errors = FirstError::default();
@@ -626,6 +640,10 @@ pub fn restore_delta(
                         }
                         let (span, entry) = (spans[i], disk.entries[i]);
                         let len = u64::from(span.len);
+                        if wanted.as_ref().is_some_and(|w| !w[i]) {
+                            progress.add(len);
+                            continue;
+                        }
                         // What the destination holds now: a hole reads as zeros unread.
                         let current_zero;
                         let mut current_id = None;
