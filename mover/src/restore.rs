@@ -583,6 +583,42 @@ impl DeltaTarget for FileDelta {
     }
 }
 
+/// Granularity of the comparison inside a chunk that differs: a filesystem block.
+const DELTA_BLOCK: usize = 4096;
+
+/// Writes the blocks of `want` that differ from `current` (`None`: a hole, all zeros), runs of
+/// neighbours as one write, so a chunk with a few changed blocks costs a few blocks of I/O.
+/// Returns the bytes written.
+fn write_differences(
+    target: &dyn DeltaTarget,
+    offset: u64,
+    current: Option<&[u8]>,
+    want: &[u8],
+) -> Result<u64> {
+    let differs = |i: usize| {
+        let end = (i + DELTA_BLOCK).min(want.len());
+        match current {
+            Some(c) => c[i..end] != want[i..end],
+            None => !chunker::is_zero(&want[i..end]),
+        }
+    };
+    let mut written = 0;
+    let mut run: Option<usize> = None;
+    for i in (0..want.len()).step_by(DELTA_BLOCK).chain([want.len()]) {
+        let d = i < want.len() && differs(i);
+        match (d, run) {
+            (true, None) => run = Some(i),
+            (false, Some(start)) => {
+                target.write_at(offset + start as u64, &want[start..i])?;
+                written += (i - start) as u64;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    Ok(written)
+}
+
 /// Rolls `target` back to `disk`: reads and hashes the destination chunk by chunk in
 /// parallel, and writes only the chunks that differ (each checked against its id first).
 /// Regions that are holes on both sides are neither read nor written. With `changed` (byte
@@ -645,41 +681,40 @@ pub fn restore_delta(
                             continue;
                         }
                         // What the destination holds now: a hole reads as zeros unread.
-                        let current_zero;
-                        let mut current_id = None;
-                        if span.has_data {
-                            let data: &[u8] = match source.slice_at(span.offset, span.len as usize)
-                            {
+                        // What the destination holds now; `None`: a hole, zeros unread.
+                        let current: Option<&[u8]> = if span.has_data {
+                            compared.fetch_add(len, Relaxed);
+                            Some(match source.slice_at(span.offset, span.len as usize) {
                                 Some(m) => m,
                                 None => {
                                     buf.resize(span.len as usize, 0);
                                     source.read_at(span.offset, &mut buf)?;
                                     &buf
                                 }
-                            };
-                            compared.fetch_add(len, Relaxed);
-                            current_zero = chunker::is_zero(data);
-                            if !current_zero && entry.id.is_some() {
-                                current_id = Some(chunker::ChunkId::of(data));
-                            }
-                            source.release(span.offset, span.len as usize);
+                            })
                         } else {
-                            current_zero = true;
-                        }
+                            None
+                        };
+                        let current_zero = current.is_none_or(chunker::is_zero);
                         match entry.id {
                             None if current_zero => {}
                             None => {
                                 target.write_zeroes(span.offset, len)?;
                                 written.fetch_add(len, Relaxed);
                             }
-                            Some(id) if current_id == Some(id) => {}
+                            Some(id)
+                                if !current_zero
+                                    && current.map(chunker::ChunkId::of) == Some(id) => {}
                             Some(id) => {
                                 let frame = store.get(&id)?;
                                 decoder.decode_into(&frame, &id, &mut out)?;
-                                target.write_at(span.offset, &out)?;
-                                written.fetch_add(len, Relaxed);
+                                let n = write_differences(target, span.offset, current, &out)?;
+                                written.fetch_add(n, Relaxed);
                                 fetched.fetch_add(1, Relaxed);
                             }
+                        }
+                        if current.is_some() {
+                            source.release(span.offset, span.len as usize);
                         }
                         progress.add(len);
                     }
@@ -698,4 +733,70 @@ pub fn restore_delta(
         bytes_compared: compared.into_inner(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A destination in memory that records its writes.
+    struct Memory(Mutex<(Vec<u8>, Vec<(u64, usize)>)>);
+
+    impl DeltaTarget for Memory {
+        fn source(&self) -> &dyn Source {
+            unreachable!("write_differences does not read")
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+            let mut m = self.0.lock().unwrap();
+            let o = offset as usize;
+            m.0[o..o + data.len()].copy_from_slice(data);
+            m.1.push((offset, data.len()));
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> Result<()> {
+            unreachable!()
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_differing_blocks_are_written_in_runs() {
+        let len = 10 * DELTA_BLOCK + 100;
+        let want: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut current = want.clone();
+        current[5] ^= 1; // block 0
+        current[DELTA_BLOCK + 7] ^= 1; // block 1: a run with block 0
+        current[6 * DELTA_BLOCK] ^= 1; // block 6 alone
+        current[len - 1] ^= 1; // the short last block
+        let mem = Memory(Mutex::new((current.clone(), Vec::new())));
+        let n =
+            write_differences(&mem, 0, Some(&current), &want).unwrap_or_else(|_| unreachable!());
+        assert_eq!(n, (3 * DELTA_BLOCK + 100) as u64);
+        let m = mem.0.into_inner().unwrap();
+        assert_eq!(m.0, want);
+        let runs = m.1;
+        assert_eq!(
+            runs,
+            vec![
+                (0, 2 * DELTA_BLOCK),
+                (6 * DELTA_BLOCK as u64, DELTA_BLOCK),
+                (10 * DELTA_BLOCK as u64, 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hole_gets_only_the_non_zero_blocks() {
+        let mut want = vec![0u8; 4 * DELTA_BLOCK];
+        want[2 * DELTA_BLOCK + 1] = 9;
+        let mem = Memory(Mutex::new((vec![0; 4 * DELTA_BLOCK], Vec::new())));
+        let n = write_differences(&mem, 0, None, &want).unwrap_or_else(|_| unreachable!());
+        assert_eq!(n, DELTA_BLOCK as u64);
+        let m = mem.0.into_inner().unwrap();
+        assert_eq!(m.0, want);
+        assert_eq!(m.1, vec![(2 * DELTA_BLOCK as u64, DELTA_BLOCK)]);
+    }
 }
