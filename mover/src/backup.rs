@@ -248,51 +248,33 @@ pub fn backup(
         &sources,
         meta.len(),
         |tasks, done, errors| {
-            let mut streams = streams.into_iter().peekable();
-            for (disk, plan) in planner_plans.iter().enumerate() {
-                let Some(plan) = plan else {
-                    let (_, reader, label) = streams.next().expect("one reader per stream disk");
-                    plan_stream(disk, reader, &label, chunk_size, tasks, errors)?;
-                    continue;
-                };
-                let source = sources[disk].expect("image disks have a source");
-                for span in fixed_chunks(source.len(), chunk_size, plan.extents.iter().copied()) {
-                    if errors.should_stop() {
-                        return Ok(());
-                    }
-                    let unchanged = plan.unchanged.get(span.index as usize).copied().flatten();
-                    let sent = if let Some(entry) = unchanged {
-                        progress.add(u64::from(span.len));
-                        done.send(Done::Unchanged {
-                            disk,
-                            index: span.index,
-                            entry,
-                        })
-                        .is_ok()
-                    } else if span.has_data {
-                        tasks
-                            .send(Task {
-                                disk,
-                                index: span.index,
-                                offset: span.offset,
-                                len: span.len,
-                                data: None,
-                            })
-                            .is_ok()
-                    } else {
-                        progress.add(u64::from(span.len));
-                        done.send(Done::Zero {
-                            disk,
-                            index: span.index,
-                            len: span.len,
-                            read: false,
-                        })
-                        .is_ok()
-                    };
-                    if !sent {
-                        return Ok(()); // a later stage stopped; its error is recorded
+            // Image disks are read side by side, a batch of chunks of each in turn, so that
+            // the disks of a VM are read in parallel; streams follow, one after the other.
+            let mut spans: Vec<_> = planner_plans
+                .iter()
+                .enumerate()
+                .filter_map(|(disk, plan)| {
+                    let plan = plan.as_ref()?;
+                    let len = sources[disk].expect("image disks have a source").len();
+                    let it = fixed_chunks(len, chunk_size, plan.extents.iter().copied());
+                    Some((disk, plan, it.peekable()))
+                })
+                .collect();
+            while !spans.is_empty() {
+                for (disk, plan, it) in spans.iter_mut() {
+                    for span in it.by_ref().take(DISK_BATCH) {
+                        if errors.should_stop() {
+                            return Ok(());
+                        }
+                        if !plan_span(*disk, plan, span, tasks, done, progress) {
+                            return Ok(()); // a later stage stopped; its error is recorded
+                        }
                     }
                 }
+                spans.retain_mut(|(_, _, it)| it.peek().is_some());
+            }
+            for (disk, reader, label) in streams {
+                plan_stream(disk, reader, &label, chunk_size, tasks, errors)?;
             }
             Ok(())
         },
@@ -305,6 +287,51 @@ pub fn backup(
         })
         .collect();
     commit(repo, opts, meta, chunkings, tally, warnings, start)
+}
+
+/// Chunks of one image disk queued before the planner turns to the next disk.
+const DISK_BATCH: usize = 16;
+
+/// Queues one chunk of an image disk: unchanged (from the parent), to read, or a hole.
+/// Returns false when a later stage has stopped.
+fn plan_span(
+    disk: usize,
+    plan: &ImagePlan,
+    span: chunker::ChunkSpan,
+    tasks: &Sender<Task>,
+    done: &Sender<Done>,
+    progress: &Progress,
+) -> bool {
+    let unchanged = plan.unchanged.get(span.index as usize).copied().flatten();
+    if let Some(entry) = unchanged {
+        progress.add(u64::from(span.len));
+        return done
+            .send(Done::Unchanged {
+                disk,
+                index: span.index,
+                entry,
+            })
+            .is_ok();
+    }
+    if span.has_data {
+        return tasks
+            .send(Task {
+                disk,
+                index: span.index,
+                offset: span.offset,
+                len: span.len,
+                data: None,
+            })
+            .is_ok();
+    }
+    progress.add(u64::from(span.len));
+    done.send(Done::Zero {
+        disk,
+        index: span.index,
+        len: span.len,
+        read: false,
+    })
+    .is_ok()
 }
 
 /// Resolves the parent disk for `name` and turns the change map into per-chunk decisions.
