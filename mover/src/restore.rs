@@ -740,8 +740,11 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// The bytes, and every write as (offset, length).
+    type Written = (Vec<u8>, Vec<(u64, usize)>);
+
     /// A destination in memory that records its writes.
-    struct Memory(Mutex<(Vec<u8>, Vec<(u64, usize)>)>);
+    struct Memory(Mutex<Written>);
 
     impl DeltaTarget for Memory {
         fn source(&self) -> &dyn Source {
