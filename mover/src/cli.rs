@@ -117,6 +117,22 @@ pub struct BackupArgs {
     /// Store a small file with the snapshot (a VM's configuration, for example); repeatable.
     #[arg(long, value_name = "FILE")]
     pub attach: Vec<String>,
+    /// Command run (with `sh -c`) before the sources are opened: freeze the guest, take the
+    /// snapshot. If it fails, nothing is read and the backup fails.
+    #[arg(long, value_name = "CMD")]
+    pub pre_snapshot: Option<String>,
+    /// Command run once the sources are open (thaw the guest); it always runs when the
+    /// pre-snapshot hook ran, even when the backup failed. Its failure is a warning.
+    #[arg(long, value_name = "CMD")]
+    pub post_snapshot: Option<String>,
+    /// Command run after the backup, with its outcome in MOVER_STATUS, MOVER_EXIT_CODE,
+    /// MOVER_SNAPSHOT_ID and MOVER_BYTES_*. Its failure is a warning.
+    #[arg(long, value_name = "CMD")]
+    pub post_backup: Option<String>,
+    /// Time limit of each hook; a hook past it is killed and counts as failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub hook_timeout: u64,
     /// Name to record with the snapshot [default: the source as given; `stdin` for `-`].
     #[arg(long)]
     pub name: Option<String>,

@@ -74,6 +74,16 @@ pub enum Error {
     /// The parent snapshot or change map cannot be used for an incremental backup.
     #[error("{0}")]
     Incremental(String),
+    /// A hook command failed.
+    #[error("{hook} hook `{command}` {detail}")]
+    Hook {
+        /// Which hook.
+        hook: &'static str,
+        /// Its command line.
+        command: String,
+        /// What happened.
+        detail: String,
+    },
     /// Stopped by SIGINT or SIGTERM.
     #[error("interrupted")]
     Interrupted,

@@ -33,6 +33,8 @@
 mod backup;
 mod changes;
 mod error;
+mod hooks;
+mod nbd;
 mod pipeline;
 mod progress;
 mod restore;
@@ -45,6 +47,8 @@ pub use backup::{
 };
 pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{Error, Result};
+pub use hooks::Hook;
+pub use nbd::{NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;
 pub use restore::{

@@ -34,10 +34,7 @@ fn main() -> ExitCode {
     let code = match run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let interrupted = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref(), Some(mover::Error::Interrupted)));
-            if interrupted {
+            if is_interrupted(&e) {
                 eprintln!("mover: interrupted; nothing was committed");
                 Exit::Interrupted
             } else if let Some(u) = e.downcast_ref::<UsageError>() {
@@ -379,104 +376,244 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
     if a.bitmap.is_some() && !a.changed_extents.is_empty() {
         return Err(usage("give either --bitmap or --changed-extents, not both"));
     }
-    let mut change_lists = changed_extents(a, &specs)?;
+    if let (Some(_), Some((_, src))) = (&a.bitmap, specs.iter().find(|(_, s)| !is_nbd(s))) {
+        return Err(usage(format!(
+            "--bitmap needs NBD sources, and {src} is not one; use --changed-extents for files and devices"
+        )));
+    }
+    let change_lists = changed_extents(a, &specs)?;
     let attachments = attachments(a)?;
-    let repo = open_repo(&a.repo)?;
-    let mut warnings = Vec::new();
-    let parent = match &a.parent {
-        Some(spec) => find_parent(&repo, spec, &group, &mut warnings)?,
-        None => None,
-    };
     let label = specs
         .iter()
         .map(|(_, s)| s.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let progress = Arc::new(Progress::default());
-    let bar = output::ProgressBar::start(&progress, show_progress(quiet), "backup");
-    let result = (|| -> anyhow::Result<mover::BackupReport> {
-        let mut opened = Vec::with_capacity(specs.len());
-        for (_, src) in &specs {
-            // Without a parent a bitmap has nothing to be relative to: do not ask for it.
-            let bitmap = a.bitmap.as_deref().filter(|_| parent.is_some());
-            if a.bitmap.is_some() && !is_nbd(src) {
-                return Err(usage(format!(
-                    "--bitmap needs NBD sources, and {src} is not one; use --changed-extents for files and devices"
-                )));
-            }
-            opened.push(open_disk(src, bitmap)?);
+    let hook = |name, cmd: &Option<String>| {
+        cmd.as_ref().map(|c| mover::Hook {
+            name,
+            command: c.clone(),
+            timeout: std::time::Duration::from_secs(a.hook_timeout),
+        })
+    };
+    let hooks = [
+        hook("pre-snapshot", &a.pre_snapshot),
+        hook("post-snapshot", &a.post_snapshot),
+        hook("post-backup", &a.post_backup),
+    ];
+    let env = vec![
+        ("MOVER_SOURCE", label.clone()),
+        ("MOVER_NAME", group.clone()),
+        ("MOVER_REPO", a.repo.repo.clone()),
+    ];
+    let job = BackupJob {
+        a,
+        quiet,
+        group,
+        specs,
+        change_lists,
+        attachments,
+        label,
+        hooks: &hooks,
+        env: &env,
+    };
+    let outcome = job.run();
+    let Some(post) = &hooks[2] else {
+        return outcome;
+    };
+    // The post-backup hook runs with the outcome, whatever it is.
+    let mut env = env.clone();
+    let (status, code) = match &outcome {
+        Ok(code) => (
+            if *code == Exit::Success {
+                "success"
+            } else {
+                "warnings"
+            },
+            *code,
+        ),
+        Err(e) if is_interrupted(e) => ("interrupted", Exit::Interrupted),
+        Err(e) if e.is::<UsageError>() => ("usage-error", Exit::Usage),
+        Err(e) => {
+            env.push(("MOVER_ERROR", one_line(e)));
+            ("failed", Exit::Failure)
         }
-        let mut jobs = Vec::with_capacity(specs.len());
-        for ((name, src), disk) in specs.iter().zip(opened.iter_mut()) {
-            let mut changes = mover::ChangeMap::Unknown;
+    };
+    env.push(("MOVER_STATUS", status.into()));
+    env.push(("MOVER_EXIT_CODE", (code as u8).to_string()));
+    if let Some(r) = LAST_REPORT.with(|c| c.borrow_mut().take()) {
+        env.push(("MOVER_SNAPSHOT_ID", r.snapshot.to_hex()));
+        env.push(("MOVER_BYTES_READ", r.manifest.stats.bytes_read.to_string()));
+        env.push(("MOVER_BYTES_NEW", r.manifest.stats.bytes_new.to_string()));
+        env.push((
+            "MOVER_BYTES_STORED",
+            r.manifest.stats.bytes_stored.to_string(),
+        ));
+        env.push(("MOVER_SOURCE_BYTES", r.manifest.total_len().to_string()));
+    }
+    match post.run(&env) {
+        Ok(()) => outcome,
+        Err(e) => {
+            eprintln!("mover: warning: {e}");
+            match outcome {
+                Ok(Exit::Success) => Ok(Exit::Warnings),
+                other => other,
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The report of the backup just committed, for the post-backup hook.
+    static LAST_REPORT: std::cell::RefCell<Option<mover::BackupReport>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref(), Some(mover::Error::Interrupted)))
+}
+
+/// A validated backup, ready to run between its hooks.
+struct BackupJob<'a> {
+    a: &'a BackupArgs,
+    quiet: bool,
+    group: String,
+    specs: Vec<(String, String)>,
+    change_lists: std::collections::HashMap<String, String>,
+    attachments: Vec<chunker::format::Attachment>,
+    label: String,
+    /// pre-snapshot, post-snapshot, post-backup.
+    hooks: &'a [Option<mover::Hook>; 3],
+    env: &'a [(&'static str, String)],
+}
+
+impl BackupJob<'_> {
+    fn run(mut self) -> anyhow::Result<Exit> {
+        let a = self.a;
+        let repo = open_repo(&a.repo)?;
+        let mut warnings = Vec::new();
+        let parent = match &a.parent {
+            Some(spec) => find_parent(&repo, spec, &self.group, &mut warnings)?,
+            None => None,
+        };
+        let label = self.label.clone();
+        let failed = |e: anyhow::Error| {
+            e.context(format!("backup of {label} failed, nothing was committed"))
+        };
+        // The snapshot point: the pre-snapshot hook (freeze, take the snapshot), then the
+        // sources are opened and their change maps read, then the post-snapshot hook (thaw),
+        // which runs whenever the pre hook ran.
+        if let Some(pre) = &self.hooks[0] {
+            if let Err(e) = pre.run(self.env) {
+                self.post_snapshot(false, &mut warnings);
+                return Err(failed(e.into()));
+            }
+        }
+        let opened = self.open_sources(parent.is_some());
+        self.post_snapshot(opened.is_ok(), &mut warnings);
+        let (mut opened, mut changes) = opened.map_err(|e| match e.is::<UsageError>() {
+            true => e,
+            false => failed(e),
+        })?;
+        let mut jobs = Vec::with_capacity(self.specs.len());
+        for ((name, src), disk) in self.specs.iter().zip(opened.iter_mut()) {
             let input = match disk {
                 Opened::Image(f) => mover::DiskInput::Image(f),
-                Opened::Nbd(n) => {
-                    if a.bitmap.is_some() && parent.is_some() {
-                        changes = mover::ChangeMap::Changed(n.dirty_extents()?);
-                    }
-                    mover::DiskInput::Image(n)
-                }
+                Opened::Nbd(n) => mover::DiskInput::Image(n),
                 Opened::Stream(f) => {
                     let f = f.try_clone().context("cannot read the stream")?;
                     mover::DiskInput::Stream(Box::new(f))
                 }
             };
-            if let Some(text) = change_lists.remove(name) {
-                let mover::DiskInput::Image(source) = &input else {
-                    return Err(usage(format!(
-                        "--changed-extents cannot apply to {src}, a stream; it needs an image, device or NBD source"
-                    )));
-                };
-                if parent.is_some() {
-                    changes = mover::ChangeMap::Changed(mover::parse_disk_change_info(
-                        &text,
-                        source.len(),
-                        name,
-                    )?);
-                }
-            }
-            let change_token = a
-                .change_id
-                .clone()
-                .or_else(|| a.bitmap.clone())
-                .unwrap_or_default();
             jobs.push(mover::DiskJob {
                 name: name.clone(),
                 label: src.clone(),
                 input,
-                changes,
-                change_token,
+                changes: changes.remove(0),
+                change_token: a
+                    .change_id
+                    .clone()
+                    .or_else(|| a.bitmap.clone())
+                    .unwrap_or_default(),
             });
         }
         let opts = mover::BackupOptions {
-            name: group.clone(),
+            name: self.group.clone(),
             chunk_size: a.chunk_size,
             level: a.compression,
             threads: threads(&a.perf),
             memory: a.perf.memory,
             parent,
             verify_changes: a.verify_changes,
-            attachments,
+            attachments: std::mem::take(&mut self.attachments),
         };
-        Ok(mover::backup(&repo, jobs, &opts, &progress)?)
-    })();
-    bar.finish();
-    let mut report = match result {
-        Err(e) if e.is::<UsageError>() => return Err(e),
-        r => r.with_context(|| format!("backup of {label} failed, nothing was committed"))?,
-    };
-    warnings.append(&mut report.warnings);
-    report.warnings = warnings;
-    for w in &report.warnings {
-        eprintln!("mover: warning: {w}");
+        let progress = Arc::new(Progress::default());
+        let bar = output::ProgressBar::start(&progress, show_progress(self.quiet), "backup");
+        let result = mover::backup(&repo, jobs, &opts, &progress);
+        bar.finish();
+        let mut report = result.map_err(|e| failed(e.into()))?;
+        warnings.append(&mut report.warnings);
+        report.warnings = warnings;
+        for w in &report.warnings {
+            eprintln!("mover: warning: {w}");
+        }
+        output::backup_summary(&report, a.json, self.quiet)?;
+        let code = if report.warnings.is_empty() {
+            Exit::Success
+        } else {
+            Exit::Warnings
+        };
+        LAST_REPORT.with(|c| *c.borrow_mut() = Some(report));
+        Ok(code)
     }
-    output::backup_summary(&report, a.json, quiet)?;
-    Ok(if report.warnings.is_empty() {
-        Exit::Success
-    } else {
-        Exit::Warnings
-    })
+
+    /// Runs the post-snapshot hook, if any; its failure is a warning (the data was read).
+    fn post_snapshot(&self, ok: bool, warnings: &mut Vec<String>) {
+        if let Some(post) = &self.hooks[1] {
+            let mut env = self.env.to_vec();
+            env.push(("MOVER_STATUS", if ok { "ok" } else { "failed" }.into()));
+            if let Err(e) = post.run(&env) {
+                warnings.push(e.to_string());
+            }
+        }
+    }
+
+    /// Opens every source and reads its change map.
+    fn open_sources(
+        &mut self,
+        has_parent: bool,
+    ) -> anyhow::Result<(Vec<Opened>, Vec<mover::ChangeMap>)> {
+        let a = self.a;
+        let mut opened = Vec::with_capacity(self.specs.len());
+        let mut changes = Vec::with_capacity(self.specs.len());
+        for (name, src) in &self.specs {
+            // Without a parent a bitmap has nothing to be relative to: do not ask for it.
+            let bitmap = a.bitmap.as_deref().filter(|_| has_parent);
+            let disk = open_disk(src, bitmap)?;
+            let mut change = mover::ChangeMap::Unknown;
+            if let (Opened::Nbd(n), Some(_)) = (&disk, bitmap) {
+                change = mover::ChangeMap::Changed(n.dirty_extents()?);
+            }
+            if let Some(text) = self.change_lists.remove(name) {
+                let len = match &disk {
+                    Opened::Image(f) => mover::Source::len(f),
+                    Opened::Nbd(n) => mover::Source::len(n),
+                    Opened::Stream(_) => {
+                        return Err(usage(format!(
+                            "--changed-extents cannot apply to {src}, a stream; it needs an image, device or NBD source"
+                        )))
+                    }
+                };
+                if has_parent {
+                    change =
+                        mover::ChangeMap::Changed(mover::parse_disk_change_info(&text, len, name)?);
+                }
+            }
+            opened.push(disk);
+            changes.push(change);
+        }
+        Ok((opened, changes))
+    }
 }
 
 fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {

@@ -56,6 +56,18 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Sends SIGKILL to the process group `pgid` (a child started with `process_group(0)`).
+pub fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    // SAFETY: kill takes plain integers and touches no memory of ours; a negative pid names
+    // the process group, which we created for this child alone.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
 /// A read-only, shared memory map of a whole file.
 ///
 /// Reading an image through its mapping skips the kernel's copy into a user buffer (about a
