@@ -262,17 +262,17 @@ fn disk_specs(a: &BackupArgs, group: &str) -> anyhow::Result<Vec<(String, String
 /// An opened source of one disk.
 enum Opened {
     Image(FileSource),
-    Nbd(nbdapi::NbdSource),
+    Nbd(mover::NbdSource),
     Stream(std::fs::File),
 }
 
 fn open_disk(src: &str, bitmap: Option<&str>) -> anyhow::Result<Opened> {
     if is_nbd(src) {
-        let opts = nbdapi::NbdOptions {
+        let opts = mover::NbdOptions {
             bitmap: bitmap.map(str::to_string),
             ..Default::default()
         };
-        return Ok(Opened::Nbd(nbdapi::NbdSource::connect(src, &opts)?));
+        return Ok(Opened::Nbd(mover::NbdSource::connect(src, &opts)?));
     }
     if src == "-" {
         use std::os::fd::AsFd;
@@ -705,11 +705,11 @@ fn delta_target(
         None => None,
     };
     if is_nbd(to) {
-        let opts = nbdapi::NbdOptions {
+        let opts = mover::NbdOptions {
             bitmap: a.bitmap.clone(),
             ..Default::default()
         };
-        let nbd = nbdapi::NbdSource::connect(to, &opts)?;
+        let nbd = mover::NbdSource::connect(to, &opts)?;
         if nbd.is_read_only() {
             anyhow::bail!("NBD export {to} is read-only; export it writable for a delta restore");
         }
@@ -840,56 +840,4 @@ fn show_progress(quiet: bool) -> bool {
 
 fn short(id: &chunker::format::ObjectId) -> String {
     id.to_hex()[..12].to_string()
-}
-
-// TEMPORARY until the NBD client lands.
-mod nbdapi {
-    #[derive(Default)]
-    pub struct NbdOptions {
-        pub bitmap: Option<String>,
-        pub connections: usize,
-    }
-    pub struct NbdSource;
-    impl NbdSource {
-        pub fn connect(_: &str, _: &NbdOptions) -> mover::Result<Self> {
-            Err(mover::Error::Incremental("no nbd yet".into()))
-        }
-        pub fn dirty_extents(&self) -> mover::Result<Vec<(u64, u64)>> {
-            Ok(vec![])
-        }
-        pub fn is_read_only(&self) -> bool {
-            true
-        }
-        pub fn len(&self) -> u64 {
-            0
-        }
-    }
-    impl mover::Source for NbdSource {
-        fn len(&self) -> u64 {
-            0
-        }
-        fn extents(
-            &self,
-        ) -> mover::Result<Box<dyn Iterator<Item = mover::Result<chunker::Extent>> + Send + '_>>
-        {
-            Ok(Box::new(std::iter::empty()))
-        }
-        fn read_at(&self, _: u64, _: &mut [u8]) -> mover::Result<()> {
-            Ok(())
-        }
-    }
-    impl mover::DeltaTarget for NbdSource {
-        fn source(&self) -> &dyn mover::Source {
-            self
-        }
-        fn write_at(&self, _: u64, _: &[u8]) -> mover::Result<()> {
-            Ok(())
-        }
-        fn write_zeroes(&self, _: u64, _: u64) -> mover::Result<()> {
-            Ok(())
-        }
-        fn sync(&self) -> mover::Result<()> {
-            Ok(())
-        }
-    }
 }
