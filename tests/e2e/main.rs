@@ -11,6 +11,7 @@ mod devices;
 mod diskfull;
 mod errors;
 mod faultproxy;
+mod incremental;
 mod pipes;
 mod props;
 mod roundtrip;

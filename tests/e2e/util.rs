@@ -611,3 +611,66 @@ pub fn fs_keeps_holes(dir: &Path) -> bool {
     }
     sparse
 }
+
+// ---- incrementals, multi-disk, NBD (issue 7) ----------------------------------------------
+
+impl Env {
+    /// `backup --json ARGS...` (with `--chunk-size 64KiB` unless `args` sets one) that must
+    /// exit `code` (0, or 3 for a commit with warnings); checks the summary's invariants and
+    /// returns its `data` and the run.
+    pub fn backup_args<S: AsRef<OsStr>>(&self, args: &[S], code: i32) -> (Value, Output) {
+        let mut m = self.cmd("backup", &["--json"]);
+        if !args.iter().any(|a| a.as_ref() == "--chunk-size") {
+            m = m.arg("--chunk-size").arg(CHUNK_ARG);
+        }
+        let out = m.args(args).run();
+        assert_eq!(out.exit(), code, "wrong exit code:\n{out}");
+        assert_eq!(
+            out.stdout_str().lines().count(),
+            1,
+            "backup --json prints one line:\n{out}"
+        );
+        let d = check_backup_summary(&out.json(), &out);
+        let warnings = d["warnings"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            warnings > 0,
+            code == 3,
+            "exit 3 if and only if warnings were recorded:\n{out}"
+        );
+        (d, out)
+    }
+
+    /// How many snapshots the repository lists.
+    pub fn snapshot_count(&self) -> usize {
+        self.snapshots().len()
+    }
+}
+
+/// A VMware-style `DiskChangeInfo` document (byte units).
+pub fn change_info(start: u64, len: u64, areas: &[(u64, u64)]) -> String {
+    let areas: Vec<Value> = areas
+        .iter()
+        .map(|&(s, l)| serde_json::json!({"start": s, "length": l}))
+        .collect();
+    serde_json::json!({"startOffset": start, "length": len, "changedArea": areas}).to_string()
+}
+
+/// The warnings of a backup summary, lower-cased and joined by newlines.
+pub fn warnings_of(d: &Value) -> String {
+    d["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("warnings is an array in {d}"))
+        .iter()
+        .map(|w| w.as_str().unwrap_or_default().to_lowercase())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The program `name` is on PATH. Otherwise skips (loudly), or fails when `CI=true`.
+pub fn have_tool(what: &str, name: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|d| fs::metadata(d.join(name)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+    });
+    found || skip(what, &format!("{name} is not installed"))
+}
