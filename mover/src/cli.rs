@@ -35,6 +35,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Read every chunk of one or all snapshots and check it against its id.
     Verify(VerifyArgs),
+    /// Check sources and a repository, and say what to do about each problem.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +227,39 @@ pub struct VerifyArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub perf: PerfArgs,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// A source to check (image, block device, NBD URI); repeatable.
+    #[arg(long, value_name = "SRC")]
+    pub source: Vec<String>,
+    /// A repository to check: a directory, or s3://BUCKET[/PREFIX].
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "MOVER_REPO",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
+    pub repo: Option<String>,
+    /// S3 endpoint URL for servers other than AWS [env: AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Address buckets as BUCKET.host (virtual-hosted style).
+    #[arg(long)]
+    pub s3_virtual_hosted: bool,
+    /// Allow plain HTTP to the S3 endpoint (for servers on loopback).
+    #[arg(long)]
+    pub s3_allow_http: bool,
+    /// Seconds of sequential reading to measure a source's throughput.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub read_seconds: f64,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,

@@ -32,6 +32,7 @@
 
 mod backup;
 mod changes;
+pub mod doctor;
 mod error;
 mod hooks;
 mod nbd;

@@ -12,7 +12,9 @@ use clap::Parser;
 use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
-use cli::{BackupArgs, Cli, Command, PerfArgs, RepoArg, RestoreArgs, SnapshotsArgs, VerifyArgs};
+use cli::{
+    BackupArgs, Cli, Command, DoctorArgs, PerfArgs, RepoArg, RestoreArgs, SnapshotsArgs, VerifyArgs,
+};
 
 /// Exit codes; see the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +114,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Snapshots(a) => snapshots(a),
         Command::Restore(a) => restore(a, cli.quiet),
         Command::Verify(a) => verify(a, cli.quiet),
+        Command::Doctor(a) => doctor(a),
     }
 }
 
@@ -832,6 +835,87 @@ fn verify(a: &VerifyArgs, quiet: bool) -> anyhow::Result<Exit> {
         return Ok(Exit::Failure);
     }
     Ok(Exit::Success)
+}
+
+fn doctor(a: &DoctorArgs) -> anyhow::Result<Exit> {
+    use mover::doctor::{check_repository, check_source, Check};
+    if a.source.is_empty() && a.repo.is_none() {
+        return Err(usage("give --source SRC and/or -r REPO to check"));
+    }
+    let read_for = std::time::Duration::from_secs_f64(a.read_seconds.clamp(0.0, 60.0));
+    let mut checks: Vec<Check> = Vec::new();
+    for src in &a.source {
+        checks.extend(check_source(src, read_for));
+    }
+    if let Some(location) = &a.repo {
+        let repo = RepoArg {
+            repo: location.clone(),
+            s3_endpoint: a.s3_endpoint.clone(),
+            s3_region: a.s3_region.clone(),
+            s3_virtual_hosted: a.s3_virtual_hosted,
+            s3_allow_http: a.s3_allow_http,
+            s3_retry_timeout: 20,
+            connections: 16,
+        };
+        let subject = format!("repository {location}");
+        let backend: Option<Arc<dyn Backend>> = if is_s3(&repo) {
+            match s3_backend(&repo) {
+                Ok(s3) => {
+                    checks.push(Check {
+                        subject: subject.clone(),
+                        name: "credentials",
+                        ok: true,
+                        detail: "the bucket answers with these credentials".into(),
+                        fix: None,
+                    });
+                    let detail = match s3.honours_conditional_put() {
+                        Ok(true) => "the server honours If-None-Match".to_string(),
+                        Ok(false) => {
+                            "the server ignores If-None-Match (mover does not depend on it)".into()
+                        }
+                        Err(e) => format!("cannot tell ({e})"),
+                    };
+                    checks.push(Check {
+                        subject: subject.clone(),
+                        name: "conditional writes",
+                        ok: true,
+                        detail,
+                        fix: None,
+                    });
+                    Some(Arc::new(s3))
+                }
+                Err(e) => {
+                    checks.push(Check {
+                        subject: subject.clone(),
+                        name: "credentials",
+                        ok: false,
+                        detail: one_line(&e),
+                        fix: Some(
+                            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the endpoint and the bucket".into(),
+                        ),
+                    });
+                    None
+                }
+            }
+        } else {
+            Some(Arc::new(LocalBackend::new(location)))
+        };
+        if let Some(backend) = backend {
+            let local = (!is_s3(&repo)).then(|| std::path::Path::new(location));
+            checks.extend(check_repository(
+                location,
+                backend,
+                repo_options(&repo),
+                local,
+            ));
+        }
+    }
+    output::doctor_report(&checks, a.json)?;
+    Ok(if checks.iter().all(|c| c.ok) {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 fn show_progress(quiet: bool) -> bool {

@@ -400,3 +400,44 @@ mod tests {
         assert_eq!(bytes(4 << 30), "4.0 GiB");
     }
 }
+
+pub fn doctor_report(checks: &[mover::doctor::Check], as_json: bool) -> anyhow::Result<()> {
+    let bad = checks.iter().filter(|c| !c.ok).count();
+    if as_json {
+        let items: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                json!({"subject": c.subject, "check": c.name, "ok": c.ok,
+                       "detail": c.detail, "fix": c.fix})
+            })
+            .collect();
+        return print_json(&json!({
+            "type": "summary",
+            "schema": JSON_SCHEMA,
+            "data": {"command": "doctor", "ok": bad == 0, "problems": bad, "checks": items}
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    let mut subject = "";
+    for c in checks {
+        if c.subject != subject {
+            subject = &c.subject;
+            writeln!(out, "{subject}")?;
+        }
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        writeln!(out, "  {mark} {:<18} {}", c.name, c.detail)?;
+        if let Some(fix) = &c.fix {
+            writeln!(out, "       {:<18} fix: {fix}", "")?;
+        }
+    }
+    writeln!(
+        out,
+        "{}",
+        if bad == 0 {
+            "no problems found".to_string()
+        } else {
+            format!("{bad} problem(s) found")
+        }
+    )?;
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! `mover doctor`: checks a source and a repository and says what to do about each problem
+//! (the `vcbSanDbg` of mover).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chunker::ExtentKind;
+use targets::{Backend, Repository, RepositoryOptions};
+
+use crate::{FileSource, NbdOptions, NbdSource, Source, SourceKind};
+
+/// The outcome of one check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// What was checked: `source X` or `repository Y`.
+    pub subject: String,
+    /// The check's name (`readable`, `writable`, …).
+    pub name: &'static str,
+    /// False when something is broken.
+    pub ok: bool,
+    /// What was found, one line.
+    pub detail: String,
+    /// What to do about it, when broken.
+    pub fix: Option<String>,
+}
+
+struct Checks {
+    subject: String,
+    out: Vec<Check>,
+}
+
+impl Checks {
+    fn ok(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.out.push(Check {
+            subject: self.subject.clone(),
+            name,
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        });
+    }
+    fn bad(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.out.push(Check {
+            subject: self.subject.clone(),
+            name,
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        });
+    }
+}
+
+/// Checks a source: that it opens, its size and block size, that its first and last bytes
+/// read, its allocation map (and the dirty bitmaps of an NBD export), and its sequential read
+/// throughput for about `read_for`.
+pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
+    let mut c = Checks {
+        subject: format!("source {spec}"),
+        out: Vec::new(),
+    };
+    let is_nbd = spec.starts_with("nbd://") || spec.starts_with("nbd+unix://");
+    let source: Box<dyn Source> = if is_nbd {
+        match NbdSource::connect(spec, &NbdOptions::default()) {
+            Ok(n) => {
+                let (min, pref, max) = n.block_size();
+                c.ok(
+                    "visible",
+                    format!(
+                        "NBD export, {}; block sizes minimum {min}, preferred {pref}, maximum {max}",
+                        if n.is_read_only() { "read-only" } else { "writable" }
+                    ),
+                );
+                Box::new(n)
+            }
+            Err(e) => {
+                c.bad(
+                    "visible",
+                    e.to_string(),
+                    "start the NBD server (qemu-nbd, nbdkit) and check the URI",
+                );
+                return c.out;
+            }
+        }
+    } else {
+        match FileSource::open(spec) {
+            Ok(f) if f.kind() == SourceKind::Stream => {
+                c.ok(
+                    "visible",
+                    "a stream (pipe or character device): read once, cut with FastCDC",
+                );
+                return c.out;
+            }
+            Ok(f) => {
+                let what = match f.kind() {
+                    SourceKind::BlockDevice => {
+                        let bs = crate::sys::logical_block_size(spec)
+                            .map_or_else(|e| format!("unknown ({e})"), |b| b.to_string());
+                        format!("block device, logical block size {bs}")
+                    }
+                    _ => "image file".to_string(),
+                };
+                c.ok("visible", what);
+                Box::new(f)
+            }
+            Err(e) => {
+                c.bad(
+                    "visible",
+                    e.to_string(),
+                    "check the path, and run mover as a user who may read it",
+                );
+                return c.out;
+            }
+        }
+    };
+    let len = source.len();
+    if len == 0 {
+        c.bad("size", "0 bytes", "check that this is the disk you mean");
+        return c.out;
+    }
+    c.ok("size", format!("{len} bytes ({})", human(len)));
+    let probe = len.min(64 << 10) as usize;
+    let mut buf = vec![0; probe];
+    match source
+        .read_at(0, &mut buf)
+        .and_then(|()| source.read_at(len - probe as u64, &mut buf))
+    {
+        Ok(()) => c.ok("readable", "first and last 64 KiB read"),
+        Err(e) => {
+            c.bad(
+                "readable",
+                e.to_string(),
+                "check permissions and the device's health",
+            );
+            return c.out;
+        }
+    }
+    match source
+        .extents()
+        .and_then(|it| it.collect::<crate::Result<Vec<_>>>())
+    {
+        Ok(extents) => {
+            let zero: u64 = extents
+                .iter()
+                .filter(|e| e.kind == ExtentKind::Zero)
+                .map(|e| e.len)
+                .sum();
+            c.ok(
+                "allocation",
+                format!(
+                    "{} of data or unknown, {} known zero (never read) in {} extents",
+                    human(len - zero),
+                    human(zero),
+                    extents.len()
+                ),
+            );
+        }
+        Err(e) => c.bad(
+            "allocation",
+            e.to_string(),
+            "the allocation map cannot be read; a backup will read every byte",
+        ),
+    }
+    let start = Instant::now();
+    let (mut off, mut read) = (0u64, 0u64);
+    let mut buf = vec![0; 4 << 20];
+    while start.elapsed() < read_for && off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        if let Err(e) = source.read_at(off, &mut buf[..n]) {
+            c.bad(
+                "throughput",
+                format!("read failed at {off}: {e}"),
+                "check the device's health",
+            );
+            return c.out;
+        }
+        off += n as u64;
+        read += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    c.ok(
+        "throughput",
+        format!(
+            "{:.0} MB/s sequential, one reader ({} in {secs:.1} s; page cache counts)",
+            read as f64 / secs / 1e6,
+            human(read)
+        ),
+    );
+    c.out
+}
+
+/// Checks a repository: that it opens, that a probe object can be written, read and deleted,
+/// its snapshots and index, and (for a local one) the free space.
+pub fn check_repository(
+    location: &str,
+    backend: Arc<dyn Backend>,
+    options: RepositoryOptions,
+    local_dir: Option<&std::path::Path>,
+) -> Vec<Check> {
+    let mut c = Checks {
+        subject: format!("repository {location}"),
+        out: Vec::new(),
+    };
+    let repo = match Repository::open(backend.clone(), options) {
+        Ok(r) => {
+            c.ok(
+                "reachable",
+                format!("repository id {}", hex(&r.config().id[..6])),
+            );
+            r
+        }
+        Err(e) => {
+            c.bad(
+                "reachable",
+                e.to_string(),
+                "check the location and credentials; create it with `mover init`",
+            );
+            return c.out;
+        }
+    };
+    for w in repo.warnings() {
+        c.bad(
+            "index",
+            w.clone(),
+            "run `mover verify` to see which snapshots are affected",
+        );
+    }
+    let key = format!("probe/doctor-{}", hex(&targets::random_bytes::<8>()));
+    let wrote = backend
+        .put(&key, b"mover doctor")
+        .and_then(|()| backend.get(&key))
+        .and_then(|got| match got == b"mover doctor" {
+            true => Ok(()),
+            false => Err(targets::Error::Corrupt {
+                what: key.clone(),
+                detail: "read back other bytes than written".into(),
+            }),
+        });
+    let _ = backend.delete(&key);
+    match wrote {
+        Ok(()) => c.ok(
+            "writable",
+            "a probe object was written, read back and deleted",
+        ),
+        Err(e) => c.bad(
+            "writable",
+            e.to_string(),
+            "give this user write access (S3: PutObject, GetObject, DeleteObject)",
+        ),
+    }
+    match repo.snapshot_ids() {
+        Ok(ids) => {
+            let damaged = ids
+                .iter()
+                .filter(|id| repo.load_snapshot(id).is_err())
+                .count();
+            if damaged == 0 {
+                c.ok(
+                    "snapshots",
+                    format!(
+                        "{} snapshots, {} chunks indexed",
+                        ids.len(),
+                        repo.chunk_count()
+                    ),
+                );
+            } else {
+                c.bad(
+                    "snapshots",
+                    format!(
+                        "{damaged} of {} snapshot manifests cannot be read",
+                        ids.len()
+                    ),
+                    "run `mover verify` for details",
+                );
+            }
+        }
+        Err(e) => c.bad(
+            "snapshots",
+            e.to_string(),
+            "check read access to the repository",
+        ),
+    }
+    if let Some(dir) = local_dir {
+        match crate::sys::free_space(dir) {
+            Ok(free) if free < 1 << 30 => c.bad(
+                "free space",
+                format!("{} free", human(free)),
+                "free space or move the repository: a backup needs room for its new chunks",
+            ),
+            Ok(free) => c.ok("free space", format!("{} free", human(free))),
+            Err(e) => c.ok("free space", format!("unknown ({e})")),
+        }
+    }
+    c.out
+}
+
+/// `1.5 GiB`, binary units.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
