@@ -788,30 +788,6 @@ fn multi_disk_snapshot_with_an_attachment() {
     assert_eq!(env.snapshot_count(), 2);
 }
 
-/// The block a delta restore compares inside a chunk that differs: only the 4 KiB blocks that
-/// differ are written. A chunk that is a hole in the snapshot is zeroed whole.
-const DELTA_BLOCK: usize = 4096;
-
-/// The bytes a delta restore writes to turn `current` (holes read as zeros) into `want`.
-fn delta_cost(current: &[u8], want: &[u8]) -> u64 {
-    let mut cost = 0;
-    for (cur, w) in current.chunks(CHUNK).zip(want.chunks(CHUNK)) {
-        if w.iter().all(|&b| b == 0) {
-            if cur.iter().any(|&b| b != 0) {
-                cost += w.len() as u64;
-            }
-            continue;
-        }
-        cost += cur
-            .chunks(DELTA_BLOCK)
-            .zip(w.chunks(DELTA_BLOCK))
-            .filter(|(a, b)| a != b)
-            .map(|(_, b)| b.len() as u64)
-            .sum::<u64>();
-    }
-    cost
-}
-
 /// `restore SNAP --delta --json --to DEST` (must succeed); returns the summary's data.
 fn delta(env: &Env, snap: &str, dest: &Path) -> serde_json::Value {
     let out = env
@@ -943,4 +919,79 @@ fn delta_restore_of_one_disk_of_a_group() {
     );
     assert_same(&read(&y), &ydata, "disk b rolled back");
     assert_same(&read(&x), &xdata, "disk a untouched");
+}
+
+#[test]
+fn delta_restore_reads_only_what_the_destination_change_list_names() {
+    let env = Env::new();
+    let src = env.path("disk.img");
+    let v1 = random_bytes(IMG, 811);
+    let id1 = full_backup(&env, &src, &v1, &[]);
+    let dest = env.path("vm.img");
+    env.restore_to(&id1, &dest);
+    // The VM wrote at two places since the restore, and its change tracking says so.
+    let mut now = v1.clone();
+    poke(&mut now, 9 * CHUNK + 5, b"guest write");
+    poke(&mut now, 100 * CHUNK - 3, b"straddles");
+    write_file(&dest, &now);
+    let map = map_file(
+        &env,
+        "dest.json",
+        0,
+        IMG as u64,
+        &[(9 * C + 5, 11), (100 * C - 3, 9)],
+    );
+    let out = env
+        .cmd(
+            "restore",
+            &[id1.as_str(), "--delta", "--json", "--changed-extents", &map],
+        )
+        .arg("--to")
+        .arg(&dest)
+        .run()
+        .ok();
+    let d = out.json()["data"].clone();
+    assert_eq!(
+        num(&d, "bytes_compared"),
+        3 * C,
+        "chunks 9, 99 and 100 only: {d}"
+    );
+    assert_eq!(num(&d, "bytes_written"), delta_cost(&now, &v1), "{d}");
+    assert_same(&read(&dest), &v1, "rolled back");
+
+    // The same list from stdin; nothing differs any more.
+    let doc = change_info(0, IMG as u64, &[(9 * C + 5, 11)]);
+    let out = env
+        .cmd(
+            "restore",
+            &[
+                id1.as_str(),
+                "--delta",
+                "--json",
+                "--changed-extents",
+                "-",
+                "--to",
+            ],
+        )
+        .arg(&dest)
+        .stdin(doc.as_bytes())
+        .run()
+        .ok();
+    let d = out.json()["data"].clone();
+    assert_eq!(
+        (num(&d, "bytes_compared"), num(&d, "bytes_written")),
+        (C, 0),
+        "{d}"
+    );
+
+    // Without --delta a change list means nothing: a usage error.
+    let out = env
+        .cmd(
+            "restore",
+            &[id1.as_str(), "--changed-extents", &map, "--force", "--to"],
+        )
+        .arg(&dest)
+        .run();
+    out.assert_error(2, &["--delta"]);
+    assert_same(&read(&dest), &v1, "untouched");
 }

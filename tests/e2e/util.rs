@@ -674,3 +674,27 @@ pub fn have_tool(what: &str, name: &str) -> bool {
     });
     found || skip(what, &format!("{name} is not installed"))
 }
+
+/// The block a delta restore compares inside a chunk that differs: only the 4 KiB blocks that
+/// differ are written. A chunk that is a hole in the snapshot is zeroed whole.
+pub const DELTA_BLOCK: usize = 4096;
+
+/// The bytes a delta restore writes to turn `current` (holes read as zeros) into `want`.
+pub fn delta_cost(current: &[u8], want: &[u8]) -> u64 {
+    let mut cost = 0;
+    for (cur, w) in current.chunks(CHUNK).zip(want.chunks(CHUNK)) {
+        if w.iter().all(|&b| b == 0) {
+            if cur.iter().any(|&b| b != 0) {
+                cost += w.len() as u64;
+            }
+            continue;
+        }
+        cost += cur
+            .chunks(DELTA_BLOCK)
+            .zip(w.chunks(DELTA_BLOCK))
+            .filter(|(a, b)| a != b)
+            .map(|(_, b)| b.len() as u64)
+            .sum::<u64>();
+    }
+    cost
+}
