@@ -382,25 +382,6 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_utc_civil_dates() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(bytes(5), "5 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(4 << 30), "4.0 GiB");
-    }
-}
-
 pub fn doctor_report(checks: &[mover::doctor::Check], as_json: bool) -> anyhow::Result<()> {
     let bad = checks.iter().filter(|c| !c.ok).count();
     if as_json {
@@ -440,4 +421,23 @@ pub fn doctor_report(checks: &[mover::doctor::Check], as_json: bool) -> anyhow::
         }
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(bytes(5), "5 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(4 << 30), "4.0 GiB");
+    }
 }
