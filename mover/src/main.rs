@@ -296,7 +296,7 @@ fn open_disk(src: &str, bitmap: Option<&str>) -> anyhow::Result<Opened> {
 fn changed_extents(
     a: &BackupArgs,
     disks: &[(String, String)],
-) -> anyhow::Result<std::collections::HashMap<String, String>> {
+) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
     let mut out = std::collections::HashMap::new();
     for v in &a.changed_extents {
         let (disk, file) = match v.split_once('=') {
@@ -309,7 +309,7 @@ fn changed_extents(
             }
         };
         let text = read_text(&file, "changed-extent list")?;
-        if out.insert(disk.clone(), text).is_some() {
+        if out.insert(disk.clone(), (file, text)).is_some() {
             return Err(usage(format!(
                 "--changed-extents is given twice for disk {disk}"
             )));
@@ -376,15 +376,22 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
         (None, _) => return Err(usage("a multi-disk backup needs --name for the snapshot")),
     };
     let specs = disk_specs(a, &group)?;
-    if a.bitmap.is_some() && !a.changed_extents.is_empty() {
-        return Err(usage("give either --bitmap or --changed-extents, not both"));
-    }
-    if let (Some(_), Some((_, src))) = (&a.bitmap, specs.iter().find(|(_, s)| !is_nbd(s))) {
-        return Err(usage(format!(
-            "--bitmap needs NBD sources, and {src} is not one; use --changed-extents for files and devices"
-        )));
+    if a.bitmap.is_some() && !specs.iter().any(|(_, s)| is_nbd(s)) {
+        return Err(usage(
+            "--bitmap needs an NBD source (nbd:// or nbd+unix://); use --changed-extents for files and devices",
+        ));
     }
     let change_lists = changed_extents(a, &specs)?;
+    if a.bitmap.is_some() {
+        if let Some((name, _)) = specs
+            .iter()
+            .find(|(n, s)| is_nbd(s) && change_lists.contains_key(n))
+        {
+            return Err(usage(format!(
+                "disk {name} has both --bitmap and --changed-extents; give one change map per disk"
+            )));
+        }
+    }
     let attachments = attachments(a)?;
     let label = specs
         .iter()
@@ -482,7 +489,8 @@ struct BackupJob<'a> {
     quiet: bool,
     group: String,
     specs: Vec<(String, String)>,
-    change_lists: std::collections::HashMap<String, String>,
+    /// Per disk: the changed-extent list's file name and text.
+    change_lists: std::collections::HashMap<String, (String, String)>,
     attachments: Vec<chunker::format::Attachment>,
     label: String,
     /// pre-snapshot, post-snapshot, post-backup.
@@ -590,14 +598,16 @@ impl BackupJob<'_> {
         let mut opened = Vec::with_capacity(self.specs.len());
         let mut changes = Vec::with_capacity(self.specs.len());
         for (name, src) in &self.specs {
-            // Without a parent a bitmap has nothing to be relative to: do not ask for it.
-            let bitmap = a.bitmap.as_deref().filter(|_| has_parent);
+            // Without a parent a bitmap has nothing to be relative to: do not ask for it. In a
+            // group, the bitmap applies to the NBD disks; the others use their change list or
+            // compare mode.
+            let bitmap = a.bitmap.as_deref().filter(|_| has_parent && is_nbd(src));
             let disk = open_disk(src, bitmap)?;
             let mut change = mover::ChangeMap::Unknown;
             if let (Opened::Nbd(n), Some(_)) = (&disk, bitmap) {
                 change = mover::ChangeMap::Changed(n.dirty_extents()?);
             }
-            if let Some(text) = self.change_lists.remove(name) {
+            if let Some((file, text)) = self.change_lists.remove(name) {
                 let len = match &disk {
                     Opened::Image(f) => mover::Source::len(f),
                     Opened::Nbd(n) => mover::Source::len(n),
@@ -608,8 +618,9 @@ impl BackupJob<'_> {
                     }
                 };
                 if has_parent {
-                    change =
-                        mover::ChangeMap::Changed(mover::parse_disk_change_info(&text, len, name)?);
+                    change = mover::ChangeMap::Changed(mover::parse_disk_change_info(
+                        &text, len, &file,
+                    )?);
                 }
             }
             opened.push(disk);

@@ -185,7 +185,7 @@ pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::R
                 "chunking": kind,
                 "chunk_size": size,
                 "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
-                "attachments": m.attachments.iter().map(|a| &a.name).collect::<Vec<_>>(),
+                "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
                 "warnings": r.warnings,
                 "seconds": r.seconds,
                 "mb_per_s": mbps,

@@ -494,6 +494,10 @@ pub trait DeltaTarget: Sync {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
     /// Makes the writes durable.
     fn sync(&self) -> Result<()>;
+    /// The destination as the user named it, for messages.
+    fn label(&self) -> String {
+        "(delta target)".into()
+    }
 }
 
 /// An existing image file or block device, rolled back in place.
@@ -581,6 +585,9 @@ impl DeltaTarget for FileDelta {
             .sync_all()
             .map_err(|e| Error::destination(&self.label, e))
     }
+    fn label(&self) -> String {
+        self.label.clone()
+    }
 }
 
 /// Granularity of the comparison inside a chunk that differs: a filesystem block.
@@ -642,8 +649,15 @@ pub fn restore_delta(
             "a delta restore needs a snapshot of an image or device (fixed chunks); this one came from a stream, restore it in full".into(),
         ));
     };
-    progress.set_total(disk.source_len);
     let source = target.source();
+    if source.len() < disk.source_len {
+        return Err(Error::DestinationTooSmall {
+            path: target.label(),
+            have: source.len(),
+            need: disk.source_len,
+        });
+    }
+    progress.set_total(disk.source_len);
     let extents: Vec<chunker::Extent> = source.extents()?.collect::<Result<_>>()?;
     let spans: Vec<chunker::ChunkSpan> =
         chunker::fixed_chunks(disk.source_len, chunk_size, extents).collect();

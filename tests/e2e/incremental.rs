@@ -630,7 +630,12 @@ fn multi_disk_snapshot_with_an_attachment() {
     assert_eq!(num(&disks[0], "source_bytes"), 3 * MIB as u64, "{d}");
     assert_eq!(num(&disks[1], "source_bytes"), 4 * MIB as u64, "{d}");
     assert_eq!(num(&disks[1], "bytes_read"), MIB as u64, "{d}");
-    assert_eq!(d["attachments"], serde_json::json!(["cfg.xml"]), "{d}");
+    let cfg_len = std::fs::metadata(&cfg).unwrap().len();
+    assert_eq!(
+        d["attachments"],
+        serde_json::json!([{"name": "cfg.xml", "bytes": cfg_len}]),
+        "{d}"
+    );
     let id = text(&d, "snapshot_id").to_string();
 
     let list = env.snapshots();
