@@ -20,6 +20,48 @@ use chunker::{fixed_chunks, is_zero, ChunkId, Encoder, Extent, Frame, StreamChun
 use crossbeam_channel::{bounded, Receiver, Sender};
 use targets::{now_ms, random_bytes, ChunkStore, Put, Repository};
 
+/// Where a backup's chunks and its snapshot go: a repository, or a sequential archive.
+///
+/// # Contract
+///
+/// - `has` and `put` behave as [`ChunkStore`]'s (idempotent puts; `has` is true for a chunk
+///   put earlier in this backup, and for one the target already holds or, for an archive,
+///   that an earlier archive of the chain holds). `has` is called from many threads, `put`
+///   from one.
+/// - `commit` makes every chunk durable, then publishes the manifest; it returns the
+///   snapshot id. Nothing is visible before it returns `Ok`.
+pub trait BackupTarget: Sync {
+    /// Whether the chunk is already held.
+    fn has(&self, id: &ChunkId) -> targets::Result<bool>;
+    /// Stores a chunk.
+    fn put(&self, id: &ChunkId, frame: Frame) -> targets::Result<Put>;
+    /// Bytes the target buffers on its own (for the memory budget).
+    fn buffered_bytes(&self) -> u64;
+    /// Makes the chunks durable and publishes the snapshot.
+    fn commit(&self, manifest: &Manifest) -> Result<ObjectId>;
+}
+
+impl BackupTarget for Repository {
+    fn has(&self, id: &ChunkId) -> targets::Result<bool> {
+        ChunkStore::has(self, id)
+    }
+    fn put(&self, id: &ChunkId, frame: Frame) -> targets::Result<Put> {
+        ChunkStore::put(self, id, frame)
+    }
+    fn buffered_bytes(&self) -> u64 {
+        self.options().buffered_bytes()
+    }
+    fn commit(&self, manifest: &Manifest) -> Result<ObjectId> {
+        // Every chunk durable first, then one more look at the interrupt flag: a signal that
+        // arrived while the last pack was written must still commit nothing.
+        self.flush()?;
+        if crate::sys::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        Ok(self.commit_snapshot(manifest)?)
+    }
+}
+
 use crate::pipeline::{channel_capacity, FirstError};
 use crate::{Error, Progress, Result, Source};
 
@@ -160,7 +202,7 @@ struct ImagePlan {
 
 /// Backs up one image or block device into `repo` and commits a snapshot.
 pub fn backup_image(
-    repo: &Repository,
+    repo: &dyn BackupTarget,
     source: &dyn Source,
     label: &str,
     opts: &BackupOptions,
@@ -179,7 +221,7 @@ pub fn backup_image(
 /// Backs up a stream of unknown length (stdin, a pipe), cut with FastCDC, and commits a
 /// snapshot.
 pub fn backup_stream(
-    repo: &Repository,
+    repo: &dyn BackupTarget,
     reader: impl Read + Send,
     label: &str,
     opts: &BackupOptions,
@@ -202,7 +244,7 @@ pub fn backup_stream(
 /// unread (when the repository still holds them); everything else is read, hashed and stored
 /// only when new. A parent that does not match falls back to a full read with a warning.
 pub fn backup(
-    repo: &Repository,
+    repo: &dyn BackupTarget,
     jobs: Vec<DiskJob<'_>>,
     opts: &BackupOptions,
     progress: &Progress,
@@ -337,7 +379,7 @@ fn plan_span(
 /// Resolves the parent disk for `name` and turns the change map into per-chunk decisions.
 #[allow(clippy::too_many_arguments)]
 fn plan_image(
-    repo: &Repository,
+    repo: &dyn BackupTarget,
     name: &str,
     source: &dyn Source,
     changes: &ChangeMap,
@@ -504,7 +546,7 @@ fn plan_stream(
 
 /// Runs planner, workers and writer; returns the tally once every chunk is stored.
 fn run_pipeline<P>(
-    repo: &Repository,
+    repo: &dyn BackupTarget,
     opts: &BackupOptions,
     progress: &Progress,
     sources: &[Option<&dyn Source>],
@@ -518,7 +560,7 @@ where
     let threads = opts.threads.max(1);
     // Packs (one filling, one per writer) plus a read and a compressed buffer per worker are
     // fixed; the channels get what is left.
-    let fixed = repo.options().buffered_bytes() + 2 * threads as u64 * chunk;
+    let fixed = repo.buffered_bytes() + 2 * threads as u64 * chunk;
     let cap = channel_capacity(opts.memory, fixed, chunk);
     let (task_tx, task_rx) = bounded::<Task>(cap);
     let (done_tx, done_rx) = bounded::<Done>(cap);
@@ -548,7 +590,7 @@ where
 }
 
 fn worker(
-    store: &dyn ChunkStore,
+    store: &dyn BackupTarget,
     sources: &[Option<&dyn Source>],
     level: i32,
     tasks: &Receiver<Task>,
@@ -615,7 +657,7 @@ fn worker(
 }
 
 fn writer(
-    store: &dyn ChunkStore,
+    store: &dyn BackupTarget,
     done: &Receiver<Done>,
     tally: &mut Tally,
     errors: &FirstError,
@@ -680,7 +722,7 @@ fn writer(
 }
 
 fn commit(
-    repo: &Repository,
+    repo: &dyn BackupTarget,
     opts: &BackupOptions,
     meta: Vec<(String, String, String)>,
     chunkings: Vec<Chunking>,
@@ -688,12 +730,6 @@ fn commit(
     warnings: Vec<String>,
     start: Instant,
 ) -> Result<BackupReport> {
-    // Make every chunk durable first, then look at the interrupt flag once more: a signal
-    // that arrived while the last pack was being written must still commit nothing.
-    repo.flush()?;
-    if crate::sys::interrupted() {
-        return Err(Error::Interrupted);
-    }
     let duration_ms = start.elapsed().as_millis() as u64;
     let mut total = BackupStats {
         duration_ms,
@@ -735,7 +771,7 @@ fn commit(
         disks,
         attachments: opts.attachments.clone(),
     };
-    let snapshot = repo.commit_snapshot(&manifest)?;
+    let snapshot = repo.commit(&manifest)?;
     Ok(BackupReport {
         snapshot,
         manifest,

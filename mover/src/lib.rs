@@ -44,7 +44,8 @@ pub mod sys;
 mod verify;
 
 pub use backup::{
-    backup, backup_image, backup_stream, BackupOptions, BackupReport, ChangeMap, DiskInput, DiskJob,
+    backup, backup_image, backup_stream, BackupOptions, BackupReport, BackupTarget, ChangeMap,
+    DiskInput, DiskJob,
 };
 pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{Error, Result};
