@@ -19,6 +19,10 @@ pub struct Cli {
     /// No progress bar and no human summaries; errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Write JSON Lines events (begin, progress, warning, error, summary) to FILE (a path,
+    /// /dev/fd/N, or - for stdout) instead of stdout; for runs whose data goes to stdout.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub events: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -1,6 +1,7 @@
 //! The `mover` binary: parse, run one command, map the outcome to an exit code.
 
 mod cli;
+mod events;
 mod output;
 
 use std::io::IsTerminal;
@@ -33,21 +34,46 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet);
     mover::sys::install_signal_handlers();
-    let code = match run(&cli) {
-        Ok(code) => code,
+    let (command, json, data_on_stdout) = match &cli.command {
+        Command::Init(_) => ("init", false, false),
+        Command::Backup(a) => ("backup", a.json, false),
+        Command::Snapshots(_) => ("snapshots", false, false),
+        Command::Restore(a) => ("restore", a.json, a.to == "-"),
+        Command::Verify(a) => ("verify", a.json, false),
+        Command::Doctor(a) => ("doctor", a.json, false),
+    };
+    if let Err(e) = events::init(cli.events.as_deref(), json, data_on_stdout) {
+        eprintln!("mover: {}; see `mover --help`", one_line(&e));
+        return ExitCode::from(Exit::Usage as u8);
+    }
+    events::emit(
+        "begin",
+        serde_json::json!({"command": command, "version": env!("CARGO_PKG_VERSION"),
+                           "pid": std::process::id()}),
+    );
+    let (code, message) = match run(&cli) {
+        Ok(code) => (code, None),
         Err(e) => {
             if is_interrupted(&e) {
-                eprintln!("mover: interrupted; nothing was committed");
-                Exit::Interrupted
+                let m = "interrupted; nothing was committed".to_string();
+                eprintln!("mover: {m}");
+                (Exit::Interrupted, Some(m))
             } else if let Some(u) = e.downcast_ref::<UsageError>() {
                 eprintln!("mover: {u}; see `mover --help`");
-                Exit::Usage
+                (Exit::Usage, Some(u.to_string()))
             } else {
-                eprintln!("mover: {}", one_line(&e));
-                Exit::Failure
+                let m = one_line(&e);
+                eprintln!("mover: {m}");
+                (Exit::Failure, Some(m))
             }
         }
     };
+    if let Some(message) = message {
+        events::emit(
+            "error",
+            serde_json::json!({"command": command, "message": message, "exit_code": code as u8}),
+        );
+    }
     ExitCode::from(code as u8)
 }
 
@@ -426,56 +452,49 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
         hooks: &hooks,
         env: &env,
     };
-    let outcome = job.run();
-    let Some(post) = &hooks[2] else {
-        return outcome;
-    };
-    // The post-backup hook runs with the outcome, whatever it is.
-    let mut env = env.clone();
-    let (status, code) = match &outcome {
-        Ok(code) => (
-            if *code == Exit::Success {
-                "success"
-            } else {
-                "warnings"
-            },
-            *code,
-        ),
-        Err(e) if is_interrupted(e) => ("interrupted", Exit::Interrupted),
-        Err(e) if e.is::<UsageError>() => ("usage-error", Exit::Usage),
-        Err(e) => {
-            env.push(("MOVER_ERROR", one_line(e)));
-            ("failed", Exit::Failure)
+    let mut outcome = job.run();
+    if let Some(post) = &hooks[2] {
+        // The post-backup hook runs with the outcome, whatever it is; its failure is one
+        // more warning of a committed backup.
+        let mut env = env.clone();
+        let (status, code) = match &outcome {
+            Ok(r) if r.warnings.is_empty() => ("success", Exit::Success),
+            Ok(_) => ("warnings", Exit::Warnings),
+            Err(e) if is_interrupted(e) => ("interrupted", Exit::Interrupted),
+            Err(e) if e.is::<UsageError>() => ("usage-error", Exit::Usage),
+            Err(e) => {
+                env.push(("MOVER_ERROR", one_line(e)));
+                ("failed", Exit::Failure)
+            }
+        };
+        env.push(("MOVER_STATUS", status.into()));
+        env.push(("MOVER_EXIT_CODE", (code as u8).to_string()));
+        if let Ok(r) = &outcome {
+            let s = &r.manifest.stats;
+            env.push(("MOVER_SNAPSHOT_ID", r.snapshot.to_hex()));
+            env.push(("MOVER_SOURCE_BYTES", r.manifest.total_len().to_string()));
+            env.push(("MOVER_BYTES_READ", s.bytes_read.to_string()));
+            env.push(("MOVER_BYTES_NEW", s.bytes_new.to_string()));
+            env.push(("MOVER_BYTES_STORED", s.bytes_stored.to_string()));
         }
-    };
-    env.push(("MOVER_STATUS", status.into()));
-    env.push(("MOVER_EXIT_CODE", (code as u8).to_string()));
-    if let Some(r) = LAST_REPORT.with(|c| c.borrow_mut().take()) {
-        env.push(("MOVER_SNAPSHOT_ID", r.snapshot.to_hex()));
-        env.push(("MOVER_BYTES_READ", r.manifest.stats.bytes_read.to_string()));
-        env.push(("MOVER_BYTES_NEW", r.manifest.stats.bytes_new.to_string()));
-        env.push((
-            "MOVER_BYTES_STORED",
-            r.manifest.stats.bytes_stored.to_string(),
-        ));
-        env.push(("MOVER_SOURCE_BYTES", r.manifest.total_len().to_string()));
-    }
-    match post.run(&env) {
-        Ok(()) => outcome,
-        Err(e) => {
-            eprintln!("mover: warning: {e}");
-            match outcome {
-                Ok(Exit::Success) => Ok(Exit::Warnings),
-                other => other,
+        if let Err(e) = post.run(&env) {
+            match &mut outcome {
+                Ok(r) => r.warnings.push(e.to_string()),
+                Err(_) => eprintln!("mover: warning: {e}"),
             }
         }
     }
-}
-
-thread_local! {
-    /// The report of the backup just committed, for the post-backup hook.
-    static LAST_REPORT: std::cell::RefCell<Option<mover::BackupReport>> =
-        const { std::cell::RefCell::new(None) };
+    let report = outcome?;
+    for w in &report.warnings {
+        eprintln!("mover: warning: {w}");
+        events::emit("warning", serde_json::json!({"message": w}));
+    }
+    output::backup_summary(&report, a.json, quiet)?;
+    Ok(if report.warnings.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Warnings
+    })
 }
 
 fn is_interrupted(e: &anyhow::Error) -> bool {
@@ -499,7 +518,7 @@ struct BackupJob<'a> {
 }
 
 impl BackupJob<'_> {
-    fn run(mut self) -> anyhow::Result<Exit> {
+    fn run(mut self) -> anyhow::Result<mover::BackupReport> {
         let a = self.a;
         let repo = open_repo(&a.repo)?;
         let mut warnings = Vec::new();
@@ -565,17 +584,7 @@ impl BackupJob<'_> {
         let mut report = result.map_err(|e| failed(e.into()))?;
         warnings.append(&mut report.warnings);
         report.warnings = warnings;
-        for w in &report.warnings {
-            eprintln!("mover: warning: {w}");
-        }
-        output::backup_summary(&report, a.json, self.quiet)?;
-        let code = if report.warnings.is_empty() {
-            Exit::Success
-        } else {
-            Exit::Warnings
-        };
-        LAST_REPORT.with(|c| *c.borrow_mut() = Some(report));
-        Ok(code)
+        Ok(report)
     }
 
     /// Runs the post-snapshot hook, if any; its failure is a warning (the data was read).
@@ -694,7 +703,7 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     bar.finish();
     let report =
         result.with_context(|| format!("restore of snapshot {} to {} failed", short(&id), a.to))?;
-    output::restore_summary(&id, &report, a.json, quiet, dest == Destination::Stdout)?;
+    output::restore_summary(&id, &report, a.json, quiet)?;
     Ok(Exit::Success)
 }
 

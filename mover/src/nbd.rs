@@ -323,7 +323,7 @@ impl NbdSource {
                 if *errno != wire::EIO {
                     break;
                 }
-                tracing::warn!(
+                tracing::info!(
                     "{}: EIO reading {len} bytes at {pos}, retry {attempt}",
                     self.uri
                 );
@@ -434,6 +434,9 @@ impl DeltaTarget for NbdSource {
     }
     fn sync(&self) -> Result<()> {
         self.flush()
+    }
+    fn label(&self) -> String {
+        self.uri.clone()
     }
 }
 

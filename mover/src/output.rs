@@ -10,6 +10,8 @@ use chunker::format::{Chunking, Disk, Manifest, ObjectId};
 use mover::{BackupReport, Progress, RestoreReport, VerifyReport};
 use serde_json::json;
 
+use crate::events;
+
 /// Version of the JSON output documented in `docs/JSON.md`.
 pub const JSON_SCHEMA: u32 = 1;
 
@@ -22,9 +24,9 @@ pub struct ProgressBar {
 impl ProgressBar {
     pub fn start(progress: &Arc<Progress>, show: bool, what: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = show.then(|| {
+        let thread = (show || events::enabled()).then(|| {
             let (progress, stop) = (Arc::clone(progress), Arc::clone(&stop));
-            std::thread::spawn(move || draw(&progress, &stop, what))
+            std::thread::spawn(move || draw(&progress, &stop, what, show))
         });
         ProgressBar { stop, thread }
     }
@@ -37,14 +39,27 @@ impl ProgressBar {
     }
 }
 
-fn draw(progress: &Progress, stop: &AtomicBool, what: &str) {
+/// Redraws the bar (when `show`) and emits a progress event at most once a second.
+fn draw(progress: &Progress, stop: &AtomicBool, what: &str, show: bool) {
     let start = Instant::now();
+    let mut last_event = Instant::now();
     let mut err = std::io::stderr();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         let (done, total) = progress.get();
         let secs = start.elapsed().as_secs_f64().max(0.001);
         let rate = done as f64 / secs;
+        if last_event.elapsed() >= Duration::from_secs(1) {
+            last_event = Instant::now();
+            events::emit(
+                "progress",
+                json!({"command": what, "bytes_done": done, "bytes_total": total,
+                       "seconds": secs, "mb_per_s": rate / 1e6}),
+            );
+        }
+        if !show {
+            continue;
+        }
         let line = if total > 0 {
             let pct = (done as f64 / total as f64 * 100.0).min(100.0);
             let eta = if rate > 0.0 {
@@ -65,7 +80,9 @@ fn draw(progress: &Progress, stop: &AtomicBool, what: &str) {
         let _ = write!(err, "\r\x1b[K{line}");
         let _ = err.flush();
     }
-    let _ = write!(err, "\r\x1b[K");
+    if show {
+        let _ = write!(err, "\r\x1b[K");
+    }
 }
 
 /// `1.5 GiB`-style sizes.
@@ -159,38 +176,40 @@ pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::R
     let chunks_total = chunks_total(m);
     let total_len = m.total_len();
     let mbps = total_len as f64 / r.seconds.max(1e-9) / 1e6;
-    if as_json {
+    {
         let (kind, size) = chunking(m.disks[0].chunking);
-        return print_json(&json!({
-            "type": "summary",
-            "schema": JSON_SCHEMA,
-            "data": {
-                "command": "backup",
-                "snapshot_id": m_id(&r.snapshot),
-                "name": m.name,
-                "source": m.disks[0].source,
-                "parent": m.parent.map(|p| p.to_hex()),
-                "created": timestamp(m.created_ms),
-                "source_bytes": total_len,
-                "bytes_read": s.bytes_read,
-                "bytes_new": s.bytes_new,
-                "bytes_stored": s.bytes_stored,
-                "bytes_zero": s.bytes_zero,
-                "bytes_unchanged": r.bytes_unchanged,
-                "chunks_total": chunks_total,
-                "chunks_new": s.chunks_new,
-                "chunks_reused": s.chunks_reused,
-                "chunks_zero": r.chunks_zero,
-                "chunks_unchanged": r.chunks_unchanged,
-                "chunking": kind,
-                "chunk_size": size,
-                "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
-                "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
-                "warnings": r.warnings,
-                "seconds": r.seconds,
-                "mb_per_s": mbps,
-            }
-        }));
+        events::emit(
+            "summary",
+            json!({
+                    "command": "backup",
+                    "snapshot_id": m_id(&r.snapshot),
+                    "name": m.name,
+                    "source": m.disks[0].source,
+                    "parent": m.parent.map(|p| p.to_hex()),
+                    "created": timestamp(m.created_ms),
+                    "source_bytes": total_len,
+                    "bytes_read": s.bytes_read,
+                    "bytes_new": s.bytes_new,
+                    "bytes_stored": s.bytes_stored,
+                    "bytes_zero": s.bytes_zero,
+                    "bytes_unchanged": r.bytes_unchanged,
+                    "chunks_total": chunks_total,
+                    "chunks_new": s.chunks_new,
+                    "chunks_reused": s.chunks_reused,
+                    "chunks_zero": r.chunks_zero,
+                    "chunks_unchanged": r.chunks_unchanged,
+                    "chunking": kind,
+                    "chunk_size": size,
+                    "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
+                    "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
+                    "warnings": r.warnings,
+                    "seconds": r.seconds,
+                    "mb_per_s": mbps,
+            }),
+        );
+    }
+    if as_json {
+        return Ok(());
     }
     println!("{}", m_id(&r.snapshot));
     if !quiet {
@@ -281,29 +300,23 @@ pub fn restore_summary(
     r: &RestoreReport,
     as_json: bool,
     quiet: bool,
-    to_stdout: bool,
 ) -> anyhow::Result<()> {
     let mbps = r.bytes_total as f64 / r.seconds.max(1e-9) / 1e6;
+    events::emit(
+        "summary",
+        json!({
+            "command": "restore",
+            "snapshot_id": id.to_hex(),
+            "bytes_total": r.bytes_total,
+            "bytes_written": r.bytes_written,
+            "bytes_compared": r.bytes_compared,
+            "chunks_fetched": r.chunks_fetched,
+            "seconds": r.seconds,
+            "mb_per_s": mbps,
+        }),
+    );
     if as_json {
-        let v = json!({
-            "type": "summary",
-            "schema": JSON_SCHEMA,
-            "data": {
-                "command": "restore",
-                "snapshot_id": id.to_hex(),
-                "bytes_total": r.bytes_total,
-                "bytes_written": r.bytes_written,
-                "bytes_compared": r.bytes_compared,
-                "chunks_fetched": r.chunks_fetched,
-                "seconds": r.seconds,
-                "mb_per_s": mbps,
-            }
-        });
-        if to_stdout {
-            eprintln!("{v}");
-            return Ok(());
-        }
-        return print_json(&v);
+        return Ok(());
     }
     if !quiet && r.bytes_compared > 0 {
         eprintln!(
@@ -328,7 +341,7 @@ pub fn restore_summary(
 }
 
 pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Result<()> {
-    if as_json {
+    {
         let snaps: Vec<_> = r
             .snapshots
             .iter()
@@ -341,16 +354,18 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
                 })
             })
             .collect();
-        return print_json(&json!({
-            "type": "summary",
-            "schema": JSON_SCHEMA,
-            "data": {
+        events::emit(
+            "summary",
+            json!({
                 "command": "verify",
                 "chunks_checked": r.chunks_checked,
                 "bytes_checked": r.bytes_checked,
                 "snapshots": snaps,
-            }
-        }));
+            }),
+        );
+    }
+    if as_json {
+        return Ok(());
     }
     let mut out = std::io::stdout().lock();
     for s in &r.snapshots {
@@ -392,11 +407,11 @@ pub fn doctor_report(checks: &[mover::doctor::Check], as_json: bool) -> anyhow::
                        "detail": c.detail, "fix": c.fix})
             })
             .collect();
-        return print_json(&json!({
-            "type": "summary",
-            "schema": JSON_SCHEMA,
-            "data": {"command": "doctor", "ok": bad == 0, "problems": bad, "checks": items}
-        }));
+        events::emit(
+            "summary",
+            json!({"command": "doctor", "ok": bad == 0, "problems": bad, "checks": items}),
+        );
+        return Ok(());
     }
     let mut out = std::io::stdout().lock();
     let mut subject = "";

@@ -210,10 +210,45 @@ impl Output {
             .unwrap_or_else(|_| panic!("stdout is not UTF-8:\n{self}"))
     }
 
-    /// stdout parsed as one JSON document.
+    /// stdout parsed as JSON: the document itself (`snapshots --json`), or for JSON Lines
+    /// events the `summary` event.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+        if let Ok(v) = serde_json::from_slice::<Value>(&self.stdout) {
+            if v.get("type").is_none_or(|t| t == "summary") {
+                return v;
+            }
+        }
+        let events = self.events();
+        events
+            .into_iter()
+            .find(|e| e["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary event on stdout:\n{self}"))
+    }
+
+    /// stdout as JSON Lines events: every line one event with a type, the schema, a time and
+    /// data; the first is `begin`, and a successful run ends with exactly one `summary`.
+    pub fn events(&self) -> Vec<Value> {
+        let events: Vec<Value> = self
+            .stdout_str()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\n{self}"))
+            })
+            .collect();
+        for e in &events {
+            assert!(
+                e["type"].is_string() && e["schema"] == 1 && e["time"].is_string() && e["data"].is_object(),
+                "malformed event {e}:\n{self}"
+            );
+        }
+        assert_eq!(events.first().map(|e| &e["type"]), Some(&Value::from("begin")), "{self}");
+        let summaries = events.iter().filter(|e| e["type"] == "summary").count();
+        if self.code == Some(0) || self.code == Some(3) {
+            assert_eq!(summaries, 1, "one summary event:\n{self}");
+            assert_eq!(events.last().map(|e| &e["type"]), Some(&Value::from("summary")), "{self}");
+        }
+        events
     }
 
     /// Asserts the exit code, that stderr is exactly one line starting with `mover:`, and
@@ -292,12 +327,7 @@ impl Env {
             m = m.stdin(d);
         }
         let out = m.run().ok();
-        let text = out.stdout_str();
-        assert_eq!(
-            text.lines().count(),
-            1,
-            "backup --json prints one line:\n{out}"
-        );
+        out.events();
         check_backup_summary(&out.json(), &out)
     }
 
@@ -625,11 +655,7 @@ impl Env {
         }
         let out = m.args(args).run();
         assert_eq!(out.exit(), code, "wrong exit code:\n{out}");
-        assert_eq!(
-            out.stdout_str().lines().count(),
-            1,
-            "backup --json prints one line:\n{out}"
-        );
+        out.events();
         let d = check_backup_summary(&out.json(), &out);
         let warnings = d["warnings"].as_array().map_or(0, Vec::len);
         assert_eq!(

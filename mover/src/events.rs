@@ -1,0 +1,79 @@
+//! JSON Lines events for machines (`docs/JSON.md`): `begin`, `progress` (at most once a
+//! second), `warning`, `error` and `summary`, each one line
+//! `{"type": …, "schema": 1, "time": …, "data": {…}}`.
+//!
+//! They go to stdout with `--json`, to stderr when the data itself goes to stdout, or to the
+//! file given with `--events FILE` (a path, `/dev/fd/N`, or `-` for stdout).
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::output::{timestamp, JSON_SCHEMA};
+
+enum Sink {
+    Stdout,
+    Stderr,
+    File(File),
+}
+
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+/// Chooses where events go for this run: `events_file` when given, else stdout with `json`
+/// (stderr when `data_on_stdout`), else nowhere.
+pub fn init(events_file: Option<&str>, json: bool, data_on_stdout: bool) -> anyhow::Result<()> {
+    let sink = match events_file {
+        Some("-") if data_on_stdout => {
+            anyhow::bail!(
+                "--events - would mix events with the data on stdout; give a file or /dev/fd/N"
+            )
+        }
+        Some("-") => Some(Sink::Stdout),
+        Some(path) => Some(Sink::File(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the events file {path}"))?,
+        )),
+        None if json && data_on_stdout => Some(Sink::Stderr),
+        None if json => Some(Sink::Stdout),
+        None => None,
+    };
+    *SINK.lock().expect("events lock") = sink;
+    Ok(())
+}
+
+/// True when events are written somewhere.
+pub fn enabled() -> bool {
+    SINK.lock().expect("events lock").is_some()
+}
+
+/// Writes one event; a failure to write it is logged, never fatal to the run.
+pub fn emit(kind: &str, data: Value) {
+    let mut guard = SINK.lock().expect("events lock");
+    let Some(sink) = guard.as_mut() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut line =
+        json!({"type": kind, "schema": JSON_SCHEMA, "time": timestamp(now), "data": data})
+            .to_string();
+    line.push('\n');
+    let result = match sink {
+        Sink::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush())
+        }
+        Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+        Sink::File(f) => f.write_all(line.as_bytes()),
+    };
+    if let Err(e) = result {
+        tracing::warn!("cannot write an event: {e}");
+    }
+}
