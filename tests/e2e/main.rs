@@ -12,6 +12,7 @@ mod diskfull;
 mod errors;
 mod faultproxy;
 mod incremental;
+mod integration;
 mod nbd;
 mod pipes;
 mod props;

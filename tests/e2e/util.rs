@@ -238,15 +238,26 @@ impl Output {
             .collect();
         for e in &events {
             assert!(
-                e["type"].is_string() && e["schema"] == 1 && e["time"].is_string() && e["data"].is_object(),
+                e["type"].is_string()
+                    && e["schema"] == 1
+                    && e["time"].is_string()
+                    && e["data"].is_object(),
                 "malformed event {e}:\n{self}"
             );
         }
-        assert_eq!(events.first().map(|e| &e["type"]), Some(&Value::from("begin")), "{self}");
+        assert_eq!(
+            events.first().map(|e| &e["type"]),
+            Some(&Value::from("begin")),
+            "{self}"
+        );
         let summaries = events.iter().filter(|e| e["type"] == "summary").count();
         if self.code == Some(0) || self.code == Some(3) {
             assert_eq!(summaries, 1, "one summary event:\n{self}");
-            assert_eq!(events.last().map(|e| &e["type"]), Some(&Value::from("summary")), "{self}");
+            assert_eq!(
+                events.last().map(|e| &e["type"]),
+                Some(&Value::from("summary")),
+                "{self}"
+            );
         }
         events
     }
