@@ -72,6 +72,22 @@ pub enum Error {
         /// What went wrong and what to do.
         detail: String,
     },
+    /// An option or argument is out of range (block size, volume size, an oversized frame);
+    /// fix it and run again.
+    #[error("{detail}")]
+    InvalidArgument {
+        /// What is wrong and what would be accepted.
+        detail: String,
+    },
+    /// The medium is full and cannot take what must go on it (a volume too small for one
+    /// whole frame); use larger media or a larger volume size.
+    #[error("{location}: end of medium: {detail}")]
+    EndOfMedia {
+        /// The sink.
+        location: String,
+        /// What did not fit.
+        detail: String,
+    },
     /// An earlier write failed, so this store rejects all later writes.
     #[error("an earlier write to this repository failed ({first}); nothing more is accepted")]
     Poisoned {

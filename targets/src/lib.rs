@@ -5,6 +5,8 @@
 //! - [`ChunkStore`]: the content-addressed chunk seam the backup pipeline writes through.
 //! - [`Repository`]: the repository layout on any backend (packs, index segments, snapshot
 //!   manifests), which is a `ChunkStore` and commits snapshots durably.
+//! - [`archive`]: tape-style archives ([`ArchiveWriter`], [`ArchiveReader`]), single-pass
+//!   streams of checksummed frames for pipes, files and tape devices, in volumes.
 //! - Test doubles: [`FaultyBackend`] fails chosen writes; the `conformance` module (feature
 //!   `conformance`) checks any backend or store against the contracts.
 //!
@@ -25,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod archive;
 mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -34,6 +37,7 @@ mod repo;
 mod s3;
 mod store;
 
+pub use archive::{ArchiveReader, ArchiveWriter};
 pub use backend::{fsync_dir, Backend, LocalBackend};
 pub use error::{Error, Result};
 pub use faulty::FaultyBackend;

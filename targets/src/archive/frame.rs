@@ -1,0 +1,504 @@
+//! The wire format of archive frames, version 1. Byte tables match `docs/ARCHIVE.md`.
+//!
+//! A frame is a 64-byte header and a payload. The header carries the frame's type, payload
+//! length, sequence number, logical position and the first 8 bytes of the archive id, a
+//! BLAKE3 checksum of the payload and a BLAKE3 checksum of the header itself, so a reader can
+//! trust the length before it reads the payload and find the next good frame after damage.
+
+use chunker::{ChunkId, Compression, Frame};
+
+use super::{ArchiveHeader, ArchiveId, DiskInfo};
+
+/// Format version written by this build, and the highest it reads.
+pub const ARCHIVE_VERSION: u32 = 1;
+
+// DO NOT MODIFY: the magic identifies archives written by every earlier release.
+/// Magic at the start of every frame: BLAKE3("mover archive v1")[..8].
+pub const ARCHIVE_MAGIC: [u8; 8] = [0xff, 0x56, 0xc3, 0xe8, 0x60, 0x6c, 0xe5, 0xfe];
+
+/// Length of a frame header.
+pub const FRAME_HEADER_LEN: usize = 64;
+/// Largest payload a reader accepts: a chunk of the largest chunk size plus its prefix, with
+/// room to spare. Bounds the memory a damaged length can make a reader allocate.
+pub const MAX_PAYLOAD: usize = (16 << 20) + 4096;
+/// Length of the prefix of a chunk payload (before the stored bytes).
+pub const CHUNK_PREFIX_LEN: usize = 48;
+/// Length of a volume payload.
+pub const VOLUME_PAYLOAD_LEN: usize = 32;
+/// Length of a whole volume frame.
+pub const VOLUME_FRAME_LEN: usize = FRAME_HEADER_LEN + VOLUME_PAYLOAD_LEN;
+/// Length of the prefix of a manifest or catalog part (total length, offset).
+pub const PART_PREFIX_LEN: usize = 16;
+/// Length of a trailer payload.
+pub const TRAILER_PAYLOAD_LEN: usize = 72;
+
+const _: () = assert!(CHUNK_PREFIX_LEN + chunker::MAX_CHUNK_SIZE as usize <= MAX_PAYLOAD);
+
+/// Frame types. Types from 0x80 up are optional: a reader skips one it does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Starts every volume; outside the logical stream.
+    Volume = 1,
+    /// The archive header (first logical frame).
+    Header = 2,
+    /// One stored chunk.
+    Chunk = 3,
+    /// Opaque placement data from the caller.
+    Map = 4,
+    /// A part of the snapshot manifest.
+    Manifest = 5,
+    /// A part of the catalog (ids of the chunks in this archive).
+    Catalog = 6,
+    /// Totals and the archive hash (last logical frame).
+    Trailer = 7,
+}
+
+impl Kind {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Kind::Volume,
+            2 => Kind::Header,
+            3 => Kind::Chunk,
+            4 => Kind::Map,
+            5 => Kind::Manifest,
+            6 => Kind::Catalog,
+            7 => Kind::Trailer,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded frame header.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | [`ARCHIVE_MAGIC`] |
+/// | 8 | 1 | frame type |
+/// | 9 | 3 | reserved, 0 |
+/// | 12 | 4 | payload length |
+/// | 16 | 8 | sequence number (volume frame: of the next logical frame) |
+/// | 24 | 8 | logical position (volume frame: of the next logical frame) |
+/// | 32 | 8 | archive tag: the first 8 bytes of the archive id |
+/// | 40 | 16 | BLAKE3(payload)[..16] |
+/// | 56 | 8 | BLAKE3(bytes 0..56)[..8] |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    pub len: u32,
+    pub seq: u64,
+    pub pos: u64,
+    pub tag: [u8; 8],
+    pub sum: [u8; 16],
+}
+
+impl Header {
+    /// A header for a payload made of `parts`, concatenated.
+    pub fn new(kind: Kind, seq: u64, pos: u64, tag: [u8; 8], parts: &[&[u8]]) -> Self {
+        let mut h = blake3::Hasher::new();
+        let mut len = 0;
+        for p in parts {
+            h.update(p);
+            len += p.len();
+        }
+        Header {
+            kind: kind as u8,
+            len: u32::try_from(len).expect("payloads are bounded by MAX_PAYLOAD"),
+            seq,
+            pos,
+            tag,
+            sum: h.finalize().as_bytes()[..16].try_into().expect("16 bytes"),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        b[..8].copy_from_slice(&ARCHIVE_MAGIC);
+        b[8] = self.kind;
+        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        b[24..32].copy_from_slice(&self.pos.to_le_bytes());
+        b[32..40].copy_from_slice(&self.tag);
+        b[40..56].copy_from_slice(&self.sum);
+        let check = blake3::hash(&b[..56]);
+        b[56..].copy_from_slice(&check.as_bytes()[..8]);
+        b
+    }
+
+    /// Decodes a header; `None` unless the magic and header checksum match and the length is
+    /// within [`MAX_PAYLOAD`].
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; FRAME_HEADER_LEN] = b.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+        if b[..8] != ARCHIVE_MAGIC || blake3::hash(&b[..56]).as_bytes()[..8] != b[56..] {
+            return None;
+        }
+        let len = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        if len as usize > MAX_PAYLOAD {
+            return None;
+        }
+        Some(Header {
+            kind: b[8],
+            len,
+            seq: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            pos: u64::from_le_bytes(b[24..32].try_into().expect("8 bytes")),
+            tag: b[32..40].try_into().expect("8 bytes"),
+            sum: b[40..56].try_into().expect("16 bytes"),
+        })
+    }
+
+    /// Whether `payload` matches the checksum in this header.
+    pub fn payload_matches(&self, payload: &[u8]) -> bool {
+        payload.len() == self.len as usize && blake3::hash(payload).as_bytes()[..16] == self.sum
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Little-endian cursor helpers.
+
+pub struct Out(pub Vec<u8>);
+
+impl Out {
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    /// A u16-length-prefixed UTF-8 string; `None` when it is longer than 65535 bytes.
+    fn str(&mut self, s: &str) -> Option<()> {
+        self.u16(u16::try_from(s.len()).ok()?);
+        self.bytes(s.as_bytes());
+        Some(())
+    }
+}
+
+/// Reads a payload; every failure is "malformed" (a payload passed its checksum, so a
+/// failure here means a writer bug, never damage on the medium).
+struct In<'a> {
+    buf: &'a [u8],
+}
+
+type Parsed<T> = Result<T, &'static str>;
+
+impl<'a> In<'a> {
+    fn take(&mut self, n: usize) -> Parsed<&'a [u8]> {
+        if n > self.buf.len() {
+            return Err("payload too short");
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn arr<const N: usize>(&mut self) -> Parsed<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
+    }
+    fn u16(&mut self) -> Parsed<u16> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Parsed<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Parsed<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn str(&mut self) -> Parsed<String> {
+        let n = self.u16()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "string is not UTF-8")
+    }
+    fn count(&mut self, min_item: usize) -> Parsed<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item) > self.buf.len() {
+            return Err("count larger than the payload");
+        }
+        Ok(n)
+    }
+    fn end(&self) -> Parsed<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err("trailing bytes in payload")
+        }
+    }
+}
+
+/// Refuses a structure of a newer format version.
+fn check_version(v: u32) -> Result<(), chunker::Error> {
+    if v == 0 || v > ARCHIVE_VERSION {
+        return Err(chunker::Error::UnsupportedVersion {
+            what: "archive",
+            found: v,
+            supported: ARCHIVE_VERSION,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads.
+
+/// Volume payload (32 bytes): format version u32 | volume number u32 | block size u32 |
+/// reserved u32 | archive id 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumePayload {
+    pub version: u32,
+    pub number: u32,
+    pub block_size: u32,
+    pub id: ArchiveId,
+}
+
+impl VolumePayload {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::with_capacity(VOLUME_PAYLOAD_LEN));
+        o.u32(self.version);
+        o.u32(self.number);
+        o.u32(self.block_size);
+        o.u32(0);
+        o.bytes(&self.id.0);
+        o.0
+    }
+    pub fn decode(buf: &[u8]) -> Parsed<Self> {
+        let mut r = In { buf };
+        let v = VolumePayload {
+            version: r.u32()?,
+            number: r.u32()?,
+            block_size: r.u32()?,
+            id: {
+                r.u32()?;
+                ArchiveId(r.arr()?)
+            },
+        };
+        r.end()?;
+        Ok(v)
+    }
+    pub fn check_version(&self) -> Result<(), chunker::Error> {
+        check_version(self.version)
+    }
+}
+
+/// Encodes the archive header payload; `None` when a string is longer than 65535 bytes.
+pub fn encode_header(h: &ArchiveHeader, block_size: u32) -> Option<Vec<u8>> {
+    let mut o = Out(Vec::with_capacity(256));
+    o.u32(ARCHIVE_VERSION);
+    o.u32(block_size);
+    o.bytes(&h.id.0);
+    o.u64(h.created_ms as u64);
+    o.u32(h.chunk_size);
+    o.u32(0);
+    o.str(&h.tool_version)?;
+    o.u32(u32::try_from(h.disks.len()).ok()?);
+    for d in &h.disks {
+        o.u64(d.size);
+        o.str(&d.name)?;
+    }
+    o.u32(u32::try_from(h.parents.len()).ok()?);
+    for p in &h.parents {
+        o.bytes(&p.0);
+    }
+    o.u32(u32::try_from(h.labels.len()).ok()?);
+    for (k, v) in &h.labels {
+        o.str(k)?;
+        o.str(v)?;
+    }
+    Some(o.0)
+}
+
+/// Decodes the archive header payload: the header, its format version and block size.
+pub fn decode_header(buf: &[u8]) -> Parsed<(ArchiveHeader, u32, u32)> {
+    let mut r = In { buf };
+    let version = r.u32()?;
+    let block_size = r.u32()?;
+    let id = ArchiveId(r.arr()?);
+    let created_ms = r.u64()? as i64;
+    let chunk_size = r.u32()?;
+    r.u32()?;
+    let tool_version = r.str()?;
+    let mut disks = Vec::new();
+    for _ in 0..r.count(10)? {
+        let size = r.u64()?;
+        disks.push(DiskInfo {
+            name: r.str()?,
+            size,
+        });
+    }
+    let mut parents = Vec::new();
+    for _ in 0..r.count(16)? {
+        parents.push(ArchiveId(r.arr()?));
+    }
+    let mut labels = Vec::new();
+    for _ in 0..r.count(4)? {
+        labels.push((r.str()?, r.str()?));
+    }
+    r.end()?;
+    let header = ArchiveHeader {
+        id,
+        tool_version,
+        created_ms,
+        chunk_size,
+        disks,
+        parents,
+        labels,
+    };
+    Ok((header, version, block_size))
+}
+
+/// The version check of a decoded header.
+pub fn check_header_version(version: u32) -> Result<(), chunker::Error> {
+    check_version(version)
+}
+
+/// Chunk payload prefix (48 bytes): chunk id 32 | plaintext length u32 | stored length u32 |
+/// compression u8 | reserved 7. The stored bytes follow.
+pub fn chunk_prefix(id: &ChunkId, frame: &Frame) -> [u8; CHUNK_PREFIX_LEN] {
+    let mut b = [0u8; CHUNK_PREFIX_LEN];
+    b[..32].copy_from_slice(id.as_bytes());
+    b[32..36].copy_from_slice(&frame.raw_len.to_le_bytes());
+    let stored = u32::try_from(frame.bytes.len()).expect("frames are bounded by MAX_PAYLOAD");
+    b[36..40].copy_from_slice(&stored.to_le_bytes());
+    b[40] = frame.compression as u8;
+    b
+}
+
+/// Splits a chunk payload into its id and frame.
+pub fn decode_chunk(buf: &[u8]) -> Parsed<(ChunkId, Frame)> {
+    let mut r = In { buf };
+    let id = ChunkId::from_bytes(r.arr()?);
+    let raw_len = r.u32()?;
+    let stored = r.u32()? as usize;
+    let compression = Compression::from_u8(r.take(8)?[0]).ok_or("unknown compression")?;
+    if stored != r.buf.len() {
+        return Err("stored length does not match the payload");
+    }
+    let frame = Frame {
+        compression,
+        raw_len,
+        bytes: r.buf.to_vec(),
+    };
+    Ok((id, frame))
+}
+
+/// Part prefix (16 bytes): total length u64 | offset of this part u64. The bytes follow.
+pub fn part_prefix(total: u64, offset: u64) -> [u8; PART_PREFIX_LEN] {
+    let mut b = [0u8; PART_PREFIX_LEN];
+    b[..8].copy_from_slice(&total.to_le_bytes());
+    b[8..].copy_from_slice(&offset.to_le_bytes());
+    b
+}
+
+/// Splits a part payload into total length, offset and bytes.
+pub fn decode_part(buf: &[u8]) -> Parsed<(u64, u64, &[u8])> {
+    let mut r = In { buf };
+    Ok((r.u64()?, r.u64()?, r.buf))
+}
+
+/// Trailer payload (72 bytes): flags u32 (bit 0: incomplete) | reserved u32 |
+/// frames before the trailer u64 | chunk frames u64 | chunk plaintext bytes u64 | chunk stored
+/// bytes u64 | archive hash 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrailerPayload {
+    pub incomplete: bool,
+    pub frames: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    pub stored_bytes: u64,
+    pub hash: [u8; 32],
+}
+
+impl TrailerPayload {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::with_capacity(TRAILER_PAYLOAD_LEN));
+        o.u32(u32::from(self.incomplete));
+        o.u32(0);
+        o.u64(self.frames);
+        o.u64(self.chunks);
+        o.u64(self.chunk_bytes);
+        o.u64(self.stored_bytes);
+        o.bytes(&self.hash);
+        o.0
+    }
+    pub fn decode(buf: &[u8]) -> Parsed<Self> {
+        let mut r = In { buf };
+        let t = TrailerPayload {
+            incomplete: r.u32()? & 1 != 0,
+            frames: {
+                r.u32()?;
+                r.u64()?
+            },
+            chunks: r.u64()?,
+            chunk_bytes: r.u64()?,
+            stored_bytes: r.u64()?,
+            hash: r.arr()?,
+        };
+        r.end()?;
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_is_blake3_of_its_name() {
+        assert_eq!(
+            blake3::hash(b"mover archive v1").as_bytes()[..8],
+            ARCHIVE_MAGIC
+        );
+    }
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = Header::new(Kind::Chunk, 7, 1234, [9; 8], &[b"ab", b"cd"]);
+        let b = h.encode();
+        assert_eq!(Header::decode(&b), Some(h));
+        assert!(h.payload_matches(b"abcd"));
+        assert!(!h.payload_matches(b"abce"));
+        for i in 0..FRAME_HEADER_LEN {
+            let mut d = b;
+            d[i] ^= 0x10;
+            assert_eq!(Header::decode(&d), None, "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn payload_round_trips() {
+        let v = VolumePayload {
+            version: 1,
+            number: 3,
+            block_size: 65536,
+            id: ArchiveId([5; 16]),
+        };
+        assert_eq!(v.encode().len(), VOLUME_PAYLOAD_LEN);
+        assert_eq!(VolumePayload::decode(&v.encode()), Ok(v));
+        let t = TrailerPayload {
+            incomplete: true,
+            frames: 10,
+            chunks: 8,
+            chunk_bytes: 100,
+            stored_bytes: 90,
+            hash: [3; 32],
+        };
+        assert_eq!(t.encode().len(), TRAILER_PAYLOAD_LEN);
+        assert_eq!(TrailerPayload::decode(&t.encode()), Ok(t));
+        let h = ArchiveHeader {
+            id: ArchiveId([1; 16]),
+            tool_version: "mover 0.1.0".into(),
+            created_ms: 42,
+            chunk_size: 1 << 20,
+            disks: vec![DiskInfo {
+                name: "vda".into(),
+                size: 1 << 30,
+            }],
+            parents: vec![ArchiveId([2; 16])],
+            labels: vec![("host".into(), "h1".into())],
+        };
+        let enc = encode_header(&h, 65536).unwrap();
+        assert_eq!(decode_header(&enc), Ok((h, 1, 65536)));
+        assert!(decode_header(&enc[..enc.len() - 1]).is_err());
+    }
+}
