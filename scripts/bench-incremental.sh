@@ -207,13 +207,14 @@ for ((run = 1; run <= RUNS; run++)); do
     stop_nbd
     rm -rf "$BASE"
     "$MOVER" init -r "$BASE" -q
+    sync # no writeback of earlier runs during the timed ones
     measure mover full-file "$run" "$BASE" - - -- "$MOVER" backup -r "$BASE" --name disk \
         --source "$IMG" --json -q
 
     note "run $run/$RUNS: incrementals"
     serve "$V2Q" b0
     repo=$WORK/repo-inc
-    rm -rf "$repo" && cp -a "$BASE" "$repo"
+    rm -rf "$repo" && cp -a "$BASE" "$repo" && sync
     measure mover inc-bitmap "$run" "$repo" - - -- "$MOVER" backup -r "$repo" --name disk \
         --source "$URI" --parent latest --bitmap b0 --json -q
     stop_nbd
@@ -222,10 +223,10 @@ for ((run = 1; run <= RUNS; run++)); do
         same mover inc-bitmap "$run" "$WORK/check.img" "$V2"
         rm -f "$WORK/check.img"
     fi
-    rm -rf "$repo" && cp -a "$BASE" "$repo"
+    rm -rf "$repo" && cp -a "$BASE" "$repo" && sync
     measure mover inc-extents "$run" "$repo" - - -- "$MOVER" backup -r "$repo" --name disk \
         --source "$V2" --parent latest --changed-extents "$WORK/changes.json" --json -q
-    rm -rf "$repo" && cp -a "$BASE" "$repo"
+    rm -rf "$repo" && cp -a "$BASE" "$repo" && sync
     measure mover inc-compare "$run" "$repo" - - -- "$MOVER" backup -r "$repo" --name disk \
         --source "$V2" --parent latest --json -q
 
@@ -241,7 +242,7 @@ for ((run = 1; run <= RUNS; run++)); do
 
     note "run $run/$RUNS: big disk incremental"
     repo=$WORK/repo-big
-    rm -rf "$repo" && cp -a "$BIG_BASE" "$repo"
+    rm -rf "$repo" && cp -a "$BIG_BASE" "$repo" && sync
     serve "$BIGQ" b0
     measure mover inc-bitmap-big "$run" "$repo" - - -- "$MOVER" backup -r "$repo" --name big \
         --source "$URI" --parent latest --bitmap b0 --json -q

@@ -39,6 +39,18 @@ pub trait BackupTarget: Sync {
     fn buffered_bytes(&self) -> u64;
     /// Makes the chunks durable and publishes the snapshot.
     fn commit(&self, manifest: &Manifest) -> Result<ObjectId>;
+    /// True when the target needs [`BackupTarget::place`] calls in source order (a stream
+    /// that is restored in one pass); the pipeline then reorders what its workers finish.
+    fn ordered(&self) -> bool {
+        false
+    }
+    /// Says where a chunk goes: entry `index` of disk `disk` (in [`DiskJob`] order). Called
+    /// for every entry, before the `put` of a new chunk; in source order when
+    /// [`BackupTarget::ordered`].
+    fn place(&self, disk: usize, index: u64, entry: &Entry) -> Result<()> {
+        let _ = (disk, index, entry);
+        Ok(())
+    }
 }
 
 impl BackupTarget for Repository {
@@ -138,6 +150,8 @@ pub struct BackupReport {
 }
 
 struct Task {
+    /// Position in the planner's order.
+    seq: u64,
     disk: usize,
     index: u64,
     offset: u64,
@@ -148,12 +162,14 @@ struct Task {
 
 enum Done {
     Zero {
+        seq: u64,
         disk: usize,
         index: u64,
         len: u32,
         read: bool,
     },
     Data {
+        seq: u64,
         disk: usize,
         index: u64,
         len: u32,
@@ -162,10 +178,19 @@ enum Done {
     },
     /// Taken from the parent unread.
     Unchanged {
+        seq: u64,
         disk: usize,
         index: u64,
         entry: Entry,
     },
+}
+
+impl Done {
+    fn seq(&self) -> u64 {
+        match self {
+            Done::Zero { seq, .. } | Done::Data { seq, .. } | Done::Unchanged { seq, .. } => *seq,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -302,13 +327,16 @@ pub fn backup(
                     Some((disk, plan, it.peekable()))
                 })
                 .collect();
+            let mut seq = 0u64;
             while !spans.is_empty() {
                 for (disk, plan, it) in spans.iter_mut() {
                     for span in it.by_ref().take(DISK_BATCH) {
                         if errors.should_stop() {
                             return Ok(());
                         }
-                        if !plan_span(*disk, plan, span, tasks, done, progress) {
+                        let sent = plan_span(seq, *disk, plan, span, tasks, done, progress);
+                        seq += 1;
+                        if !sent {
                             return Ok(()); // a later stage stopped; its error is recorded
                         }
                     }
@@ -316,7 +344,7 @@ pub fn backup(
                 spans.retain_mut(|(_, _, it)| it.peek().is_some());
             }
             for (disk, reader, label) in streams {
-                plan_stream(disk, reader, &label, chunk_size, tasks, errors)?;
+                plan_stream(&mut seq, disk, reader, &label, chunk_size, tasks, errors)?;
             }
             Ok(())
         },
@@ -337,6 +365,7 @@ const DISK_BATCH: usize = 16;
 /// Queues one chunk of an image disk: unchanged (from the parent), to read, or a hole.
 /// Returns false when a later stage has stopped.
 fn plan_span(
+    seq: u64,
     disk: usize,
     plan: &ImagePlan,
     span: chunker::ChunkSpan,
@@ -349,6 +378,7 @@ fn plan_span(
         progress.add(u64::from(span.len));
         return done
             .send(Done::Unchanged {
+                seq,
                 disk,
                 index: span.index,
                 entry,
@@ -358,6 +388,7 @@ fn plan_span(
     if span.has_data {
         return tasks
             .send(Task {
+                seq,
                 disk,
                 index: span.index,
                 offset: span.offset,
@@ -368,6 +399,7 @@ fn plan_span(
     }
     progress.add(u64::from(span.len));
     done.send(Done::Zero {
+        seq,
         disk,
         index: span.index,
         len: span.len,
@@ -509,6 +541,7 @@ fn check_clean(
 
 /// Cuts a stream disk with FastCDC and queues its chunks.
 fn plan_stream(
+    seq: &mut u64,
     disk: usize,
     reader: Box<dyn Read + Send + '_>,
     label: &str,
@@ -530,6 +563,7 @@ fn plan_stream(
         })?;
         let len = data.len() as u32;
         let task = Task {
+            seq: *seq,
             disk,
             index: index as u64,
             offset: total,
@@ -537,6 +571,7 @@ fn plan_stream(
             data: Some(data),
         };
         total += u64::from(len);
+        *seq += 1;
         if tasks.send(task).is_err() {
             return Ok(());
         }
@@ -620,9 +655,10 @@ fn worker(
             }
         };
         progress.add(u64::from(task.len));
-        let (disk, index, len) = (task.disk, task.index, task.len);
+        let (seq, disk, index, len) = (task.seq, task.disk, task.index, task.len);
         let result = if is_zero(data) {
             Done::Zero {
+                seq,
                 disk,
                 index,
                 len,
@@ -637,6 +673,7 @@ fn worker(
                 Some(encoder.encode(data))
             };
             Done::Data {
+                seq,
                 disk,
                 index,
                 len,
@@ -662,60 +699,88 @@ fn writer(
     tally: &mut Tally,
     errors: &FirstError,
 ) -> Result<()> {
+    // An ordered target gets everything in the planner's order: what workers finish early
+    // waits here (at most the chunks in flight, bounded by the channels).
+    let ordered = store.ordered();
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0u64;
     for d in done {
         if errors.should_stop() {
             return Ok(());
         }
-        match d {
-            Done::Zero {
-                disk,
-                index,
-                len,
-                read,
-            } => {
-                let t = &mut tally.disks[disk];
-                if read {
-                    t.stats.bytes_read += u64::from(len);
-                }
-                t.stats.bytes_zero += u64::from(len);
-                tally.chunks_zero += 1;
-                t.set(index, Entry { len, id: None });
-            }
-            Done::Data {
-                disk,
-                index,
-                len,
-                id,
-                frame,
-            } => {
-                let stored = frame.as_ref().map(|f| f.bytes.len() as u64);
-                let put = match frame {
-                    Some(f) => store.put(&id, f)?,
-                    None => Put::AlreadyPresent,
-                };
-                let t = &mut tally.disks[disk];
-                if put == Put::Stored {
-                    t.stats.chunks_new += 1;
-                    t.stats.bytes_new += u64::from(len);
-                    t.stats.bytes_stored += stored.unwrap_or(0);
-                } else {
-                    t.stats.chunks_reused += 1;
-                }
+        if !ordered {
+            record(store, d, tally)?;
+            continue;
+        }
+        waiting.insert(d.seq(), d);
+        while let Some(d) = waiting.remove(&next) {
+            record(store, d, tally)?;
+            next += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Places one finished chunk, stores it when new, and counts it.
+fn record(store: &dyn BackupTarget, d: Done, tally: &mut Tally) -> Result<()> {
+    match d {
+        Done::Zero {
+            disk,
+            index,
+            len,
+            read,
+            ..
+        } => {
+            let entry = Entry { len, id: None };
+            store.place(disk, index, &entry)?;
+            let t = &mut tally.disks[disk];
+            if read {
                 t.stats.bytes_read += u64::from(len);
-                t.set(index, Entry { len, id: Some(id) });
             }
-            Done::Unchanged { disk, index, entry } => {
-                let t = &mut tally.disks[disk];
-                if entry.id.is_some() {
-                    t.stats.chunks_reused += 1;
-                } else {
-                    t.stats.bytes_zero += u64::from(entry.len);
-                    tally.chunks_zero += 1;
-                }
-                tally.chunks_unchanged += 1;
-                tally.bytes_unchanged += u64::from(entry.len);
-                t.set(index, entry);
+            t.stats.bytes_zero += u64::from(len);
+            tally.chunks_zero += 1;
+            t.set(index, entry);
+        }
+        Done::Data {
+            disk,
+            index,
+            len,
+            id,
+            frame,
+            ..
+        } => {
+            let entry = Entry { len, id: Some(id) };
+            store.place(disk, index, &entry)?;
+            let stored = frame.as_ref().map(|f| f.bytes.len() as u64);
+            let put = match frame {
+                Some(f) => store.put(&id, f)?,
+                None => Put::AlreadyPresent,
+            };
+            let t = &mut tally.disks[disk];
+            if put == Put::Stored {
+                t.stats.chunks_new += 1;
+                t.stats.bytes_new += u64::from(len);
+                t.stats.bytes_stored += stored.unwrap_or(0);
+            } else {
+                t.stats.chunks_reused += 1;
             }
+            t.stats.bytes_read += u64::from(len);
+            t.set(index, entry);
+        }
+        Done::Unchanged {
+            disk, index, entry, ..
+        } => {
+            store.place(disk, index, &entry)?;
+            let t = &mut tally.disks[disk];
+            if entry.id.is_some() {
+                t.stats.chunks_reused += 1;
+            } else {
+                t.stats.bytes_zero += u64::from(entry.len);
+                tally.chunks_zero += 1;
+            }
+            tally.chunks_unchanged += 1;
+            tally.bytes_unchanged += u64::from(entry.len);
+            t.set(index, entry);
         }
     }
     Ok(())

@@ -35,8 +35,11 @@ pub enum Command {
     Backup(BackupArgs),
     /// List the snapshots in a repository.
     Snapshots(SnapshotsArgs),
-    /// Restore a snapshot to a file, a block device or stdout (`-`).
+    /// Restore a snapshot (or an archive) to a file, a block device or stdout (`-`).
     Restore(RestoreArgs),
+    /// Tape-style archives: list, verify, import into and export from a repository.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Read every chunk of one or all snapshots and check it against its id.
     Verify(VerifyArgs),
     /// Check sources and a repository, and say what to do about each problem.
@@ -50,7 +53,9 @@ pub struct RepoArg {
         short = 'r',
         long = "repo",
         env = "MOVER_REPO",
-        value_name = "DIR|s3://BUCKET/PREFIX"
+        value_name = "DIR|s3://BUCKET/PREFIX",
+        default_value = "",
+        hide_default_value = true
     )]
     pub repo: String,
     /// S3 endpoint URL for servers other than AWS [env: AWS_ENDPOINT_URL].
@@ -155,6 +160,94 @@ pub struct BackupArgs {
     /// Print a JSON summary on stdout instead of the snapshot id.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub archive: ArchiveOut,
+    /// Keep the chain of incremental archives in FILE (which chunks earlier archives hold,
+    /// and the last manifest); with --parent latest the archive holds only new chunks.
+    #[arg(long, value_name = "FILE", requires = "to_archive")]
+    pub catalog: Option<String>,
+}
+
+/// Where an archive is written.
+#[derive(Args, Debug)]
+pub struct ArchiveOut {
+    /// Write a tape-style archive to PATH (a file, a tape or other device, `-` for stdout)
+    /// instead of a repository.
+    #[arg(long, value_name = "PATH|-")]
+    pub to_archive: Option<String>,
+    #[command(flatten)]
+    pub format: ArchiveFormat,
+}
+
+/// How an archive is written.
+#[derive(Args, Debug)]
+pub struct ArchiveFormat {
+    /// Archive record size, a power of two from 64KiB to 4MiB (tape block size).
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_block_size)]
+    pub block_size: u32,
+    /// Split the archive into volumes of at most SIZE (files PATH.000, PATH.001, …).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub volume_size: Option<u64>,
+    /// Command run (sh -c, MOVER_VOLUME set) before each further volume: load the next tape.
+    #[arg(long, value_name = "CMD")]
+    pub next_volume: Option<String>,
+    /// Overwrite an existing archive file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArchiveCommand {
+    /// Print what an archive holds (disks, sizes, creation time, parents, totals).
+    Ls(ArchiveReadArgs),
+    /// Read a whole archive and check every chunk, without writing anything.
+    Verify(ArchiveReadArgs),
+    /// Load an archive's chunks and snapshot into a repository.
+    Import(ArchiveImportArgs),
+    /// Write a self-contained full archive of a repository snapshot (a virtual full).
+    Export(ArchiveExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveReadArgs {
+    /// The archive: a file, PATH of PATH.000…, a device, or `-` for stdin.
+    #[arg(value_name = "PATH|-")]
+    pub path: String,
+    /// Print JSON Lines events.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveImportArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The archive: a file, PATH of PATH.000…, a device, or `-` for stdin.
+    #[arg(value_name = "PATH|-")]
+    pub path: String,
+    /// Print JSON Lines events.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveExportArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Snapshot id, unique prefix, or `latest`.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Pick among snapshots with this name (for `latest`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the archive goes: a file, a device, or `-` for stdout.
+    #[arg(long, value_name = "PATH|-")]
+    pub to: String,
+    #[command(flatten)]
+    pub format: ArchiveFormat,
+    /// Print JSON Lines events.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -173,9 +266,17 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Snapshot id, unique id prefix, or `latest`.
-    #[arg(value_name = "SNAPSHOT")]
-    pub snapshot: String,
+    /// Snapshot id, unique id prefix, or `latest` (not with --from-archive).
+    #[arg(value_name = "SNAPSHOT", required_unless_present = "from_archive")]
+    pub snapshot: Option<String>,
+    /// Restore from tape-style archives instead of a repository: the full first, then each
+    /// incremental of its chain, in order (`-` for stdin).
+    #[arg(long, value_name = "PATH|-", conflicts_with_all = ["snapshot", "delta", "attachment"])]
+    pub from_archive: Vec<String>,
+    /// With --from-archive: stop at the first damage (exit 1) instead of restoring what is
+    /// intact and reporting what is lost (exit 3).
+    #[arg(long, requires = "from_archive")]
+    pub strict: bool,
     /// Pick among snapshots with this name (for `latest`).
     #[arg(long)]
     pub name: Option<String>,
@@ -291,6 +392,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 fn parse_chunk_size(s: &str) -> Result<u32, String> {
     chunker::check_chunk_size(parse_size(s)?).map_err(|e| e.to_string())
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    if !n.is_power_of_two() || !(64 << 10..=4 << 20).contains(&n) {
+        return Err(format!("'{s}' is not a power of two from 64KiB to 4MiB"));
+    }
+    Ok(n as u32)
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {

@@ -14,7 +14,8 @@ use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
 use cli::{
-    BackupArgs, Cli, Command, DoctorArgs, PerfArgs, RepoArg, RestoreArgs, SnapshotsArgs, VerifyArgs,
+    ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, PerfArgs, RepoArg,
+    RestoreArgs, SnapshotsArgs, VerifyArgs,
 };
 
 /// Exit codes; see the README.
@@ -36,11 +37,19 @@ fn main() -> ExitCode {
     mover::sys::install_signal_handlers();
     let (command, json, data_on_stdout) = match &cli.command {
         Command::Init(_) => ("init", false, false),
-        Command::Backup(a) => ("backup", a.json, false),
+        Command::Backup(a) => (
+            "backup",
+            a.json,
+            a.archive.to_archive.as_deref() == Some("-"),
+        ),
         Command::Snapshots(_) => ("snapshots", false, false),
         Command::Restore(a) => ("restore", a.json, a.to == "-"),
         Command::Verify(a) => ("verify", a.json, false),
         Command::Doctor(a) => ("doctor", a.json, false),
+        Command::Archive(ArchiveCommand::Ls(a)) => ("archive ls", a.json, false),
+        Command::Archive(ArchiveCommand::Verify(a)) => ("archive verify", a.json, false),
+        Command::Archive(ArchiveCommand::Import(a)) => ("archive import", a.json, false),
+        Command::Archive(ArchiveCommand::Export(a)) => ("archive export", a.json, a.to == "-"),
     };
     if let Err(e) = events::init(cli.events.as_deref(), json, data_on_stdout) {
         eprintln!("mover: {}; see `mover --help`", one_line(&e));
@@ -141,6 +150,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Restore(a) => restore(a, cli.quiet),
         Command::Verify(a) => verify(a, cli.quiet),
         Command::Doctor(a) => doctor(a),
+        Command::Archive(c) => archive_cmd(c, cli.quiet),
     }
 }
 
@@ -149,6 +159,11 @@ fn is_s3(repo: &RepoArg) -> bool {
 }
 
 fn backend(repo: &RepoArg) -> anyhow::Result<Arc<dyn Backend>> {
+    if repo.repo.is_empty() {
+        return Err(usage(
+            "no repository given; pass -r DIR|s3://BUCKET/PREFIX or set MOVER_REPO",
+        ));
+    }
     if !is_s3(repo) {
         return Ok(Arc::new(LocalBackend::new(&repo.repo)));
     }
@@ -458,7 +473,7 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
         // more warning of a committed backup.
         let mut env = env.clone();
         let (status, code) = match &outcome {
-            Ok(r) if r.warnings.is_empty() => ("success", Exit::Success),
+            Ok((r, _)) if r.warnings.is_empty() => ("success", Exit::Success),
             Ok(_) => ("warnings", Exit::Warnings),
             Err(e) if is_interrupted(e) => ("interrupted", Exit::Interrupted),
             Err(e) if e.is::<UsageError>() => ("usage-error", Exit::Usage),
@@ -469,7 +484,7 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
         };
         env.push(("MOVER_STATUS", status.into()));
         env.push(("MOVER_EXIT_CODE", (code as u8).to_string()));
-        if let Ok(r) = &outcome {
+        if let Ok((r, _)) = &outcome {
             let s = &r.manifest.stats;
             env.push(("MOVER_SNAPSHOT_ID", r.snapshot.to_hex()));
             env.push(("MOVER_SOURCE_BYTES", r.manifest.total_len().to_string()));
@@ -479,17 +494,18 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
         }
         if let Err(e) = post.run(&env) {
             match &mut outcome {
-                Ok(r) => r.warnings.push(e.to_string()),
+                Ok((r, _)) => r.warnings.push(e.to_string()),
                 Err(_) => eprintln!("mover: warning: {e}"),
             }
         }
     }
-    let report = outcome?;
+    let (report, extra) = outcome?;
     for w in &report.warnings {
         eprintln!("mover: warning: {w}");
         events::emit("warning", serde_json::json!({"message": w}));
     }
-    output::backup_summary(&report, a.json, quiet)?;
+    let data_on_stdout = a.archive.to_archive.as_deref() == Some("-");
+    output::backup_summary(&report, extra, a.json, quiet, data_on_stdout)?;
     Ok(if report.warnings.is_empty() {
         Exit::Success
     } else {
@@ -518,13 +534,48 @@ struct BackupJob<'a> {
 }
 
 impl BackupJob<'_> {
-    fn run(mut self) -> anyhow::Result<mover::BackupReport> {
+    fn run(mut self) -> anyhow::Result<(mover::BackupReport, Option<serde_json::Value>)> {
         let a = self.a;
-        let repo = open_repo(&a.repo)?;
         let mut warnings = Vec::new();
-        let parent = match &a.parent {
-            Some(spec) => find_parent(&repo, spec, &self.group, &mut warnings)?,
-            None => None,
+        let (repo, parent, catalog) = match &a.archive.to_archive {
+            None => {
+                let repo = open_repo(&a.repo)?;
+                let parent = match &a.parent {
+                    Some(spec) => find_parent(&repo, spec, &self.group, &mut warnings)?,
+                    None => None,
+                };
+                (Some(repo), parent, None)
+            }
+            Some(_) => {
+                let catalog = match &a.catalog {
+                    Some(c) => {
+                        let path = std::path::PathBuf::from(c);
+                        let loaded = mover::archive::Catalog::load(&path)?;
+                        Some((path, loaded))
+                    }
+                    None => None,
+                };
+                let parent = match (&a.parent, &catalog) {
+                    (None, _) => None,
+                    (Some(spec), Some((path, c))) if spec.eq_ignore_ascii_case("latest") => {
+                        let p = c.parent(path)?;
+                        if p.is_none() {
+                            warnings.push(format!(
+                                "catalog {} holds no archive yet; this archive is a full one",
+                                path.display()
+                            ));
+                        }
+                        p
+                    }
+                    (Some(_), Some(_)) => return Err(usage(
+                        "with --to-archive, --parent takes latest: the last archive of --catalog",
+                    )),
+                    (Some(_), None) => return Err(usage(
+                        "--parent with --to-archive needs --catalog FILE (the chain of archives)",
+                    )),
+                };
+                (None, parent, catalog)
+            }
         };
         let label = self.label.clone();
         let failed = |e: anyhow::Error| {
@@ -545,6 +596,19 @@ impl BackupJob<'_> {
             true => e,
             false => failed(e),
         })?;
+        let disks: Vec<(String, u64)> = self
+            .specs
+            .iter()
+            .zip(&opened)
+            .map(|((name, _), o)| {
+                let len = match o {
+                    Opened::Image(f) => mover::Source::len(f),
+                    Opened::Nbd(n) => mover::Source::len(n),
+                    Opened::Stream(_) => 0,
+                };
+                (name.clone(), len)
+            })
+            .collect();
         let mut jobs = Vec::with_capacity(self.specs.len());
         for ((name, src), disk) in self.specs.iter().zip(opened.iter_mut()) {
             let input = match disk {
@@ -567,6 +631,7 @@ impl BackupJob<'_> {
                     .unwrap_or_default(),
             });
         }
+        let incremental = parent.is_some();
         let opts = mover::BackupOptions {
             name: self.group.clone(),
             chunk_size: a.chunk_size,
@@ -578,13 +643,78 @@ impl BackupJob<'_> {
             attachments: std::mem::take(&mut self.attachments),
         };
         let progress = Arc::new(Progress::default());
-        let bar = output::ProgressBar::start(&progress, show_progress(self.quiet), "backup");
-        let result = mover::backup(&repo, jobs, &opts, &progress);
-        bar.finish();
-        let mut report = result.map_err(|e| failed(e.into()))?;
+        let mut extra = None;
+        let report = match (&repo, &a.archive.to_archive) {
+            (Some(repo), _) => {
+                let bar =
+                    output::ProgressBar::start(&progress, show_progress(self.quiet), "backup");
+                let result = mover::backup(repo, jobs, &opts, &progress);
+                bar.finish();
+                result.map_err(|e| failed(e.into()))?
+            }
+            (None, Some(path)) => {
+                let (known, parents) = match (&catalog, incremental) {
+                    (Some((p, c)), true) => (c.chunks(p)?, c.ids()),
+                    _ => (Vec::new(), Vec::new()),
+                };
+                let parent_ids: Vec<String> = parents.iter().map(|p| p.to_hex()).collect();
+                let header = mover::archive::header_for(&disks, a.chunk_size, parents, &self.group);
+                let created = archive_created(path, &a.archive.format);
+                let result = (|| -> anyhow::Result<_> {
+                    let (sink, _) = open_archive_sink(path, &a.archive.format)?;
+                    let target = mover::archive::ArchiveTarget::new(
+                        sink,
+                        &archive_options(&a.archive.format),
+                        header,
+                        known,
+                    )?;
+                    let bar =
+                        output::ProgressBar::start(&progress, show_progress(self.quiet), "backup");
+                    let result = mover::backup(&target, jobs, &opts, &progress);
+                    bar.finish();
+                    let report = result?;
+                    let (summary, written) = target.finished().expect("a committed archive");
+                    Ok((report, summary, written))
+                })();
+                let (report, summary, written) = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        remove_archive(path, created);
+                        return Err(failed(e));
+                    }
+                };
+                if let Some((path, mut c)) = catalog {
+                    let entry = mover::archive::CatalogArchive {
+                        id: summary.id.to_hex(),
+                        created_ms: report.manifest.created_ms,
+                        chunks: written.iter().map(|id| id.to_hex()).collect(),
+                    };
+                    if !incremental {
+                        c.chain.clear();
+                    }
+                    c.version = 1;
+                    c.chain.push(entry);
+                    c.manifest = mover::archive::hex(&report.manifest.encode());
+                    c.save(&path)?;
+                }
+                extra = Some(serde_json::json!({
+                    "archive": {
+                        "id": summary.id.to_hex(),
+                        "volumes": summary.volumes,
+                        "bytes_written": summary.bytes_written,
+                        "chunks": summary.chunks,
+                        "stored_bytes": summary.stored_bytes,
+                        "parents": parent_ids,
+                    }
+                }));
+                report
+            }
+            (None, None) => unreachable!("a backup goes to a repository or an archive"),
+        };
+        let mut report = report;
         warnings.append(&mut report.warnings);
         report.warnings = warnings;
-        Ok(report)
+        Ok((report, extra))
     }
 
     /// Runs the post-snapshot hook, if any; its failure is a warning (the data was read).
@@ -639,6 +769,175 @@ impl BackupJob<'_> {
     }
 }
 
+fn archive_options(f: &ArchiveFormat) -> targets::archive::ArchiveOptions {
+    targets::archive::ArchiveOptions {
+        block_size: f.block_size,
+        volume_size: f.volume_size,
+    }
+}
+
+/// Whether writing the archive creates files that a failure must remove.
+fn archive_created(path: &str, f: &ArchiveFormat) -> bool {
+    path != "-"
+        && std::fs::metadata(path).map_or(true, |m| m.is_file())
+        && (f.volume_size.is_some() || f.force || std::fs::metadata(path).is_err())
+}
+
+fn open_archive_sink(
+    path: &str,
+    f: &ArchiveFormat,
+) -> anyhow::Result<(
+    Box<dyn targets::archive::VolumeSink + Send>,
+    Option<std::path::PathBuf>,
+)> {
+    let hook = f.next_volume.as_ref().map(|c| mover::Hook {
+        name: "next-volume",
+        command: c.clone(),
+        timeout: std::time::Duration::from_secs(24 * 3600),
+    });
+    Ok(mover::archive::open_sink(
+        path,
+        f.volume_size,
+        hook,
+        f.force,
+    )?)
+}
+
+/// Removes what a failed archive left: the file, or its volume files.
+fn remove_archive(path: &str, created: bool) {
+    if !created {
+        return;
+    }
+    let _ = std::fs::remove_file(path);
+    for n in 0.. {
+        let v = targets::archive::FileVolumes::volume_path(std::path::Path::new(path), n);
+        if std::fs::remove_file(v).is_err() {
+            break;
+        }
+    }
+}
+
+fn restore_from_archive(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let inputs = a
+        .from_archive
+        .iter()
+        .map(|p| mover::archive::open_input(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if a.from_archive.iter().filter(|p| *p == "-").count() > 1 {
+        return Err(usage("only one --from-archive can be stdin (-)"));
+    }
+    let dest = if a.to == "-" {
+        Destination::Stdout
+    } else {
+        Destination::Path(a.to.clone().into())
+    };
+    let opts = mover::archive::ArchiveRestoreOptions {
+        disk: a.disk.clone(),
+        strict: a.strict,
+        force: a.force,
+        sync: !a.no_sync,
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start(&progress, show_progress(quiet), "restore");
+    let start = std::time::Instant::now();
+    let result = mover::archive::restore_archive(inputs, &dest, &opts, &progress);
+    bar.finish();
+    let report = result.with_context(|| format!("restore from archive to {} failed", a.to))?;
+    let seconds = start.elapsed().as_secs_f64();
+    for d in &report.damage {
+        eprintln!("mover: warning: {d}");
+        events::emit("warning", serde_json::json!({"message": d}));
+    }
+    for (off, len) in &report.lost {
+        let m = format!(
+            "disk {}: bytes {off}..{} are lost (left as zeros)",
+            report.disk,
+            off + len
+        );
+        eprintln!("mover: warning: {m}");
+        events::emit("warning", serde_json::json!({"message": m}));
+    }
+    output::archive_restore_summary(&report, seconds, a.json, quiet);
+    Ok(
+        if report.damage.is_empty() && report.lost.is_empty() && report.verified {
+            Exit::Success
+        } else {
+            Exit::Warnings
+        },
+    )
+}
+
+fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
+    let progress = Arc::new(Progress::default());
+    match cmd {
+        ArchiveCommand::Ls(a) | ArchiveCommand::Verify(a) => {
+            let check = matches!(cmd, ArchiveCommand::Verify(_));
+            let input = mover::archive::open_input(&a.path)?;
+            let bar =
+                output::ProgressBar::start(&progress, check && show_progress(quiet), "verify");
+            let result = mover::archive::read_archive(input, check, &progress);
+            bar.finish();
+            let listing = result.with_context(|| format!("cannot read archive {}", a.path))?;
+            output::archive_listing(&listing, check, a.json, quiet)?;
+            let ok = listing.damage.is_empty() && listing.trailer.is_some_and(|t| t.verified);
+            Ok(match (ok, check) {
+                (true, _) => Exit::Success,
+                (false, true) => Exit::Failure,
+                (false, false) => Exit::Warnings,
+            })
+        }
+        ArchiveCommand::Import(a) => {
+            let repo = open_repo(&a.repo)?;
+            let input = mover::archive::open_input(&a.path)?;
+            let bar = output::ProgressBar::start(&progress, show_progress(quiet), "import");
+            let result = mover::archive::import_archive(&repo, input, &progress);
+            bar.finish();
+            let (id, m, new) = result.with_context(|| {
+                format!("import of {} failed, no snapshot was committed", a.path)
+            })?;
+            output::import_summary(&id, &m, new, a.json, quiet);
+            Ok(Exit::Success)
+        }
+        ArchiveCommand::Export(a) => {
+            let repo = open_repo(&a.repo)?;
+            let (id, manifest) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+            let created = archive_created(&a.to, &a.format);
+            let result = (|| -> anyhow::Result<_> {
+                let (sink, _) = open_archive_sink(&a.to, &a.format)?;
+                let disks: Vec<(String, u64)> = manifest
+                    .disks
+                    .iter()
+                    .map(|d| (d.name.clone(), d.source_len))
+                    .collect();
+                let chunk = match manifest.disks[0].chunking {
+                    chunker::format::Chunking::Fixed(s) | chunker::format::Chunking::Cdc(s) => s,
+                };
+                let header = mover::archive::header_for(&disks, chunk, Vec::new(), &manifest.name);
+                let target = mover::archive::ArchiveTarget::new(
+                    sink,
+                    &archive_options(&a.format),
+                    header,
+                    Vec::new(),
+                )?;
+                let bar = output::ProgressBar::start(&progress, show_progress(quiet), "export");
+                let result = mover::archive::export_archive(&repo, &manifest, &target, &progress);
+                bar.finish();
+                result?;
+                Ok(target.finished().expect("a committed archive").0)
+            })();
+            let summary = match result {
+                Ok(s) => s,
+                Err(e) => {
+                    remove_archive(&a.to, created);
+                    return Err(e.context(format!("export of snapshot {} failed", short(&id))));
+                }
+            };
+            output::export_summary(&id, &summary, a.json, quiet, a.to == "-");
+            Ok(Exit::Success)
+        }
+    }
+}
+
 fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo)?;
     let list: Vec<_> = repo
@@ -651,8 +950,12 @@ fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {
 }
 
 fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
+    if !a.from_archive.is_empty() {
+        return restore_from_archive(a, quiet);
+    }
     let repo = open_repo(&a.repo)?;
-    let (id, manifest) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+    let spec = a.snapshot.as_deref().unwrap_or("latest");
+    let (id, manifest) = repo.find_snapshot(spec, a.name.as_deref())?;
     let dest = if a.to == "-" {
         Destination::Stdout
     } else {

@@ -170,7 +170,13 @@ fn chunks_total(m: &Manifest) -> u64 {
     m.disks.iter().map(|d| d.entries.len() as u64).sum()
 }
 
-pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::Result<()> {
+pub fn backup_summary(
+    r: &BackupReport,
+    extra: Option<serde_json::Value>,
+    as_json: bool,
+    quiet: bool,
+    data_on_stdout: bool,
+) -> anyhow::Result<()> {
     let m = &r.manifest;
     let s = &m.stats;
     let chunks_total = chunks_total(m);
@@ -178,9 +184,7 @@ pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::R
     let mbps = total_len as f64 / r.seconds.max(1e-9) / 1e6;
     {
         let (kind, size) = chunking(m.disks[0].chunking);
-        events::emit(
-            "summary",
-            json!({
+        let mut data = json!({
                     "command": "backup",
                     "snapshot_id": m_id(&r.snapshot),
                     "name": m.name,
@@ -205,13 +209,20 @@ pub fn backup_summary(r: &BackupReport, as_json: bool, quiet: bool) -> anyhow::R
                     "warnings": r.warnings,
                     "seconds": r.seconds,
                     "mb_per_s": mbps,
-            }),
-        );
+        });
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (extra, data.as_object_mut()) {
+            obj.extend(extra);
+        }
+        events::emit("summary", data);
     }
     if as_json {
         return Ok(());
     }
-    println!("{}", m_id(&r.snapshot));
+    if data_on_stdout {
+        eprintln!("{}", m_id(&r.snapshot));
+    } else {
+        println!("{}", m_id(&r.snapshot));
+    }
     if !quiet {
         let unchanged = if r.chunks_unchanged > 0 {
             format!(", {} unchanged since the parent", bytes(r.bytes_unchanged))
@@ -454,5 +465,171 @@ mod tests {
         assert_eq!(bytes(5), "5 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(4 << 30), "4.0 GiB");
+    }
+}
+
+pub fn archive_restore_summary(
+    r: &mover::archive::ArchiveRestoreReport,
+    seconds: f64,
+    as_json: bool,
+    quiet: bool,
+) {
+    let mbps = r.bytes_total as f64 / seconds.max(1e-9) / 1e6;
+    events::emit(
+        "summary",
+        json!({
+            "command": "restore",
+            "from_archive": true,
+            "disk": r.disk,
+            "snapshot_id": r.snapshot.map(|s| s.to_hex()),
+            "bytes_total": r.bytes_total,
+            "bytes_written": r.bytes_written,
+            "chunks_read": r.chunks_read,
+            "verified": r.verified,
+            "damage": r.damage,
+            "lost": r.lost.iter().map(|(o, l)| json!({"offset": o, "length": l})).collect::<Vec<_>>(),
+            "seconds": seconds,
+            "mb_per_s": mbps,
+        }),
+    );
+    if !as_json && !quiet {
+        eprintln!(
+            "restored disk {} from the archive: {} in {seconds:.1}s ({mbps:.0} MB/s), {} chunks checked{}",
+            r.disk,
+            bytes(r.bytes_total),
+            r.chunks_read,
+            if r.lost.is_empty() { String::new() } else { format!(", {} ranges LOST", r.lost.len()) }
+        );
+    }
+}
+
+pub fn archive_listing(
+    l: &mover::archive::ArchiveListing,
+    checked: bool,
+    as_json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let h = l.header.as_ref();
+    let disks: Vec<_> = h
+        .map(|h| {
+            h.disks
+                .iter()
+                .map(|d| json!({"name": d.name, "size": d.size}))
+                .collect()
+        })
+        .unwrap_or_default();
+    events::emit(
+        "summary",
+        json!({
+            "command": if checked { "archive verify" } else { "archive ls" },
+            "archive_id": h.map(|h| h.id.to_hex()),
+            "tool": h.map(|h| h.tool_version.clone()),
+            "created": h.map(|h| timestamp(h.created_ms)),
+            "chunk_size": h.map(|h| h.chunk_size),
+            "disks": disks,
+            "parents": h.map(|h| h.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>()),
+            "snapshot_name": l.manifest.as_ref().map(|m| m.name.clone()),
+            "volumes": l.volumes,
+            "chunks": l.chunks,
+            "chunk_bytes": l.chunk_bytes,
+            "complete": l.trailer.is_some_and(|t| !t.incomplete),
+            "verified": l.trailer.is_some_and(|t| t.verified),
+            "damage": l.damage,
+        }),
+    );
+    if as_json {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match h {
+        Some(h) => {
+            writeln!(
+                out,
+                "archive {} written by {} at {}",
+                h.id,
+                h.tool_version,
+                timestamp(h.created_ms)
+            )?;
+            for d in &h.disks {
+                writeln!(out, "  disk {:<12} {:>12}", d.name, bytes(d.size))?;
+            }
+            if h.parents.is_empty() {
+                writeln!(out, "  full archive (no parent)")?;
+            } else {
+                let p: Vec<String> = h.parents.iter().map(|p| p.to_hex()).collect();
+                writeln!(out, "  incremental of: {}", p.join(" "))?;
+            }
+        }
+        None => writeln!(out, "archive header not found")?,
+    }
+    writeln!(
+        out,
+        "  {} volume(s), {} chunks ({}){}",
+        l.volumes,
+        l.chunks,
+        bytes(l.chunk_bytes),
+        match l.trailer {
+            Some(t) if t.verified => ", complete and verified",
+            Some(t) if t.incomplete => ", INCOMPLETE (interrupted backup)",
+            Some(_) => ", totals do not match",
+            None => ", TRUNCATED (no trailer)",
+        }
+    )?;
+    for d in &l.damage {
+        writeln!(out, "  damage: {d}")?;
+    }
+    if checked && !quiet && l.damage.is_empty() {
+        writeln!(out, "  every chunk checked against its id")?;
+    }
+    Ok(())
+}
+
+pub fn import_summary(id: &ObjectId, m: &Manifest, new: u64, as_json: bool, quiet: bool) {
+    events::emit(
+        "summary",
+        json!({"command": "archive import", "snapshot_id": id.to_hex(), "name": m.name,
+               "source_bytes": m.total_len(), "chunks_new": new}),
+    );
+    if as_json {
+        return;
+    }
+    println!("{}", id.to_hex());
+    if !quiet {
+        eprintln!(
+            "imported snapshot {} of {} ({} new chunks)",
+            &id.to_hex()[..12],
+            m.name,
+            new
+        );
+    }
+}
+
+pub fn export_summary(
+    id: &ObjectId,
+    s: &targets::archive::ArchiveSummary,
+    as_json: bool,
+    quiet: bool,
+    data_on_stdout: bool,
+) {
+    events::emit(
+        "summary",
+        json!({"command": "archive export", "snapshot_id": id.to_hex(), "archive_id": s.id.to_hex(),
+               "volumes": s.volumes, "chunks": s.chunks, "bytes_written": s.bytes_written}),
+    );
+    if as_json || quiet {
+        return;
+    }
+    let line = format!(
+        "exported snapshot {} as archive {}: {} chunks, {} in {} volume(s)",
+        &id.to_hex()[..12],
+        s.id,
+        s.chunks,
+        bytes(s.bytes_written),
+        s.volumes
+    );
+    if data_on_stdout {
+        eprintln!("{line}");
+    } else {
+        eprintln!("{line}");
     }
 }

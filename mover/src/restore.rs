@@ -62,7 +62,7 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
-enum Sink {
+pub(crate) enum Sink {
     /// Positional writes; `zeros` says whether zero chunks must be written.
     Positional { file: File, zeros: bool },
     /// Ordered writes.
@@ -100,24 +100,40 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let start = Instant::now();
     progress.set_total(disk.source_len);
-    let (sink, label, temp) = open_destination(dest, disk.source_len, opts.force)?;
-    let result = run(store, disk, sink, &label, opts, progress);
-    match (result, temp) {
-        (Ok(mut report), Some((tmp, final_path))) => {
+    let mut report = with_destination(
+        dest,
+        disk.source_len,
+        opts.force,
+        opts.sync,
+        |sink, label| run(store, disk, sink, label, opts, progress),
+    )?;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Opens `dest` for an image of `len` bytes and runs `body` on it. A new or replaced file is
+/// written under a temporary name and renamed into place only when `body` succeeds (then the
+/// directory is fsynced when `sync`); on failure the temporary file is removed.
+pub(crate) fn with_destination<T>(
+    dest: &Destination,
+    len: u64,
+    force: bool,
+    sync: bool,
+    body: impl FnOnce(Sink, &str) -> Result<T>,
+) -> Result<T> {
+    let (sink, label, temp) = open_destination(dest, len, force)?;
+    match (body(sink, &label), temp) {
+        (Ok(v), Some((tmp, final_path))) => {
             if let Err(e) = std::fs::rename(&tmp, &final_path) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(Error::destination(&label, e));
             }
-            if let Some(dir) = final_path.parent().filter(|_| opts.sync) {
+            if let Some(dir) = final_path.parent().filter(|_| sync) {
                 targets::fsync_dir(dir).map_err(|e| Error::destination(&label, e))?;
             }
-            report.seconds = start.elapsed().as_secs_f64();
-            Ok(report)
+            Ok(v)
         }
-        (Ok(mut report), None) => {
-            report.seconds = start.elapsed().as_secs_f64();
-            Ok(report)
-        }
+        (Ok(v), None) => Ok(v),
         (Err(e), temp) => {
             if let Some((tmp, _)) = temp {
                 let _ = std::fs::remove_file(tmp);
@@ -351,7 +367,7 @@ fn feed(
     Ok(())
 }
 
-static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+pub(crate) static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
 #[allow(clippy::too_many_arguments)]
 fn positional_worker(
