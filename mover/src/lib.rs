@@ -30,6 +30,7 @@
 //! # Ok::<(), mover::Error>(())
 //! ```
 
+pub mod archive;
 mod backup;
 mod changes;
 pub mod doctor;
