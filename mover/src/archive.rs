@@ -1170,6 +1170,26 @@ pub fn open_sink(
         });
         return Ok((Box::new(sink), None));
     }
+    if next_volume.is_some() && volume_size.is_none() {
+        // A file on a removable medium: when it fills up (ENOSPC), the hook changes the
+        // medium and the next volume is written to the same path.
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        if !force && meta.is_ok() {
+            return Err(Error::DestinationExists { path: path.into() });
+        }
+        let file = open.open(path).map_err(err)?;
+        let reopen = path.to_string();
+        let sink = StreamSink::with_next_volume(file, path, move |n| {
+            run_hook(&next_volume, n)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&reopen)
+        });
+        return Ok((Box::new(sink), Some(std::path::PathBuf::from(path))));
+    }
     if volume_size.is_some() {
         let mut v = FileVolumes::create(path).map_err(err)?;
         v.on_next_volume(move |n, _| run_hook(&next_volume, n));
