@@ -32,7 +32,9 @@
 
 pub mod archive;
 mod backup;
+pub mod benchmark;
 mod changes;
+pub mod config;
 pub mod doctor;
 mod error;
 mod hooks;
