@@ -23,6 +23,12 @@ pub struct Cli {
     /// /dev/fd/N, or - for stdout) instead of stdout; for runs whose data goes to stdout.
     #[arg(long, value_name = "FILE", global = true)]
     pub events: Option<String>,
+    /// Level of the log on stderr: error, warn, info, debug or trace (overrides -v and -q).
+    #[arg(long, value_name = "LEVEL", global = true, value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: Option<String>,
+    /// Also append a timestamped log (at least info) to FILE, for support.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub log_file: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +50,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Check sources and a repository, and say what to do about each problem.
     Doctor(DoctorArgs),
+    /// Collect versions, environment (secrets redacted), doctor's report, a repository
+    /// summary and recent logs into one tar.zst for support.
+    SupportBundle(SupportBundleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -368,6 +377,21 @@ pub struct DoctorArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SupportBundleArgs {
+    #[command(flatten)]
+    pub doctor: DoctorArgs,
+    /// Where to write the bundle (a new .tar.zst file, or `-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: String,
+    /// Log files to include (their last MiB each), e.g. the --log-file of earlier runs.
+    #[arg(long = "include-log", value_name = "FILE")]
+    pub logs: Vec<String>,
+    /// Overwrite an existing bundle file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Parses `123`, `64KiB`, `64K`, `1MiB`, `1M`, `2GiB`, `2G` (binary units).

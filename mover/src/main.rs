@@ -1,5 +1,6 @@
 //! The `mover` binary: parse, run one command, map the outcome to an exit code.
 
+mod bundle;
 mod cli;
 mod events;
 mod output;
@@ -33,7 +34,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    init_logging(cli.verbose, cli.quiet);
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("mover: {}; see `mover --help`", one_line(&e));
+        return ExitCode::from(Exit::Usage as u8);
+    }
     mover::sys::install_signal_handlers();
     let (command, json, data_on_stdout) = match &cli.command {
         Command::Init(_) => ("init", false, false),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => ("restore", a.json, a.to == "-"),
         Command::Verify(a) => ("verify", a.json, false),
         Command::Doctor(a) => ("doctor", a.json, false),
+        Command::SupportBundle(a) => ("support-bundle", false, a.out == "-"),
         Command::Archive(ArchiveCommand::Ls(a)) => ("archive ls", a.json, false),
         Command::Archive(ArchiveCommand::Verify(a)) => ("archive verify", a.json, false),
         Command::Archive(ArchiveCommand::Import(a)) => ("archive import", a.json, false),
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    tracing::info!("mover finished with exit code {}", code as u8);
     if let Some(message) = message {
         events::emit(
             "error",
@@ -125,21 +131,50 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::filter::LevelFilter;
-    let level = match (quiet, verbose) {
-        (true, _) => LevelFilter::ERROR,
-        (false, 0) => LevelFilter::WARN,
-        (false, 1) => LevelFilter::INFO,
-        (false, 2) => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
+/// Logs go to stderr at the level of -v/-q (or --log-level) and, with --log-file, also to
+/// that file at info or more, with timestamps.
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use tracing::Level;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let level = match (cli.log_level.as_deref(), cli.quiet, cli.verbose) {
+        (Some("error"), ..) | (None, true, _) => Level::ERROR,
+        (Some("warn"), ..) | (None, false, 0) => Level::WARN,
+        (Some("info"), ..) | (None, false, 1) => Level::INFO,
+        (Some("debug"), ..) | (None, false, 2) => Level::DEBUG,
+        _ => Level::TRACE,
     };
+    let Some(path) = &cli.log_file else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .with_target(false)
+            .without_time()
+            .init();
+        return Ok(());
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {path}"))?;
+    let file_level = level.max(Level::INFO);
+    let file = std::sync::Arc::new(file);
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
+        .with_writer(
+            std::io::stderr
+                .with_max_level(level)
+                .and(file.with_max_level(file_level)),
+        )
+        .with_max_level(file_level.max(level))
         .with_target(false)
-        .without_time()
+        .with_ansi(false)
         .init();
+    tracing::info!(
+        "mover {} started: {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    Ok(())
 }
 
 fn run(cli: &Cli) -> anyhow::Result<Exit> {
@@ -150,6 +185,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Restore(a) => restore(a, cli.quiet),
         Command::Verify(a) => verify(a, cli.quiet),
         Command::Doctor(a) => doctor(a),
+        Command::SupportBundle(a) => support_bundle(a, cli.quiet),
         Command::Archive(c) => archive_cmd(c, cli.quiet),
     }
 }
@@ -1161,25 +1197,87 @@ fn verify(a: &VerifyArgs, quiet: bool) -> anyhow::Result<Exit> {
 }
 
 fn doctor(a: &DoctorArgs) -> anyhow::Result<Exit> {
-    use mover::doctor::{check_repository, check_source, Check};
     if a.source.is_empty() && a.repo.is_none() {
         return Err(usage("give --source SRC and/or -r REPO to check"));
     }
+    let checks = doctor_checks(a);
+    output::doctor_report(&checks, a.json, &mut std::io::stdout().lock())?;
+    Ok(if checks.iter().all(|c| c.ok) {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+fn support_bundle(a: &cli::SupportBundleArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let mut tar = bundle::Tar::new();
+    tar.add("mover/versions.txt", bundle::versions().as_bytes());
+    tar.add("mover/environment.txt", bundle::environment().as_bytes());
+    let checks = doctor_checks(&a.doctor);
+    let mut text = Vec::new();
+    output::doctor_report(&checks, false, &mut text)?;
+    tar.add("mover/doctor.txt", &text);
+    if let Some(location) = &a.doctor.repo {
+        let repo = doctor_repo_arg(&a.doctor, location);
+        let summary = match open_repo(&repo).and_then(|r| Ok(r.snapshots()?)) {
+            Ok(list) => {
+                let mut t = format!("{} snapshots\n", list.len());
+                for (id, m) in &list {
+                    t.push_str(&format!(
+                        "{}  {}  {}  {} bytes  {} disk(s)\n",
+                        &id.to_hex()[..12],
+                        output::timestamp(m.created_ms),
+                        m.name,
+                        m.total_len(),
+                        m.disks.len()
+                    ));
+                }
+                t
+            }
+            Err(e) => format!("cannot list snapshots: {}\n", one_line(&e)),
+        };
+        tar.add("mover/repository.txt", summary.as_bytes());
+    }
+    for (i, log) in a.logs.iter().enumerate() {
+        let name = std::path::Path::new(log)
+            .file_name()
+            .map_or_else(|| format!("log-{i}"), |n| n.to_string_lossy().into_owned());
+        match bundle::log_tail(std::path::Path::new(log), 1 << 20) {
+            Ok(data) => tar.add(&format!("mover/logs/{i}-{name}"), &data),
+            Err(e) => tar.add(
+                &format!("mover/logs/{i}-{name}.error"),
+                e.to_string().as_bytes(),
+            ),
+        }
+    }
+    let bytes = bundle::write(&a.out, tar.finish(), a.force)?;
+    if !quiet && a.out != "-" {
+        eprintln!("wrote support bundle {} ({bytes} bytes)", a.out);
+    }
+    Ok(Exit::Success)
+}
+
+fn doctor_repo_arg(a: &DoctorArgs, location: &str) -> RepoArg {
+    RepoArg {
+        repo: location.to_string(),
+        s3_endpoint: a.s3_endpoint.clone(),
+        s3_region: a.s3_region.clone(),
+        s3_virtual_hosted: a.s3_virtual_hosted,
+        s3_allow_http: a.s3_allow_http,
+        s3_retry_timeout: 20,
+        connections: 16,
+    }
+}
+
+fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
+    use mover::doctor::{check_repository, check_source, Check};
     let read_for = std::time::Duration::from_secs_f64(a.read_seconds.clamp(0.0, 60.0));
     let mut checks: Vec<Check> = Vec::new();
     for src in &a.source {
         checks.extend(check_source(src, read_for));
     }
     if let Some(location) = &a.repo {
-        let repo = RepoArg {
-            repo: location.clone(),
-            s3_endpoint: a.s3_endpoint.clone(),
-            s3_region: a.s3_region.clone(),
-            s3_virtual_hosted: a.s3_virtual_hosted,
-            s3_allow_http: a.s3_allow_http,
-            s3_retry_timeout: 20,
-            connections: 16,
-        };
+        let repo = doctor_repo_arg(a, location);
         let subject = format!("repository {location}");
         let backend: Option<Arc<dyn Backend>> = if is_s3(&repo) {
             match s3_backend(&repo) {
@@ -1233,12 +1331,7 @@ fn doctor(a: &DoctorArgs) -> anyhow::Result<Exit> {
             ));
         }
     }
-    output::doctor_report(&checks, a.json)?;
-    Ok(if checks.iter().all(|c| c.ok) {
-        Exit::Success
-    } else {
-        Exit::Failure
-    })
+    checks
 }
 
 fn show_progress(quiet: bool) -> bool {

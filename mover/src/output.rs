@@ -408,7 +408,11 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
     Ok(())
 }
 
-pub fn doctor_report(checks: &[mover::doctor::Check], as_json: bool) -> anyhow::Result<()> {
+pub fn doctor_report(
+    checks: &[mover::doctor::Check],
+    as_json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let bad = checks.iter().filter(|c| !c.ok).count();
     if as_json {
         let items: Vec<_> = checks
@@ -424,7 +428,6 @@ pub fn doctor_report(checks: &[mover::doctor::Check], as_json: bool) -> anyhow::
         );
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
     let mut subject = "";
     for c in checks {
         if c.subject != subject {
