@@ -16,6 +16,7 @@ mod integration;
 mod nbd;
 mod pipes;
 mod props;
+mod recipes;
 mod roundtrip;
 mod s3;
 mod snapshots;
