@@ -129,13 +129,13 @@ pub enum ConfigError {
         detail: String,
     },
     /// `--profile NAME` names no profile of the file.
-    #[error("no profile `{name}` in {path}; {known}")]
+    #[error("no profile `{name}`: {known}")]
     NoProfile {
         /// The profile asked for.
         name: String,
         /// The file (or where it was looked for).
         path: String,
-        /// The profiles there, or how to create the file.
+        /// Where it was looked for and what is there, or how to create the file.
         known: String,
     },
 }
@@ -390,17 +390,12 @@ impl Config {
         let origin = self.origin();
         let Some(spec) = self.profiles.get(name) else {
             let known = if self.path.is_none() {
-                format!(
-                    "no config file was read; create {} or give --config FILE",
-                    Self::default_path().map_or("~/.config/mover/config.toml".into(), |p| p
-                        .display()
-                        .to_string())
-                )
+                format!("there is no config file {origin}; create it or give --config FILE")
             } else if self.profiles.is_empty() {
-                "it defines no profiles".to_string()
+                format!("{origin} defines no profiles")
             } else {
                 let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                format!("profiles there: {}", names.join(", "))
+                format!("{origin} defines {}", names.join(", "))
             };
             return Err(ConfigError::NoProfile {
                 name: name.to_string(),
@@ -460,7 +455,7 @@ impl Config {
     fn origin(&self) -> String {
         match &self.path {
             Some(p) => p.display().to_string(),
-            None => Self::default_path().map_or("the default config file".into(), |p| {
+            None => Self::default_path().map_or("~/.config/mover/config.toml".into(), |p| {
                 p.display().to_string()
             }),
         }
@@ -991,7 +986,7 @@ chunk_size = 65536
         let e = c.profile("vm9").unwrap_err().to_string();
         assert!(e.contains("vm9") && e.contains("plain, vm1"), "{e}");
         let e = Config::default().profile("vm1").unwrap_err().to_string();
-        assert!(e.contains("no config file was read"), "{e}");
+        assert!(e.contains("there is no config file"), "{e}");
         // The default location, from the environment as given.
         let xdg = default_path_from(Some("/x".into()), Some("/home/u".into()));
         assert_eq!(xdg, Some(PathBuf::from("/x/mover/config.toml")));
