@@ -343,7 +343,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -885,16 +885,11 @@ impl Restorer<'_> {
                 }
                 offset += len;
             }
-            if let Some((file, _)) = self.positional() {
-                file.set_len(disk.source_len.max(0))
-                    .map_err(|e| self.dest_err(e))
-                    .or_else(|e| {
-                        if matches!(self.sink, Sink::Positional { zeros: true, .. }) {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })?;
+            // A file's length comes from the manifest (a stream disk's size was unknown at
+            // the start); a device keeps its own.
+            if let Some((file, false)) = self.positional() {
+                file.set_len(disk.source_len)
+                    .map_err(|e| self.dest_err(e))?;
             }
         }
         if self.positional().is_none() {

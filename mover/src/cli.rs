@@ -29,6 +29,10 @@ pub struct Cli {
     /// Also append a timestamped log (at least info) to FILE, for support.
     #[arg(long, value_name = "FILE", global = true)]
     pub log_file: Option<String>,
+    /// Configuration file with named repositories, profiles and hook sets [default:
+    /// $XDG_CONFIG_HOME/mover/config.toml, else ~/.config/mover/config.toml].
+    #[arg(long, value_name = "FILE", env = "MOVER_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +57,13 @@ pub enum Command {
     /// Collect versions, environment (secrets redacted), doctor's report, a repository
     /// summary and recent logs into one tar.zst for support.
     SupportBundle(SupportBundleArgs),
+    /// Measure hashing, compression, decompression and a source's read speed on this host,
+    /// and say which stage limits a backup.
+    Benchmark(BenchmarkArgs),
+    /// Print the shell completion script for bash, zsh or fish on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +120,10 @@ pub struct PerfArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    /// Run the backup job NAME of the configuration file (`[profiles.NAME]`): its settings
+    /// apply where no flag or environment variable gives one.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// What to back up: an image file, a block device, an NBD export
     /// (nbd+unix:///EXPORT?socket=PATH or nbd://HOST[:PORT]/EXPORT), or `-` for stdin. Repeat
     /// as NAME=SRC to back up several disks of one VM as one snapshot.
@@ -380,6 +395,34 @@ pub struct DoctorArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BenchmarkArgs {
+    /// Also measure the sequential read throughput of this source (image, block device,
+    /// NBD URI).
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<String>,
+    /// Seconds per measurement.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub seconds: f64,
+    /// The zstd level whose rows decide which stage limits.
+    #[arg(long, value_name = "LEVEL", default_value_t = mover::DEFAULT_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression: i32,
+    /// Workers of the all-core rows [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: crate::generate::CompletionShell,
+}
+
+#[derive(Args, Debug)]
 pub struct SupportBundleArgs {
     #[command(flatten)]
     pub doctor: DoctorArgs,
@@ -448,6 +491,20 @@ mod tests {
         assert!(parse_chunk_size("3MiB").is_err());
         assert!(parse_chunk_size("32KiB").is_err());
         assert_eq!(parse_chunk_size("16MiB"), Ok(16 << 20));
+    }
+
+    #[test]
+    fn profile_settings_name_backup_arguments() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let backup = cmd.find_subcommand("backup").expect("backup");
+        for id in mover::config::ARG_IDS {
+            let arg = backup.get_arguments().find(|a| a.get_id() == *id);
+            assert!(
+                arg.is_some_and(|a| a.get_long().is_some()),
+                "backup has no --{id}"
+            );
+        }
     }
 
     #[test]

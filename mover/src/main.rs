@@ -3,6 +3,7 @@
 mod bundle;
 mod cli;
 mod events;
+mod generate;
 mod output;
 
 use std::io::IsTerminal;
@@ -10,7 +11,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
@@ -30,9 +30,15 @@ enum Exit {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(e) => return usage_error(&e),
+            Err(e) => {
+                eprintln!("mover: {}; see `mover --help`", one_line(&e));
+                return ExitCode::from(Exit::Usage as u8);
+            }
+        },
     };
     if let Err(e) = init_logging(&cli) {
         eprintln!("mover: {}; see `mover --help`", one_line(&e));
@@ -51,6 +57,9 @@ fn main() -> ExitCode {
         Command::Verify(a) => ("verify", a.json, false),
         Command::Doctor(a) => ("doctor", a.json, false),
         Command::SupportBundle(a) => ("support-bundle", false, a.out == "-"),
+        Command::Benchmark(a) => ("benchmark", a.json, false),
+        Command::Completions(_) => ("completions", false, true),
+        Command::Man => ("man", false, true),
         Command::Archive(ArchiveCommand::Ls(a)) => ("archive ls", a.json, false),
         Command::Archive(ArchiveCommand::Verify(a)) => ("archive verify", a.json, false),
         Command::Archive(ArchiveCommand::Import(a)) => ("archive import", a.json, false),
@@ -185,7 +194,18 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Restore(a) => restore(a, cli.quiet),
         Command::Verify(a) => verify(a, cli.quiet),
         Command::Doctor(a) => doctor(a),
-        Command::SupportBundle(a) => support_bundle(a, cli.quiet),
+        Command::SupportBundle(a) => support_bundle(a, cli),
+        Command::Benchmark(a) => benchmark(a),
+        Command::Completions(a) => {
+            use clap::CommandFactory;
+            generate::completions(Cli::command(), a.shell, &mut std::io::stdout().lock())?;
+            Ok(Exit::Success)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            generate::man_page(Cli::command(), &mut std::io::stdout().lock())?;
+            Ok(Exit::Success)
+        }
         Command::Archive(c) => archive_cmd(c, cli.quiet),
     }
 }
@@ -968,7 +988,7 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
                     return Err(e.context(format!("export of snapshot {} failed", short(&id))));
                 }
             };
-            output::export_summary(&id, &summary, a.json, quiet, a.to == "-");
+            output::export_summary(&id, &summary, a.json, quiet);
             Ok(Exit::Success)
         }
     }
@@ -1209,10 +1229,16 @@ fn doctor(a: &DoctorArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn support_bundle(a: &cli::SupportBundleArgs, quiet: bool) -> anyhow::Result<Exit> {
+fn support_bundle(a: &cli::SupportBundleArgs, cli: &Cli) -> anyhow::Result<Exit> {
+    let quiet = cli.quiet;
     let mut tar = bundle::Tar::new();
     tar.add("mover/versions.txt", bundle::versions().as_bytes());
     tar.add("mover/environment.txt", bundle::environment().as_bytes());
+    let config = match mover::config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c.redacted(),
+        Err(e) => format!("# the configuration file cannot be loaded: {e}\n"),
+    };
+    tar.add("mover/config.toml", config.as_bytes());
     let checks = doctor_checks(&a.doctor);
     let mut text = Vec::new();
     output::doctor_report(&checks, false, &mut text)?;
@@ -1332,6 +1358,47 @@ fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
         }
     }
     checks
+}
+
+/// Parses the command line. `backup --profile NAME` first writes the profile's settings into
+/// it, for the arguments that no flag or environment variable gives (flags > environment >
+/// file; see `mover::config`).
+fn parse_cli() -> anyhow::Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv = mover::config::with_profile(
+        &Cli::command(),
+        std::env::args_os().collect(),
+        "backup",
+        &|k| std::env::var_os(k),
+    )?;
+    Ok(Cli::from_arg_matches(
+        &Cli::command().try_get_matches_from(argv)?,
+    )?)
+}
+
+fn benchmark(a: &cli::BenchmarkArgs) -> anyhow::Result<Exit> {
+    use std::io::Write;
+    if !(0.01..=60.0).contains(&a.seconds) {
+        return Err(usage("--seconds takes 0.01 to 60 seconds"));
+    }
+    let mut opts = mover::benchmark::BenchOptions {
+        seconds: a.seconds,
+        level: a.compression,
+        source: a.source.clone(),
+        ..Default::default()
+    };
+    if let Some(n) = a.threads {
+        opts.threads = usize::from(n);
+    }
+    let report = mover::benchmark::run(&opts)?;
+    if a.json {
+        events::emit("summary", report.to_json());
+    } else {
+        std::io::stdout()
+            .lock()
+            .write_all(report.to_table().as_bytes())?;
+    }
+    Ok(Exit::Success)
 }
 
 fn show_progress(quiet: bool) -> bool {

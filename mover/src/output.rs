@@ -452,25 +452,6 @@ pub fn doctor_report(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_utc_civil_dates() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(bytes(5), "5 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(4 << 30), "4.0 GiB");
-    }
-}
-
 pub fn archive_restore_summary(
     r: &mover::archive::ArchiveRestoreReport,
     seconds: f64,
@@ -612,7 +593,6 @@ pub fn export_summary(
     s: &targets::archive::ArchiveSummary,
     as_json: bool,
     quiet: bool,
-    data_on_stdout: bool,
 ) {
     events::emit(
         "summary",
@@ -630,9 +610,24 @@ pub fn export_summary(
         bytes(s.bytes_written),
         s.volumes
     );
-    if data_on_stdout {
-        eprintln!("{line}");
-    } else {
-        eprintln!("{line}");
+    eprintln!("{line}"); // stderr: the archive may be on stdout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(bytes(5), "5 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(4 << 30), "4.0 GiB");
     }
 }
