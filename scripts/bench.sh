@@ -152,6 +152,30 @@ for ((run = 1; run <= RUNS; run++)); do
     measure mover restore-stdout "$run" - - /dev/null -- "$MOVER" restore -r "$repo" latest \
         --to - --quiet
 
+    note "run $run/$RUNS: mover tape-style archive"
+    # Into a pipe (what backup software reading stdout sees), then into a file (its size is
+    # the row's repository bytes, compared with the repository's after its first backup),
+    # then restored from a pipe. Pipelines run under bash -c with pipefail so that a failing
+    # mover fails the row.
+    arc=$WORK/mover.arc
+    rm -f "$arc"
+    measure mover archive-backup-pipe "$run" - - - -- bash -c 'set -o pipefail; "$0" backup \
+        --source "$1" --compression "$2" --to-archive - --quiet | cat >/dev/null' \
+        "$MOVER" "$IMG" "$LEVEL"
+    measure mover archive-backup "$run" "$arc" - - -- "$MOVER" backup --source "$IMG" \
+        --compression "$LEVEL" --to-archive "$arc" --json --quiet
+    measure mover archive-restore-pipe "$run" - - - -- bash -c 'set -o pipefail; cat "$1" |
+        "$0" restore --from-archive - --to - --quiet >/dev/null' "$MOVER" "$arc"
+    if ((run == 1)); then # untimed: the restored stream is the image
+        if cat "$arc" | "$MOVER" restore --from-archive - --to - --quiet | cmp -s - "$IMG"; then
+            record mover archive-restore-pipe "$run" check=identical
+        else
+            record mover archive-restore-pipe "$run" check=DIFFERENT
+            loud "mover restore --from-archive - --to - differs from the source"
+        fi
+    fi
+    rm -f "$arc"
+
     if ((S3_READY)); then
         note "run $run/$RUNS: mover on S3 (Garage)"
         s3prefix=bench-$STAMP-$run
@@ -338,6 +362,14 @@ items = [
     ("mover S3 restore to file (--no-sync) / local restore to file (--no-sync)", ratio(s("mover", "restore-no-sync"), s("mover", "s3-restore")), "%.2f"),
     ("mover S3 restore to stdout / local restore to file (--no-sync)", ratio(s("mover", "restore-no-sync"), s("mover", "s3-restore-stdout")), "%.2f"),
     ("mover S3 objects per GiB stored", s3_per_gib, "%.1f"),
+    ("mover archive backup into a pipe throughput / repository backup throughput (target >= 0.9)",
+     ratio(s("mover", "backup"), s("mover", "archive-backup-pipe")), "%.2f"),
+    ("mover archive backup into a file throughput / repository backup throughput (target >= 0.9)",
+     ratio(s("mover", "backup"), s("mover", "archive-backup")), "%.2f"),
+    ("mover archive restore from a pipe, GB/s of image size (target >= 1)",
+     ratio(img_bytes / 1e9, s("mover", "archive-restore-pipe")), "%.2f"),
+    ("mover archive file size / repository size after the first backup (target <= 1.02)",
+     ratio(repo("mover", "archive-backup"), repo("mover", "backup")), "%.4f"),
     ("mover restore speed / restic dump speed", ratio(s("restic", "restore-stdout"), s("mover", "restore-stdout")), "%.2f x"),
 ]
 for name, v, fmt in items:

@@ -4,6 +4,7 @@
 //! Tests that need root (tmpfs mounts, loop devices) skip loudly when not root, and fail
 //! instead when `CI=true`.
 
+mod archive;
 mod corruption;
 mod crash;
 mod dedup;
