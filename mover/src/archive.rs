@@ -93,6 +93,10 @@ struct WriteState {
     writer: Option<Writer>,
     map: Vec<u8>,
     map_entries: u32,
+    /// The encoded last entry of the map frame before, repeated at the start of the next:
+    /// it names the chunk frame between them, so that chunk can still be placed when that
+    /// earlier map frame is lost.
+    last_entry: Vec<u8>,
     /// Next offset of each disk (entries arrive in order).
     offsets: Vec<u64>,
     /// Chunks written to this archive, for the catalog file.
@@ -109,9 +113,12 @@ impl WriteState {
         if self.map_entries == 0 {
             return Ok(());
         }
-        let mut payload = Vec::with_capacity(5 + self.map.len());
+        let repeated = u32::from(!self.last_entry.is_empty());
+        let mut payload = Vec::with_capacity(5 + MAP_ENTRY + self.map.len());
         payload.push(MAP_VERSION);
-        payload.extend_from_slice(&self.map_entries.to_le_bytes());
+        payload.extend_from_slice(&(self.map_entries + repeated).to_le_bytes());
+        payload.extend_from_slice(&self.last_entry);
+        self.last_entry = self.map[self.map.len() - MAP_ENTRY..].to_vec();
         payload.append(&mut self.map);
         self.map_entries = 0;
         self.writer()?.put_map(&payload)
@@ -149,6 +156,7 @@ impl ArchiveTarget {
                 writer: Some(writer),
                 map: Vec::new(),
                 map_entries: 0,
+                last_entry: Vec::new(),
                 offsets: vec![0; disks],
                 written: Vec::new(),
                 summary: None,
@@ -594,6 +602,8 @@ pub fn restore_archive(
             queue: std::collections::VecDeque::new(),
             written_at: HashMap::new(),
             next_offset: 0,
+            covered: Vec::new(),
+            size,
             report,
             progress,
         };
@@ -623,6 +633,10 @@ struct Restorer<'a> {
     written_at: HashMap<ChunkId, (u64, u32)>,
     /// Stream: bytes written so far.
     next_offset: u64,
+    /// Positional: the byte ranges the maps placed (to find what no map reached).
+    covered: Vec<(u64, u64)>,
+    /// The disk's size from the archive header (0 when the source was a stream).
+    size: u64,
     report: ArchiveRestoreReport,
     progress: &'a Progress,
 }
@@ -685,6 +699,9 @@ impl Restorer<'_> {
                         return Err(Error::Incremental(format!("archive damaged: {d}")));
                     }
                     self.report.damage.push(damage_line(&d));
+                    if self.positional().is_none() {
+                        self.give_up_queue()?;
+                    }
                 }
                 Event::Trailer(t) => {
                     trailer = Some(t);
@@ -698,6 +715,15 @@ impl Restorer<'_> {
     /// A map entry of the disk being restored.
     fn entry(&mut self, e: Placed) -> Result<()> {
         if self.positional().is_some() {
+            let waiting = e.id.is_some_and(|id| {
+                self.waiting
+                    .get(&id)
+                    .is_some_and(|w| w.iter().any(|x| x.index == e.index))
+            });
+            if self.placed.contains_key(&e.index) || waiting {
+                return Ok(()); // a repeated entry (see WriteState::last_entry)
+            }
+            self.covered.push((e.offset, u64::from(e.len)));
             let Some(id) = e.id else {
                 self.zero(e.offset, u64::from(e.len))?;
                 self.placed.insert(e.index, None);
@@ -710,14 +736,49 @@ impl Restorer<'_> {
             }
             return Ok(());
         }
-        if e.offset > self.next_offset {
-            // Entries went missing with a damaged map frame: those bytes are lost.
+        let expected = self.queued_end();
+        if e.offset < expected {
+            return Ok(()); // a repeated entry, already queued or written
+        }
+        if e.offset > expected {
+            // Entries went missing with a damaged map frame: those bytes are lost. What is
+            // queued before them goes out first (or is lost too), then zeros for the gap.
+            self.give_up_queue()?;
             let gap = e.offset - self.next_offset;
             self.report.lost.push((self.next_offset, gap));
             self.stream_zeros(gap)?;
         }
         self.queue.push_back(e);
         self.drain()
+    }
+
+    /// Stream: where the next entry should start (after everything written and queued).
+    fn queued_end(&self) -> u64 {
+        self.queue
+            .back()
+            .map_or(self.next_offset, |e| e.offset + u64::from(e.len))
+    }
+
+    /// Stream, after damage: a queued entry whose chunk has not arrived never will (a new
+    /// chunk's frame follows its map entry at once), so queued entries go out now, with zeros
+    /// for the lost ones, and the stream stays aligned.
+    fn give_up_queue(&mut self) -> Result<()> {
+        while let Some(e) = self.queue.pop_front() {
+            if let Some(id) = e.id {
+                let mut data = std::mem::take(&mut self.out);
+                let found = self.spool.get(&id, &mut self.decoder, &mut data)?;
+                if found {
+                    self.stream_write(&data)?;
+                }
+                self.out = data;
+                if found {
+                    continue;
+                }
+                self.report.lost.push((e.offset, u64::from(e.len)));
+            }
+            self.stream_zeros(u64::from(e.len))?;
+        }
+        Ok(())
     }
 
     /// Writes `len` zeros at `offset` (positional): a hole in a file, zeros on a device.
@@ -853,12 +914,25 @@ impl Restorer<'_> {
         let disk = manifest
             .as_ref()
             .and_then(|m| m.disks.get(self.disk as usize));
+        let mut lost = std::mem::take(&mut self.report.lost);
         if disk.is_none() {
             self.report
                 .damage
                 .push("the manifest is missing; what the maps placed was restored".into());
+            // Whatever no map frame reached is lost.
+            if self.positional().is_some() {
+                let mut at = 0;
+                for (off, len) in crate::merge_ranges(std::mem::take(&mut self.covered)) {
+                    if off > at {
+                        lost.push((at, off - at));
+                    }
+                    at = at.max(off + len);
+                }
+                if self.size > at {
+                    lost.push((at, self.size - at));
+                }
+            }
         }
-        let mut lost = std::mem::take(&mut self.report.lost);
         if let Some(disk) = disk {
             self.report.bytes_total = disk.source_len;
             let mut offset = 0u64;
@@ -908,12 +982,11 @@ impl Restorer<'_> {
                 }
                 self.stream_zeros(u64::from(e.len))?;
             }
-            if let Some(disk) = disk {
-                if self.next_offset < disk.source_len {
-                    let gap = disk.source_len - self.next_offset;
-                    lost.push((self.next_offset, gap));
-                    self.stream_zeros(gap)?;
-                }
+            let end = disk.map_or(self.size, |d| d.source_len);
+            if self.next_offset < end {
+                let gap = end - self.next_offset;
+                lost.push((self.next_offset, gap));
+                self.stream_zeros(gap)?;
             }
         } else {
             for entries in self.waiting.values() {

@@ -494,14 +494,20 @@ pub fn archive_listing(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let h = l.header.as_ref();
-    let disks: Vec<_> = h
-        .map(|h| {
-            h.disks
-                .iter()
-                .map(|d| json!({"name": d.name, "size": d.size}))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Sizes from the manifest when it was read: a stream source's size is known only there.
+    let sizes: Vec<(String, u64)> = match (&l.manifest, h) {
+        (Some(m), _) => m
+            .disks
+            .iter()
+            .map(|d| (d.name.clone(), d.source_len))
+            .collect(),
+        (None, Some(h)) => h.disks.iter().map(|d| (d.name.clone(), d.size)).collect(),
+        (None, None) => Vec::new(),
+    };
+    let disks: Vec<_> = sizes
+        .iter()
+        .map(|(name, size)| json!({"name": name, "size": size}))
+        .collect();
     events::emit(
         "summary",
         json!({
@@ -534,8 +540,8 @@ pub fn archive_listing(
                 h.tool_version,
                 timestamp(h.created_ms)
             )?;
-            for d in &h.disks {
-                writeln!(out, "  disk {:<12} {:>12}", d.name, bytes(d.size))?;
+            for (name, size) in &sizes {
+                writeln!(out, "  disk {:<12} {:>12}", name, bytes(*size))?;
             }
             if h.parents.is_empty() {
                 writeln!(out, "  full archive (no parent)")?;

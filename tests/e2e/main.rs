@@ -15,6 +15,7 @@ mod faultproxy;
 mod incremental;
 mod integration;
 mod nbd;
+mod operations;
 mod pipes;
 mod props;
 mod recipes;
