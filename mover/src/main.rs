@@ -217,7 +217,7 @@ fn is_s3(repo: &RepoArg) -> bool {
 fn backend(repo: &RepoArg) -> anyhow::Result<Arc<dyn Backend>> {
     if repo.repo.is_empty() {
         return Err(usage(
-            "no repository given; pass -r DIR|s3://BUCKET/PREFIX or set MOVER_REPO",
+            "no repository given; pass -r/--repo DIR|s3://BUCKET/PREFIX or set MOVER_REPO (or write an archive with --to-archive)",
         ));
     }
     if !is_s3(repo) {
