@@ -334,6 +334,7 @@ def ratio(a, b):
     return med[a] / med[b] if a in med and b in med else None
 rows = [
     ("incremental with bitmap / full backup of the file", ratio(("mover", "inc-bitmap"), ("mover", "full-file")), "≤ 0.40"),
+    ("incremental with bitmap / full backup over the same NBD export (like for like)", ratio(("mover", "inc-bitmap"), ("mover", "full-nbd")), "≤ 0.40"),
     ("incremental with extent list / full backup", ratio(("mover", "inc-extents"), ("mover", "full-file")), "≤ 0.40"),
     ("restic second run / mover no-map incremental", ratio(("restic", "backup-second"), ("mover", "inc-compare")), "≥ 2.5"),
     ("borg second run / mover no-map incremental", ratio(("borg", "backup-second"), ("mover", "inc-compare")), ""),

@@ -38,6 +38,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing would only add noise
 pub enum Command {
     /// Create a new, empty repository.
     Init(InitArgs),
@@ -184,6 +185,10 @@ pub struct BackupArgs {
     /// Print a JSON summary on stdout instead of the snapshot id.
     #[arg(long)]
     pub json: bool,
+    /// Also write the run's catalog entry (the summary: snapshot id, disks, sizes, change
+    /// tokens, bytes, duration, warnings) as one JSON document to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub catalog_out: Option<String>,
     #[command(flatten)]
     pub archive: ArchiveOut,
     /// Keep the chain of incremental archives in FILE (which chunks earlier archives hold,

@@ -70,6 +70,13 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                         if n.is_read_only() { "read-only" } else { "writable" }
                     ),
                 );
+                match n.dirty_bitmaps() {
+                    [] => c.ok(
+                        "dirty bitmaps",
+                        "none exported (incrementals need qemu-nbd --bitmap NAME, or --changed-extents)",
+                    ),
+                    b => c.ok("dirty bitmaps", b.join(", ")),
+                }
                 Box::new(n)
             }
             Err(e) => {

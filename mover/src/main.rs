@@ -561,7 +561,21 @@ fn backup(a: &BackupArgs, quiet: bool) -> anyhow::Result<Exit> {
         events::emit("warning", serde_json::json!({"message": w}));
     }
     let data_on_stdout = a.archive.to_archive.as_deref() == Some("-");
-    output::backup_summary(&report, extra, a.json, quiet, data_on_stdout)?;
+    let summary = output::backup_summary(&report, extra, a.json, quiet, data_on_stdout)?;
+    if let Some(path) = &a.catalog_out {
+        // The run's catalog entry, for the backup software's own catalog: the summary event's
+        // data, as one JSON document (written atomically).
+        let doc =
+            serde_json::json!({"type": "catalog", "schema": output::JSON_SCHEMA, "data": summary});
+        if let Err(e) = write_atomically(std::path::Path::new(path), doc.to_string().as_bytes()) {
+            let m = format!(
+                "the snapshot is committed, but --catalog-out {path} cannot be written: {e}"
+            );
+            eprintln!("mover: warning: {m}");
+            events::emit("warning", serde_json::json!({"message": m}));
+            return Ok(Exit::Warnings);
+        }
+    }
     Ok(if report.warnings.is_empty() {
         Exit::Success
     } else {
@@ -823,6 +837,25 @@ impl BackupJob<'_> {
         }
         Ok((opened, changes))
     }
+}
+
+/// Writes `data` to `path` through a temporary file, fsync and rename.
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".mover-{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn archive_options(f: &ArchiveFormat) -> targets::archive::ArchiveOptions {

@@ -134,6 +134,11 @@ impl NbdSource {
         self.export.flags & wire::FLAG_READ_ONLY != 0
     }
 
+    /// The dirty bitmaps the export offers (what `qemu-nbd --bitmap NAME` exported), by name.
+    pub fn dirty_bitmaps(&self) -> &[String] {
+        &self.export.bitmaps
+    }
+
     /// The server's block sizes: (minimum, preferred, maximum) in bytes. Requests are
     /// aligned to the minimum; reads and writes are cut at the maximum (at most 32 MiB).
     pub fn block_size(&self) -> (u32, u32, u32) {

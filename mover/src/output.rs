@@ -176,13 +176,13 @@ pub fn backup_summary(
     as_json: bool,
     quiet: bool,
     data_on_stdout: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<serde_json::Value> {
     let m = &r.manifest;
     let s = &m.stats;
     let chunks_total = chunks_total(m);
     let total_len = m.total_len();
     let mbps = total_len as f64 / r.seconds.max(1e-9) / 1e6;
-    {
+    let data = {
         let (kind, size) = chunking(m.disks[0].chunking);
         let mut data = json!({
                     "command": "backup",
@@ -213,10 +213,11 @@ pub fn backup_summary(
         if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (extra, data.as_object_mut()) {
             obj.extend(extra);
         }
-        events::emit("summary", data);
-    }
+        events::emit("summary", data.clone());
+        data
+    };
     if as_json {
-        return Ok(());
+        return Ok(data);
     }
     if data_on_stdout {
         eprintln!("{}", m_id(&r.snapshot));
@@ -245,7 +246,7 @@ pub fn backup_summary(
             r.chunks_zero,
         );
     }
-    Ok(())
+    Ok(data)
 }
 
 fn m_id(id: &ObjectId) -> String {

@@ -264,3 +264,60 @@ fn slow_sources_report_progress_at_a_bounded_rate() {
         .collect();
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "{out}");
 }
+
+#[test]
+fn catalog_out_holds_the_runs_catalog_entry() {
+    let env = Env::new();
+    let src = env.path("disk.img");
+    write_sparse(&src, 3 * MIB as u64, &[(0, &random_bytes(300_000, 4))]);
+    let catalog = env.path("entry.json");
+
+    // Beside --json: the same facts as the summary event, as one document.
+    let (d, _) = env.backup_args(
+        &[
+            "--source".as_ref(),
+            src.as_os_str(),
+            "--catalog-out".as_ref(),
+            catalog.as_os_str(),
+        ],
+        0,
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
+    assert_eq!(doc["type"], "catalog", "{doc}");
+    assert_eq!(doc["schema"], 1, "{doc}");
+    assert_eq!(doc["data"], d, "the catalog entry is the summary");
+    assert!(is_hex_id(text(&doc["data"], "snapshot_id")), "{doc}");
+    assert_eq!(num(&doc["data"], "source_bytes"), 3 * MIB as u64, "{doc}");
+
+    // Without --json, and with the archive on stdout: still written, stdout holds the archive.
+    let out = mover(["backup", "-q", "--to-archive", "-", "--source"])
+        .arg(&src)
+        .arg("--catalog-out")
+        .arg(&catalog)
+        .run()
+        .ok();
+    assert!(
+        out.stdout.len() > 300_000,
+        "the archive is on stdout: {out}"
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
+    assert_eq!(num(&doc["data"], "source_bytes"), 3 * MIB as u64, "{doc}");
+    assert_eq!(
+        doc["data"]["disks"][0]["source_bytes"],
+        3 * MIB as u64,
+        "{doc}"
+    );
+
+    // A catalog that cannot be written: the snapshot is committed, exit 3 with a warning.
+    let out = env
+        .cmd("backup", &["--source".as_ref(), src.as_os_str()])
+        .arg("--catalog-out")
+        .arg(env.path("no-such-dir/entry.json"))
+        .run();
+    assert_eq!(out.exit(), 3, "{out}");
+    assert!(
+        out.stderr.contains("--catalog-out") && out.stderr.contains("committed"),
+        "{out}"
+    );
+    assert_eq!(env.snapshot_count(), 2, "{out}");
+}

@@ -365,6 +365,27 @@ fn dirty_bitmap_incremental_reads_only_dirty_data() {
     );
     let dirty_data = dirty.intersection(&data).count() as u64;
     assert_eq!(dirty.len(), 11, "nbdinfo: dirty chunks {dirty:?}");
+
+    // doctor names the bitmaps the export offers.
+    let out = mover([
+        "doctor",
+        "--json",
+        "--read-seconds",
+        "0.1",
+        "--source",
+        &srv.uri,
+    ])
+    .run()
+    .ok();
+    let checks = out.json()["data"]["checks"].clone();
+    let bitmaps = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "dirty bitmaps")
+        .unwrap_or_else(|| panic!("no dirty bitmaps check: {out}"));
+    assert_eq!(bitmaps["ok"], true, "{out}");
+    assert_eq!(bitmaps["detail"], "b0", "{out}");
     assert_eq!(dirty_data, 3, "nbdinfo: dirty data chunks");
 
     let (d, _) = env.backup_args(
@@ -401,8 +422,15 @@ fn dirty_bitmap_incremental_reads_only_dirty_data() {
     out.assert_error(1, &["nope", "nothing was committed"]);
     assert!(out.stdout.is_empty(), "{out}");
     srv.stop();
-    // An export without any bitmap.
+    // An export without any bitmap: doctor says how to get one.
     let srv = Server::qemu_nbd(dir, "q2", &img, &ro);
+    let out = mover(["doctor", "--read-seconds", "0.1", "--source", &srv.uri])
+        .run()
+        .ok();
+    assert!(
+        out.stdout_str().contains("none exported") && out.stdout_str().contains("--bitmap"),
+        "{out}"
+    );
     let out = env
         .cmd(
             "backup",

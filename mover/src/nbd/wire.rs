@@ -33,6 +33,7 @@ const OPT_EXPORT_NAME: u32 = 1;
 const OPT_ABORT: u32 = 2;
 const OPT_GO: u32 = 7;
 const OPT_STRUCTURED_REPLY: u32 = 8;
+const OPT_LIST_META_CONTEXT: u32 = 9;
 const OPT_SET_META_CONTEXT: u32 = 10;
 
 const REP_ACK: u32 = 1;
@@ -99,6 +100,8 @@ pub(super) struct Export {
     pub allocation: Option<u32>,
     /// Context id of the requested dirty bitmap.
     pub bitmap: Option<u32>,
+    /// Names of the dirty bitmaps the server exports (`qemu:dirty-bitmap:NAME`).
+    pub bitmaps: Vec<String>,
 }
 
 /// Why a request failed.
@@ -451,6 +454,11 @@ fn handshake(s: &mut Stream, export: &str, bitmap: Option<&str>) -> Result<Expor
             ))
         }
     };
+    let bitmaps = if structured {
+        list_bitmaps(s, export)?
+    } else {
+        Vec::new()
+    };
     let (allocation, bitmap_id) = match (structured, bitmap) {
         (true, _) => meta_contexts(s, export, bitmap)?,
         (false, None) => (None, None),
@@ -480,6 +488,7 @@ fn handshake(s: &mut Stream, export: &str, bitmap: Option<&str>) -> Result<Expor
         structured,
         allocation,
         bitmap: bitmap_id,
+        bitmaps,
     })
 }
 
@@ -500,6 +509,37 @@ fn greet(s: &mut Stream) -> Result<bool, HsError> {
     let client_flags = u32::from(FLAG_FIXED_NEWSTYLE | (server_flags & FLAG_NO_ZEROES));
     s.write_all(&client_flags.to_be_bytes())?;
     Ok(server_flags & FLAG_NO_ZEROES != 0)
+}
+
+/// Lists the dirty bitmaps the export offers (`NBD_OPT_LIST_META_CONTEXT` with the query
+/// `qemu:dirty-bitmap:`); a server that cannot list them offers none.
+fn list_bitmaps(s: &mut Stream, export: &str) -> Result<Vec<String>, HsError> {
+    const PREFIX: &str = "qemu:dirty-bitmap:";
+    let mut data = Vec::new();
+    put_str(&mut data, export);
+    data.extend_from_slice(&1u32.to_be_bytes());
+    put_str(&mut data, PREFIX);
+    send_option(s, OPT_LIST_META_CONTEXT, &data)?;
+    let mut names = Vec::new();
+    loop {
+        let (kind, reply) = option_reply(s, OPT_LIST_META_CONTEXT)?;
+        match kind {
+            REP_ACK => return Ok(names),
+            REP_META_CONTEXT if reply.len() >= 4 => {
+                let name = String::from_utf8_lossy(&reply[4..]);
+                if let Some(b) = name.strip_prefix(PREFIX) {
+                    names.push(b.to_string());
+                }
+            }
+            REP_ERR_UNKNOWN => return msg(unknown_export(export)),
+            k if k & REP_ERR != 0 => return Ok(Vec::new()),
+            k => {
+                return msg(format!(
+                    "protocol violation: reply {k} to NBD_OPT_LIST_META_CONTEXT"
+                ))
+            }
+        }
+    }
 }
 
 /// Selects `base:allocation` and the bitmap's context; returns the ids the server gave them.
