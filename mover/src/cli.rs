@@ -51,8 +51,18 @@ pub enum Command {
     /// Tape-style archives: list, verify, import into and export from a repository.
     #[command(subcommand)]
     Archive(ArchiveCommand),
-    /// Read every chunk of one or all snapshots and check it against its id.
+    /// Read every chunk of one or all snapshots (or a subset) and check it against its id.
     Verify(VerifyArgs),
+    /// Remove snapshots by id, or by a retention policy (--keep-*); data goes at the next gc.
+    Forget(ForgetArgs),
+    /// Garbage collection: condemn unreferenced packs, delete those condemned a grace period
+    /// ago, repack mostly-garbage packs. Safe while backups run elsewhere; no lock.
+    Gc(GcArgs),
+    /// Check the repository's structure without reading chunk data.
+    Check(CheckArgs),
+    /// Rebuild the index from the packs, or mark snapshots that reference lost chunks.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Check sources and a repository, and say what to do about each problem.
     Doctor(DoctorArgs),
     /// Collect versions, environment (secrets redacted), doctor's report, a repository
@@ -359,11 +369,167 @@ pub struct VerifyArgs {
     /// Only snapshots with this name.
     #[arg(long)]
     pub name: Option<String>,
+    /// Read and hash chunk data (the default; `mover check` looks at structure only).
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only a subset of the chunks: `N/M` (the N-th of M fixed parts: run 1/7 … 7/7 on
+    /// successive days to cover everything) or `P%` (a random sample).
+    #[arg(long, value_name = "N/M|P%", value_parser = parse_subset)]
+    pub subset: Option<Subset>,
     #[command(flatten)]
     pub perf: PerfArgs,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which chunks `verify --subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// The `n`-th (1-based) of `m` parts, chosen by chunk id.
+    Part(u32, u32),
+    /// A random sample of this percentage.
+    Percent(f64),
+}
+
+fn parse_subset(s: &str) -> Result<Subset, String> {
+    let bad = || format!("'{s}' is not a subset: give N/M (1 <= N <= M) or P% (0 < P <= 100)");
+    if let Some(p) = s.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        return (p > 0.0 && p <= 100.0)
+            .then_some(Subset::Percent(p))
+            .ok_or_else(bad);
+    }
+    let (n, m) = s.split_once('/').ok_or_else(bad)?;
+    let (n, m): (u32, u32) = (
+        n.trim().parse().map_err(|_| bad())?,
+        m.trim().parse().map_err(|_| bad())?,
+    );
+    (n >= 1 && n <= m)
+        .then_some(Subset::Part(n, m))
+        .ok_or_else(bad)
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Snapshots to remove: ids or unique id prefixes (instead of a policy).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Apply the policy only to snapshots with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep the N newest snapshots of each name.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Keep every snapshot taken within this long of the newest of its name (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub keep_within: Option<i64>,
+    /// Print what would be kept and removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// How long condemned packs wait before they are deleted; must exceed the longest backup
+    /// that may run against the repository (e.g. 1h, 30m, 2d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_ms)]
+    pub grace: i64,
+    /// Live bytes this run may copy out of mostly-garbage packs [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_repack: Option<u64>,
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own lists of their contents.
+    Index(RepairArgs),
+    /// Mark snapshots that reference chunks no pack holds (deletes nothing).
+    Snapshots(RepairArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d`, `2w` or combinations (`1d12h`) into milliseconds; a bare
+/// number is seconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let bad = || format!("'{s}' is not a duration: give e.g. 90s, 30m, 12h, 7d, 2w or 1d12h");
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<i64>() {
+        return (secs >= 0).then_some(secs * 1000).ok_or_else(bad);
+    }
+    let (mut total, mut num) = (0i64, String::new());
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit: i64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit * 1000)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() || t.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 #[derive(Args, Debug)]

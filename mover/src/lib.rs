@@ -37,6 +37,7 @@ mod changes;
 pub mod config;
 pub mod doctor;
 mod error;
+pub mod forget;
 mod hooks;
 mod nbd;
 mod pipeline;

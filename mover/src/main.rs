@@ -15,8 +15,8 @@ use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
 use cli::{
-    ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, PerfArgs, RepoArg,
-    RestoreArgs, SnapshotsArgs, VerifyArgs,
+    ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, PerfArgs, RepairCommand,
+    RepoArg, RestoreArgs, SnapshotsArgs, Subset, VerifyArgs,
 };
 
 /// Exit codes; see the README.
@@ -55,6 +55,11 @@ fn main() -> ExitCode {
         Command::Snapshots(_) => ("snapshots", false, false),
         Command::Restore(a) => ("restore", a.json, a.to == "-"),
         Command::Verify(a) => ("verify", a.json, false),
+        Command::Forget(a) => ("forget", a.json, false),
+        Command::Gc(a) => ("gc", a.json, false),
+        Command::Check(a) => ("check", a.json, false),
+        Command::Repair(RepairCommand::Index(a)) => ("repair index", a.json, false),
+        Command::Repair(RepairCommand::Snapshots(a)) => ("repair snapshots", a.json, false),
         Command::Doctor(a) => ("doctor", a.json, false),
         Command::SupportBundle(a) => ("support-bundle", false, a.out == "-"),
         Command::Benchmark(a) => ("benchmark", a.json, false),
@@ -193,6 +198,10 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Snapshots(a) => snapshots(a),
         Command::Restore(a) => restore(a, cli.quiet),
         Command::Verify(a) => verify(a, cli.quiet),
+        Command::Forget(a) => forget(a),
+        Command::Gc(a) => gc(a),
+        Command::Check(a) => check(a),
+        Command::Repair(c) => repair(c),
         Command::Doctor(a) => doctor(a),
         Command::SupportBundle(a) => support_bundle(a, cli),
         Command::Benchmark(a) => benchmark(a),
@@ -1034,8 +1043,155 @@ fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {
         .into_iter()
         .filter(|(_, m)| a.name.as_ref().is_none_or(|n| &m.name == n))
         .collect();
-    output::snapshot_list(&list, a.json)?;
+    let damaged = targets::gc::damaged_marks(&**repo.backend())?;
+    output::snapshot_list(&list, &damaged, a.json)?;
     Ok(Exit::Success)
+}
+
+fn forget(a: &cli::ForgetArgs) -> anyhow::Result<Exit> {
+    use chunker::format::ObjectId;
+    let policy = mover::forget::Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within_ms: a.keep_within,
+    };
+    match (a.snapshots.is_empty(), policy.is_empty()) {
+        (true, true) => {
+            return Err(usage(
+                "give the snapshots to forget, or a policy (--keep-last, --keep-daily, …,                  --keep-within); forget never removes every snapshot",
+            ))
+        }
+        (false, false) => {
+            return Err(usage(
+                "give either snapshot ids or a --keep-* policy, not both",
+            ))
+        }
+        _ => {}
+    }
+    let repo = open_repo(&a.repo)?;
+    let all = repo.snapshots()?;
+    // (id, name, created_ms, keep, reasons)
+    let mut rows: Vec<(ObjectId, String, i64, bool, Vec<String>)> = Vec::new();
+    if policy.is_empty() {
+        let ids = repo.snapshot_ids()?;
+        let mut chosen = std::collections::BTreeSet::new();
+        for spec in &a.snapshots {
+            let spec_l = spec.to_ascii_lowercase();
+            let id = if spec_l == "latest" {
+                repo.find_snapshot(spec, a.name.as_deref())?.0
+            } else {
+                let found: Vec<&ObjectId> = ids
+                    .iter()
+                    .filter(|id| !spec_l.is_empty() && id.to_hex().starts_with(&spec_l))
+                    .collect();
+                match found.as_slice() {
+                    [one] => **one,
+                    [] => anyhow::bail!(
+                        "snapshot '{spec}' not found; list them with `mover snapshots`; nothing was removed"
+                    ),
+                    many => anyhow::bail!(
+                        "snapshot '{spec}' is ambiguous: it matches {} snapshots; give more characters; nothing was removed",
+                        many.len()
+                    ),
+                }
+            };
+            chosen.insert(id);
+        }
+        for id in chosen {
+            let (name, created) = all
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, m)| (m.name.clone(), m.created_ms))
+                .unwrap_or_else(|| ("?".into(), 0));
+            rows.push((id, name, created, false, vec!["named".into()]));
+        }
+    } else {
+        let group: Vec<&(ObjectId, chunker::format::Manifest)> = all
+            .iter()
+            .filter(|(_, m)| a.name.as_ref().is_none_or(|n| &m.name == n))
+            .collect();
+        let input: Vec<(&str, i64)> = group
+            .iter()
+            .map(|(_, m)| (m.name.as_str(), m.created_ms))
+            .collect();
+        for v in mover::forget::apply(&input, &policy) {
+            let (id, m) = group[v.index];
+            rows.push((*id, m.name.clone(), m.created_ms, v.keep, v.reasons));
+        }
+    }
+    if !a.dry_run {
+        let backend = repo.backend();
+        for (id, ..) in rows.iter().filter(|r| !r.3) {
+            backend
+                .delete(&format!("snapshots/{}", id.to_hex()))
+                .with_context(|| format!("cannot remove snapshot {}", short(id)))?;
+            backend.delete(&targets::gc::damage_key(id))?;
+        }
+    }
+    output::forget_report(&rows, a.dry_run, a.json)?;
+    Ok(Exit::Success)
+}
+
+fn gc(a: &cli::GcArgs) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo)?;
+    let opts = targets::gc::GcOptions {
+        grace_ms: a.grace,
+        dry_run: a.dry_run,
+        max_repack_bytes: a.max_repack.unwrap_or(u64::MAX),
+        ..targets::gc::GcOptions::default()
+    };
+    let report = targets::gc::collect(&repo, &opts).context("garbage collection stopped")?;
+    output::gc_report(&report, a.dry_run, a.json)?;
+    Ok(if report.warnings.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Warnings
+    })
+}
+
+fn check(a: &cli::CheckArgs) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo)?;
+    let report = targets::gc::check(&repo).context("check could not finish")?;
+    output::check_report(&report, repo.warnings(), a.json)?;
+    if report.errors.is_empty() && repo.warnings().is_empty() {
+        Ok(Exit::Success)
+    } else {
+        eprintln!(
+            "mover: the repository has {} problem(s); see above for what to do",
+            report.errors.len() + repo.warnings().len()
+        );
+        Ok(Exit::Failure)
+    }
+}
+
+fn repair(c: &RepairCommand) -> anyhow::Result<Exit> {
+    match c {
+        RepairCommand::Index(a) => {
+            let repo = open_repo(&a.repo)?;
+            let r = targets::gc::repair_index(&repo, a.dry_run).context("repair index stopped")?;
+            output::repair_index_report(&r, a.dry_run, a.json)?;
+            Ok(if r.unreadable.is_empty() {
+                Exit::Success
+            } else {
+                Exit::Warnings
+            })
+        }
+        RepairCommand::Snapshots(a) => {
+            let repo = open_repo(&a.repo)?;
+            let r = targets::gc::repair_snapshots(&repo, a.dry_run)
+                .context("repair snapshots stopped")?;
+            output::repair_snapshots_report(&r, a.dry_run, a.json)?;
+            Ok(if r.is_empty() {
+                Exit::Success
+            } else {
+                Exit::Warnings
+            })
+        }
+    }
 }
 
 fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
@@ -1234,7 +1390,23 @@ fn verify(a: &VerifyArgs, quiet: bool) -> anyhow::Result<Exit> {
     };
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "verify");
-    let result = mover::verify(&repo, selected, fetch_threads(&a.perf, &a.repo), &progress);
+    let seed = u64::from_le_bytes(targets::random_bytes());
+    let select = |id: &chunker::ChunkId| {
+        let b = id.as_bytes();
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        match a.subset {
+            None => true,
+            Some(Subset::Part(n, m)) => word(8) % u64::from(m) == u64::from(n - 1),
+            Some(Subset::Percent(p)) => (((word(0) ^ seed) % 1_000_000) as f64) < p * 10_000.0,
+        }
+    };
+    let result = mover::verify(
+        &repo,
+        selected,
+        fetch_threads(&a.perf, &a.repo),
+        &progress,
+        &select,
+    );
     bar.finish();
     let report = result.context("verify could not finish")?;
     output::verify_report(&report, a.json, quiet)?;

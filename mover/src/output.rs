@@ -253,7 +253,11 @@ fn m_id(id: &ObjectId) -> String {
     id.to_hex()
 }
 
-pub fn snapshot_list(list: &[(ObjectId, Manifest)], as_json: bool) -> anyhow::Result<()> {
+pub fn snapshot_list(
+    list: &[(ObjectId, Manifest)],
+    damaged: &std::collections::HashSet<ObjectId>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     if as_json {
         let items: Vec<_> = list
             .iter()
@@ -273,6 +277,7 @@ pub fn snapshot_list(list: &[(ObjectId, Manifest)], as_json: bool) -> anyhow::Re
                     "chunk_size": size,
                     "chunks": chunks_total(m),
                     "parent": m.parent.map(|p| p.to_hex()),
+                    "damaged": damaged.contains(id),
                     "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
                     "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
                 })
@@ -293,9 +298,14 @@ pub fn snapshot_list(list: &[(ObjectId, Manifest)], as_json: bool) -> anyhow::Re
         } else {
             String::new()
         };
+        let mark = if damaged.contains(id) {
+            "  (DAMAGED: `mover repair snapshots` found lost chunks)"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "{:<12}  {:<20}  {:>10}  {:>10}  {}{disks}",
+            "{:<12}  {:<20}  {:>10}  {:>10}  {}{disks}{mark}",
             &id.to_hex()[..12],
             timestamp(m.created_ms),
             bytes(m.total_len()),
@@ -370,6 +380,7 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
             "summary",
             json!({
                 "command": "verify",
+                "chunks_total": r.chunks_total,
                 "chunks_checked": r.chunks_checked,
                 "bytes_checked": r.bytes_checked,
                 "snapshots": snaps,
@@ -401,8 +412,9 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
     }
     if !quiet {
         eprintln!(
-            "checked {} chunks ({})",
+            "checked {} of {} chunks ({})",
             r.chunks_checked,
+            r.chunks_total,
             bytes(r.bytes_checked)
         );
     }
@@ -618,6 +630,246 @@ pub fn export_summary(
         s.volumes
     );
     eprintln!("{line}"); // stderr: the archive may be on stdout
+}
+
+/// `forget`: rows of (id, name, created ms, kept, reasons).
+pub fn forget_report(
+    rows: &[(ObjectId, String, i64, bool, Vec<String>)],
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let item = |(id, name, created, _, reasons): &(ObjectId, String, i64, bool, Vec<String>)| {
+        json!({"id": id.to_hex(), "name": name, "created": timestamp(*created),
+               "created_ms": created, "reasons": reasons})
+    };
+    let kept: Vec<_> = rows.iter().filter(|r| r.3).map(item).collect();
+    let removed: Vec<_> = rows.iter().filter(|r| !r.3).map(item).collect();
+    events::emit(
+        "summary",
+        json!({"command": "forget", "dry_run": dry_run, "kept": kept, "removed": removed}),
+    );
+    if as_json {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for (id, name, created, keep, reasons) in rows {
+        let verdict = match (keep, dry_run) {
+            (true, _) => "keep  ",
+            (false, true) => "would remove",
+            (false, false) => "remove",
+        };
+        writeln!(
+            out,
+            "{verdict:<12}  {}  {:<20}  {name}  {}",
+            &id.to_hex()[..12],
+            timestamp(*created),
+            reasons.join(", ")
+        )?;
+    }
+    let n = removed.len();
+    if dry_run {
+        writeln!(
+            out,
+            "{n} snapshots would be removed, {} kept (dry run: nothing changed)",
+            kept.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{n} snapshots removed, {} kept; `mover gc` reclaims their space",
+            kept.len()
+        )?;
+    }
+    Ok(())
+}
+
+pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> anyhow::Result<()> {
+    let pending: Vec<_> = r
+        .pending
+        .iter()
+        .map(|p| json!({"tombstone": p.key, "packs": p.packs, "due": timestamp(p.due_ms), "due_ms": p.due_ms}))
+        .collect();
+    events::emit(
+        "summary",
+        json!({
+            "command": "gc",
+            "dry_run": dry_run,
+            "snapshots": r.snapshots,
+            "live_chunks": r.live_chunks,
+            "packs": r.packs,
+            "swept_packs": r.swept_packs,
+            "reclaimed_bytes": r.swept_bytes,
+            "kept_packs": r.kept_packs,
+            "condemned_packs": r.condemned_packs,
+            "condemned_bytes": r.condemned_bytes,
+            "garbage_bytes": r.garbage_bytes,
+            "repacked_packs": r.repacked_packs,
+            "repacked_bytes": r.repacked_bytes,
+            "index_segments_before": r.segments_before,
+            "index_segments_after": r.segments_after,
+            "pending": pending,
+            "warnings": r.warnings,
+        }),
+    );
+    for w in &r.warnings {
+        eprintln!("mover: warning: {w}");
+    }
+    if as_json {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let would = if dry_run { "would be " } else { "" };
+    writeln!(
+        out,
+        "{} snapshots use {} chunks in {} packs",
+        r.snapshots, r.live_chunks, r.packs
+    )?;
+    writeln!(
+        out,
+        "swept: {} packs {would}deleted, {} reclaimed; {} condemned packs kept (a backup reused their data)",
+        r.swept_packs,
+        bytes(r.swept_bytes),
+        r.kept_packs
+    )?;
+    writeln!(
+        out,
+        "marked: {} packs {would}condemned ({}, of which {} garbage), {} repacked ({} copied)",
+        r.condemned_packs,
+        bytes(r.condemned_bytes),
+        bytes(r.garbage_bytes),
+        r.repacked_packs,
+        bytes(r.repacked_bytes)
+    )?;
+    for p in &r.pending {
+        writeln!(
+            out,
+            "pending: {} packs may be deleted by a gc run from {} UTC on",
+            p.packs,
+            timestamp(p.due_ms)
+        )?;
+    }
+    if dry_run {
+        writeln!(out, "dry run: nothing changed")?;
+    }
+    Ok(())
+}
+
+pub fn check_report(
+    r: &targets::gc::CheckReport,
+    open_warnings: &[String],
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let errors: Vec<&String> = open_warnings.iter().chain(&r.errors).collect();
+    events::emit(
+        "summary",
+        json!({
+            "command": "check",
+            "ok": errors.is_empty(),
+            "format_version": r.format_version,
+            "snapshots": r.snapshots,
+            "packs": r.packs,
+            "index_segments": r.segments,
+            "chunks": r.chunks,
+            "errors": errors,
+            "notes": r.notes,
+        }),
+    );
+    if as_json {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "format {}: {} snapshots, {} packs, {} index segments, {} chunks",
+        r.format_version, r.snapshots, r.packs, r.segments, r.chunks
+    )?;
+    for e in &errors {
+        writeln!(out, "ERROR  {e}")?;
+    }
+    for n in &r.notes {
+        writeln!(out, "note   {n}")?;
+    }
+    if errors.is_empty() {
+        writeln!(out, "no problems found")?;
+    }
+    Ok(())
+}
+
+pub fn repair_index_report(
+    r: &targets::gc::RepairIndexReport,
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    events::emit(
+        "summary",
+        json!({"command": "repair index", "dry_run": dry_run, "packs": r.packs, "chunks": r.chunks,
+               "old_segments": r.old_segments, "new_segments": r.new_segments,
+               "unreadable": r.unreadable}),
+    );
+    for u in &r.unreadable {
+        eprintln!("mover: warning: {u}; its chunks are not indexed");
+    }
+    if as_json {
+        return Ok(());
+    }
+    let verb = if dry_run { "would index" } else { "indexed" };
+    println!(
+        "{verb} {} chunks from {} packs ({} old segments replaced by {}){}",
+        r.chunks,
+        r.packs,
+        r.old_segments,
+        r.new_segments,
+        if dry_run {
+            "; dry run: nothing changed"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+pub fn repair_snapshots_report(
+    r: &[targets::gc::DamagedSnapshot],
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let items: Vec<_> = r
+        .iter()
+        .map(|d| {
+            json!({"id": d.id.to_hex(), "name": d.name, "missing_chunks": d.missing_chunks,
+                        "bytes_lost": d.bytes_lost})
+        })
+        .collect();
+    events::emit(
+        "summary",
+        json!({"command": "repair snapshots", "dry_run": dry_run, "damaged": items}),
+    );
+    if as_json {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for d in r {
+        writeln!(
+            out,
+            "{} {}  {}: {} chunks lost ({} of the disk)",
+            if dry_run { "would mark" } else { "marked" },
+            &d.id.to_hex()[..12],
+            d.name,
+            d.missing_chunks,
+            bytes(d.bytes_lost)
+        )?;
+    }
+    writeln!(
+        out,
+        "{} damaged snapshots{}",
+        r.len(),
+        if r.is_empty() {
+            ""
+        } else {
+            "; they stay until you `mover forget` them"
+        }
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ impl SnapshotCheck {
 pub struct VerifyReport {
     /// One entry per snapshot checked.
     pub snapshots: Vec<SnapshotCheck>,
-    /// Distinct chunks read.
+    /// Distinct chunks the snapshots reference.
+    pub chunks_total: u64,
+    /// Distinct chunks read (fewer than `chunks_total` when a subset was asked for).
     pub chunks_checked: u64,
     /// Plaintext bytes checked.
     pub bytes_checked: u64,
@@ -44,12 +46,13 @@ pub struct VerifyReport {
 type Work = (Option<(ObjectId, u32)>, ChunkId, u64);
 
 /// Checks `snapshots` (a manifest that failed to load counts as damaged). Every distinct
-/// chunk is read once, in pack order.
+/// chunk for which `select` is true is read once, in pack order (`|_| true` reads them all).
 pub fn verify(
     repo: &Repository,
     snapshots: Vec<(ObjectId, Result<Manifest, String>)>,
     threads: usize,
     progress: &Progress,
+    select: &(dyn Fn(&ChunkId) -> bool + Sync),
 ) -> Result<VerifyReport> {
     let mut unique: HashSet<ChunkId> = HashSet::new();
     for (_, m) in &snapshots {
@@ -57,6 +60,8 @@ pub fn verify(
             unique.extend(m.disks.iter().flat_map(|d| &d.entries).filter_map(|e| e.id));
         }
     }
+    let chunks_total = unique.len() as u64;
+    unique.retain(|id| select(id));
     // Read in pack order: sequential I/O, each pack opened while it is hot.
     let mut work: Vec<Work> = unique
         .into_iter()
@@ -102,6 +107,7 @@ pub fn verify(
     errors.into_result()?;
     let bad = bad.into_inner().expect("bad lock");
     let mut report = VerifyReport {
+        chunks_total,
         chunks_checked: work.len() as u64,
         bytes_checked: work.iter().map(|w| w.2).sum(),
         snapshots: Vec::new(),

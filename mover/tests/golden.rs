@@ -61,7 +61,7 @@ fn repository_v1_restores_bit_exact() {
         );
     }
     let all = snaps.into_iter().map(|(id, m)| (id, Ok(m))).collect();
-    let report = verify(&repo, all, 2, &Progress::default()).unwrap();
+    let report = verify(&repo, all, 2, &Progress::default(), &|_| true).unwrap();
     assert!(report.snapshots.iter().all(|s| s.is_ok()));
     assert_eq!(report.snapshots.len(), 2);
 }

@@ -88,6 +88,13 @@ pub enum Error {
         /// What did not fit.
         detail: String,
     },
+    /// Garbage collection condemned packs holding chunks a backup reused, so long ago that a
+    /// sweep may remove them before the snapshot would become visible: nothing is committed.
+    #[error("garbage collection may remove data this backup reused ({detail}); nothing was committed; run the backup again (it stores fresh copies)")]
+    Collected {
+        /// What was found.
+        detail: String,
+    },
     /// An earlier write failed, so this store rejects all later writes.
     #[error("an earlier write to this repository failed ({first}); nothing more is accepted")]
     Poisoned {

@@ -33,6 +33,7 @@ mod backend;
 pub mod conformance;
 mod error;
 mod faulty;
+pub mod gc;
 mod repo;
 mod s3;
 mod store;

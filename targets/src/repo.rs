@@ -81,16 +81,46 @@ struct Loc {
 #[derive(Default)]
 struct Index {
     map: HashMap<ChunkId, Loc, IdHasher>,
+    /// Chunks whose only known copies are in packs that garbage collection condemned: still
+    /// readable until the sweep, never reused by a backup (which stores a fresh copy).
+    condemned_map: HashMap<ChunkId, Loc, IdHasher>,
     packs: Vec<ObjectId>,
     pack_numbers: HashMap<ObjectId, u32>,
+    condemned: HashSet<u32>,
 }
 
 impl Index {
-    fn insert(&mut self, e: &IndexEntry) {
-        let pack = *self.pack_numbers.entry(e.pack).or_insert_with(|| {
-            self.packs.push(e.pack);
+    fn pack_number(&mut self, pack: ObjectId) -> u32 {
+        *self.pack_numbers.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
             (self.packs.len() - 1) as u32
-        });
+        })
+    }
+
+    /// Marks packs as condemned: their chunks stop counting as stored.
+    fn condemn(&mut self, packs: &[ObjectId]) {
+        for p in packs {
+            let n = self.pack_number(*p);
+            self.condemned.insert(n);
+        }
+        let moved: Vec<(ChunkId, Loc)> = self
+            .map
+            .iter()
+            .filter(|(_, l)| self.condemned.contains(&l.pack))
+            .map(|(id, l)| (*id, *l))
+            .collect();
+        for (id, loc) in moved {
+            self.map.remove(&id);
+            self.condemned_map.entry(id).or_insert(loc);
+        }
+    }
+
+    fn get(&self, id: &ChunkId) -> Option<&Loc> {
+        self.map.get(id).or_else(|| self.condemned_map.get(id))
+    }
+
+    fn insert(&mut self, e: &IndexEntry) {
+        let pack = self.pack_number(e.pack);
         let b = &e.blob;
         let loc = Loc {
             pack,
@@ -99,7 +129,12 @@ impl Index {
             raw_len: b.raw_len,
             compression: b.compression,
         };
-        self.map.entry(b.id).or_insert(loc);
+        if self.condemned.contains(&pack) {
+            self.condemned_map.entry(b.id).or_insert(loc);
+        } else {
+            self.condemned_map.remove(&b.id);
+            self.map.entry(b.id).or_insert(loc);
+        }
     }
 }
 
@@ -246,14 +281,36 @@ impl Repository {
             .map(|d| d.join(ObjectId(config.id).to_hex()).join("index"));
         let mut index = Index::default();
         let mut warnings = Vec::new();
-        for key in backend.list("index")? {
-            match load_segment(&*backend, &key, cache.as_deref()) {
-                Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
-                Err(e) if e.is_damage() => {
-                    tracing::warn!("skipping index segment {key}: {e}");
-                    warnings.push(format!("index segment {key} skipped: {e}"));
+        let (tombstones, damaged) = crate::gc::load_tombstones(&*backend)?;
+        warnings.extend(damaged);
+        index.condemn(
+            &tombstones
+                .iter()
+                .flat_map(|t| t.packs.clone())
+                .collect::<Vec<_>>(),
+        );
+        // A segment listed but gone when read was replaced by garbage collection, which
+        // writes the segments replacing it first: listing again finds them.
+        let mut loaded = HashSet::new();
+        for attempt in 0..3 {
+            let mut vanished = false;
+            for key in backend.list("index")? {
+                if loaded.contains(&key) {
+                    continue;
                 }
-                Err(e) => return Err(e),
+                match load_segment(&*backend, &key, cache.as_deref()) {
+                    Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
+                    Err(Error::NotFound { .. }) if attempt < 2 => vanished = true,
+                    Err(e) if e.is_damage() => {
+                        tracing::warn!("skipping index segment {key}: {e}");
+                        warnings.push(format!("index segment {key} skipped: {e}"));
+                    }
+                    Err(e) => return Err(e),
+                }
+                loaded.insert(key);
+            }
+            if !vanished {
+                break;
             }
         }
         tracing::debug!(
@@ -329,7 +386,7 @@ impl Repository {
     /// The pack and blob entry holding a chunk, if indexed.
     pub fn locate(&self, id: &ChunkId) -> Option<(ObjectId, BlobEntry)> {
         let index = self.shared.index.read().expect("index lock");
-        index.map.get(id).map(|l| {
+        index.get(id).map(|l| {
             let blob = BlobEntry {
                 id: *id,
                 offset: l.offset,
@@ -344,6 +401,10 @@ impl Repository {
     /// Flushes every chunk, then publishes `manifest`. Returns the snapshot id.
     pub fn commit_snapshot(&self, manifest: &Manifest) -> Result<ObjectId> {
         self.flush()?;
+        // Garbage collection may have condemned packs this backup reused since it began: it
+        // commits only while the sweep of those packs is still far enough away (see gc).
+        let (tombstones, _) = crate::gc::load_tombstones(&*self.shared.backend)?;
+        crate::gc::check_commit(&tombstones, manifest, |id| self.locate(id).map(|l| l.0))?;
         let bytes = manifest.encode();
         let id = ObjectId::of(&bytes);
         let key = format!("snapshots/{}", id.to_hex());
@@ -352,6 +413,60 @@ impl Repository {
             tracing::debug!("snapshot {} already committed", id.to_hex());
         }
         Ok(id)
+    }
+
+    /// Treats the chunks of `packs` as absent from now on (garbage collection condemned them):
+    /// `has` stops reporting them and `put` stores fresh copies; reads still find them.
+    pub fn condemn(&self, packs: &[ObjectId]) {
+        self.shared
+            .index
+            .write()
+            .expect("index lock")
+            .condemn(packs);
+    }
+
+    /// The entries of an index segment (`index/<name>`), checked against its name.
+    pub fn segment_entries(&self, key: &str) -> Result<Vec<IndexEntry>> {
+        load_segment(&*self.shared.backend, key, self.cache.as_deref())
+    }
+
+    /// Stores an index segment naming `entries`; returns its key.
+    pub fn write_segment(&self, entries: &[IndexEntry]) -> Result<String> {
+        let bytes = encode_index(entries);
+        let name = ObjectId::of(&bytes).to_hex();
+        let key = format!("index/{name}");
+        self.shared.backend.put(&key, &bytes)?;
+        if let Some(cache) = &self.cache {
+            store_cached(cache, &name, &bytes);
+        }
+        Ok(key)
+    }
+
+    /// What a pack says it holds: the entries of its trailer, checked against its checksum
+    /// and the pack's id.
+    pub fn pack_contents(&self, pack: &ObjectId) -> Result<Vec<BlobEntry>> {
+        let key = pack_key(pack);
+        let backend = &self.shared.backend;
+        let size = backend.size(&key)?;
+        let footer_len = chunker::format::PACK_FOOTER_LEN as u64;
+        let corrupt = |detail: &str| Error::Corrupt {
+            what: format!("pack {}", pack.to_hex()),
+            detail: detail.into(),
+        };
+        if size < PACK_HEADER_LEN as u64 + footer_len {
+            return Err(corrupt("shorter than a header and footer (truncated)"));
+        }
+        let footer = backend.get_range(&key, size - footer_len, footer_len as usize)?;
+        let count = u64::from(chunker::format::pack_footer_count(&footer)?);
+        let tail_len = count * chunker::format::PACK_ENTRY_LEN as u64 + footer_len;
+        if tail_len + PACK_HEADER_LEN as u64 > size {
+            return Err(corrupt("its trailer is longer than the pack (truncated)"));
+        }
+        let tail = backend.get_range(&key, size - tail_len, tail_len as usize)?;
+        if ObjectId::of(&tail) != *pack {
+            return Err(corrupt("its trailer does not match its id"));
+        }
+        Ok(chunker::format::read_pack_trailer(&tail)?)
     }
 
     /// Ids of every committed snapshot.
@@ -473,13 +588,7 @@ impl Repository {
         if entries.is_empty() {
             return Ok(());
         }
-        let bytes = encode_index(&entries);
-        let name = ObjectId::of(&bytes).to_hex();
-        self.shared.backend.put(&format!("index/{name}"), &bytes)?;
-        if let Some(cache) = &self.cache {
-            store_cached(cache, &name, &bytes);
-        }
-        Ok(())
+        self.write_segment(&entries).map(drop)
     }
 }
 

@@ -14,6 +14,7 @@ mod errors;
 mod faultproxy;
 mod incremental;
 mod integration;
+mod lifecycle;
 mod nbd;
 mod operations;
 mod pipes;

@@ -1,0 +1,239 @@
+//! Retention: which snapshots a `--keep-*` policy keeps, and why.
+//!
+//! Snapshots are grouped by name (the source or VM); each group is judged on its own, newest
+//! first. A snapshot is kept when any rule wants it:
+//!
+//! - `last N`: the N newest;
+//! - `hourly/daily/weekly/monthly/yearly N`: the newest snapshot of each of the N most recent
+//!   hours, days, ISO weeks (Monday to Sunday), months or years that have snapshots (UTC);
+//! - `within D`: every snapshot taken less than D before the newest one of its group.
+
+use std::collections::HashSet;
+
+/// A retention policy; `None` means the rule is not used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep the N newest.
+    pub last: Option<usize>,
+    /// Keep the newest of each of the last N hours.
+    pub hourly: Option<usize>,
+    /// … days.
+    pub daily: Option<usize>,
+    /// … ISO weeks.
+    pub weekly: Option<usize>,
+    /// … months.
+    pub monthly: Option<usize>,
+    /// … years.
+    pub yearly: Option<usize>,
+    /// Keep everything within this many ms of the group's newest snapshot.
+    pub within_ms: Option<i64>,
+}
+
+impl Policy {
+    /// True when no rule is set (such a policy would remove everything).
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+}
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Index of the snapshot in the slice given to [`apply`].
+    pub index: usize,
+    /// Whether it is kept.
+    pub keep: bool,
+    /// The rules that keep it (`last`, `daily 2024-05-01`, …); empty when removed.
+    pub reasons: Vec<String>,
+}
+
+/// Days since the Unix epoch → (year, month 1–12, day 1–31), proleptic Gregorian.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The ISO week of a day (days since the epoch) as (ISO year, week number).
+fn iso_week(days: i64) -> (i64, i64) {
+    // 1970-01-01 was a Thursday; ISO weekday 1 = Monday.
+    let weekday = (days + 3).rem_euclid(7) + 1;
+    let thursday = days - weekday + 4;
+    let (year, _, _) = civil(thursday);
+    let jan1 = days_from_civil(year, 1, 1);
+    (year, (thursday - jan1) / 7 + 1)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The bucket labels of a time (ms since the epoch) for each calendar rule.
+fn buckets(ms: i64) -> [String; 5] {
+    let days = ms.div_euclid(86_400_000);
+    let hour = ms.div_euclid(3_600_000).rem_euclid(24);
+    let (y, m, d) = civil(days);
+    let (wy, w) = iso_week(days);
+    [
+        format!("{y:04}-{m:02}-{d:02} {hour:02}h"),
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{wy:04}-W{w:02}"),
+        format!("{y:04}-{m:02}"),
+        format!("{y:04}"),
+    ]
+}
+
+/// Judges snapshots given as `(group, created_ms)`; returns one verdict per snapshot, in the
+/// order given.
+pub fn apply(snapshots: &[(&str, i64)], policy: &Policy) -> Vec<Verdict> {
+    let mut verdicts: Vec<Verdict> = (0..snapshots.len())
+        .map(|index| Verdict {
+            index,
+            keep: false,
+            reasons: Vec::new(),
+        })
+        .collect();
+    let mut groups: Vec<&str> = snapshots.iter().map(|s| s.0).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let rules = [
+        ("hourly", policy.hourly),
+        ("daily", policy.daily),
+        ("weekly", policy.weekly),
+        ("monthly", policy.monthly),
+        ("yearly", policy.yearly),
+    ];
+    for group in groups {
+        // Newest first; ties broken by position for a stable result.
+        let mut members: Vec<usize> = (0..snapshots.len())
+            .filter(|&i| snapshots[i].0 == group)
+            .collect();
+        members.sort_by_key(|&i| (std::cmp::Reverse(snapshots[i].1), i));
+        let newest = snapshots[members[0]].1;
+        for (rank, &i) in members.iter().enumerate() {
+            let v = &mut verdicts[i];
+            if policy.last.is_some_and(|n| rank < n) {
+                v.reasons.push(format!("last {}", rank + 1));
+            }
+            if policy
+                .within_ms
+                .is_some_and(|w| newest - snapshots[i].1 < w)
+            {
+                v.reasons.push("within".to_string());
+            }
+        }
+        for (slot, (rule, count)) in rules.iter().enumerate() {
+            let Some(count) = *count else { continue };
+            let mut seen = HashSet::new();
+            for &i in &members {
+                if seen.len() >= count {
+                    break;
+                }
+                let label = buckets(snapshots[i].1)[slot].clone();
+                if seen.insert(label.clone()) {
+                    verdicts[i].reasons.push(format!("{rule} {label}"));
+                }
+            }
+        }
+    }
+    for v in &mut verdicts {
+        v.keep = !v.reasons.is_empty();
+    }
+    verdicts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+    const D: i64 = 24 * H;
+
+    #[test]
+    fn calendar_conversions_match_known_dates() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        // 2021-01-03 is a Sunday in ISO week 53 of 2020; 2021-01-04 starts week 1.
+        assert_eq!(iso_week(days_from_civil(2021, 1, 3)), (2020, 53));
+        assert_eq!(iso_week(days_from_civil(2021, 1, 4)), (2021, 1));
+        assert_eq!(iso_week(days_from_civil(2026, 11, 25)), (2026, 48));
+    }
+
+    fn kept(snaps: &[(&str, i64)], p: &Policy) -> Vec<usize> {
+        apply(snaps, p)
+            .into_iter()
+            .filter(|v| v.keep)
+            .map(|v| v.index)
+            .collect()
+    }
+
+    #[test]
+    fn last_and_daily_keep_the_newest_of_each() {
+        let base = days_from_civil(2026, 11, 1) * D;
+        // Two snapshots a day for five days, given oldest first.
+        let snaps: Vec<(&str, i64)> = (0..10).map(|i| ("vm", base + i * 12 * H)).collect();
+        let p = Policy {
+            last: Some(1),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&snaps, &p), vec![9]);
+        let p = Policy {
+            daily: Some(3),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&snaps, &p), vec![5, 7, 9]);
+        let p = Policy {
+            within_ms: Some(2 * D),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&snaps, &p), vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn groups_are_judged_apart() {
+        let snaps = [("a", 1), ("b", 2), ("a", 3), ("b", 4)];
+        let p = Policy {
+            last: Some(1),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&snaps, &p), vec![2, 3]);
+        let v = apply(&snaps, &p);
+        assert_eq!(v[2].reasons, vec!["last 1".to_string()]);
+        assert!(v[0].reasons.is_empty() && !v[0].keep);
+    }
+
+    #[test]
+    fn monthly_and_yearly_count_periods_that_have_snapshots() {
+        let t = |y, m, d| days_from_civil(y, m, d) * D;
+        let snaps = [
+            ("vm", t(2024, 12, 31)),
+            ("vm", t(2025, 6, 1)),
+            ("vm", t(2025, 6, 20)),
+            ("vm", t(2026, 1, 5)),
+        ];
+        let p = Policy {
+            monthly: Some(2),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&snaps, &p), vec![2, 3]);
+        let p = Policy {
+            yearly: Some(3),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&snaps, &p), vec![0, 2, 3]);
+        assert!(Policy::default().is_empty());
+    }
+}
