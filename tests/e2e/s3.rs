@@ -422,3 +422,66 @@ fn init_reports_conditional_write_support() {
         assert!(out.stdout.is_empty(), "{out}");
     }
 }
+
+#[test]
+fn s3_forget_gc_check_and_repair() {
+    for server in servers() {
+        let env = S3Env::new(&server);
+        let (a, b) = (env.path("a.img"), env.path("b.img"));
+        image(&a, 31);
+        let want_b = image(&b, 41);
+        let ia = text(&env.backup(&a), "snapshot_id").to_string();
+        let ib = text(&env.backup(&b), "snapshot_id").to_string();
+        env.cmd("forget", &[ia.as_str()]).run().ok();
+        assert_eq!(env.snapshots().len(), 1, "{}", server.name);
+        let gc = |what: &str| {
+            let out = env.cmd("gc", &["--grace", "0s", "--json"]).run().ok();
+            let d = out.json()["data"].clone();
+            eprintln!("{} gc {what}: {d}", server.name);
+            d
+        };
+        let d = gc("mark");
+        assert_eq!(num(&d, "condemned_packs"), 1, "{}: {d}", server.name);
+        let d = gc("sweep");
+        assert_eq!(num(&d, "swept_packs"), 1, "{}: {d}", server.name);
+        assert!(
+            num(&d, "reclaimed_bytes") > 3 * MIB as u64,
+            "{}: {d}",
+            server.name
+        );
+        let out = env.cmd("check", &["--json"]).run();
+        assert_eq!(out.exit(), 0, "{}: {out}", server.name);
+        let out = env.cmd("restore", &[ib.as_str(), "--to", "-"]).run().ok();
+        assert_same(&out.stdout, &want_b, "b restores after gc");
+
+        // repair index on S3: the same index again, then the same bytes restored.
+        let out = mover([
+            "repair",
+            "index",
+            "-r",
+            &env.url,
+            "--s3-endpoint",
+            &env.endpoint,
+        ])
+        .args(&[
+            "--s3-region",
+            &env.server.region,
+            "--s3-allow-http",
+            "--json",
+        ])
+        .env("AWS_ACCESS_KEY_ID", &env.server.access)
+        .env("AWS_SECRET_ACCESS_KEY", &env.server.secret)
+        .env("XDG_CACHE_HOME", env.dir.path().join("cache"))
+        .run()
+        .ok();
+        assert!(
+            num(&out.json()["data"], "chunks") > 0,
+            "{}: {out}",
+            server.name
+        );
+        let out = env.cmd("verify", &["--subset", "1/2", "--json"]).run().ok();
+        assert!(num(&out.json()["data"], "chunks_checked") > 0, "{out}");
+        let out = env.cmd("restore", &[ib.as_str(), "--to", "-"]).run().ok();
+        assert_same(&out.stdout, &want_b, "b restores after repair index");
+    }
+}
