@@ -254,7 +254,8 @@ fn run(
                     s.spawn(move || {
                         errors.run(|| {
                             positional_worker(
-                                store, file, *zeros, label, &rx, errors, progress, counters,
+                                store, file, *zeros, opts.sync, label, &rx, errors, progress,
+                                counters,
                             )
                         })
                     });
@@ -374,6 +375,7 @@ fn positional_worker(
     store: &dyn ChunkStore,
     file: &File,
     zeros: bool,
+    writeback: bool,
     label: &str,
     tasks: &Receiver<Task>,
     errors: &FirstError,
@@ -407,6 +409,9 @@ fn positional_worker(
                     decoder.decode_into(&frame, &id, &mut buf)?;
                     file.write_all_at(&buf, task.offset)
                         .map_err(|e| Error::destination(label, e))?;
+                    if writeback {
+                        crate::sys::start_writeback(file, task.offset, len);
+                    }
                     counters.written.fetch_add(len, Relaxed);
                     counters.fetched.fetch_add(1, Relaxed);
                 }

@@ -56,6 +56,21 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Starts writing back `len` bytes of `file` from `offset` to the device without waiting, so
+/// that a final `fsync` finds little left to flush. Best effort: errors are ignored (the
+/// final `fsync` reports any that matter).
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range only reads its integer arguments.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
 /// The logical block size of a block device (`BLKSSZGET`).
 pub fn logical_block_size(path: &str) -> io::Result<u32> {
     let file = File::open(path)?;

@@ -558,6 +558,10 @@ impl Repository {
             return Ok(());
         };
         write_pack_trailer(&mut buf, &entries);
+        // The footer's salt (see docs/FORMAT.md): a pack with the same contents list as a
+        // condemned one must get a new id, or the fresh copy would land in the condemned name.
+        let salt_at = buf.len() - chunker::format::PACK_FOOTER_LEN + 4;
+        buf[salt_at..salt_at + 4].copy_from_slice(&random_bytes::<4>());
         *self.shared.inflight.lock().expect("inflight lock") += 1;
         let jobs = self.jobs.lock().expect("jobs lock");
         let tx = jobs
