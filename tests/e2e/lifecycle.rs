@@ -133,7 +133,16 @@ fn gc_reclaims_in_two_phases_and_never_touches_what_is_used() {
     let before = tree(&env.repo);
     let d = summary(&env.cmd("gc", &["--dry-run", "--json"]).run().ok());
     assert_eq!(num(&d, "condemned_packs"), 1, "{d}");
+    assert_eq!(num(&d, "repacked_packs"), 1, "{d}");
     assert_eq!(tree(&env.repo), before, "a dry run changes nothing");
+    // --max-repack bounds the live bytes one run copies: too small a budget, no repack.
+    let d = summary(
+        &env.cmd("gc", &["--dry-run", "--json", "--max-repack", "64KiB"])
+            .run()
+            .ok(),
+    );
+    assert_eq!(num(&d, "repacked_packs"), 0, "{d}");
+    assert_eq!(num(&d, "condemned_packs"), 0, "{d}");
 
     // Phase one with a long grace period: a's pack is condemned, nothing is deleted; the
     // shared MiB is live, so the pack is repacked (its live third copied out first).
