@@ -421,25 +421,25 @@ pub struct ForgetArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Keep the N newest snapshots of each name.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_last: Option<usize>,
     /// Keep the newest snapshot of each of the last N hours that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_hourly: Option<usize>,
     /// Keep the newest snapshot of each of the last N days that have one (UTC).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_daily: Option<usize>,
     /// Keep the newest snapshot of each of the last N ISO weeks that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_weekly: Option<usize>,
     /// Keep the newest snapshot of each of the last N months that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_monthly: Option<usize>,
     /// Keep the newest snapshot of each of the last N years that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub keep_yearly: Option<usize>,
     /// Keep every snapshot taken within this long of the newest of its name (e.g. 7d, 12h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration_ms)]
     pub keep_within: Option<i64>,
     /// Print what would be kept and removed; remove nothing.
     #[arg(long)]
@@ -453,8 +453,9 @@ pub struct ForgetArgs {
 pub struct GcArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// How long condemned packs wait before they are deleted; must exceed the longest backup
-    /// that may run against the repository (e.g. 1h, 30m, 2d).
+    /// How long condemned packs wait before they are deleted; must be more than twice the
+    /// longest backup that may run against the repository (e.g. 1h, 30m, 2d); 0s only when
+    /// no backup runs meanwhile.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_ms)]
     pub grace: i64,
     /// Live bytes this run may copy out of mostly-garbage packs [default: no limit].
@@ -497,13 +498,33 @@ pub struct RepairArgs {
     pub json: bool,
 }
 
+/// A count for a `--keep-*` rule: at least 1 (0 would keep nothing of what the rule is for).
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a count of at least 1 (to remove snapshots, name them or lower another rule)"
+        )),
+    }
+}
+
+fn parse_positive_duration_ms(s: &str) -> Result<i64, String> {
+    match parse_duration_ms(s)? {
+        0 => Err(format!("'{s}' keeps nothing; give a duration above zero")),
+        ms => Ok(ms),
+    }
+}
+
 /// Parses `90s`, `30m`, `12h`, `7d`, `2w` or combinations (`1d12h`) into milliseconds; a bare
 /// number is seconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     let bad = || format!("'{s}' is not a duration: give e.g. 90s, 30m, 12h, 7d, 2w or 1d12h");
     let t = s.trim();
     if let Ok(secs) = t.parse::<i64>() {
-        return (secs >= 0).then_some(secs * 1000).ok_or_else(bad);
+        return (secs >= 0)
+            .then(|| secs.checked_mul(1000))
+            .flatten()
+            .ok_or_else(bad);
     }
     let (mut total, mut num) = (0i64, String::new());
     for c in t.chars() {

@@ -95,8 +95,8 @@ fn buckets(ms: i64) -> [String; 5] {
     ]
 }
 
-/// Judges snapshots given as `(group, created_ms)`; returns one verdict per snapshot, in the
-/// order given.
+/// Judges snapshots given as `(group, created_ms)`, oldest first (as `mover snapshots` lists
+/// them); returns one verdict per snapshot, in the order given.
 pub fn apply(snapshots: &[(&str, i64)], policy: &Policy) -> Vec<Verdict> {
     let mut verdicts: Vec<Verdict> = (0..snapshots.len())
         .map(|index| Verdict {
@@ -116,11 +116,12 @@ pub fn apply(snapshots: &[(&str, i64)], policy: &Policy) -> Vec<Verdict> {
         ("yearly", policy.yearly),
     ];
     for group in groups {
-        // Newest first; ties broken by position for a stable result.
+        // Newest first; of snapshots taken in the same millisecond, the later one given
+        // counts as newer (callers list snapshots as `latest` orders them).
         let mut members: Vec<usize> = (0..snapshots.len())
             .filter(|&i| snapshots[i].0 == group)
             .collect();
-        members.sort_by_key(|&i| (std::cmp::Reverse(snapshots[i].1), i));
+        members.sort_by_key(|&i| std::cmp::Reverse((snapshots[i].1, i)));
         let newest = snapshots[members[0]].1;
         for (rank, &i) in members.iter().enumerate() {
             let v = &mut verdicts[i];

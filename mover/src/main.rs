@@ -1099,6 +1099,16 @@ fn forget(a: &cli::ForgetArgs) -> anyhow::Result<Exit> {
                     ),
                 }
             };
+            if let Some(want) = &a.name {
+                if let Some((_, m)) = all.iter().find(|(i, _)| *i == id) {
+                    if &m.name != want {
+                        anyhow::bail!(
+                            "snapshot '{spec}' is named '{}', not '{want}'; nothing was removed",
+                            m.name
+                        );
+                    }
+                }
+            }
             chosen.insert(id);
         }
         for id in chosen {
@@ -1110,10 +1120,17 @@ fn forget(a: &cli::ForgetArgs) -> anyhow::Result<Exit> {
             rows.push((id, name, created, false, vec!["named".into()]));
         }
     } else {
-        let group: Vec<&(ObjectId, chunker::format::Manifest)> = all
+        // Snapshots marked damaged are kept and do not count toward the rules: a damaged
+        // newest snapshot must not push out the last one that restores.
+        let damaged = targets::gc::damaged_marks(&**repo.backend())?;
+        let named = all
             .iter()
-            .filter(|(_, m)| a.name.as_ref().is_none_or(|n| &m.name == n))
-            .collect();
+            .filter(|(_, m)| a.name.as_ref().is_none_or(|n| &m.name == n));
+        let (marked, group): (Vec<_>, Vec<_>) = named.partition(|(id, _)| damaged.contains(id));
+        for (id, m) in marked {
+            let why = "damaged: kept, not counted by the policy (`mover forget` it by id)";
+            rows.push((*id, m.name.clone(), m.created_ms, true, vec![why.into()]));
+        }
         let input: Vec<(&str, i64)> = group
             .iter()
             .map(|(_, m)| (m.name.as_str(), m.created_ms))

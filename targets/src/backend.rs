@@ -42,6 +42,11 @@ pub trait Backend: Send + Sync + Debug {
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Removes the object; removing a missing key is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// When the object was last written, ms since the Unix epoch; `None` when the backend
+    /// cannot tell.
+    fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
+        self.size(key).map(|_| None)
+    }
 }
 
 /// A repository in a local directory.
@@ -170,6 +175,16 @@ impl Backend for LocalBackend {
         fs::metadata(&path)
             .map(|m| m.len())
             .map_err(|e| Error::io("stat", &path, e))
+    }
+
+    fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
+        let path = self.path(key);
+        let m = fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+        Ok(m.modified().ok().and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as i64)
+        }))
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {

@@ -53,6 +53,9 @@ impl Backend for FaultyBackend {
     fn size(&self, key: &str) -> Result<u64> {
         self.inner.size(key)
     }
+    fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
+        self.inner.modified_ms(key)
+    }
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         self.inner.list(dir)
     }

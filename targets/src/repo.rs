@@ -281,10 +281,13 @@ impl Repository {
             .map(|d| d.join(ObjectId(config.id).to_hex()).join("index"));
         let mut index = Index::default();
         let mut warnings = Vec::new();
-        let (tombstones, damaged) = crate::gc::load_tombstones(&*backend)?;
-        warnings.extend(damaged);
+        let tombstones = crate::gc::load_tombstones(&*backend)?;
+        for (key, e) in &tombstones.damaged {
+            tracing::warn!("tombstone {key}: {e}; `mover check` reports it, `mover gc` removes it");
+        }
         index.condemn(
             &tombstones
+                .ok
                 .iter()
                 .flat_map(|t| t.packs.clone())
                 .collect::<Vec<_>>(),
@@ -403,8 +406,11 @@ impl Repository {
         self.flush()?;
         // Garbage collection may have condemned packs this backup reused since it began: it
         // commits only while the sweep of those packs is still far enough away (see gc).
-        let (tombstones, _) = crate::gc::load_tombstones(&*self.shared.backend)?;
-        crate::gc::check_commit(&tombstones, manifest, |id| self.locate(id).map(|l| l.0))?;
+        let tombstones = crate::gc::load_tombstones(&*self.shared.backend)?;
+        if let Some(e) = tombstones.newer {
+            return Err(e);
+        }
+        crate::gc::check_commit(&tombstones.ok, manifest, |id| self.locate(id).map(|l| l.0))?;
         let bytes = manifest.encode();
         let id = ObjectId::of(&bytes);
         let key = format!("snapshots/{}", id.to_hex());

@@ -318,6 +318,13 @@ impl Backend for S3Backend {
             .map_err(|e| self.error(key, e))
     }
 
+    fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
+        let path = self.path(key);
+        self.block_on(self.store.head(&path))
+            .map(|m| Some(m.last_modified.timestamp_millis()))
+            .map_err(|e| self.error(key, e))
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         let dir = dir.trim_end_matches('/');
         let prefix = if dir.is_empty() && self.prefix.is_empty() {

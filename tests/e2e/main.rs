@@ -15,6 +15,7 @@ mod faultproxy;
 mod incremental;
 mod integration;
 mod lifecycle;
+mod lifecycle_review;
 mod nbd;
 mod operations;
 mod pipes;
