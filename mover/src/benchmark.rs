@@ -429,7 +429,10 @@ fn measure(stage: Stage, input: Input<'_>, threads: usize, duration: Duration) -
                             (_, Input::Frames(_), _) => unreachable!("only decode reads frames"),
                         }
                         i += 1;
-                        if start.elapsed() >= duration {
+                        // Whole pairs only (text-like, then random), however late a thread
+                        // starts, so every worker's mix stays even.
+                        let done = i - (t * input.len() / threads & !1);
+                        if done % 2 == 0 && start.elapsed() >= duration {
                             break (bytes, stored);
                         }
                     }
@@ -506,7 +509,8 @@ fn read_rows(
                     s.spawn(|| {
                         let mut buf = vec![0u8; READ_BLOCK as usize];
                         let mut bytes = 0;
-                        while start.elapsed() < duration {
+                        // At least one block each, however late a thread starts.
+                        while bytes == 0 || start.elapsed() < duration {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             // Wrap around a small source rather than stop early.
                             let Some(&(off, len)) = blocks.get(i % blocks.len().max(1)) else {
