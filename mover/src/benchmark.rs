@@ -431,8 +431,8 @@ fn measure(stage: Stage, input: Input<'_>, threads: usize, duration: Duration) -
                         i += 1;
                         // Whole pairs only (text-like, then random), however late a thread
                         // starts, so every worker's mix stays even.
-                        let done = i - (t * input.len() / threads & !1);
-                        if done % 2 == 0 && start.elapsed() >= duration {
+                        let done = i - ((t * input.len() / threads) & !1);
+                        if done.is_multiple_of(2) && start.elapsed() >= duration {
                             break (bytes, stored);
                         }
                     }
