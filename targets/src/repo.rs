@@ -30,12 +30,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use chunker::format::{
-    decode_index, encode_index, pack_header, write_pack_trailer, BlobEntry, Config, IndexEntry,
-    Manifest, ObjectId, PACK_HEADER_LEN,
+    decode_index, encode_index, BlobEntry, Config, IndexEntry, Manifest, ObjectId, PACK_HEADER_LEN,
 };
 use chunker::{ChunkId, Frame, IdHasher};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::crypt::{self, RepoCrypto};
 use crate::{Backend, ChunkStore, Error, Put, Result};
 
 /// Settings of an open repository.
@@ -50,6 +50,8 @@ pub struct RepositoryOptions {
     /// remote repository downloads only segments it has not seen. Every cached segment is
     /// checked against its name before use.
     pub cache_dir: Option<PathBuf>,
+    /// The password of an encrypted repository (ignored for an unencrypted one).
+    pub password: Option<chunker::crypto::Password>,
 }
 
 impl RepositoryOptions {
@@ -65,6 +67,7 @@ impl Default for RepositoryOptions {
             pack_size: 32 << 20,
             writers: 1,
             cache_dir: None,
+            password: None,
         }
     }
 }
@@ -113,10 +116,13 @@ struct Packer {
 struct Job {
     buf: Vec<u8>,
     entries: Vec<BlobEntry>,
+    trailer_len: usize,
 }
 
 struct Shared {
     backend: Arc<dyn Backend>,
+    /// The keys of an encrypted repository.
+    crypto: Option<RepoCrypto>,
     index: RwLock<Index>,
     packer: Mutex<Packer>,
     /// Durable chunks not yet named by an index segment.
@@ -212,6 +218,7 @@ impl Repository {
         let config = Config {
             id: random_bytes(),
             created_ms: now_ms(),
+            encrypted: false,
         };
         if !backend.put_new("config", &config.encode())? {
             return Err(Error::NotEmpty {
@@ -240,6 +247,7 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
+        let crypto = crypt::unlock(&*backend, &config, options.password.as_ref())?;
         let cache = options
             .cache_dir
             .as_ref()
@@ -247,7 +255,7 @@ impl Repository {
         let mut index = Index::default();
         let mut warnings = Vec::new();
         for key in backend.list("index")? {
-            match load_segment(&*backend, &key, cache.as_deref()) {
+            match load_segment(&*backend, &key, cache.as_deref(), crypto.as_ref()) {
                 Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
                 Err(e) if e.is_damage() => {
                     tracing::warn!("skipping index segment {key}: {e}");
@@ -263,6 +271,7 @@ impl Repository {
         );
         let shared = Arc::new(Shared {
             backend,
+            crypto,
             index: RwLock::new(index),
             packer: Mutex::new(Packer {
                 buf: Vec::new(),
@@ -311,6 +320,16 @@ impl Repository {
         &self.config
     }
 
+    /// How chunk ids are computed in this repository (keyed when it is encrypted).
+    pub fn id_key(&self) -> chunker::IdKey {
+        self.crypto()
+            .map_or(chunker::IdKey::PLAIN, RepoCrypto::id_key)
+    }
+
+    pub(crate) fn crypto(&self) -> Option<&RepoCrypto> {
+        self.shared.crypto.as_ref()
+    }
+
     /// The backend under the repository.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.shared.backend
@@ -344,7 +363,7 @@ impl Repository {
     /// Flushes every chunk, then publishes `manifest`. Returns the snapshot id.
     pub fn commit_snapshot(&self, manifest: &Manifest) -> Result<ObjectId> {
         self.flush()?;
-        let bytes = manifest.encode();
+        let bytes = crypt::manifest_out(self.crypto(), manifest.encode());
         let id = ObjectId::of(&bytes);
         let key = format!("snapshots/{}", id.to_hex());
         if !self.shared.backend.put_new(&key, &bytes)? {
@@ -373,6 +392,7 @@ impl Repository {
                 detail: "content does not match its id".into(),
             });
         }
+        let bytes = crypt::manifest_in(self.crypto(), id, bytes)?;
         Manifest::decode(&bytes).map_err(|e| Error::Corrupt {
             what: format!("snapshot {}", id.to_hex()),
             detail: e.to_string(),
@@ -442,13 +462,18 @@ impl Repository {
         let Some((mut buf, entries)) = sealed else {
             return Ok(());
         };
-        write_pack_trailer(&mut buf, &entries);
+        let trailer_len = crypt::trailer_out(self.crypto(), &mut buf, &entries);
         *self.shared.inflight.lock().expect("inflight lock") += 1;
         let jobs = self.jobs.lock().expect("jobs lock");
         let tx = jobs
             .as_ref()
             .expect("writers run while the repository is open");
-        tx.send(Job { buf, entries }).map_err(|_| {
+        tx.send(Job {
+            buf,
+            entries,
+            trailer_len,
+        })
+        .map_err(|_| {
             self.shared.pack_done();
             Error::Poisoned {
                 first: "pack writer stopped".into(),
@@ -473,7 +498,7 @@ impl Repository {
         if entries.is_empty() {
             return Ok(());
         }
-        let bytes = encode_index(&entries);
+        let bytes = crypt::index_out(self.crypto(), encode_index(&entries));
         let name = ObjectId::of(&bytes).to_hex();
         self.shared.backend.put(&format!("index/{name}"), &bytes)?;
         if let Some(cache) = &self.cache {
@@ -498,12 +523,13 @@ fn load_segment(
     backend: &dyn Backend,
     key: &str,
     cache: Option<&std::path::Path>,
+    crypto: Option<&RepoCrypto>,
 ) -> Result<Vec<IndexEntry>> {
     let name = key.rsplit('/').next().unwrap_or(key);
     let valid = |bytes: &[u8]| ObjectId::from_hex(name) == Some(ObjectId::of(bytes));
     if let Some(bytes) = cache.and_then(|c| std::fs::read(c.join(name)).ok()) {
         if valid(&bytes) {
-            return Ok(decode_index(&bytes)?);
+            return Ok(decode_index(&crypt::index_in(crypto, key, &bytes)?)?);
         }
     }
     let bytes = backend.get(key)?;
@@ -513,7 +539,7 @@ fn load_segment(
             detail: "content does not match its name".into(),
         });
     }
-    let entries = decode_index(&bytes)?;
+    let entries = decode_index(&crypt::index_in(crypto, key, &bytes)?)?;
     if let Some(cache) = cache {
         store_cached(cache, name, &bytes);
     }
@@ -537,19 +563,22 @@ fn store_cached(dir: &std::path::Path, name: &str, bytes: &[u8]) {
 
 /// A writer thread: stores sealed packs, then makes their chunks visible in the index.
 fn pack_writer(shared: &Shared, jobs: &Receiver<Job>) {
-    for Job { buf, entries } in jobs {
-        write_pack(shared, buf, &entries);
+    for Job {
+        buf,
+        entries,
+        trailer_len,
+    } in jobs
+    {
+        write_pack(shared, buf, &entries, trailer_len);
         shared.pack_done();
     }
 }
 
-fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry]) {
+fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry], trailer_len: usize) {
     if shared.check_poison().is_err() {
         return; // a poisoned store writes nothing more
     }
-    let trailer_start = buf.len()
-        - chunker::format::PACK_FOOTER_LEN
-        - entries.len() * chunker::format::PACK_ENTRY_LEN;
+    let trailer_start = buf.len() - trailer_len;
     let id = ObjectId::of(&buf[trailer_start..]);
     if let Err(e) = shared.backend.put(&pack_key(&id), &buf) {
         tracing::debug!("pack write failed: {e}");
@@ -596,6 +625,11 @@ impl ChunkStore for Repository {
 
     fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
         self.shared.check_poison()?;
+        if self.shared.crypto.is_some() && self.has(id)? {
+            return Ok(Put::AlreadyPresent); // known: not sealed for nothing
+        }
+        // Sealed before the lock, so workers asking `has` do not wait on the cipher.
+        let frame = crypt::seal_frame(self.crypto(), id, frame);
         let mut packer = self.shared.packer.lock().expect("packer lock");
         if packer.pending.contains(id) || self.shared.is_indexed(id) {
             return Ok(Put::AlreadyPresent);
@@ -605,7 +639,9 @@ impl ChunkStore for Repository {
                 packer.buf = spare;
             }
             packer.buf.reserve(self.options.pack_size + (1 << 20));
-            packer.buf.extend_from_slice(&pack_header());
+            packer
+                .buf
+                .extend_from_slice(&crypt::pack_header(self.crypto()));
         }
         let offset = packer.buf.len();
         if offset + frame.bytes.len() > u32::MAX as usize {
@@ -659,7 +695,7 @@ impl ChunkStore for Repository {
         Ok(Frame {
             compression: blob.compression,
             raw_len: blob.raw_len,
-            bytes,
+            bytes: crypt::blob_in(self.crypto(), &pack, id, bytes)?,
         })
     }
 
@@ -690,10 +726,11 @@ impl ChunkStore for Repository {
             )?;
             for (_, blob) in located[i..end].iter().flatten() {
                 let start = (blob.offset - first.offset) as usize;
+                let stored = bytes[start..start + blob.stored_len as usize].to_vec();
                 out.push(Frame {
                     compression: blob.compression,
                     raw_len: blob.raw_len,
-                    bytes: bytes[start..start + blob.stored_len as usize].to_vec(),
+                    bytes: crypt::blob_in(self.crypto(), &pack, &blob.id, stored)?,
                 });
             }
             i = end;
@@ -708,6 +745,10 @@ impl ChunkStore for Repository {
             self.shared.set_poison(e);
         }
         result
+    }
+
+    fn id_key(&self) -> chunker::IdKey {
+        Repository::id_key(self)
     }
 }
 

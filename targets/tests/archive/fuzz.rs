@@ -272,6 +272,7 @@ fn throughput() {
             ReaderOptions {
                 strict: true,
                 decode,
+                ..Default::default()
             },
         ) {
             if let Event::Chunk { .. } | Event::ChunkFrame { .. } = e.unwrap() {
