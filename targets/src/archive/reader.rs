@@ -119,6 +119,10 @@ impl fmt::Display for Damage {
 pub enum Event {
     /// A volume begins.
     Volume(VolumeInfo),
+    /// The archive is encrypted and the password opened its key: its chunk ids are keyed
+    /// with this (check decoded chunks with [`chunker::Decoder::with_id_key`]). Comes just
+    /// before the archive's [`Event::Header`].
+    Keyed(chunker::IdKey),
     /// The archive header.
     Header(ArchiveHeader),
     /// A chunk, decoded; its plaintext hashes to `id`.
@@ -709,6 +713,7 @@ impl<'a> ArchiveReader<'a> {
             let plain = key.keys.open(&frame_aad(&id, h.kind, h.seq), sealed);
             a.id = Some(id);
             a.encrypted = true;
+            self.events.push_back(Event::Keyed(key.keys.id_key()));
             a.key = Some(key);
             return Ok(plain.map(Some).ok_or_else(|| {
                 "the header failed authentication: tampered with or damaged".to_string()
