@@ -1596,12 +1596,9 @@ fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
         };
         if let Some(backend) = backend {
             let local = (!is_s3(&repo)).then(|| std::path::Path::new(location));
-            checks.extend(check_repository(
-                location,
-                backend,
-                repo_options(&repo),
-                local,
-            ));
+            let mut options = repo_options(&repo);
+            options.password = password().unwrap_or(None);
+            checks.extend(check_repository(location, backend, options, local));
         }
     }
     checks

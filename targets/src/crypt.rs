@@ -333,7 +333,7 @@ impl Repository {
         if id == c.key_in_use {
             return Err(Error::InvalidArgument {
                 detail: format!(
-                    "key {} is the one the given password opens; remove it with another password, or change it with `mover key passwd`",
+                    "key {} is in use (the given password opens it); remove it with another password, or change it with `mover key passwd`",
                     &id[..12]
                 ),
             });
