@@ -124,6 +124,23 @@ impl Keys {
         out.extend_from_slice(&tag);
     }
 
+    /// Like [`Keys::open`], decrypting in the buffer that holds the sealed message (no second
+    /// buffer: restores open every chunk this way).
+    pub fn open_owned(&self, aad: &[u8], mut sealed: Vec<u8>) -> Option<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let end = sealed.len() - TAG_LEN;
+        let nonce = *XNonce::from_slice(&sealed[..NONCE_LEN]);
+        let tag = *Tag::from_slice(&sealed[end..]);
+        self.cipher
+            .decrypt_in_place_detached(&nonce, aad, &mut sealed[NONCE_LEN..end], &tag)
+            .ok()?;
+        sealed.copy_within(NONCE_LEN..end, 0);
+        sealed.truncate(end - NONCE_LEN);
+        Some(sealed)
+    }
+
     /// Opens a sealed message; `None` when it fails authentication (tampered, damaged, sealed
     /// under another key or for another place).
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
@@ -397,6 +414,11 @@ mod tests {
         let sealed = keys.seal(b"place", b"secret data");
         assert_eq!(sealed.len(), 11 + SEAL_OVERHEAD);
         assert_eq!(keys.open(b"place", &sealed).unwrap(), b"secret data");
+        assert_eq!(
+            keys.open_owned(b"place", sealed.clone()).unwrap(),
+            b"secret data"
+        );
+        assert!(keys.open_owned(b"other", sealed.clone()).is_none());
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;

@@ -815,9 +815,9 @@ pub fn seal_blob(keys: &Keys, id: &ChunkId, stored: &[u8], out: &mut Vec<u8>) ->
     out.len() - start
 }
 
-/// Opens a sealed blob; `None` when it fails authentication.
-pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Option<Vec<u8>> {
-    keys.open(&blob_aad(id), sealed)
+/// Opens a sealed blob (in its own buffer); `None` when it fails authentication.
+pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: Vec<u8>) -> Option<Vec<u8>> {
+    keys.open_owned(&blob_aad(id), sealed)
 }
 
 /// Associated data of a sealed pack trailer.
@@ -1067,8 +1067,11 @@ mod tests {
         let id = ChunkId::of(b"a");
         let mut pack = sealed_pack_header().to_vec();
         let n = seal_blob(&keys, &id, b"abcde", &mut pack);
-        assert_eq!(open_blob(&keys, &id, &pack[16..16 + n]).unwrap(), b"abcde");
-        assert!(open_blob(&keys, &ChunkId::of(b"b"), &pack[16..16 + n]).is_none());
+        assert_eq!(
+            open_blob(&keys, &id, pack[16..16 + n].to_vec()).unwrap(),
+            b"abcde"
+        );
+        assert!(open_blob(&keys, &ChunkId::of(b"b"), pack[16..16 + n].to_vec()).is_none());
         let e = BlobEntry {
             id,
             offset: 16,

@@ -166,7 +166,7 @@ pub(crate) fn blob_in(
     bytes: Vec<u8>,
 ) -> Result<Vec<u8>> {
     match c {
-        Some(c) => open_blob(&c.keys, id, &bytes).ok_or_else(|| Error::Tampered {
+        Some(c) => open_blob(&c.keys, id, bytes).ok_or_else(|| Error::Tampered {
             object: format!("pack {} (chunk {})", pack.to_hex(), id.to_hex()),
         }),
         None => Ok(bytes),

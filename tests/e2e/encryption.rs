@@ -200,7 +200,7 @@ fn wrong_or_missing_password_fails_and_touches_nothing() {
     e.backup(&src, &[]);
     let before = snapshot_dir(&e.repo);
     let wrong = |sub: &str, extra: &[&str]| {
-        mover(&[sub, "-r"])
+        mover([sub, "-r"])
             .arg(&e.repo)
             .args(extra)
             .env("MOVER_PASSWORD", "not the password")
@@ -211,7 +211,7 @@ fn wrong_or_missing_password_fails_and_touches_nothing() {
     wrong("restore", &["latest", "--to", "-"]).assert_error(1, &["wrong password"]);
     wrong("verify", &[]).assert_error(1, &["wrong password"]);
     // No password and no terminal: one line saying how to give it.
-    mover(&["snapshots", "-r"])
+    mover(["snapshots", "-r"])
         .arg(&e.repo)
         .env_remove("MOVER_PASSWORD")
         .run()
@@ -220,14 +220,14 @@ fn wrong_or_missing_password_fails_and_touches_nothing() {
     // A password file works.
     let pw = e.path("pw");
     write_file(&pw, format!("{PASSWORD}\n").as_bytes());
-    mover(&["snapshots", "--password-file"])
+    mover(["snapshots", "--password-file"])
         .arg(&pw)
         .arg("-r")
         .arg(&e.repo)
         .run()
         .ok();
     // init --encrypt without any password and no terminal is a usage error.
-    mover(&["init", "--encrypt", "-r"])
+    mover(["init", "--encrypt", "-r"])
         .arg(e.path("other"))
         .env_remove("MOVER_PASSWORD")
         .run()
@@ -299,7 +299,7 @@ fn keys_add_list_remove_passwd() {
     let data = image(&src, 5);
     e.backup(&src, &[]);
     let list = |pw: &str| -> Vec<serde_json::Value> {
-        let out = mover(&["key", "list", "--json", "-r"])
+        let out = mover(["key", "list", "--json", "-r"])
             .arg(&e.repo)
             .env("MOVER_PASSWORD", pw)
             .run()
@@ -344,7 +344,7 @@ fn keys_add_list_remove_passwd() {
     e.cmd("snapshots", &[])
         .run()
         .assert_error(1, &["wrong password"]);
-    let restored = mover(&["restore", "latest", "--to", "-", "-r"])
+    let restored = mover(["restore", "latest", "--to", "-", "-r"])
         .arg(&e.repo)
         .env("MOVER_PASSWORD", "second password")
         .run()
@@ -354,13 +354,13 @@ fn keys_add_list_remove_passwd() {
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().all(|k| k["id"] != first_id.as_str()));
     // remove: the second key, with the third password.
-    mover(&["key", "remove", "-r"])
+    mover(["key", "remove", "-r"])
         .arg(&e.repo)
         .arg(&second_id[..16])
         .env("MOVER_PASSWORD", "third password")
         .run()
         .ok();
-    mover(&["snapshots", "-r"])
+    mover(["snapshots", "-r"])
         .arg(&e.repo)
         .env("MOVER_PASSWORD", "second password")
         .run()
@@ -422,11 +422,11 @@ fn encrypted_archive_through_a_pipe_chain_import_export() {
     write_file(&full, &archive);
     m(&["archive", "verify"]).arg(&full).run().ok();
     // Without a password, or with a wrong one: one clear line, exit 1.
-    mover(&["archive", "ls"])
+    mover(["archive", "ls"])
         .arg(&full)
         .run()
         .assert_error(1, &["encrypted", "MOVER_PASSWORD"]);
-    mover(&["restore", "--from-archive", "-", "--to", "-"])
+    mover(["restore", "--from-archive", "-", "--to", "-"])
         .stdin(&archive)
         .env("MOVER_PASSWORD", "nope")
         .run()
@@ -506,7 +506,7 @@ fn encrypted_archive_through_a_pipe_chain_import_export() {
         .arg(&clear)
         .run()
         .ok();
-    let back = mover(&["restore", "--from-archive"])
+    let back = mover(["restore", "--from-archive"])
         .arg(&clear)
         .args(&["--to", "-"])
         .run()
