@@ -569,6 +569,7 @@ pub fn archive_listing(
             "chunk_bytes": l.chunk_bytes,
             "complete": l.trailer.is_some_and(|t| !t.incomplete),
             "verified": l.trailer.is_some_and(|t| t.verified),
+            "encrypted": l.encrypted,
             "damage": l.damage,
         }),
     );
@@ -587,6 +588,9 @@ pub fn archive_listing(
             )?;
             for (name, size) in &sizes {
                 writeln!(out, "  disk {:<12} {:>12}", name, bytes(*size))?;
+            }
+            if l.encrypted {
+                writeln!(out, "  encrypted (XChaCha20-Poly1305)")?;
             }
             if h.parents.is_empty() {
                 writeln!(out, "  full archive (no parent)")?;
