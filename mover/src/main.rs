@@ -193,7 +193,7 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 
 fn run(cli: &Cli) -> anyhow::Result<Exit> {
     PASSWORD_FILE
-        .set(cli.password_file.clone())
+        .set(profile_password_file(cli)?.or_else(|| cli.password_file.clone()))
         .expect("set once, before any command runs");
     match &cli.command {
         Command::Init(a) => init(&a.repo, a.encrypt, cli.quiet),
@@ -270,6 +270,26 @@ fn repo_options(repo: &RepoArg) -> RepositoryOptions {
 static PASSWORD_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
 /// The password, once read (from the file, the environment or a prompt).
 static PASSWORD: std::sync::Mutex<Option<Password>> = std::sync::Mutex::new(None);
+
+/// `backup --profile NAME`: the `password_file` of the profile's repository, when neither
+/// `--password-file` nor `MOVER_PASSWORD` gives a password (flags > environment > file).
+fn profile_password_file(cli: &Cli) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Command::Backup(BackupArgs {
+        profile: Some(name),
+        ..
+    }) = &cli.command
+    else {
+        return Ok(None);
+    };
+    if cli.password_file.is_some()
+        || std::env::var_os("MOVER_PASSWORD").is_some_and(|v| !v.is_empty())
+    {
+        return Ok(None);
+    }
+    let config = mover::config::Config::load(cli.config.as_deref())?;
+    let profile = config.profile(name)?;
+    Ok(profile.repository.and_then(|(_, r)| r.password_file))
+}
 
 /// The first line of a password file.
 fn read_password_file(path: &std::path::Path) -> anyhow::Result<Password> {

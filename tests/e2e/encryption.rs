@@ -613,3 +613,29 @@ fn encrypted_repository_on_s3() {
         }
     }
 }
+
+#[test]
+fn a_profile_takes_the_password_from_its_repository_password_file() {
+    let e = Enc::new();
+    let src = e.path("disk.img");
+    let data = image(&src, 9);
+    let pw = e.path("repo.pass");
+    write_file(&pw, format!("{PASSWORD}\n").as_bytes());
+    let config = e.path("config.toml");
+    let toml = format!(
+        "[repositories.r]\nlocation = {:?}\npassword_file = {:?}\n\n[profiles.p]\nrepository = \"r\"\nsources = [{:?}]\nname = \"p\"\n",
+        e.repo.display().to_string(),
+        pw.display().to_string(),
+        src.display().to_string()
+    );
+    write_file(&config, toml.as_bytes());
+    mover(["backup", "--profile", "p", "--config"])
+        .arg(&config)
+        .run()
+        .ok();
+    let out = e
+        .cmd("restore", &["latest", "--name", "p", "--to", "-"])
+        .run()
+        .ok();
+    assert_same(&out.stdout, &data, "restore of the profile's backup");
+}
