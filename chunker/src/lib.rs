@@ -13,7 +13,8 @@
 //! - The on-disk format ([`format`]): snapshot manifests, pack trailers, index segments and the
 //!   repository config, each documented byte by byte there and in `docs/FORMAT.md`.
 //!
-//! No threads, no I/O beyond [`std::io::Read`].
+//! No threads, no I/O beyond [`std::io::Read`] (and the operating system's random source, for
+//! keys, salts and nonces).
 //!
 //! ```
 //! use chunker::{ChunkId, Decoder, Encoder};
