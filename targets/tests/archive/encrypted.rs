@@ -120,3 +120,37 @@ fn tampering_with_fixed_checksums_fails_authentication() {
         "{damage:#?}"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random damage to an encrypted archive: no panic, never a chunk that is not one of the
+    /// originals, and the only errors are "no archive frame at all".
+    #[test]
+    fn damaged_encrypted_archives_never_yield_wrong_data(
+        mutations in proptest::collection::vec(super::fuzz::mutation(), 1..4)
+    ) {
+        static KEY: std::sync::OnceLock<(ArchiveKey, Vec<u8>, Vec<Vec<u8>>)> =
+            std::sync::OnceLock::new();
+        let (key, clean, chunks) = KEY.get_or_init(|| {
+            let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast()).unwrap();
+            let chunks = vec![text(11, 90_000), noise(12, 80_000), noise(13, 5_000)];
+            let bytes = write_encrypted(&opts(None), &chunks, &key);
+            (key, bytes, chunks)
+        });
+        let mut bytes = clean.clone();
+        for m in &mutations {
+            super::fuzz::apply(&mut bytes, m);
+        }
+        for ev in ArchiveReader::new(&bytes[..], with_password(b"pw")) {
+            match ev {
+                Ok(Event::Chunk { id, data }) => {
+                    prop_assert_eq!(key.keys.id_key().id(&data), id);
+                    prop_assert!(chunks.contains(&data));
+                }
+                Ok(_) => {}
+                Err(e) => prop_assert!(matches!(e, Error::Corrupt { .. }), "{e}"),
+            }
+        }
+    }
+}
