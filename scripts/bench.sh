@@ -152,6 +152,23 @@ for ((run = 1; run <= RUNS; run++)); do
     measure mover restore-stdout "$run" - - /dev/null -- "$MOVER" restore -r "$repo" latest \
         --to - --quiet
 
+    note "run $run/$RUNS: mover, encrypted repository"
+    # The same backup and restores into an encrypted repository (XChaCha20-Poly1305, keyed
+    # BLAKE3 ids); the password comes from the environment like any secret.
+    erepo=$WORK/mover-repo-encrypted
+    rm -rf "$erepo"
+    MOVER_PASSWORD=mover-bench "$MOVER" init -r "$erepo" --encrypt --quiet
+    measure mover backup-encrypted "$run" "$erepo" - - -- env MOVER_PASSWORD=mover-bench \
+        "$MOVER" backup -r "$erepo" --source "$IMG" --compression "$LEVEL" --json --quiet
+    rm -f "$WORK/restored.img"
+    measure mover restore-encrypted "$run" - - - -- env MOVER_PASSWORD=mover-bench \
+        "$MOVER" restore -r "$erepo" latest --to "$WORK/restored.img" --quiet
+    check_same mover restore-encrypted "$run" "$WORK/restored.img"
+    rm -f "$WORK/restored.img"
+    measure mover restore-stdout-encrypted "$run" - - /dev/null -- env MOVER_PASSWORD=mover-bench \
+        "$MOVER" restore -r "$erepo" latest --to - --quiet
+    rm -rf "$erepo"
+
     note "run $run/$RUNS: mover tape-style archive"
     # Into a pipe (what backup software reading stdout sees), then into a file (its size is
     # the row's repository bytes, compared with the repository's after its first backup),
@@ -353,6 +370,12 @@ items = [
     ("stored bytes mover / borg (after first backup)", ratio(repo("mover", "backup"), repo("borg", "backup")), "%.3f"),
     ("mover repository growth on the second backup (bytes)",
      None if repo("mover", "backup-again") is None else repo("mover", "backup-again") - repo("mover", "backup"), "%d"),
+    ("encrypted / unencrypted backup throughput (target >= 0.85)",
+     ratio(s("mover", "backup"), s("mover", "backup-encrypted")), "%.2f"),
+    ("encrypted / unencrypted restore throughput, to a file (target >= 0.85)",
+     ratio(s("mover", "restore"), s("mover", "restore-encrypted")), "%.2f"),
+    ("encrypted / unencrypted restore throughput, to stdout (target >= 0.85)",
+     ratio(s("mover", "restore-stdout"), s("mover", "restore-stdout-encrypted")), "%.2f"),
     ("mover restore to file, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore")), "%.2f"),
     ("mover restore to file with --no-sync, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore-no-sync")), "%.2f"),
     ("mover restore to stdout, GB/s of image size", ratio(img_bytes / 1e9, s("mover", "restore-stdout")), "%.2f"),

@@ -1,4 +1,4 @@
-use crate::{ChunkId, Error, Result};
+use crate::{ChunkId, Error, IdKey, Result};
 
 /// How a frame's bytes are encoded. Stored as one byte; see `docs/FORMAT.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +132,7 @@ impl Encoder {
 /// Decompresses frames and checks them against their ids. One per thread.
 pub struct Decoder {
     zstd: zstd::bulk::Decompressor<'static>,
+    id_key: IdKey,
 }
 
 impl Default for Decoder {
@@ -143,8 +144,14 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder with its own zstd context.
     pub fn new() -> Self {
+        Self::with_id_key(IdKey::PLAIN)
+    }
+
+    /// A decoder that checks ids computed under `id_key` (keyed in an encrypted repository).
+    pub fn with_id_key(id_key: IdKey) -> Self {
         Decoder {
             zstd: zstd::bulk::Decompressor::new().expect("zstd context allocation succeeds"),
+            id_key,
         }
     }
 
@@ -176,7 +183,7 @@ impl Decoder {
                 frame.raw_len
             )));
         }
-        if ChunkId::of(out) != *id {
+        if self.id_key.id(out) != *id {
             return Err(corrupt("content does not match its id".into()));
         }
         Ok(())

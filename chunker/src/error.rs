@@ -35,6 +35,15 @@ pub enum Error {
         /// Highest version this build reads.
         supported: u32,
     },
+    /// The password does not open the key object.
+    #[error("wrong password")]
+    WrongPassword,
+    /// A sealed object failed authentication: it was tampered with or damaged.
+    #[error("{what} failed authentication: it was tampered with or damaged")]
+    Tampered {
+        /// The object.
+        what: String,
+    },
     /// A chunk size outside the accepted range.
     #[error("chunk size {size} is not a power of two from 64 KiB to 16 MiB")]
     InvalidChunkSize {

@@ -7,6 +7,7 @@
 //! Objects are named by content: a pack, an index segment and a snapshot are stored under the
 //! hex BLAKE3 of their bytes, so any copy can be checked against its own name.
 
+use crate::crypto::Keys;
 use crate::id::hex;
 use crate::{ChunkId, Compression, Error, Result};
 
@@ -183,8 +184,8 @@ impl<'a> In<'a> {
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | [`CONFIG_MAGIC`] |
-/// | 8 | 4 | format version (1) |
-/// | 12 | 4 | reserved, 0 |
+/// | 8 | 4 | format version (1; 2 for an encrypted repository) |
+/// | 12 | 4 | flags (version 2): bit 0 = encrypted; reserved, 0 in version 1 |
 /// | 16 | 32 | repository id (random) |
 /// | 48 | 8 | created, ms since the Unix epoch (i64) |
 /// | 56 | 32 | BLAKE3 of bytes 0..56 |
@@ -194,7 +195,12 @@ pub struct Config {
     pub id: [u8; 32],
     /// Creation time, ms since the Unix epoch.
     pub created_ms: i64,
+    /// Every object is sealed; the master key is in the key objects under `keys/`.
+    pub encrypted: bool,
 }
+
+/// Config version of an encrypted repository (version 1 stays byte for byte what it was).
+pub const CONFIG_VERSION_ENCRYPTED: u32 = 2;
 
 /// Length of an encoded [`Config`].
 pub const CONFIG_LEN: usize = 88;
@@ -204,8 +210,13 @@ impl Config {
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Out(Vec::with_capacity(CONFIG_LEN));
         o.bytes(&CONFIG_MAGIC);
-        o.u32(FORMAT_VERSION);
-        o.u32(0);
+        if self.encrypted {
+            o.u32(CONFIG_VERSION_ENCRYPTED);
+            o.u32(1);
+        } else {
+            o.u32(FORMAT_VERSION);
+            o.u32(0);
+        }
         o.bytes(&self.id);
         o.u64(self.created_ms as u64);
         o.checksum()
@@ -213,12 +224,18 @@ impl Config {
 
     /// Decodes and checks a config.
     pub fn decode(buf: &[u8]) -> Result<Self> {
-        let mut r = In::open("repository config", buf, &CONFIG_MAGIC, true)?;
-        r.u32()?;
+        const W: &str = "repository config";
+        let mut r = In::open_versioned(W, buf, &CONFIG_MAGIC, CONFIG_VERSION_ENCRYPTED)?;
+        let flags = r.u32()?;
+        let encrypted = r.version >= CONFIG_VERSION_ENCRYPTED && flags & 1 != 0;
         let id = r.arr()?;
         let created_ms = r.u64()? as i64;
         r.end()?;
-        Ok(Config { id, created_ms })
+        Ok(Config {
+            id,
+            created_ms,
+            encrypted,
+        })
     }
 }
 
@@ -725,6 +742,156 @@ pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>> {
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Encrypted repositories: sealed objects.
+
+/// Version of an index segment that is sealed (its plaintext is a version 1 segment).
+pub const INDEX_VERSION_SEALED: u32 = 2;
+/// Version of a manifest object that is sealed (its plaintext is a version 2 manifest).
+pub const MANIFEST_VERSION_SEALED: u32 = 3;
+/// Version of a pack whose blobs and trailer are sealed.
+pub const PACK_VERSION_SEALED: u32 = 2;
+/// Length of the clear header of a sealed object.
+pub const SEALED_HEADER_LEN: usize = 16;
+
+/// Seals a whole object (an index segment, a manifest): a 16-byte clear header (the kind's
+/// magic, `version`, reserved u32) that is also the associated data, then the plain encoding
+/// sealed (nonce 24, ciphertext, tag 16). Its object id is BLAKE3 of the result.
+pub fn seal_object(keys: &Keys, magic: &[u8; 8], version: u32, plain: &[u8]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(SEALED_HEADER_LEN + plain.len() + crate::crypto::SEAL_OVERHEAD);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let header: [u8; SEALED_HEADER_LEN] = out[..].try_into().expect("16 bytes");
+    keys.seal_into(&header, plain, &mut out);
+    out
+}
+
+/// Opens an object sealed by [`seal_object`]; `what` names it in errors.
+pub fn open_object(
+    keys: &Keys,
+    what: &str,
+    magic: &[u8; 8],
+    version: u32,
+    buf: &[u8],
+) -> Result<Vec<u8>> {
+    if buf.len() < SEALED_HEADER_LEN || buf[..8] != magic[..] {
+        return Err(Error::Tampered {
+            what: format!("{what} (not a sealed object of this kind)"),
+        });
+    }
+    let found = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+    if found != version {
+        return Err(Error::Tampered {
+            what: format!("{what} (format version {found}, not a sealed object)"),
+        });
+    }
+    keys.open(&buf[..SEALED_HEADER_LEN], &buf[SEALED_HEADER_LEN..])
+        .ok_or_else(|| Error::Tampered { what: what.into() })
+}
+
+/// The start of every sealed pack: [`PACK_MAGIC`], version 2, reserved u32.
+pub fn sealed_pack_header() -> [u8; PACK_HEADER_LEN] {
+    let mut h = pack_header();
+    h[8..12].copy_from_slice(&PACK_VERSION_SEALED.to_le_bytes());
+    h
+}
+
+/// The associated data of a chunk blob in a sealed pack: [`PACK_MAGIC`] and the chunk id, so
+/// a blob moved under another id fails to open.
+fn blob_aad(id: &ChunkId) -> [u8; 40] {
+    let mut aad = [0u8; 40];
+    aad[..8].copy_from_slice(&PACK_MAGIC);
+    aad[8..].copy_from_slice(id.as_bytes());
+    aad
+}
+
+/// Appends the sealed blob of a chunk's stored (compressed) bytes to `out`; returns its
+/// length (stored bytes + 40).
+pub fn seal_blob(keys: &Keys, id: &ChunkId, stored: &[u8], out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    keys.seal_into(&blob_aad(id), stored, out);
+    out.len() - start
+}
+
+/// Opens a sealed blob (in its own buffer); `None` when it fails authentication.
+pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: Vec<u8>) -> Option<Vec<u8>> {
+    keys.open_owned(&blob_aad(id), sealed)
+}
+
+/// Associated data of a sealed pack trailer.
+const TRAILER_AAD: [u8; 12] = {
+    let mut a = [0u8; 12];
+    let mut i = 0;
+    while i < 8 {
+        a[i] = PACK_MAGIC[i];
+        i += 1;
+    }
+    a[8] = PACK_VERSION_SEALED as u8;
+    a
+};
+
+fn encode_pack_entries(entries: &[BlobEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * PACK_ENTRY_LEN);
+    for e in entries {
+        out.extend_from_slice(e.id.as_bytes());
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.raw_len.to_le_bytes());
+        out.push(e.compression as u8);
+        out.extend_from_slice(&[0; 3]);
+    }
+    out
+}
+
+/// Appends the trailer of a sealed pack: the entries (as in a plain pack) sealed, then the
+/// footer: sealed length u32 | flags u32 (bit 0: sealed) | BLAKE3(sealed entries)[..16] |
+/// [`PACK_MAGIC`]. Returns the trailer's length (the pack id is BLAKE3 of the trailer).
+pub fn write_sealed_pack_trailer(pack: &mut Vec<u8>, entries: &[BlobEntry], keys: &Keys) -> usize {
+    let start = pack.len();
+    keys.seal_into(&TRAILER_AAD, &encode_pack_entries(entries), pack);
+    let sealed_len = pack.len() - start;
+    let sum = blake3::hash(&pack[start..]);
+    pack.extend_from_slice(&(sealed_len as u32).to_le_bytes());
+    pack.extend_from_slice(&1u32.to_le_bytes());
+    pack.extend_from_slice(&sum.as_bytes()[..16]);
+    pack.extend_from_slice(&PACK_MAGIC);
+    pack.len() - start
+}
+
+/// Decodes the trailer of a sealed pack (`tail`: the sealed entries and the footer).
+pub fn read_sealed_pack_trailer(tail: &[u8], keys: &Keys) -> Result<Vec<BlobEntry>> {
+    const W: &str = "pack trailer";
+    if tail.len() < PACK_FOOTER_LEN {
+        return Err(Error::structure(W, "truncated"));
+    }
+    let (sealed, footer) = tail.split_at(tail.len() - PACK_FOOTER_LEN);
+    let len = pack_footer_count(footer)? as usize;
+    if sealed.len() != len || footer[4] & 1 == 0 {
+        return Err(Error::structure(W, "sealed length does not match"));
+    }
+    if blake3::hash(sealed).as_bytes()[..16] != footer[8..24] {
+        return Err(Error::structure(W, "checksum mismatch"));
+    }
+    let plain = keys
+        .open(&TRAILER_AAD, sealed)
+        .ok_or_else(|| Error::Tampered {
+            what: "pack trailer".into(),
+        })?;
+    if plain.len() % PACK_ENTRY_LEN != 0 {
+        return Err(Error::structure(W, "entry length"));
+    }
+    let mut fake = plain;
+    let n = fake.len() / PACK_ENTRY_LEN;
+    let sum = blake3::hash(&fake);
+    fake.extend_from_slice(&(n as u32).to_le_bytes());
+    fake.extend_from_slice(&[0; 4]);
+    fake.extend_from_slice(&sum.as_bytes()[..16]);
+    fake.extend_from_slice(&PACK_MAGIC);
+    read_pack_trailer(&fake)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,8 +1016,76 @@ mod tests {
         let c = Config {
             id: [3; 32],
             created_ms: 5,
+            encrypted: false,
         };
         assert_eq!(c.encode().len(), CONFIG_LEN);
         assert_eq!(Config::decode(&c.encode()).unwrap(), c);
+        let e = Config {
+            encrypted: true,
+            ..c
+        };
+        assert_eq!(e.encode().len(), CONFIG_LEN);
+        assert_eq!(Config::decode(&e.encode()).unwrap(), e);
+        assert_eq!(e.encode()[8..16], [2, 0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn sealed_objects_and_packs() {
+        let keys = Keys::derive(&crate::crypto::MasterKey::random());
+        let other = Keys::derive(&crate::crypto::MasterKey::random());
+        let plain = sample_manifest().encode();
+        let sealed = seal_object(&keys, &MANIFEST_MAGIC, MANIFEST_VERSION_SEALED, &plain);
+        assert_eq!(
+            open_object(
+                &keys,
+                "m",
+                &MANIFEST_MAGIC,
+                MANIFEST_VERSION_SEALED,
+                &sealed
+            )
+            .unwrap(),
+            plain
+        );
+        // Another kind, another key, a flipped byte: all refused.
+        assert!(open_object(&keys, "m", &INDEX_MAGIC, INDEX_VERSION_SEALED, &sealed).is_err());
+        assert!(open_object(
+            &other,
+            "m",
+            &MANIFEST_MAGIC,
+            MANIFEST_VERSION_SEALED,
+            &sealed
+        )
+        .is_err());
+        let mut bad = sealed.clone();
+        bad[100] ^= 1;
+        assert!(matches!(
+            open_object(&keys, "m", &MANIFEST_MAGIC, MANIFEST_VERSION_SEALED, &bad),
+            Err(Error::Tampered { .. })
+        ));
+        assert!(!sealed.windows(3).any(|w| w == b"vm1"));
+
+        let id = ChunkId::of(b"a");
+        let mut pack = sealed_pack_header().to_vec();
+        let n = seal_blob(&keys, &id, b"abcde", &mut pack);
+        assert_eq!(
+            open_blob(&keys, &id, pack[16..16 + n].to_vec()).unwrap(),
+            b"abcde"
+        );
+        assert!(open_blob(&keys, &ChunkId::of(b"b"), pack[16..16 + n].to_vec()).is_none());
+        let e = BlobEntry {
+            id,
+            offset: 16,
+            stored_len: n as u32,
+            raw_len: 9,
+            compression: Compression::Zstd,
+        };
+        let start = pack.len();
+        let len = write_sealed_pack_trailer(&mut pack, &[e, e], &keys);
+        assert_eq!(len, pack.len() - start);
+        assert_eq!(
+            read_sealed_pack_trailer(&pack[start..], &keys).unwrap(),
+            vec![e, e]
+        );
+        assert!(read_sealed_pack_trailer(&pack[start..], &other).is_err());
     }
 }

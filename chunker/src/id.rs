@@ -49,6 +49,44 @@ impl ChunkId {
     }
 }
 
+/// How chunk ids are computed: BLAKE3-256 of the plaintext, keyed (BLAKE3 keyed hash) in an
+/// encrypted repository or archive so that ids reveal nothing about content.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdKey(Option<[u8; 32]>);
+
+impl IdKey {
+    /// Plain BLAKE3 ids (unencrypted repositories and archives).
+    pub const PLAIN: IdKey = IdKey(None);
+
+    /// Ids keyed with `key`.
+    pub const fn keyed(key: [u8; 32]) -> Self {
+        IdKey(Some(key))
+    }
+
+    /// Whether ids are keyed.
+    pub const fn is_keyed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The id of `data` under this scheme.
+    pub fn id(&self, data: &[u8]) -> ChunkId {
+        match &self.0 {
+            None => ChunkId::of(data),
+            Some(k) => ChunkId(*blake3::keyed_hash(k, data).as_bytes()),
+        }
+    }
+}
+
+impl fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_keyed() {
+            "IdKey(keyed)"
+        } else {
+            "IdKey(plain)"
+        })
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

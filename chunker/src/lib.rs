@@ -8,10 +8,13 @@
 //!   unknown shape ([`StreamChunker`]).
 //! - The blob codec: [`Encoder`] compresses a chunk with zstd (or keeps it raw when it does not
 //!   shrink) into a [`Frame`]; [`Decoder`] reverses it and checks the id.
+//! - Encryption ([`crypto`]): the master key and its derived [`crypto::Keys`] (XChaCha20-Poly1305
+//!   sealing, keyed chunk ids through [`IdKey`]), and the password-wrapped [`crypto::KeyFile`].
 //! - The on-disk format ([`format`]): snapshot manifests, pack trailers, index segments and the
 //!   repository config, each documented byte by byte there and in `docs/FORMAT.md`.
 //!
-//! No threads, no I/O beyond [`std::io::Read`].
+//! No threads, no I/O beyond [`std::io::Read`] (and the operating system's random source, for
+//! keys, salts and nonces).
 //!
 //! ```
 //! use chunker::{ChunkId, Decoder, Encoder};
@@ -27,6 +30,7 @@
 
 mod cdc;
 mod codec;
+pub mod crypto;
 mod error;
 mod extent;
 pub mod format;
@@ -36,7 +40,7 @@ pub use cdc::{cdc_bounds, StreamChunker};
 pub use codec::{is_zero, Compression, Decoder, Encoder, Frame};
 pub use error::{Error, Result};
 pub use extent::{fixed_chunks, ChunkSpan, Extent, ExtentKind};
-pub use id::{ChunkId, IdHasher};
+pub use id::{ChunkId, IdHasher, IdKey};
 
 /// Smallest fixed chunk size accepted (64 KiB).
 pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;

@@ -18,12 +18,13 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
+use chunker::crypto::Password;
 use chunker::format::{Entry, Manifest, ObjectId};
-use chunker::{ChunkId, Compression, Decoder, Frame};
+use chunker::{ChunkId, Compression, Decoder, Frame, IdKey};
 use serde::{Deserialize, Serialize};
 use targets::archive::{
-    ArchiveHeader, ArchiveId, ArchiveReader, ArchiveSummary, ArchiveWriter, Damage, Event,
-    ReaderOptions, Trailer, VolumeSink,
+    ArchiveHeader, ArchiveId, ArchiveKey, ArchiveReader, ArchiveSummary, ArchiveWriter, Damage,
+    Event, ReaderOptions, Trailer, VolumeSink,
 };
 use targets::{ChunkStore, Put, Repository};
 
@@ -137,19 +138,23 @@ pub struct ArchiveTarget {
     /// Chunks this archive (or an earlier archive of its chain) holds: for `has`, which many
     /// workers ask while the writer thread is busy writing.
     held: Mutex<HashSet<ChunkId>>,
+    /// How chunk ids are computed for this archive (keyed when it is encrypted).
+    id_key: IdKey,
 }
 
 impl ArchiveTarget {
     /// Starts an archive on `sink`; `known` are the chunks earlier archives of the chain hold
-    /// (an incremental writes only the others).
+    /// (an incremental writes only the others). With a key the archive is encrypted.
     pub fn new(
         sink: Box<dyn VolumeSink + Send>,
         options: &targets::archive::ArchiveOptions,
         header: ArchiveHeader,
         known: Vec<ChunkId>,
+        key: Option<ArchiveKey>,
     ) -> Result<Self> {
         let disks = header.disks.len();
-        let mut writer = ArchiveWriter::new(sink, options, header)?;
+        let id_key = key.as_ref().map_or(IdKey::PLAIN, |k| k.keys.id_key());
+        let mut writer = ArchiveWriter::with_key(sink, options, header, key)?;
         writer.add_known(known.iter().copied());
         Ok(ArchiveTarget {
             state: Mutex::new(WriteState {
@@ -162,6 +167,7 @@ impl ArchiveTarget {
                 summary: None,
             }),
             held: Mutex::new(known.into_iter().collect()),
+            id_key,
         })
     }
 
@@ -215,6 +221,10 @@ impl BackupTarget for ArchiveTarget {
         true
     }
 
+    fn id_key(&self) -> IdKey {
+        self.id_key
+    }
+
     fn place(&self, disk: usize, index: u64, entry: &Entry) -> Result<()> {
         let mut state = self.state.lock().expect("archive lock");
         let offset = state.offsets[disk];
@@ -258,8 +268,13 @@ pub struct Catalog {
     pub version: u32,
     /// The chain, oldest (the full) first.
     pub chain: Vec<CatalogArchive>,
-    /// Hex of the last archive's manifest encoding.
+    /// Hex of the last archive's manifest encoding (sealed with the chain's key when the
+    /// chain is encrypted).
     pub manifest: String,
+    /// Hex of the key object of an encrypted chain (its master key wrapped with the
+    /// password): every archive of the chain uses that key, so chunk ids stay comparable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// One archive of a chain.
@@ -292,12 +307,59 @@ impl Catalog {
         Ok(c)
     }
 
+    /// The key of an encrypted chain, opened with `password`; `None` for a clear chain.
+    pub fn chain_key(
+        &self,
+        path: &std::path::Path,
+        password: Option<&Password>,
+    ) -> Result<Option<ArchiveKey>> {
+        let Some(hex) = &self.key else {
+            return Ok(None);
+        };
+        let bytes = unhex(hex).ok_or_else(|| catalog_error(path, "bad key"))?;
+        let location = format!("the archive chain of catalog {}", path.display());
+        let password = password.ok_or_else(|| targets::Error::PasswordRequired {
+            location: location.clone(),
+        })?;
+        Ok(Some(ArchiveKey::open(&bytes, password, &location)?))
+    }
+
+    /// Records the last archive's manifest (sealed with the chain's key, if any).
+    pub fn set_manifest(&mut self, manifest: &Manifest, key: Option<&ArchiveKey>) {
+        let plain = manifest.encode();
+        self.manifest = hex(&match key {
+            Some(k) => chunker::format::seal_object(
+                &k.keys,
+                &chunker::format::MANIFEST_MAGIC,
+                chunker::format::MANIFEST_VERSION_SEALED,
+                &plain,
+            ),
+            None => plain,
+        });
+        self.key = key.map(|k| hex(&k.key_file.encode()));
+    }
+
     /// The last archive's manifest and its snapshot id, when the chain is not empty.
-    pub fn parent(&self, path: &std::path::Path) -> Result<Option<(ObjectId, Manifest)>> {
+    pub fn parent(
+        &self,
+        path: &std::path::Path,
+        key: Option<&ArchiveKey>,
+    ) -> Result<Option<(ObjectId, Manifest)>> {
         if self.chain.is_empty() {
             return Ok(None);
         }
         let bytes = unhex(&self.manifest).ok_or_else(|| catalog_error(path, "bad manifest"))?;
+        let bytes = match key {
+            Some(k) => chunker::format::open_object(
+                &k.keys,
+                "the catalog's manifest",
+                &chunker::format::MANIFEST_MAGIC,
+                chunker::format::MANIFEST_VERSION_SEALED,
+                &bytes,
+            )
+            .map_err(|e| catalog_error(path, &e.to_string()))?,
+            None => bytes,
+        };
         let m = Manifest::decode(&bytes).map_err(|e| catalog_error(path, &e.to_string()))?;
         Ok(Some((ObjectId::of(&bytes), m)))
     }
@@ -466,10 +528,11 @@ pub enum ArchiveInput {
 }
 
 impl ArchiveInput {
-    fn reader<'a>(self, strict: bool) -> ArchiveReader<'a> {
+    fn reader<'a>(self, strict: bool, password: Option<&Password>) -> ArchiveReader<'a> {
         let options = ReaderOptions {
             strict,
             decode: false,
+            password: password.cloned(),
         };
         match self {
             ArchiveInput::Stream(r) => ArchiveReader::new(r, options),
@@ -489,6 +552,8 @@ pub struct ArchiveRestoreOptions {
     pub force: bool,
     /// fsync before reporting success.
     pub sync: bool,
+    /// The password of encrypted archives.
+    pub password: Option<Password>,
 }
 
 /// What an archive restore did.
@@ -533,8 +598,9 @@ pub fn restore_archive(
     let mut chain: Vec<ArchiveId> = Vec::new();
     for _ in 1..count {
         let input = inputs.next().expect("count");
-        for event in input.reader(opts.strict) {
+        for event in input.reader(opts.strict, opts.password.as_ref()) {
             match event? {
+                Event::Keyed(k) => decoder = Decoder::with_id_key(k),
                 Event::Header(h) => chain.push(h.id),
                 Event::ChunkFrame { id, frame } => {
                     let mut out = Vec::new();
@@ -550,12 +616,13 @@ pub fn restore_archive(
     let last = inputs.next().ok_or_else(|| {
         Error::Incremental("no archive given; name one with --from-archive".into())
     })?;
-    let mut reader = last.reader(opts.strict);
+    let mut reader = last.reader(opts.strict, opts.password.as_ref());
     // Everything before the header (volume frames, damage) is noted; the header picks the disk.
     let header =
         loop {
             match reader.next().transpose()? {
                 Some(Event::Header(h)) => break h,
+                Some(Event::Keyed(k)) => decoder = Decoder::with_id_key(k),
                 Some(Event::Damage(d)) => report.damage.push(damage_line(&d)),
                 Some(_) => {}
                 None => return Err(Error::Incremental(
@@ -1034,6 +1101,8 @@ pub struct ArchiveListing {
     pub chunk_bytes: u64,
     /// Damage, one line each.
     pub damage: Vec<String>,
+    /// The archive is encrypted (and the password opened it).
+    pub encrypted: bool,
 }
 
 /// Reads a whole archive; with `check`, decodes every chunk and checks it against its id.
@@ -1041,16 +1110,21 @@ pub fn read_archive(
     input: ArchiveInput,
     check: bool,
     progress: &Progress,
+    password: Option<&Password>,
 ) -> Result<ArchiveListing> {
     let mut l = ArchiveListing::default();
     let mut decoder = Decoder::new();
     let mut out = Vec::new();
-    for event in input.reader(false) {
+    for event in input.reader(false, password) {
         let event = event?;
         if l.trailer.is_some() {
             continue; // drain the input (see Restorer::run)
         }
         match event {
+            Event::Keyed(k) => {
+                decoder = Decoder::with_id_key(k);
+                l.encrypted = true;
+            }
             Event::Volume(_) => l.volumes += 1,
             Event::Header(h) => {
                 progress.set_total(h.disks.iter().map(|d| d.size).sum());
@@ -1088,28 +1162,48 @@ pub fn read_archive(
 /// Loads an archive's chunks and snapshot into a repository. The snapshot is committed only
 /// when every chunk it references is in the repository (an incremental needs its chain
 /// imported first) and no damage was found.
+///
+/// When the archive's chunk ids are computed otherwise than the repository's (one of them is
+/// encrypted, or both under different keys), each chunk is stored under the id the
+/// repository computes and the manifest is rewritten to match; an incremental archive can
+/// then refer only to chunks of its own chain that the same import saw, so import such a
+/// chain into a repository with the same ids (or restore it from the archives).
 pub fn import_archive(
     repo: &Repository,
     input: ArchiveInput,
     progress: &Progress,
+    password: Option<&Password>,
 ) -> Result<(ObjectId, Manifest, u64)> {
     let mut decoder = Decoder::new();
+    let mut archive_key = IdKey::PLAIN;
+    let mut renamed: HashMap<ChunkId, ChunkId> = HashMap::new();
     let mut out = Vec::new();
     let mut manifest = None;
     let mut damage = Vec::new();
     let mut new = 0u64;
     let mut ended = false;
-    for event in input.reader(false) {
+    for event in input.reader(false, password) {
         let event = event?;
         if ended {
             continue; // drain the input (see Restorer::run)
         }
         match event {
+            Event::Keyed(k) => {
+                decoder = Decoder::with_id_key(k);
+                archive_key = k;
+            }
             Event::Header(h) => progress.set_total(h.disks.iter().map(|d| d.size).sum()),
             Event::ChunkFrame { id, frame } => {
                 decoder.decode_into(&frame, &id, &mut out)?;
                 progress.add(u64::from(frame.raw_len));
-                if ChunkStore::put(repo, &id, frame)? == Put::Stored {
+                let stored_id = if archive_key == repo.id_key() {
+                    id
+                } else {
+                    let new_id = repo.id_key().id(&out);
+                    renamed.insert(id, new_id);
+                    new_id
+                };
+                if ChunkStore::put(repo, &stored_id, frame)? == Put::Stored {
                     new += 1;
                 }
             }
@@ -1125,11 +1219,18 @@ pub fn import_archive(
             damage.join("; ")
         )));
     }
-    let manifest = manifest.ok_or_else(|| {
+    let mut manifest: Manifest = manifest.ok_or_else(|| {
         Error::Incremental(
             "the archive holds no manifest; nothing was imported as a snapshot".into(),
         )
     })?;
+    if archive_key != repo.id_key() {
+        for e in manifest.disks.iter_mut().flat_map(|d| d.entries.iter_mut()) {
+            if let Some(new_id) = e.id.and_then(|id| renamed.get(&id)) {
+                e.id = Some(*new_id);
+            }
+        }
+    }
     let missing = manifest
         .disks
         .iter()
@@ -1148,7 +1249,9 @@ pub fn import_archive(
 }
 
 /// Writes a self-contained full archive of a repository snapshot (a "virtual full"): every
-/// chunk once, copied as stored (no recompression), with maps in disk order.
+/// chunk once, copied as stored (no recompression), with maps in disk order. When the
+/// archive computes chunk ids otherwise than the repository (one of them is encrypted), each
+/// chunk goes on the archive under the archive's id, and so does the manifest's entry.
 pub fn export_archive(
     repo: &Repository,
     manifest: &Manifest,
@@ -1156,26 +1259,50 @@ pub fn export_archive(
     progress: &Progress,
 ) -> Result<ObjectId> {
     progress.set_total(manifest.total_len());
-    for (d, disk) in manifest.disks.iter().enumerate() {
-        for (index, entry) in disk.entries.iter().enumerate() {
+    let mut decoder = Decoder::with_id_key(repo.id_key());
+    let rename = BackupTarget::id_key(target) != repo.id_key();
+    let mut renamed: HashMap<ChunkId, ChunkId> = HashMap::new();
+    let mut out_manifest = manifest.clone();
+    let mut out = Vec::new();
+    for (d, disk) in out_manifest.disks.iter_mut().enumerate() {
+        for (index, entry) in disk.entries.iter_mut().enumerate() {
             if crate::sys::interrupted() {
                 return Err(Error::Interrupted);
             }
-            target.place(d, index as u64, entry)?;
-            if let Some(id) = entry.id {
-                if !BackupTarget::has(target, &id)? {
+            let Some(id) = entry.id else {
+                target.place(d, index as u64, entry)?;
+                progress.add(u64::from(entry.len));
+                continue;
+            };
+            let known = renamed.get(&id).copied();
+            let new_frame = match known {
+                Some(new_id) => {
+                    entry.id = Some(new_id);
+                    None
+                }
+                None if !rename && BackupTarget::has(target, &id)? => None,
+                None => {
                     let frame = repo.get(&id)?;
                     // Checked before it goes on the archive: a damaged repository chunk must
                     // not become a damaged archive.
-                    let mut out = Vec::new();
-                    Decoder::new().decode_into(&frame, &id, &mut out)?;
-                    BackupTarget::put(target, &id, frame)?;
+                    decoder.decode_into(&frame, &id, &mut out)?;
+                    if rename {
+                        let new_id = BackupTarget::id_key(target).id(&out);
+                        renamed.insert(id, new_id);
+                        entry.id = Some(new_id);
+                    }
+                    Some(frame)
                 }
+            };
+            // The map entry goes before the chunk frame it names.
+            target.place(d, index as u64, entry)?;
+            if let (Some(frame), Some(new_id)) = (new_frame, entry.id) {
+                BackupTarget::put(target, &new_id, frame)?;
             }
             progress.add(u64::from(entry.len));
         }
     }
-    target.commit(manifest)
+    target.commit(&out_manifest)
 }
 
 /// The archive header for a backup of `disks` (name, size).

@@ -51,6 +51,10 @@ pub trait BackupTarget: Sync {
         let _ = (disk, index, entry);
         Ok(())
     }
+    /// How chunk ids are computed for this target (keyed when it is encrypted).
+    fn id_key(&self) -> chunker::IdKey {
+        chunker::IdKey::PLAIN
+    }
 }
 
 impl BackupTarget for Repository {
@@ -62,6 +66,9 @@ impl BackupTarget for Repository {
     }
     fn buffered_bytes(&self) -> u64 {
         self.options().buffered_bytes()
+    }
+    fn id_key(&self) -> chunker::IdKey {
+        Repository::id_key(self)
     }
     fn commit(&self, manifest: &Manifest) -> Result<ObjectId> {
         // Every chunk durable first, then one more look at the interrupt flag: a signal that
@@ -492,7 +499,13 @@ fn plan_image(
         ));
     }
     if opts.verify_changes > 0 {
-        if let Some(offset) = check_clean(source, &plan.unchanged, cs, opts.verify_changes)? {
+        if let Some(offset) = check_clean(
+            source,
+            &plan.unchanged,
+            cs,
+            opts.verify_changes,
+            repo.id_key(),
+        )? {
             warnings.push(format!(
                 "the change map of disk {name} called the chunk at offset {offset} clean but it differs from parent {short}; the whole disk was compared instead"
             ));
@@ -509,6 +522,7 @@ fn check_clean(
     unchanged: &[Option<Entry>],
     chunk_size: u64,
     n: usize,
+    id_key: chunker::IdKey,
 ) -> Result<Option<u64>> {
     let clean: Vec<usize> = (0..unchanged.len())
         .filter(|&i| unchanged[i].is_some())
@@ -530,7 +544,7 @@ fn check_clean(
         source.read_at(offset, &mut buf)?;
         let same = match entry.id {
             None => is_zero(&buf),
-            Some(id) => ChunkId::of(&buf) == id,
+            Some(id) => id_key.id(&buf) == id,
         };
         if !same {
             return Ok(Some(offset));
@@ -634,6 +648,7 @@ fn worker(
     progress: &Progress,
 ) -> Result<()> {
     let mut encoder = Encoder::new(level);
+    let id_key = store.id_key();
     let mut buf = Vec::new();
     for task in tasks {
         if errors.should_stop() {
@@ -665,7 +680,7 @@ fn worker(
                 read: true,
             }
         } else {
-            let id = ChunkId::of(data);
+            let id = id_key.id(data);
             // Look the hash up before compressing: a known chunk costs no zstd time.
             let frame = if store.has(&id)? {
                 None

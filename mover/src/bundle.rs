@@ -6,10 +6,11 @@ use std::io::Write;
 use std::path::Path;
 
 /// Variables whose values never leave the host.
-const SECRET_VARS: [&str; 5] = [
+const SECRET_VARS: [&str; 6] = [
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "MOVER_PASSWORD",
+    "MOVER_NEW_PASSWORD",
     "AWS_ACCESS_KEY_ID",
     "RESTIC_PASSWORD",
 ];

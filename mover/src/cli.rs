@@ -33,6 +33,11 @@ pub struct Cli {
     /// $XDG_CONFIG_HOME/mover/config.toml, else ~/.config/mover/config.toml].
     #[arg(long, value_name = "FILE", env = "MOVER_CONFIG", global = true)]
     pub config: Option<std::path::PathBuf>,
+    /// Read the password of an encrypted repository or archive from FILE (its first line)
+    /// [default: the MOVER_PASSWORD environment variable; a prompt only when stdin is a
+    /// terminal].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub password_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,6 +56,9 @@ pub enum Command {
     /// Tape-style archives: list, verify, import into and export from a repository.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// The passwords of an encrypted repository: add, list, remove, change.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Read every chunk of one or all snapshots (or a subset) and check it against its id.
     Verify(VerifyArgs),
     /// Remove snapshots by id, or by a retention policy (--keep-*); data goes at the next gc.
@@ -115,6 +123,50 @@ pub struct RepoArg {
 pub struct InitArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    /// Encrypt the repository (XChaCha20-Poly1305; the key is wrapped with the password
+    /// from MOVER_PASSWORD or --password-file).
+    #[arg(long)]
+    pub encrypt: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password: a new key object for the same master key.
+    Add(KeyNewArgs),
+    /// List the key objects (id, creation time, Argon2id parameters, the one in use).
+    List(KeyListArgs),
+    /// Remove a key object by id (or unique prefix); not the last one, nor the one in use.
+    Remove(KeyRemoveArgs),
+    /// Change the password in use: a new key object replaces the one it opened.
+    Passwd(KeyNewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeyNewArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Read the new password from FILE (its first line) [default: MOVER_NEW_PASSWORD; a
+    /// prompt only when stdin is a terminal].
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyListArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyRemoveArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// The key's id or a unique prefix of it (see `mover key list`).
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +285,10 @@ pub struct ArchiveFormat {
     /// Overwrite an existing archive file.
     #[arg(long)]
     pub force: bool,
+    /// Encrypt the archive with the password (MOVER_PASSWORD or --password-file); the
+    /// incrementals of an encrypted chain are encrypted with the chain's key.
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 #[derive(Subcommand, Debug)]

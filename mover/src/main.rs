@@ -14,9 +14,10 @@ use anyhow::Context;
 use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
+use chunker::crypto::Password;
 use cli::{
-    ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, PerfArgs, RepairCommand,
-    RepoArg, RestoreArgs, SnapshotsArgs, Subset, VerifyArgs,
+    ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, KeyCommand, PerfArgs,
+    RepairCommand, RepoArg, RestoreArgs, SnapshotsArgs, Subset, VerifyArgs,
 };
 
 /// Exit codes; see the README.
@@ -69,6 +70,10 @@ fn main() -> ExitCode {
         Command::Archive(ArchiveCommand::Verify(a)) => ("archive verify", a.json, false),
         Command::Archive(ArchiveCommand::Import(a)) => ("archive import", a.json, false),
         Command::Archive(ArchiveCommand::Export(a)) => ("archive export", a.json, a.to == "-"),
+        Command::Key(KeyCommand::Add(_)) => ("key add", false, false),
+        Command::Key(KeyCommand::List(_)) => ("key list", false, false),
+        Command::Key(KeyCommand::Remove(_)) => ("key remove", false, false),
+        Command::Key(KeyCommand::Passwd(_)) => ("key passwd", false, false),
     };
     if let Err(e) = events::init(cli.events.as_deref(), json, data_on_stdout) {
         eprintln!("mover: {}; see `mover --help`", one_line(&e));
@@ -192,8 +197,12 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    PASSWORD_FILE
+        .set(profile_password_file(cli)?.or_else(|| cli.password_file.clone()))
+        .expect("set once, before any command runs");
     match &cli.command {
-        Command::Init(a) => init(&a.repo, cli.quiet),
+        Command::Init(a) => init(&a.repo, a.encrypt, cli.quiet),
+        Command::Key(c) => key_cmd(c, cli.quiet),
         Command::Backup(a) => backup(a, cli.quiet),
         Command::Snapshots(a) => snapshots(a),
         Command::Restore(a) => restore(a, cli.quiet),
@@ -262,15 +271,187 @@ fn repo_options(repo: &RepoArg) -> RepositoryOptions {
         pack_size: 16 << 20,
         writers: usize::from(repo.connections).clamp(1, 6),
         cache_dir,
+        password: None,
     }
 }
 
+/// `--password-file`, taken from the command line once.
+static PASSWORD_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+/// The password, once read (from the file, the environment or a prompt).
+static PASSWORD: std::sync::Mutex<Option<Password>> = std::sync::Mutex::new(None);
+
+/// `backup --profile NAME`: the `password_file` of the profile's repository, when neither
+/// `--password-file` nor `MOVER_PASSWORD` gives a password (flags > environment > file).
+fn profile_password_file(cli: &Cli) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Command::Backup(BackupArgs {
+        profile: Some(name),
+        ..
+    }) = &cli.command
+    else {
+        return Ok(None);
+    };
+    if cli.password_file.is_some()
+        || std::env::var_os("MOVER_PASSWORD").is_some_and(|v| !v.is_empty())
+    {
+        return Ok(None);
+    }
+    let config = mover::config::Config::load(cli.config.as_deref())?;
+    let profile = config.profile(name)?;
+    Ok(profile.repository.and_then(|(_, r)| r.password_file))
+}
+
+/// The first line of a password file.
+fn read_password_file(path: &std::path::Path) -> anyhow::Result<Password> {
+    let mut bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    if let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+        bytes.truncate(end);
+    }
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(usage(format!(
+            "the password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Password::new(bytes))
+}
+
+/// Reads a secret from `file`, else the environment variable `var`; `None` when neither is
+/// given.
+fn secret(file: Option<&std::path::Path>, var: &str) -> anyhow::Result<Option<Password>> {
+    if let Some(path) = file {
+        return Ok(Some(read_password_file(path)?));
+    }
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => {
+            use std::os::unix::ffi::OsStringExt;
+            Ok(Some(Password::new(v.into_vec())))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The password given (`--password-file`, then `MOVER_PASSWORD`), if any.
+fn password() -> anyhow::Result<Option<Password>> {
+    let mut cached = PASSWORD.lock().expect("password lock");
+    if cached.is_none() {
+        let file = PASSWORD_FILE.get().and_then(|f| f.as_deref());
+        *cached = secret(file, "MOVER_PASSWORD")?;
+    }
+    Ok(cached.clone())
+}
+
+/// Asks for a password on the terminal; `None` when stdin is not a terminal (backup software
+/// never gets a prompt).
+fn prompt(question: &str) -> anyhow::Result<Option<Password>> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!("{question}: ");
+    let line = mover::sys::read_line_without_echo().context("cannot read the password")?;
+    if line.is_empty() {
+        return Err(usage("no password entered"));
+    }
+    Ok(Some(Password::new(line)))
+}
+
 fn open_repo(repo: &RepoArg) -> anyhow::Result<Repository> {
-    let repo = Repository::open(backend(repo)?, repo_options(repo))?;
-    for w in repo.warnings() {
+    let mut options = repo_options(repo);
+    options.password = password()?;
+    let opened = match Repository::open(backend(repo)?, options.clone()) {
+        Err(targets::Error::PasswordRequired { location }) => {
+            let Some(p) = prompt(&format!("password of {location}"))? else {
+                return Err(targets::Error::PasswordRequired { location }.into());
+            };
+            *PASSWORD.lock().expect("password lock") = Some(p.clone());
+            options.password = Some(p);
+            Repository::open(backend(repo)?, options)?
+        }
+        other => other?,
+    };
+    for w in opened.warnings() {
         tracing::warn!("{w}");
     }
-    Ok(repo)
+    Ok(opened)
+}
+
+/// The password for something new (an encrypted repository or archive): given, or asked
+/// twice on a terminal.
+fn password_for_new(what: &str) -> anyhow::Result<Password> {
+    if let Some(p) = password()? {
+        return Ok(p);
+    }
+    new_secret(None, "MOVER_PASSWORD", what)
+}
+
+fn new_secret(file: Option<&std::path::Path>, var: &str, what: &str) -> anyhow::Result<Password> {
+    if let Some(p) = secret(file, var)? {
+        return Ok(p);
+    }
+    let Some(first) = prompt(&format!("password for {what}"))? else {
+        return Err(usage(format!(
+            "{what} needs a password: set {var} or give {} (no prompt: stdin is not a terminal)",
+            if var == "MOVER_PASSWORD" {
+                "--password-file FILE"
+            } else {
+                "--new-password-file FILE"
+            }
+        )));
+    };
+    let again = prompt("again")?.unwrap_or_else(|| Password::new(Vec::new()));
+    if again.as_bytes() != first.as_bytes() {
+        return Err(usage("the two passwords differ"));
+    }
+    Ok(first)
+}
+
+fn key_cmd(cmd: &KeyCommand, quiet: bool) -> anyhow::Result<Exit> {
+    let params = chunker::crypto::KdfParams::default();
+    let new_password = |a: &cli::KeyNewArgs| {
+        new_secret(
+            a.new_password_file.as_deref(),
+            "MOVER_NEW_PASSWORD",
+            "the new key",
+        )
+    };
+    match cmd {
+        KeyCommand::Add(a) => {
+            let repo = open_repo(&a.repo)?;
+            let new = new_password(a)?;
+            let id = repo.add_key(&new, params)?;
+            if !quiet {
+                eprintln!("added key {}", &id[..12]);
+            }
+            println!("{id}");
+        }
+        KeyCommand::Passwd(a) => {
+            let repo = open_repo(&a.repo)?;
+            let new = new_password(a)?;
+            let id = repo.change_password(&new, params)?;
+            if !quiet {
+                eprintln!(
+                    "password changed: key {} replaces the one in use",
+                    &id[..12]
+                );
+            }
+            println!("{id}");
+        }
+        KeyCommand::Remove(a) => {
+            let repo = open_repo(&a.repo)?;
+            let id = repo.remove_key(&a.id)?;
+            if !quiet {
+                eprintln!("removed key {}", &id[..12]);
+            }
+        }
+        KeyCommand::List(a) => {
+            let repo = open_repo(&a.repo)?;
+            output::key_list(&repo.list_keys()?, a.json)?;
+        }
+    }
+    Ok(Exit::Success)
 }
 
 fn threads(perf: &PerfArgs) -> usize {
@@ -287,18 +468,34 @@ fn fetch_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
     }
 }
 
-fn init(repo: &RepoArg, quiet: bool) -> anyhow::Result<Exit> {
+fn init(repo: &RepoArg, encrypt: bool, quiet: bool) -> anyhow::Result<Exit> {
+    let password = match encrypt {
+        true => Some(password_for_new("the new repository")?),
+        false => None,
+    };
+    let create = |b: Arc<dyn Backend>| -> anyhow::Result<()> {
+        match &password {
+            Some(p) => Repository::init_encrypted(b, p, chunker::crypto::KdfParams::default())?,
+            None => Repository::init(b)?,
+        };
+        Ok(())
+    };
+    let what = if encrypt {
+        "encrypted repository"
+    } else {
+        "repository"
+    };
     if !is_s3(repo) {
-        Repository::init(backend(repo)?)?;
+        create(backend(repo)?)?;
         if !quiet {
-            eprintln!("created repository {}", repo.repo);
+            eprintln!("created {what} {}", repo.repo);
         }
         return Ok(Exit::Success);
     }
     let s3 = Arc::new(s3_backend(repo)?);
-    Repository::init(s3.clone())?;
+    create(s3.clone())?;
     if !quiet {
-        eprintln!("created repository {}", repo.repo);
+        eprintln!("created {what} {}", repo.repo);
         // Worth knowing about a server, though mover never relies on it (docs/FORMAT.md).
         match s3.honours_conditional_put() {
             Ok(true) => eprintln!("the server honours conditional writes (If-None-Match)"),
@@ -616,8 +813,14 @@ impl BackupJob<'_> {
     fn run(mut self) -> anyhow::Result<(mover::BackupReport, Option<serde_json::Value>)> {
         let a = self.a;
         let mut warnings = Vec::new();
+        let mut chain_key = None;
         let (repo, parent, catalog) = match &a.archive.to_archive {
             None => {
+                if a.archive.format.encrypt {
+                    return Err(usage(
+                        "--encrypt applies to --to-archive; a repository is encrypted when it is created (mover init --encrypt)",
+                    ));
+                }
                 let repo = open_repo(&a.repo)?;
                 let parent = match &a.parent {
                     Some(spec) => find_parent(&repo, spec, &self.group, &mut warnings)?,
@@ -634,10 +837,16 @@ impl BackupJob<'_> {
                     }
                     None => None,
                 };
+                if let (Some(_), Some((path, c))) = (&a.parent, &catalog) {
+                    if !c.chain.is_empty() {
+                        // An incremental of an encrypted chain uses the chain's key.
+                        chain_key = c.chain_key(path, password()?.as_ref())?;
+                    }
+                }
                 let parent = match (&a.parent, &catalog) {
                     (None, _) => None,
                     (Some(spec), Some((path, c))) if spec.eq_ignore_ascii_case("latest") => {
-                        let p = c.parent(path)?;
+                        let p = c.parent(path, chain_key.as_ref())?;
                         if p.is_none() {
                             warnings.push(format!(
                                 "catalog {} holds no archive yet; this archive is a full one",
@@ -732,6 +941,19 @@ impl BackupJob<'_> {
                 result.map_err(|e| failed(e.into()))?
             }
             (None, Some(path)) => {
+                let key = match chain_key {
+                    Some(k) => Some(k),
+                    None if incremental && a.archive.format.encrypt => {
+                        return Err(usage(
+                            "the archive chain of --catalog is not encrypted; an incremental uses its chain's key: start a new, encrypted chain with a full archive (no --parent)",
+                        ))
+                    }
+                    None if a.archive.format.encrypt => Some(targets::archive::ArchiveKey::new(
+                        &password_for_new("the archive")?,
+                        chunker::crypto::KdfParams::default(),
+                    )?),
+                    None => None,
+                };
                 let (known, parents) = match (&catalog, incremental) {
                     (Some((p, c)), true) => (c.chunks(p)?, c.ids()),
                     _ => (Vec::new(), Vec::new()),
@@ -746,6 +968,7 @@ impl BackupJob<'_> {
                         &archive_options(&a.archive.format),
                         header,
                         known,
+                        key.clone(),
                     )?;
                     let bar =
                         output::ProgressBar::start(&progress, show_progress(self.quiet), "backup");
@@ -773,7 +996,7 @@ impl BackupJob<'_> {
                     }
                     c.version = 1;
                     c.chain.push(entry);
-                    c.manifest = mover::archive::hex(&report.manifest.encode());
+                    c.set_manifest(&report.manifest, key.as_ref());
                     c.save(&path)?;
                 }
                 extra = Some(serde_json::json!({
@@ -930,6 +1153,7 @@ fn restore_from_archive(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         Destination::Path(a.to.clone().into())
     };
     let opts = mover::archive::ArchiveRestoreOptions {
+        password: password()?,
         disk: a.disk.clone(),
         strict: a.strict,
         force: a.force,
@@ -973,7 +1197,8 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
             let input = mover::archive::open_input(&a.path)?;
             let bar =
                 output::ProgressBar::start(&progress, check && show_progress(quiet), "verify");
-            let result = mover::archive::read_archive(input, check, &progress);
+            let result =
+                mover::archive::read_archive(input, check, &progress, password()?.as_ref());
             bar.finish();
             let listing = result.with_context(|| format!("cannot read archive {}", a.path))?;
             output::archive_listing(&listing, check, a.json, quiet)?;
@@ -988,7 +1213,8 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
             let repo = open_repo(&a.repo)?;
             let input = mover::archive::open_input(&a.path)?;
             let bar = output::ProgressBar::start(&progress, show_progress(quiet), "import");
-            let result = mover::archive::import_archive(&repo, input, &progress);
+            let result =
+                mover::archive::import_archive(&repo, input, &progress, password()?.as_ref());
             bar.finish();
             let (id, m, new) = result.with_context(|| {
                 format!("import of {} failed, no snapshot was committed", a.path)
@@ -999,6 +1225,13 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
         ArchiveCommand::Export(a) => {
             let repo = open_repo(&a.repo)?;
             let (id, manifest) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+            let key = match a.format.encrypt {
+                true => Some(targets::archive::ArchiveKey::new(
+                    &password_for_new("the archive")?,
+                    chunker::crypto::KdfParams::default(),
+                )?),
+                false => None,
+            };
             let created = archive_created(&a.to, &a.format);
             let result = (|| -> anyhow::Result<_> {
                 let (sink, _) = open_archive_sink(&a.to, &a.format)?;
@@ -1016,6 +1249,7 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
                     &archive_options(&a.format),
                     header,
                     Vec::new(),
+                    key,
                 )?;
                 let bar = output::ProgressBar::start(&progress, show_progress(quiet), "export");
                 let result = mover::archive::export_archive(&repo, &manifest, &target, &progress);
@@ -1571,12 +1805,9 @@ fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
         };
         if let Some(backend) = backend {
             let local = (!is_s3(&repo)).then(|| std::path::Path::new(location));
-            checks.extend(check_repository(
-                location,
-                backend,
-                repo_options(&repo),
-                local,
-            ));
+            let mut options = repo_options(&repo);
+            options.password = password().unwrap_or(None);
+            checks.extend(check_repository(location, backend, options, local));
         }
     }
     checks

@@ -253,6 +253,50 @@ fn m_id(id: &ObjectId) -> String {
     id.to_hex()
 }
 
+/// `mover key list`: one line per key object (or a JSON array).
+pub fn key_list(keys: &[targets::KeyInfo], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let items: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "id": k.id,
+                    "created": timestamp(k.created_ms),
+                    "created_ms": k.created_ms,
+                    "kdf": "argon2id",
+                    "memory_kib": k.params.memory_kib,
+                    "iterations": k.params.iterations,
+                    "parallelism": k.params.parallelism,
+                    "in_use": k.in_use,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::Value::Array(items));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<12}  {:<20}  {:<22}  IN USE",
+        "ID", "TIME (UTC)", "KDF"
+    )?;
+    for k in keys {
+        let kdf = format!(
+            "argon2id {}MiB t={} p={}",
+            k.params.memory_kib / 1024,
+            k.params.iterations,
+            k.params.parallelism
+        );
+        let used = if k.in_use { "*" } else { "" };
+        writeln!(
+            out,
+            "{:<12}  {:<20}  {kdf:<22}  {used}",
+            &k.id[..12],
+            timestamp(k.created_ms)
+        )?;
+    }
+    Ok(())
+}
+
 pub fn snapshot_list(
     list: &[(ObjectId, Manifest)],
     damaged: &std::collections::HashSet<ObjectId>,
@@ -537,6 +581,7 @@ pub fn archive_listing(
             "chunk_bytes": l.chunk_bytes,
             "complete": l.trailer.is_some_and(|t| !t.incomplete),
             "verified": l.trailer.is_some_and(|t| t.verified),
+            "encrypted": l.encrypted,
             "damage": l.damage,
         }),
     );
@@ -555,6 +600,9 @@ pub fn archive_listing(
             )?;
             for (name, size) in &sizes {
                 writeln!(out, "  disk {:<12} {:>12}", name, bytes(*size))?;
+            }
+            if l.encrypted {
+                writeln!(out, "  encrypted (XChaCha20-Poly1305)")?;
             }
             if h.parents.is_empty() {
                 writeln!(out, "  full archive (no parent)")?;

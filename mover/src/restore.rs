@@ -383,7 +383,7 @@ fn positional_worker(
     counters: &Counters,
 ) -> Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut decoder = Decoder::new();
+    let mut decoder = Decoder::with_id_key(store.id_key());
     let mut buf = Vec::new();
     for task in tasks {
         if errors.should_stop() {
@@ -429,7 +429,7 @@ fn stream_worker(
     errors: &FirstError,
     counters: &Counters,
 ) -> Result<()> {
-    let mut decoder = Decoder::new();
+    let mut decoder = Decoder::with_id_key(store.id_key());
     for task in tasks {
         if errors.should_stop() {
             return Ok(());
@@ -701,7 +701,7 @@ pub fn restore_delta(
         for _ in 0..opts.threads.max(1) {
             s.spawn(|| {
                 errors.run(|| {
-                    let mut decoder = Decoder::new();
+                    let mut decoder = Decoder::with_id_key(store.id_key());
                     let mut buf = Vec::new();
                     let mut out = Vec::new();
                     loop {
@@ -739,7 +739,7 @@ pub fn restore_delta(
                             }
                             Some(id)
                                 if !current_zero
-                                    && current.map(chunker::ChunkId::of) == Some(id) => {}
+                                    && current.map(|c| store.id_key().id(c)) == Some(id) => {}
                             Some(id) => {
                                 let frame = store.get(&id)?;
                                 decoder.decode_into(&frame, &id, &mut out)?;

@@ -229,3 +229,32 @@ pub fn install_signal_handlers() {
 pub fn interrupted() -> bool {
     SIGNALS.load(Ordering::Relaxed) > 0
 }
+
+/// Reads one line from stdin (a terminal) with echo turned off, for a password prompt; the
+/// terminal's settings are restored afterwards, whatever happens.
+pub fn read_line_without_echo() -> io::Result<Vec<u8>> {
+    use std::io::BufRead;
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it for a descriptor that stays open (stdin)
+    // and touches nothing else.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut quiet = saved;
+    quiet.c_lflag &= !libc::ECHO;
+    quiet.c_lflag |= libc::ECHONL;
+    // SAFETY: as above; the settings passed are a copy of the terminal's own with echo off.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut line = Vec::new();
+    let read = io::stdin().lock().read_until(b'\n', &mut line);
+    // SAFETY: restores the settings read above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    read?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(line)
+}

@@ -79,7 +79,7 @@ pub fn verify(
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 errors.run(|| {
-                    let mut decoder = Decoder::new();
+                    let mut decoder = Decoder::with_id_key(repo.id_key());
                     let mut buf = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

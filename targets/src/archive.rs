@@ -69,7 +69,9 @@ mod writer;
 
 use std::fmt;
 
-pub use frame::{ARCHIVE_MAGIC, ARCHIVE_VERSION, FRAME_HEADER_LEN, MAX_PAYLOAD};
+pub use frame::{
+    ARCHIVE_MAGIC, ARCHIVE_VERSION, ARCHIVE_VERSION_ENCRYPTED, FRAME_HEADER_LEN, MAX_PAYLOAD,
+};
 pub use reader::{ArchiveReader, Damage, Event, ReaderOptions, Trailer, VolumeInfo};
 pub use volume::{
     EmulatedTape, FileVolumeSet, FileVolumes, StreamSink, VolumeSink, VolumeSource, Written,
@@ -125,6 +127,51 @@ impl fmt::Display for ArchiveId {
 impl fmt::Debug for ArchiveId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ArchiveId({})", self.to_hex())
+    }
+}
+
+/// What encrypts an archive: the keys of its chain (one master key for a full archive and its
+/// incrementals, so chunk ids stay comparable) and the key object that wraps that master key
+/// with the password, recorded in the archive's header so that each archive opens alone.
+#[derive(Clone, Debug)]
+pub struct ArchiveKey {
+    /// The keys derived from the chain's master key.
+    pub keys: chunker::crypto::Keys,
+    /// The master key wrapped with the password.
+    pub key_file: chunker::crypto::KeyFile,
+}
+
+impl ArchiveKey {
+    /// A fresh master key for a new chain, wrapped with `password` (runs Argon2id once).
+    pub fn new(
+        password: &chunker::crypto::Password,
+        params: chunker::crypto::KdfParams,
+    ) -> crate::Result<Self> {
+        let master = chunker::crypto::MasterKey::random();
+        let key_file = chunker::crypto::KeyFile::wrap(&master, password, params, crate::now_ms())?;
+        Ok(ArchiveKey {
+            keys: chunker::crypto::Keys::derive(&master),
+            key_file,
+        })
+    }
+
+    /// The key of a chain from its key object (`location` names it in errors).
+    pub fn open(
+        key_file: &[u8],
+        password: &chunker::crypto::Password,
+        location: &str,
+    ) -> crate::Result<Self> {
+        let key_file = chunker::crypto::KeyFile::decode(key_file)?;
+        let master = key_file.unwrap_key(password).map_err(|e| match e {
+            chunker::Error::WrongPassword => crate::Error::WrongPassword {
+                location: location.to_string(),
+            },
+            e => e.into(),
+        })?;
+        Ok(ArchiveKey {
+            keys: chunker::crypto::Keys::derive(&master),
+            key_file,
+        })
     }
 }
 

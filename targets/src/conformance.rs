@@ -177,6 +177,7 @@ mod tests {
                 pack_size: 300_000,
                 writers: 3,
                 cache_dir: None,
+                password: None,
             },
         )
         .unwrap()

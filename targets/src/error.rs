@@ -95,6 +95,27 @@ pub enum Error {
         /// What was found.
         detail: String,
     },
+    /// The repository or archive is encrypted and no password was given.
+    #[error(
+        "{location} is encrypted; give its password in MOVER_PASSWORD or with --password-file FILE"
+    )]
+    PasswordRequired {
+        /// The repository or archive.
+        location: String,
+    },
+    /// The password opens none of the keys of the repository or archive.
+    #[error("{location}: wrong password (none of its keys opens with it); nothing was changed")]
+    WrongPassword {
+        /// The repository or archive.
+        location: String,
+    },
+    /// A sealed object failed authentication: tampered with, damaged, or not of this
+    /// repository.
+    #[error("{object} failed authentication: it was tampered with or damaged")]
+    Tampered {
+        /// The object (pack and chunk, index segment, snapshot, archive frame).
+        object: String,
+    },
     /// An earlier write failed, so this store rejects all later writes.
     #[error("an earlier write to this repository failed ({first}); nothing more is accepted")]
     Poisoned {
@@ -130,7 +151,10 @@ impl Error {
     pub fn is_damage(&self) -> bool {
         matches!(
             self,
-            Error::NotFound { .. } | Error::Corrupt { .. } | Error::Format(_)
+            Error::NotFound { .. }
+                | Error::Corrupt { .. }
+                | Error::Format(_)
+                | Error::Tampered { .. }
         )
     }
 }

@@ -551,7 +551,7 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
         if !opts.dry_run {
             repo.condemn(&repack);
         }
-        let mut decoder = chunker::Decoder::new();
+        let mut decoder = chunker::Decoder::with_id_key(repo.id_key());
         let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
         for p in &repack {
             let blobs = &by_pack[p];
@@ -633,10 +633,11 @@ fn copy_live(
             what: format!("pack {}", pack.to_hex()),
             detail: "shorter than its index says (truncated)".into(),
         })?;
+        // Opened (in an encrypted repository) here, sealed afresh by `put`.
         let frame = chunker::Frame {
             compression: b.compression,
             raw_len: b.raw_len,
-            bytes: stored.to_vec(),
+            bytes: crate::crypt::blob_in(repo.crypto(), pack, &b.id, stored.to_vec())?,
         };
         decoder.decode_into(&frame, &b.id, &mut plain)?;
         repo.put(&b.id, frame)?;

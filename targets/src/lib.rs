@@ -31,6 +31,7 @@ pub mod archive;
 mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod crypt;
 mod error;
 mod faulty;
 pub mod gc;
@@ -40,6 +41,7 @@ mod store;
 
 pub use archive::{ArchiveReader, ArchiveWriter};
 pub use backend::{fsync_dir, Backend, LocalBackend};
+pub use crypt::KeyInfo;
 pub use error::{Error, Result};
 pub use faulty::FaultyBackend;
 pub use repo::{now_ms, pack_key, random_bytes, Repository, RepositoryOptions};

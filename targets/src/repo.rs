@@ -30,12 +30,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use chunker::format::{
-    decode_index, encode_index, pack_header, write_pack_trailer, BlobEntry, Config, IndexEntry,
-    Manifest, ObjectId, PACK_HEADER_LEN,
+    decode_index, encode_index, BlobEntry, Config, IndexEntry, Manifest, ObjectId, PACK_HEADER_LEN,
 };
 use chunker::{ChunkId, Frame, IdHasher};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::crypt::{self, RepoCrypto};
 use crate::{Backend, ChunkStore, Error, Put, Result};
 
 /// Settings of an open repository.
@@ -50,6 +50,8 @@ pub struct RepositoryOptions {
     /// remote repository downloads only segments it has not seen. Every cached segment is
     /// checked against its name before use.
     pub cache_dir: Option<PathBuf>,
+    /// The password of an encrypted repository (ignored for an unencrypted one).
+    pub password: Option<chunker::crypto::Password>,
 }
 
 impl RepositoryOptions {
@@ -65,6 +67,7 @@ impl Default for RepositoryOptions {
             pack_size: 32 << 20,
             writers: 1,
             cache_dir: None,
+            password: None,
         }
     }
 }
@@ -148,10 +151,13 @@ struct Packer {
 struct Job {
     buf: Vec<u8>,
     entries: Vec<BlobEntry>,
+    trailer_len: usize,
 }
 
 struct Shared {
     backend: Arc<dyn Backend>,
+    /// The keys of an encrypted repository.
+    crypto: Option<RepoCrypto>,
     index: RwLock<Index>,
     packer: Mutex<Packer>,
     /// Durable chunks not yet named by an index segment.
@@ -247,6 +253,7 @@ impl Repository {
         let config = Config {
             id: random_bytes(),
             created_ms: now_ms(),
+            encrypted: false,
         };
         if !backend.put_new("config", &config.encode())? {
             return Err(Error::NotEmpty {
@@ -275,6 +282,7 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
+        let crypto = crypt::unlock(&*backend, &config, options.password.as_ref())?;
         let cache = options
             .cache_dir
             .as_ref()
@@ -301,7 +309,7 @@ impl Repository {
                 if loaded.contains(&key) {
                     continue;
                 }
-                match load_segment(&*backend, &key, cache.as_deref()) {
+                match load_segment(&*backend, &key, cache.as_deref(), crypto.as_ref()) {
                     Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
                     Err(Error::NotFound { .. }) if attempt < 2 => vanished = true,
                     Err(e) if e.is_damage() => {
@@ -323,6 +331,7 @@ impl Repository {
         );
         let shared = Arc::new(Shared {
             backend,
+            crypto,
             index: RwLock::new(index),
             packer: Mutex::new(Packer {
                 buf: Vec::new(),
@@ -371,6 +380,16 @@ impl Repository {
         &self.config
     }
 
+    /// How chunk ids are computed in this repository (keyed when it is encrypted).
+    pub fn id_key(&self) -> chunker::IdKey {
+        self.crypto()
+            .map_or(chunker::IdKey::PLAIN, RepoCrypto::id_key)
+    }
+
+    pub(crate) fn crypto(&self) -> Option<&RepoCrypto> {
+        self.shared.crypto.as_ref()
+    }
+
     /// The backend under the repository.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.shared.backend
@@ -411,7 +430,7 @@ impl Repository {
             return Err(e);
         }
         crate::gc::check_commit(&tombstones.ok, manifest, |id| self.locate(id).map(|l| l.0))?;
-        let bytes = manifest.encode();
+        let bytes = crypt::manifest_out(self.crypto(), manifest.encode());
         let id = ObjectId::of(&bytes);
         let key = format!("snapshots/{}", id.to_hex());
         if !self.shared.backend.put_new(&key, &bytes)? {
@@ -433,12 +452,17 @@ impl Repository {
 
     /// The entries of an index segment (`index/<name>`), checked against its name.
     pub fn segment_entries(&self, key: &str) -> Result<Vec<IndexEntry>> {
-        load_segment(&*self.shared.backend, key, self.cache.as_deref())
+        load_segment(
+            &*self.shared.backend,
+            key,
+            self.cache.as_deref(),
+            self.crypto(),
+        )
     }
 
     /// Stores an index segment naming `entries`; returns its key.
     pub fn write_segment(&self, entries: &[IndexEntry]) -> Result<String> {
-        let bytes = encode_index(entries);
+        let bytes = crypt::index_out(self.crypto(), encode_index(entries));
         let name = ObjectId::of(&bytes).to_hex();
         let key = format!("index/{name}");
         self.shared.backend.put(&key, &bytes)?;
@@ -463,8 +487,7 @@ impl Repository {
             return Err(corrupt("shorter than a header and footer (truncated)"));
         }
         let footer = backend.get_range(&key, size - footer_len, footer_len as usize)?;
-        let count = u64::from(chunker::format::pack_footer_count(&footer)?);
-        let tail_len = count * chunker::format::PACK_ENTRY_LEN as u64 + footer_len;
+        let tail_len = crypt::trailer_len(self.crypto(), &footer)?;
         if tail_len + PACK_HEADER_LEN as u64 > size {
             return Err(corrupt("its trailer is longer than the pack (truncated)"));
         }
@@ -472,7 +495,7 @@ impl Repository {
         if ObjectId::of(&tail) != *pack {
             return Err(corrupt("its trailer does not match its id"));
         }
-        Ok(chunker::format::read_pack_trailer(&tail)?)
+        crypt::trailer_in(self.crypto(), pack, &tail)
     }
 
     /// Ids of every committed snapshot.
@@ -494,6 +517,7 @@ impl Repository {
                 detail: "content does not match its id".into(),
             });
         }
+        let bytes = crypt::manifest_in(self.crypto(), id, bytes)?;
         Manifest::decode(&bytes).map_err(|e| Error::Corrupt {
             what: format!("snapshot {}", id.to_hex()),
             detail: e.to_string(),
@@ -563,17 +587,27 @@ impl Repository {
         let Some((mut buf, entries)) = sealed else {
             return Ok(());
         };
-        write_pack_trailer(&mut buf, &entries);
-        // The footer's salt (see docs/FORMAT.md): a pack with the same contents list as a
-        // condemned one must get a new id, or the fresh copy would land in the condemned name.
-        let salt_at = buf.len() - chunker::format::PACK_FOOTER_LEN + 4;
-        buf[salt_at..salt_at + 4].copy_from_slice(&random_bytes::<4>());
+        let trailer_len = crypt::trailer_out(self.crypto(), &mut buf, &entries);
+        if self.crypto().is_none() {
+            // The footer's salt (see docs/FORMAT.md): a pack with the same contents list as a
+            // condemned one must get a new id, or the fresh copy would land in the condemned
+            // name. (A sealed trailer has a random nonce already.) The low byte stays 0: it
+            // holds the flags of the footer.
+            let salt_at = buf.len() - chunker::format::PACK_FOOTER_LEN + 4;
+            let salt = u32::from_le_bytes(random_bytes::<4>()) & !0xff;
+            buf[salt_at..salt_at + 4].copy_from_slice(&salt.to_le_bytes());
+        }
         *self.shared.inflight.lock().expect("inflight lock") += 1;
         let jobs = self.jobs.lock().expect("jobs lock");
         let tx = jobs
             .as_ref()
             .expect("writers run while the repository is open");
-        tx.send(Job { buf, entries }).map_err(|_| {
+        tx.send(Job {
+            buf,
+            entries,
+            trailer_len,
+        })
+        .map_err(|_| {
             self.shared.pack_done();
             Error::Poisoned {
                 first: "pack writer stopped".into(),
@@ -617,12 +651,13 @@ fn load_segment(
     backend: &dyn Backend,
     key: &str,
     cache: Option<&std::path::Path>,
+    crypto: Option<&RepoCrypto>,
 ) -> Result<Vec<IndexEntry>> {
     let name = key.rsplit('/').next().unwrap_or(key);
     let valid = |bytes: &[u8]| ObjectId::from_hex(name) == Some(ObjectId::of(bytes));
     if let Some(bytes) = cache.and_then(|c| std::fs::read(c.join(name)).ok()) {
         if valid(&bytes) {
-            return Ok(decode_index(&bytes)?);
+            return Ok(decode_index(&crypt::index_in(crypto, key, &bytes)?)?);
         }
     }
     let bytes = backend.get(key)?;
@@ -632,7 +667,7 @@ fn load_segment(
             detail: "content does not match its name".into(),
         });
     }
-    let entries = decode_index(&bytes)?;
+    let entries = decode_index(&crypt::index_in(crypto, key, &bytes)?)?;
     if let Some(cache) = cache {
         store_cached(cache, name, &bytes);
     }
@@ -656,19 +691,22 @@ fn store_cached(dir: &std::path::Path, name: &str, bytes: &[u8]) {
 
 /// A writer thread: stores sealed packs, then makes their chunks visible in the index.
 fn pack_writer(shared: &Shared, jobs: &Receiver<Job>) {
-    for Job { buf, entries } in jobs {
-        write_pack(shared, buf, &entries);
+    for Job {
+        buf,
+        entries,
+        trailer_len,
+    } in jobs
+    {
+        write_pack(shared, buf, &entries, trailer_len);
         shared.pack_done();
     }
 }
 
-fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry]) {
+fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry], trailer_len: usize) {
     if shared.check_poison().is_err() {
         return; // a poisoned store writes nothing more
     }
-    let trailer_start = buf.len()
-        - chunker::format::PACK_FOOTER_LEN
-        - entries.len() * chunker::format::PACK_ENTRY_LEN;
+    let trailer_start = buf.len() - trailer_len;
     let id = ObjectId::of(&buf[trailer_start..]);
     if let Err(e) = shared.backend.put(&pack_key(&id), &buf) {
         tracing::debug!("pack write failed: {e}");
@@ -715,6 +753,11 @@ impl ChunkStore for Repository {
 
     fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
         self.shared.check_poison()?;
+        if self.shared.crypto.is_some() && self.has(id)? {
+            return Ok(Put::AlreadyPresent); // known: not sealed for nothing
+        }
+        // Sealed before the lock, so workers asking `has` do not wait on the cipher.
+        let frame = crypt::seal_frame(self.crypto(), id, frame);
         let mut packer = self.shared.packer.lock().expect("packer lock");
         if packer.pending.contains(id) || self.shared.is_indexed(id) {
             return Ok(Put::AlreadyPresent);
@@ -724,7 +767,9 @@ impl ChunkStore for Repository {
                 packer.buf = spare;
             }
             packer.buf.reserve(self.options.pack_size + (1 << 20));
-            packer.buf.extend_from_slice(&pack_header());
+            packer
+                .buf
+                .extend_from_slice(&crypt::pack_header(self.crypto()));
         }
         let offset = packer.buf.len();
         if offset + frame.bytes.len() > u32::MAX as usize {
@@ -778,7 +823,7 @@ impl ChunkStore for Repository {
         Ok(Frame {
             compression: blob.compression,
             raw_len: blob.raw_len,
-            bytes,
+            bytes: crypt::blob_in(self.crypto(), &pack, id, bytes)?,
         })
     }
 
@@ -809,10 +854,11 @@ impl ChunkStore for Repository {
             )?;
             for (_, blob) in located[i..end].iter().flatten() {
                 let start = (blob.offset - first.offset) as usize;
+                let stored = bytes[start..start + blob.stored_len as usize].to_vec();
                 out.push(Frame {
                     compression: blob.compression,
                     raw_len: blob.raw_len,
-                    bytes: bytes[start..start + blob.stored_len as usize].to_vec(),
+                    bytes: crypt::blob_in(self.crypto(), &pack, &blob.id, stored)?,
                 });
             }
             i = end;
@@ -827,6 +873,10 @@ impl ChunkStore for Repository {
             self.shared.set_poison(e);
         }
         result
+    }
+
+    fn id_key(&self) -> chunker::IdKey {
+        Repository::id_key(self)
     }
 }
 

@@ -447,6 +447,7 @@ mod server_tests {
             pack_size: 300_000,
             writers: 4,
             cache_dir: Some(cache.path().to_path_buf()),
+            password: None,
         };
         let repo = Repository::open(backend, options.clone()).unwrap();
         let reopen = || -> Box<dyn ChunkStore> {

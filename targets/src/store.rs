@@ -40,6 +40,11 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
     }
     /// Makes every chunk put so far durable.
     fn flush(&self) -> Result<()>;
+    /// How this store's chunk ids are computed (keyed in an encrypted repository): what a
+    /// reader checks decoded chunks against.
+    fn id_key(&self) -> chunker::IdKey {
+        chunker::IdKey::PLAIN
+    }
 }
 
 impl<T: ChunkStore + ?Sized> ChunkStore for Box<T> {
@@ -58,6 +63,9 @@ impl<T: ChunkStore + ?Sized> ChunkStore for Box<T> {
     fn flush(&self) -> Result<()> {
         (**self).flush()
     }
+    fn id_key(&self) -> chunker::IdKey {
+        (**self).id_key()
+    }
 }
 
 impl<T: ChunkStore + ?Sized> ChunkStore for std::sync::Arc<T> {
@@ -75,6 +83,9 @@ impl<T: ChunkStore + ?Sized> ChunkStore for std::sync::Arc<T> {
     }
     fn flush(&self) -> Result<()> {
         (**self).flush()
+    }
+    fn id_key(&self) -> chunker::IdKey {
+        (**self).id_key()
     }
 }
 

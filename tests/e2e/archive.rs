@@ -150,7 +150,7 @@ fn frame_of_chunk(archive: &[u8], data: &[u8], index: usize) -> ChunkFrame {
 
 /// The lost ranges of `disk` from the restore's `mover: warning: disk NAME: bytes A..B are
 /// lost` lines (end exclusive), sorted. A disk's name is its source as given.
-fn lost_ranges(out: &Output, disk: &Path) -> Vec<(u64, u64)> {
+pub(crate) fn lost_ranges(out: &Output, disk: &Path) -> Vec<(u64, u64)> {
     let prefix = format!("mover: warning: disk {}: bytes ", disk.display());
     let mut ranges: Vec<(u64, u64)> = out
         .stderr
@@ -175,7 +175,7 @@ fn lost_ranges(out: &Output, disk: &Path) -> Vec<(u64, u64)> {
 /// Asserts `got` has `want`'s length, is zero inside `lost` (nothing wrong is written), and
 /// equals `want` everywhere else.
 #[track_caller]
-fn assert_intact_except(got: &[u8], want: &[u8], lost: &[(u64, u64)], what: &str) {
+pub(crate) fn assert_intact_except(got: &[u8], want: &[u8], lost: &[(u64, u64)], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: restored length");
     let mut pos = 0usize;
     for &(a, b) in lost {

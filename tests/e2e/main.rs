@@ -10,6 +10,7 @@ mod crash;
 mod dedup;
 mod devices;
 mod diskfull;
+mod encryption;
 mod errors;
 mod faultproxy;
 mod incremental;

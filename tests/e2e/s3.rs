@@ -12,13 +12,13 @@ use crate::faultproxy::FaultProxy;
 use crate::util::*;
 
 #[derive(Clone)]
-struct Server {
-    name: &'static str,
-    endpoint: String,
-    bucket: String,
-    access: String,
-    secret: String,
-    region: String,
+pub(crate) struct Server {
+    pub(crate) name: &'static str,
+    pub(crate) endpoint: String,
+    pub(crate) bucket: String,
+    pub(crate) access: String,
+    pub(crate) secret: String,
+    pub(crate) region: String,
 }
 
 fn server(name: &'static str) -> Option<Server> {
@@ -41,7 +41,7 @@ fn server(name: &'static str) -> Option<Server> {
     })
 }
 
-fn servers() -> Vec<Server> {
+pub(crate) fn servers() -> Vec<Server> {
     ["GARAGE", "S3S"].into_iter().filter_map(server).collect()
 }
 

@@ -9,8 +9,10 @@ use chunker::{ChunkId, Compression, Frame};
 
 use super::{ArchiveHeader, ArchiveId, DiskInfo};
 
-/// Format version written by this build, and the highest it reads.
+/// Format version of unencrypted archives (written byte for byte as by every release).
 pub const ARCHIVE_VERSION: u32 = 1;
+/// Format version of encrypted archives, and the highest this build reads.
+pub const ARCHIVE_VERSION_ENCRYPTED: u32 = 2;
 
 // DO NOT MODIFY: the magic identifies archives written by every earlier release.
 /// Magic at the start of every frame: BLAKE3("mover archive v1")[..8].
@@ -229,11 +231,11 @@ impl<'a> In<'a> {
 
 /// Refuses a structure of a newer format version.
 fn check_version(v: u32) -> Result<(), chunker::Error> {
-    if v == 0 || v > ARCHIVE_VERSION {
+    if v == 0 || v > ARCHIVE_VERSION_ENCRYPTED {
         return Err(chunker::Error::UnsupportedVersion {
             what: "archive",
             found: v,
-            supported: ARCHIVE_VERSION,
+            supported: ARCHIVE_VERSION_ENCRYPTED,
         });
     }
     Ok(())
@@ -350,6 +352,60 @@ pub fn decode_header(buf: &[u8]) -> Parsed<(ArchiveHeader, u32, u32)> {
 /// The version check of a decoded header.
 pub fn check_header_version(version: u32) -> Result<(), chunker::Error> {
     check_version(version)
+}
+
+/// The associated data of a sealed frame payload: [`ARCHIVE_MAGIC`], archive id, frame type
+/// and sequence number, so a sealed payload moved to another place or archive fails to open.
+pub fn frame_aad(id: &ArchiveId, kind: u8, seq: u64) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[..8].copy_from_slice(&ARCHIVE_MAGIC);
+    a[8..24].copy_from_slice(&id.0);
+    a[24] = kind;
+    a[25..].copy_from_slice(&seq.to_le_bytes());
+    a
+}
+
+/// Length of the clear prefix of an encrypted archive's header payload.
+pub const SEALED_HEADER_PREFIX_LEN: usize = 24 + chunker::crypto::KEY_FILE_LEN;
+
+/// Encodes the header payload of an encrypted archive (version 2): version u32 | block size
+/// u32 | archive id 16 | key object 176 | the version 1 header payload, sealed.
+pub fn encode_sealed_header(
+    h: &ArchiveHeader,
+    block_size: u32,
+    key: &super::ArchiveKey,
+    seq: u64,
+) -> Option<Vec<u8>> {
+    let plain = encode_header(h, block_size)?;
+    let mut o = Out(Vec::with_capacity(
+        SEALED_HEADER_PREFIX_LEN + plain.len() + 40,
+    ));
+    o.u32(ARCHIVE_VERSION_ENCRYPTED);
+    o.u32(block_size);
+    o.bytes(&h.id.0);
+    o.bytes(&key.key_file.encode());
+    key.keys
+        .seal_into(&frame_aad(&h.id, Kind::Header as u8, seq), &plain, &mut o.0);
+    Some(o.0)
+}
+
+/// The parts of an encrypted archive's header payload: archive id, key object, sealed rest.
+pub type SealedHeader<'a> = (ArchiveId, &'a [u8], &'a [u8]);
+
+/// Splits the header payload of an encrypted archive: archive id, key object, sealed rest;
+/// `None` for a version 1 header.
+pub fn split_sealed_header(buf: &[u8]) -> Option<Parsed<SealedHeader<'_>>> {
+    let mut r = In { buf };
+    match r.u32() {
+        Ok(ARCHIVE_VERSION_ENCRYPTED) => {}
+        _ => return None,
+    }
+    Some((|| {
+        r.u32()?;
+        let id = ArchiveId(r.arr()?);
+        let key = r.take(chunker::crypto::KEY_FILE_LEN)?;
+        Ok((id, key, r.buf))
+    })())
 }
 
 /// Chunk payload prefix (48 bytes): chunk id 32 | plaintext length u32 | stored length u32 |
@@ -498,7 +554,23 @@ mod tests {
             labels: vec![("host".into(), "h1".into())],
         };
         let enc = encode_header(&h, 65536).unwrap();
-        assert_eq!(decode_header(&enc), Ok((h, 1, 65536)));
+        assert_eq!(decode_header(&enc), Ok((h.clone(), 1, 65536)));
+        let pw = chunker::crypto::Password::new(b"pw".to_vec());
+        let params = chunker::crypto::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let key = super::super::ArchiveKey::new(&pw, params).unwrap();
+        let sealed = encode_sealed_header(&h, 65536, &key, 0).unwrap();
+        let (id, kf, rest) = split_sealed_header(&sealed).unwrap().unwrap();
+        assert_eq!((id, kf.len()), (h.id, chunker::crypto::KEY_FILE_LEN));
+        let plain = key
+            .keys
+            .open(&frame_aad(&h.id, Kind::Header as u8, 0), rest)
+            .unwrap();
+        assert_eq!(plain, enc);
+        assert!(split_sealed_header(&enc).is_none());
         assert!(decode_header(&enc[..enc.len() - 1]).is_err());
     }
 }

@@ -8,10 +8,11 @@ use std::io::{self, Read};
 use chunker::{is_zero, ChunkId, Compression, Decoder, Frame};
 
 use super::frame::{
-    check_header_version, decode_chunk, decode_header, decode_part, Header, Kind, TrailerPayload,
-    VolumePayload, ARCHIVE_MAGIC, FRAME_HEADER_LEN,
+    check_header_version, decode_chunk, decode_header, decode_part, frame_aad, split_sealed_header,
+    Header, Kind, TrailerPayload, VolumePayload, ARCHIVE_MAGIC, ARCHIVE_VERSION_ENCRYPTED,
+    FRAME_HEADER_LEN,
 };
-use super::{ArchiveHeader, ArchiveId, VolumeSource, MAX_BLOCK_SIZE};
+use super::{ArchiveHeader, ArchiveId, ArchiveKey, VolumeSource, MAX_BLOCK_SIZE};
 use crate::{Error, Result};
 
 /// Bytes asked of the input per read: at least the largest block, so a tape read in
@@ -19,7 +20,7 @@ use crate::{Error, Result};
 const READ_SIZE: usize = MAX_BLOCK_SIZE as usize;
 
 /// Settings of an [`ArchiveReader`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ReaderOptions {
     /// Stop with [`Error::Corrupt`] at the first damage instead of reporting it and reading
     /// on.
@@ -27,6 +28,9 @@ pub struct ReaderOptions {
     /// Decode chunks and check them against their ids ([`Event::Chunk`]); when false, yield
     /// the stored frames ([`Event::ChunkFrame`]) for the caller to decode (in parallel, say).
     pub decode: bool,
+    /// The password of an encrypted archive; reading one without it fails with
+    /// [`Error::PasswordRequired`], with a wrong one with [`Error::WrongPassword`].
+    pub password: Option<chunker::crypto::Password>,
 }
 
 impl Default for ReaderOptions {
@@ -34,6 +38,7 @@ impl Default for ReaderOptions {
         ReaderOptions {
             strict: false,
             decode: true,
+            password: None,
         }
     }
 }
@@ -114,6 +119,10 @@ impl fmt::Display for Damage {
 pub enum Event {
     /// A volume begins.
     Volume(VolumeInfo),
+    /// The archive is encrypted and the password opened its key: its chunk ids are keyed
+    /// with this (check decoded chunks with [`chunker::Decoder::with_id_key`]). Comes just
+    /// before the archive's [`Event::Header`].
+    Keyed(chunker::IdKey),
     /// The archive header.
     Header(ArchiveHeader),
     /// A chunk, decoded; its plaintext hashes to `id`.
@@ -187,6 +196,13 @@ struct State {
     stored_bytes: u64,
     manifest: Assembly,
     catalog: Assembly,
+    /// The archive's id (from its volume frame or header), for the associated data of
+    /// sealed payloads.
+    id: Option<ArchiveId>,
+    /// The archive is encrypted (format version 2).
+    encrypted: bool,
+    /// Its keys, once the header was read and the password opened its key object.
+    key: Option<ArchiveKey>,
 }
 
 impl State {
@@ -203,6 +219,9 @@ impl State {
             stored_bytes: 0,
             manifest: Assembly::default(),
             catalog: Assembly::default(),
+            id: None,
+            encrypted: false,
+            key: None,
         }
     }
 }
@@ -259,6 +278,7 @@ pub struct ArchiveReader<'a> {
     eof: bool,
     options: ReaderOptions,
     decoder: Decoder,
+    decoder_key: chunker::IdKey,
     arc: Option<State>,
     skip: Option<Skip>,
     /// Zeros skipped at the end of an earlier input: the padding of a volume, unless frames
@@ -297,6 +317,7 @@ impl<'a> ArchiveReader<'a> {
             eof: false,
             options,
             decoder: Decoder::new(),
+            decoder_key: chunker::IdKey::PLAIN,
             arc: None,
             skip: None,
             held: None,
@@ -608,6 +629,15 @@ impl<'a> ArchiveReader<'a> {
             return self.lost_frame(h, at, detail);
         };
         let malformed = |e: &str| format!("malformed {kind:?} frame: {e}");
+        let opened;
+        let payload = match self.open_payload(h, kind, payload)? {
+            Ok(Some(plain)) => {
+                opened = plain;
+                &opened[..]
+            }
+            Ok(None) => payload,
+            Err(detail) => return self.lost_frame(h, at, detail),
+        };
         match kind {
             Kind::Volume => unreachable!("handled above"),
             Kind::Header => match decode_header(payload) {
@@ -657,6 +687,55 @@ impl<'a> ArchiveReader<'a> {
         }
     }
 
+    /// The plaintext of a frame's payload in an encrypted archive (`Ok(None)` in a clear
+    /// one); the inner `Err` says why a frame cannot be used. The header's key object is
+    /// opened here with the password.
+    fn open_payload(
+        &mut self,
+        h: &Header,
+        kind: Kind,
+        payload: &[u8],
+    ) -> Result<Result<Option<Vec<u8>>, String>> {
+        let a = self.arc.as_mut().expect("admitted");
+        if kind == Kind::Header {
+            let Some(split) = split_sealed_header(payload) else {
+                return Ok(Ok(None));
+            };
+            let Ok((id, key_file, sealed)) = split else {
+                return Ok(Err("malformed encrypted header".into()));
+            };
+            let Some(password) = &self.options.password else {
+                return Err(Error::PasswordRequired {
+                    location: format!("archive {id}"),
+                });
+            };
+            let key = ArchiveKey::open(key_file, password, &format!("archive {id}"))?;
+            let plain = key.keys.open(&frame_aad(&id, h.kind, h.seq), sealed);
+            a.id = Some(id);
+            a.encrypted = true;
+            self.events.push_back(Event::Keyed(key.keys.id_key()));
+            a.key = Some(key);
+            return Ok(plain.map(Some).ok_or_else(|| {
+                "the header failed authentication: tampered with or damaged".to_string()
+            }));
+        }
+        if !a.encrypted {
+            return Ok(Ok(None));
+        }
+        let (Some(key), Some(id)) = (&a.key, &a.id) else {
+            return Ok(Err(
+                "the archive is encrypted and its header, which holds the key, was not read".into(),
+            ));
+        };
+        Ok(key
+            .keys
+            .open(&frame_aad(id, h.kind, h.seq), payload)
+            .map(Some)
+            .ok_or_else(|| {
+                format!("{kind:?} frame failed authentication: tampered with, or sealed under another key")
+            }))
+    }
+
     fn accept_chunk(&mut self, h: &Header, at: At, id: ChunkId, frame: Frame) -> Result<()> {
         let a = self.arc.as_mut().expect("admitted");
         a.chunks += 1;
@@ -666,9 +745,17 @@ impl<'a> ArchiveReader<'a> {
             self.events.push_back(Event::ChunkFrame { id, frame });
             return Ok(());
         }
+        let id_key = a
+            .key
+            .as_ref()
+            .map_or(chunker::IdKey::PLAIN, |k| k.keys.id_key());
+        if id_key != self.decoder_key {
+            self.decoder = Decoder::with_id_key(id_key);
+            self.decoder_key = id_key;
+        }
         let decoded = if frame.compression == Compression::None {
             // The check Decoder makes, without copying the plaintext again.
-            let ok = frame.bytes.len() == frame.raw_len as usize && ChunkId::of(&frame.bytes) == id;
+            let ok = frame.bytes.len() == frame.raw_len as usize && id_key.id(&frame.bytes) == id;
             ok.then_some(frame.bytes)
                 .ok_or_else(|| "content does not match its id".to_string())
         } else {
@@ -719,6 +806,11 @@ impl<'a> ArchiveReader<'a> {
             return self.settle(h.seq, false, at, Some("malformed volume frame".into()));
         };
         v.check_version()?;
+        if v.version == ARCHIVE_VERSION_ENCRYPTED {
+            let a = self.arc.as_mut().expect("admitted");
+            a.encrypted = true;
+            a.id = Some(v.id);
+        }
         let a = self.arc.as_ref().expect("admitted");
         let prev = a.volume;
         // Nothing lost since the last good frame: what was skipped is the unusable end of the

@@ -6,10 +6,11 @@ use std::io;
 use chunker::{ChunkId, Frame, IdHasher};
 
 use super::frame::{
-    chunk_prefix, encode_header, part_prefix, Header, Kind, TrailerPayload, VolumePayload,
-    ARCHIVE_VERSION, FRAME_HEADER_LEN, MAX_PAYLOAD, PART_PREFIX_LEN, VOLUME_FRAME_LEN,
+    chunk_prefix, encode_header, encode_sealed_header, frame_aad, part_prefix, Header, Kind,
+    TrailerPayload, VolumePayload, ARCHIVE_VERSION, ARCHIVE_VERSION_ENCRYPTED, FRAME_HEADER_LEN,
+    MAX_PAYLOAD, PART_PREFIX_LEN, VOLUME_FRAME_LEN,
 };
-use super::{ArchiveHeader, ArchiveId, VolumeSink, Written, DEFAULT_BLOCK_SIZE};
+use super::{ArchiveHeader, ArchiveId, ArchiveKey, VolumeSink, Written, DEFAULT_BLOCK_SIZE};
 use super::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use crate::{Error, Result};
 
@@ -210,19 +211,37 @@ pub struct ArchiveWriter<S: VolumeSink> {
     chunk_bytes: u64,
     stored_bytes: u64,
     poisoned: Option<String>,
+    /// Seals every logical frame's payload (an encrypted archive, format version 2).
+    key: Option<ArchiveKey>,
 }
 
 impl<S: VolumeSink> ArchiveWriter<S> {
     /// Starts an archive on `sink`: volume 0 begins with its volume frame and the archive
     /// header. Fails on invalid options or a header that does not fit in a frame.
     pub fn new(sink: S, options: &ArchiveOptions, header: ArchiveHeader) -> Result<Self> {
+        Self::with_key(sink, options, header, None)
+    }
+
+    /// Like [`ArchiveWriter::new`]; with a key, the archive is encrypted (format version 2):
+    /// the header records the key object, and every logical frame's payload is sealed.
+    pub fn with_key(
+        sink: S,
+        options: &ArchiveOptions,
+        header: ArchiveHeader,
+        key: Option<ArchiveKey>,
+    ) -> Result<Self> {
         let capacity = options.capacity()?;
-        let payload = encode_header(&header, options.block_size)
-            .filter(|p| p.len() <= MAX_PAYLOAD)
-            .ok_or_else(|| Error::InvalidArgument {
-                detail: "archive header too large (a string over 64 KiB or too many entries)"
-                    .into(),
-            })?;
+        let payload = match &key {
+            Some(k) => encode_sealed_header(&header, options.block_size, k, 0),
+            None => encode_header(&header, options.block_size),
+        };
+        let payload =
+            payload
+                .filter(|p| p.len() <= MAX_PAYLOAD)
+                .ok_or_else(|| Error::InvalidArgument {
+                    detail: "archive header too large (a string over 64 KiB or too many entries)"
+                        .into(),
+                })?;
         let mut w = ArchiveWriter {
             rec: Records {
                 sink,
@@ -245,6 +264,7 @@ impl<S: VolumeSink> ArchiveWriter<S> {
             chunk_bytes: 0,
             stored_bytes: 0,
             poisoned: None,
+            key,
         };
         w.push_volume_frame()?;
         w.emit(Kind::Header, payload, Vec::new())?;
@@ -274,7 +294,8 @@ impl<S: VolumeSink> ArchiveWriter<S> {
         if self.seen.contains(id) {
             return Ok(false);
         }
-        if frame.bytes.len() > MAX_PAYLOAD - super::frame::CHUNK_PREFIX_LEN {
+        let overhead = super::frame::CHUNK_PREFIX_LEN + chunker::crypto::SEAL_OVERHEAD;
+        if frame.bytes.len() > MAX_PAYLOAD - overhead {
             return Err(Error::InvalidArgument {
                 detail: format!("chunk {id} is too large for an archive frame"),
             });
@@ -383,6 +404,7 @@ impl<S: VolumeSink> ArchiveWriter<S> {
         let mut max = PART_MAX;
         if let Some(cap) = self.capacity {
             let room = cap as usize - VOLUME_FRAME_LEN - FRAME_HEADER_LEN - PART_PREFIX_LEN;
+            let room = room.saturating_sub(chunker::crypto::SEAL_OVERHEAD);
             max = max.min(room.max(1));
         }
         let total = data.len() as u64;
@@ -405,8 +427,12 @@ impl<S: VolumeSink> ArchiveWriter<S> {
             .pending
             .front()
             .map_or((self.next_seq, self.next_pos), |f| (f.seq, f.pos));
+        let version = match self.key {
+            Some(_) => ARCHIVE_VERSION_ENCRYPTED,
+            None => ARCHIVE_VERSION,
+        };
         let payload = VolumePayload {
-            version: ARCHIVE_VERSION,
+            version,
             number: self.volume,
             block_size: self.rec.block as u32,
             id: self.id,
@@ -426,6 +452,16 @@ impl<S: VolumeSink> ArchiveWriter<S> {
         if self.rec.near_end {
             self.roll()?;
         }
+        // The header payload is sealed as it is made (its key object stays in clear).
+        let (prefix, body) = match &self.key {
+            Some(k) if kind != Kind::Header => {
+                let aad = frame_aad(&self.id, kind as u8, self.next_seq);
+                let mut plain = prefix;
+                plain.extend_from_slice(&body);
+                (Vec::new(), k.keys.seal(&aad, &plain))
+            }
+            _ => (prefix, body),
+        };
         let header = Header::new(
             kind,
             self.next_seq,

@@ -3,7 +3,7 @@
 use super::*;
 
 #[derive(Clone, Debug)]
-enum Mutation {
+pub(crate) enum Mutation {
     Flip { at: usize, xor: u8 },
     Truncate { keep: usize },
     Insert { at: usize, garbage: Vec<u8> },
@@ -11,7 +11,7 @@ enum Mutation {
     DropRecord { index: usize },
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1u8..).prop_map(|(at, xor)| Mutation::Flip { at, xor }),
         any::<usize>().prop_map(|keep| Mutation::Truncate { keep }),
@@ -25,7 +25,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
-fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+pub(crate) fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     if bytes.is_empty() {
         return;
     }
@@ -272,6 +272,7 @@ fn throughput() {
             ReaderOptions {
                 strict: true,
                 decode,
+                ..Default::default()
             },
         ) {
             if let Event::Chunk { .. } | Event::ChunkFrame { .. } = e.unwrap() {

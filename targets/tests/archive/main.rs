@@ -102,6 +102,7 @@ fn read_all(reader: ArchiveReader<'_>) -> Got {
                 got.chunks.push((id, data));
             }
             Ok(Event::Map(m)) => got.maps.push(m),
+            Ok(Event::Keyed(_)) => {}
             Ok(Event::Manifest(m)) => got.manifest = Some(m),
             Ok(Event::Catalog(c)) => got.catalog = Some(c),
             Ok(Event::Trailer(t)) => got.trailers.push(t),
@@ -150,6 +151,7 @@ fn sample_chunks() -> Vec<Vec<u8>> {
     ]
 }
 
+mod encrypted;
 mod fuzz;
 mod golden;
 
@@ -449,6 +451,7 @@ fn emulated_tape_end_of_medium() {
             ReaderOptions {
                 strict: true,
                 decode: true,
+                password: None,
             },
         ));
         assert_clean(&got, &chunks, b"tape manifest");
@@ -621,6 +624,7 @@ fn a_flipped_byte_loses_one_frame() {
         ReaderOptions {
             strict: true,
             decode: true,
+            password: None,
         },
     );
     let mut n = 0;
@@ -731,10 +735,10 @@ fn a_damaged_volume_frame_loses_nothing() {
 
 #[test]
 fn a_newer_format_version_is_refused() {
-    // Forge a volume frame of version 2 with valid checksums.
+    // Forge a volume frame of version 3 (2 is the encrypted format) with valid checksums.
     let bytes = write_vec(&opts(None), &[], b"");
     let mut payload = bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 32].to_vec();
-    payload[0] = 2;
+    payload[0] = 3;
     let mut header: [u8; 64] = bytes[..64].try_into().unwrap();
     header[40..56].copy_from_slice(&blake3::hash(&payload).as_bytes()[..16]);
     let check = blake3::hash(&header[..56]);
@@ -747,7 +751,7 @@ fn a_newer_format_version_is_refused() {
         matches!(
             got.error,
             Some(Error::Format(chunker::Error::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 ..
             }))
         ),
