@@ -72,6 +72,11 @@ pub enum Stage {
     Incompressible(i32),
     /// Decompression plus the BLAKE3 check of frames made at this level.
     Decode(i32),
+    /// Sealing each chunk with the AEAD of encrypted repositories and archives
+    /// (XChaCha20-Poly1305).
+    Seal,
+    /// Opening (authenticating and decrypting) sealed chunks.
+    Open,
     /// Sequential reads of the source.
     Read,
 }
@@ -84,6 +89,8 @@ impl Stage {
             Stage::Compress(_) => "compress",
             Stage::Incompressible(_) => "incompressible",
             Stage::Decode(_) => "decode",
+            Stage::Seal => "seal",
+            Stage::Open => "open",
             Stage::Read => "read",
         }
     }
@@ -92,7 +99,7 @@ impl Stage {
     pub fn level(self) -> Option<i32> {
         match self {
             Stage::Compress(l) | Stage::Incompressible(l) | Stage::Decode(l) => Some(l),
-            Stage::Hash | Stage::Read => None,
+            Stage::Hash | Stage::Seal | Stage::Open | Stage::Read => None,
         }
     }
 
@@ -103,6 +110,8 @@ impl Stage {
             Stage::Compress(l) => format!("zstd level {l}"),
             Stage::Incompressible(l) => format!("incompressible fast path (level {l})"),
             Stage::Decode(l) => format!("decode level {l} (zstd + BLAKE3)"),
+            Stage::Seal => "encrypt (XChaCha20-Poly1305)".into(),
+            Stage::Open => "decrypt (XChaCha20-Poly1305)".into(),
             Stage::Read => "read source".into(),
         }
     }
@@ -205,12 +214,18 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     stages.extend(levels.iter().map(|&l| Stage::Compress(l)));
     stages.push(Stage::Incompressible(opts.level));
     stages.push(Stage::Decode(opts.level));
+    stages.extend([Stage::Seal, Stage::Open]);
+    // A throwaway key: the cost of sealing does not depend on it.
+    let keys = chunker::crypto::Keys::derive(&chunker::crypto::MasterKey::random());
+    let sealed: Vec<Vec<u8>> = chunks.iter().map(|c| keys.seal(b"bench", c)).collect();
     let mut rows = Vec::new();
     for stage in stages {
         for &n in &counts {
             let input = match stage {
                 Stage::Incompressible(_) => Input::Plain(&random_chunks),
                 Stage::Decode(_) => Input::Frames(&for_decode),
+                Stage::Seal => Input::Crypt(&chunks, &keys),
+                Stage::Open => Input::Crypt(&sealed, &keys),
                 _ => Input::Plain(&chunks),
             };
             rows.push(measure(stage, input, n, duration));
@@ -276,6 +291,12 @@ impl BenchReport {
                  (with compression at level {level}: {compute:.0} MB/s)"
             ),
         });
+        if let (Some(seal), Some(open)) = (all(Stage::Seal), all(Stage::Open)) {
+            out.push(format!(
+                "encryption (XChaCha20-Poly1305) on {cores}: {seal:.0} MB/s sealing, {open:.0} \
+                 MB/s opening — what an encrypted repository or archive adds per stored byte"
+            ));
+        }
         if let Some(decode) = all(Stage::Decode(level)) {
             out.push(format!(
                 "decoding level {level} frames on {cores}: {decode:.0} MB/s — the fastest a \
@@ -377,12 +398,14 @@ impl BenchReport {
 enum Input<'a> {
     Plain(&'a [Vec<u8>]),
     Frames(&'a [(ChunkId, Frame)]),
+    /// Chunks to seal (or sealed chunks to open) with these keys.
+    Crypt(&'a [Vec<u8>], &'a chunker::crypto::Keys),
 }
 
 impl Input<'_> {
     fn len(&self) -> usize {
         match self {
-            Input::Plain(c) => c.len(),
+            Input::Plain(c) | Input::Crypt(c, _) => c.len(),
             Input::Frames(f) => f.len(),
         }
     }
@@ -426,6 +449,18 @@ fn measure(stage: Stage, input: Input<'_>, threads: usize, duration: Duration) -
                                 std::hint::black_box(ChunkId::of(&c[k]));
                                 bytes += c[k].len() as u64;
                             }
+                            (Stage::Seal, Input::Crypt(c, keys), _) => {
+                                out.clear();
+                                keys.seal_into(b"bench", &c[k], &mut out);
+                                bytes += c[k].len() as u64;
+                            }
+                            (Stage::Open, Input::Crypt(c, keys), _) => {
+                                let plain = keys
+                                    .open(b"bench", &c[k])
+                                    .expect("chunks sealed by this run open");
+                                bytes += plain.len() as u64;
+                            }
+                            (_, Input::Crypt(..), _) => unreachable!("only seal and open use keys"),
                             (_, Input::Frames(_), _) => unreachable!("only decode reads frames"),
                         }
                         i += 1;
@@ -681,6 +716,8 @@ mod tests {
             Stage::Compress(3),
             Stage::Incompressible(3),
             Stage::Decode(3),
+            Stage::Seal,
+            Stage::Open,
         ];
         assert_eq!(r.rows.len(), stages.len() * 2);
         for s in stages {
@@ -714,7 +751,7 @@ mod tests {
             ..tiny()
         })
         .unwrap();
-        assert_eq!(r.rows.len(), 4);
+        assert_eq!(r.rows.len(), 6);
         assert!(r.limits()[0].contains("on one core"), "{:?}", r.limits());
     }
 

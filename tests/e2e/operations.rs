@@ -210,6 +210,17 @@ fn benchmark_completions_and_man_page() {
     let d = out.json()["data"].clone();
     assert_eq!(d["command"], "benchmark", "{out}");
     assert!(d.to_string().contains("hash"), "{out}");
+    // Every stage, encryption included, on one core and on all.
+    let stages: Vec<&str> = d["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["bytes"].as_u64().unwrap_or(0) > 0)
+        .map(|r| r["stage"].as_str().unwrap())
+        .collect();
+    for want in ["hash", "compress", "decode", "seal", "open"] {
+        assert!(stages.contains(&want), "{want} missing: {out}");
+    }
     for shell in ["bash", "zsh", "fish"] {
         let out = mover(["completions", shell]).run().ok();
         let text = out.stdout_str();
