@@ -252,14 +252,16 @@ fn s3_errors_are_one_clear_line() {
         .run();
         assert_eq!(out.exit(), 1, "{}: missing bucket:\n{out}", server.name);
         out.assert_error(1, &["bucket"]);
-        // Nothing listens on this port.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
+        // Nothing listens on port 1 (a free port picked by binding and closing could be taken
+        // by a server another test starts meanwhile).
+        assert!(
+            std::net::TcpStream::connect("127.0.0.1:1").is_err(),
+            "something listens on 127.0.0.1:1"
+        );
         let t = Instant::now();
         let out = env
             .cmd_via(
-                &format!("http://127.0.0.1:{port}"),
+                "http://127.0.0.1:1",
                 "snapshots",
                 &["--s3-retry-timeout", "2"],
             )
