@@ -176,12 +176,18 @@ impl Drop for Server {
     }
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port that was free a moment ago, below Linux's ephemeral range (32768 and up), so
+/// that no listener another test binds to port 0 meanwhile can be handed the same port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    let mut x = time_seed() ^ u64::from(std::process::id());
+    for _ in 0..1000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let port = 20_000 + (x >> 33) as u16 % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 30000")
 }
 
 /// `qemu-img convert -O raw` of `image` (format `fmt`), read back.
