@@ -181,7 +181,9 @@ impl Drop for Server {
 fn free_port() -> u16 {
     let mut x = time_seed() ^ u64::from(std::process::id());
     for _ in 0..1000 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let port = 20_000 + (x >> 33) as u16 % 10_000;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
