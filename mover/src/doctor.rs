@@ -286,6 +286,56 @@ pub fn check_repository(
             "check read access to the repository",
         ),
     }
+    match targets::gc::load_tombstones(&*backend) {
+        Ok(t) => {
+            if let Some(e) = t.newer {
+                c.bad(
+                    "garbage collection",
+                    e.to_string(),
+                    "upgrade mover: a newer version collects garbage in this repository",
+                );
+            } else if !t.damaged.is_empty() {
+                c.bad(
+                    "garbage collection",
+                    format!("{} damaged tombstones", t.damaged.len()),
+                    "run `mover gc`, which removes them (they condemn nothing)",
+                );
+            } else {
+                let now = targets::now_ms();
+                let pending: Vec<_> = t.ok.iter().filter(|t| now < t.due_ms()).collect();
+                let packs: usize = pending.iter().map(|t| t.packs.len()).sum();
+                c.ok(
+                    "garbage collection",
+                    match pending.iter().map(|t| t.due_ms()).min() {
+                        Some(due) => format!(
+                            "{packs} condemned packs wait for their grace period (the first may \
+                             be deleted {} s from now)",
+                            (due - now).max(0) / 1000
+                        ),
+                        None => "nothing pending".to_string(),
+                    },
+                );
+            }
+        }
+        Err(e) => c.bad(
+            "garbage collection",
+            e.to_string(),
+            "check read access to the repository",
+        ),
+    }
+    match targets::gc::damaged_marks(&*backend) {
+        Ok(marks) if !marks.is_empty() => c.bad(
+            "damaged snapshots",
+            format!("{} snapshots are marked damaged", marks.len()),
+            "`mover snapshots` shows them; restore what you can, then `mover forget` them",
+        ),
+        Ok(_) => {}
+        Err(e) => c.bad(
+            "damaged snapshots",
+            e.to_string(),
+            "check read access to the repository",
+        ),
+    }
     if let Some(dir) = local_dir {
         match crate::sys::free_space(dir) {
             Ok(free) if free < 1 << 30 => c.bad(

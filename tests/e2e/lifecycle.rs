@@ -155,6 +155,22 @@ fn gc_reclaims_in_two_phases_and_never_touches_what_is_used() {
         env.repo_bytes() >= full,
         "nothing deleted inside the grace period"
     );
+    // doctor says what waits.
+    let out = mover(["doctor", "--json", "-r"]).arg(&env.repo).run().ok();
+    let gc_check = out.json()["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "garbage collection")
+        .cloned()
+        .unwrap_or_else(|| panic!("no garbage collection check: {out}"));
+    assert!(
+        gc_check["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 condemned packs"),
+        "{out}"
+    );
     // A second run inside the grace period sweeps nothing.
     let d = summary(&env.cmd("gc", &["--json"]).run().ok());
     assert_eq!(num(&d, "swept_packs"), 0, "{d}");
@@ -391,6 +407,9 @@ fn check_finds_structural_damage_and_repair_rebuilds_the_index() {
     );
     assert_eq!(env.snapshot_count(), 1, "marked, not deleted");
     assert_eq!(env.snapshots()[0]["damaged"], true);
+    let out = mover(["doctor", "-r"]).arg(&env.repo).run();
+    assert_eq!(out.exit(), 1, "{out}");
+    assert!(out.stdout_str().contains("marked damaged"), "{out}");
     let out = env.cmd("snapshots", &[] as &[&str]).run().ok();
     assert!(out.stdout_str().contains("DAMAGED"), "{out}");
 }
