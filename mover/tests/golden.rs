@@ -4,11 +4,51 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chunker::format::{Disk, Manifest, ObjectId};
 use mover::{restore, verify, Destination, Progress, RestoreOptions};
 use targets::{LocalBackend, Repository, RepositoryOptions};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// The repository's snapshots, oldest first, checked against their pinned short ids.
+fn pinned_snapshots(repo: &Repository, want: [&str; 2]) -> Vec<(ObjectId, Manifest)> {
+    let snaps = repo.snapshots().unwrap();
+    let ids: Vec<String> = snaps
+        .iter()
+        .map(|(id, _)| id.to_hex()[..12].to_string())
+        .collect();
+    assert_eq!(ids, want, "fixture snapshot ids are pinned");
+    snaps
+}
+
+/// Restores `disk` to `out` and returns the bytes written.
+fn restore_disk(repo: &Repository, disk: &Disk, out: PathBuf) -> Vec<u8> {
+    let opts = RestoreOptions {
+        force: false,
+        threads: 2,
+        memory: 64 << 20,
+        sync: false,
+    };
+    restore(
+        repo,
+        disk,
+        &Destination::Path(out.clone()),
+        &opts,
+        &Progress::default(),
+    )
+    .unwrap();
+    std::fs::read(&out).unwrap()
+}
+
+/// Verifies every snapshot; each must be whole.
+fn verify_all(repo: &Repository, snaps: Vec<(ObjectId, Manifest)>) {
+    let count = snaps.len();
+    let all = snaps.into_iter().map(|(id, m)| (id, Ok(m))).collect();
+    let report = verify(repo, all, 2, &Progress::default(), &|_| true).unwrap();
+    assert!(report.snapshots.iter().all(|s| s.is_ok()));
+    assert_eq!(report.snapshots.len(), count);
 }
 
 #[test]
@@ -23,47 +63,21 @@ fn repository_v1_restores_bit_exact() {
         RepositoryOptions::default(),
     )
     .unwrap();
-    let snaps = repo.snapshots().unwrap();
-    let ids: Vec<String> = snaps
-        .iter()
-        .map(|(id, _)| id.to_hex()[..12].to_string())
-        .collect();
-    assert_eq!(
-        ids,
-        ["7bc79a4c2f1c", "597d7d14c274"],
-        "fixture snapshot ids are pinned"
-    );
+    let snaps = pinned_snapshots(&repo, ["7bc79a4c2f1c", "597d7d14c274"]);
     for (i, (_, manifest)) in snaps.iter().enumerate() {
-        let out = tmp.path().join(format!("restored-{i}"));
-        let opts = RestoreOptions {
-            force: false,
-            threads: 2,
-            memory: 64 << 20,
-            sync: false,
-        };
         assert_eq!(manifest.disks.len(), 1, "a v1 manifest holds one disk");
         assert_eq!(manifest.disks[0].name, manifest.name);
         assert!(manifest.disks[0].change_token.is_empty());
-        restore(
-            &repo,
-            &manifest.disks[0],
-            &Destination::Path(out.clone()),
-            &opts,
-            &Progress::default(),
-        )
-        .unwrap();
+        let out = tmp.path().join(format!("restored-{i}"));
         assert_eq!(
-            std::fs::read(&out).unwrap(),
+            restore_disk(&repo, &manifest.disks[0], out),
             source,
             "snapshot {} ({})",
             i,
             manifest.name
         );
     }
-    let all = snaps.into_iter().map(|(id, m)| (id, Ok(m))).collect();
-    let report = verify(&repo, all, 2, &Progress::default(), &|_| true).unwrap();
-    assert!(report.snapshots.iter().all(|s| s.is_ok()));
-    assert_eq!(report.snapshots.len(), 2);
+    verify_all(&repo, snaps);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -97,16 +111,7 @@ fn repository_v2_multi_disk_restores_bit_exact() {
         RepositoryOptions::default(),
     )
     .unwrap();
-    let snaps = repo.snapshots().unwrap();
-    let ids: Vec<String> = snaps
-        .iter()
-        .map(|(id, _)| id.to_hex()[..12].to_string())
-        .collect();
-    assert_eq!(
-        ids,
-        ["0f04e2056423", "af70ab35e07b"],
-        "fixture snapshot ids are pinned"
-    );
+    let snaps = pinned_snapshots(&repo, ["0f04e2056423", "af70ab35e07b"]);
     let (first, second) = (&snaps[0].1, &snaps[1].1);
     assert_eq!(second.parent, Some(snaps[0].0));
     assert_eq!(first.attachments.len(), 1);
@@ -123,22 +128,8 @@ fn repository_v2_multi_disk_restores_bit_exact() {
             assert_eq!(d.change_token, ["t1", "t2"][i]);
             let expect = if d.name == "sda" { &sda } else { &sdb[i] };
             let out = tmp.path().join(format!("{}-{i}", d.name));
-            let opts = RestoreOptions {
-                force: false,
-                threads: 2,
-                memory: 64 << 20,
-                sync: false,
-            };
-            restore(
-                &repo,
-                d,
-                &Destination::Path(out.clone()),
-                &opts,
-                &Progress::default(),
-            )
-            .unwrap();
             assert!(
-                std::fs::read(&out).unwrap() == *expect,
+                restore_disk(&repo, d, out) == *expect,
                 "{} of snapshot {i}",
                 d.name
             );
@@ -212,37 +203,16 @@ fn encrypted_repository_v1_restores_bit_exact() {
     ));
     let repo = open(FIXTURE_PASSWORD).unwrap();
     assert!(repo.config().encrypted && repo.id_key().is_keyed());
-    let snaps = repo.snapshots().unwrap();
-    let ids: Vec<String> = snaps
-        .iter()
-        .map(|(id, _)| id.to_hex()[..12].to_string())
-        .collect();
-    assert_eq!(
-        ids,
-        ["3cda6813248e", "7f2408e87fc5"],
-        "fixture snapshot ids are pinned"
-    );
+    let snaps = pinned_snapshots(&repo, ["3cda6813248e", "7f2408e87fc5"]);
     for (i, (_, manifest)) in snaps.iter().enumerate() {
         let out = tmp.path().join(format!("restored-{i}"));
-        let opts = RestoreOptions {
-            force: false,
-            threads: 2,
-            memory: 64 << 20,
-            sync: false,
-        };
-        restore(
-            &repo,
-            &manifest.disks[0],
-            &Destination::Path(out.clone()),
-            &opts,
-            &Progress::default(),
-        )
-        .unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), source, "snapshot {i}");
+        assert_eq!(
+            restore_disk(&repo, &manifest.disks[0], out),
+            source,
+            "snapshot {i}"
+        );
     }
-    let all = snaps.into_iter().map(|(id, m)| (id, Ok(m))).collect();
-    let report = verify(&repo, all, 2, &Progress::default(), &|_| true).unwrap();
-    assert!(report.snapshots.iter().all(|s| s.is_ok()));
+    verify_all(&repo, snaps);
 }
 
 /// Encrypted archive, format version 2.
