@@ -12,18 +12,18 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Every file of a directory tree with its bytes, to show that nothing changed.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files_under(dir)
         .into_iter()
         .map(|p| (p.clone(), read(&p)))
         .collect()
 }
 
-fn summary(out: &Output) -> Value {
+pub(crate) fn summary(out: &Output) -> Value {
     out.json()["data"].clone()
 }
 
-fn ids(env: &Env) -> Vec<String> {
+pub(crate) fn ids(env: &Env) -> Vec<String> {
     env.snapshots()
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
@@ -40,7 +40,7 @@ fn repair(env: &Env, what: &str, args: &[&str]) -> Mover {
     mover(["repair", what, "-r"]).arg(&env.repo).args(args)
 }
 
-fn check_clean(env: &Env) {
+pub(crate) fn check_clean(env: &Env) {
     let out = env.cmd("check", &["--json"]).run();
     assert_eq!(out.exit(), 0, "check is clean: {out}");
     assert_eq!(summary(&out)["ok"], true, "{out}");
@@ -180,7 +180,7 @@ fn gc_reclaims_in_two_phases_and_never_touches_what_is_used() {
 
     // Two hours later (the tombstone's time moved back): the grace period is over.
     assert_eq!(files_under(&env.repo.join("gc")).len(), 1);
-    age_tombstones(&env.repo);
+    age_tombstones(&env.repo, 2 * 3_600_000);
     let d = gc_now(&env);
     assert_eq!(num(&d, "swept_packs"), 1, "{d}");
     assert!(num(&d, "reclaimed_bytes") >= 3 * MIB as u64, "{d}");
@@ -192,12 +192,13 @@ fn gc_reclaims_in_two_phases_and_never_touches_what_is_used() {
     assert_eq!(out.exit(), 0, "{out}");
 }
 
-/// Rewrites every tombstone of a local repository as if it had been written two hours ago
-/// (the format is documented in docs/FORMAT.md: created ms at 16, then a BLAKE3 trailer).
-fn age_tombstones(repo: &Path) {
+/// Moves the created time of every tombstone of a local repository back by `ms`, as if it
+/// had been written that long ago (the format is documented in docs/FORMAT.md: created ms at
+/// 16, then a BLAKE3 trailer).
+pub(crate) fn age_tombstones(repo: &Path, ms: i64) {
     for p in files_under(&repo.join("gc")) {
         let mut b = read(&p);
-        let created = i64::from_le_bytes(b[16..24].try_into().unwrap()) - 2 * 3_600_000;
+        let created = i64::from_le_bytes(b[16..24].try_into().unwrap()) - ms;
         b[16..24].copy_from_slice(&created.to_le_bytes());
         let n = b.len() - 32;
         let sum = blake3::hash(&b[..n]);

@@ -4,52 +4,13 @@
 //! Tests marked `Regression:` in their doc comment pin down a defect the review found (the
 //! comment describes the defect; the test checks the fixed behaviour).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use crate::lifecycle::{age_tombstones, check_clean, ids, summary, tree};
 use crate::util::*;
-
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_under(dir)
-        .into_iter()
-        .map(|p| (p.clone(), read(&p)))
-        .collect()
-}
-
-fn summary(out: &Output) -> Value {
-    out.json()["data"].clone()
-}
-
-fn ids(env: &Env) -> Vec<String> {
-    env.snapshots()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn check_clean(env: &Env) {
-    let out = env.cmd("check", &["--json"]).run();
-    assert_eq!(out.exit(), 0, "check is clean: {out}");
-    assert_eq!(summary(&out)["ok"], true, "{out}");
-}
-
-/// Moves the created time of every tombstone back by `ms` (recomputing its checksum).
-fn age_tombstones(repo: &Path, ms: i64) {
-    for p in files_under(&repo.join("gc")) {
-        let mut b = read(&p);
-        let created = i64::from_le_bytes(b[16..24].try_into().unwrap()) - ms;
-        b[16..24].copy_from_slice(&created.to_le_bytes());
-        let n = b.len() - 32;
-        let sum = blake3::hash(&b[..n]);
-        b[n..].copy_from_slice(sum.as_bytes());
-        std::fs::write(&p, &b).unwrap();
-    }
-}
 
 /// A tombstone as FORMAT.md describes it, with any version number.
 fn tombstone(version: u32, created_ms: i64, grace_ms: i64, packs: &[[u8; 32]]) -> Vec<u8> {
