@@ -47,8 +47,9 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
-/// Days since the Unix epoch → (year, month 1–12, day 1–31), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
+/// Days since the Unix epoch → (year, month 1–12, day 1–31), proleptic Gregorian (Howard
+/// Hinnant's civil-from-days; no time-zone database needed).
+pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
