@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use chunker::format::{BlobEntry, IndexEntry, Manifest, ObjectId};
 use chunker::ChunkId;
 
-use crate::repo::{now_ms, pack_key};
+use crate::repo::{now_ms, object_ids, pack_key};
 use crate::{Backend, ChunkStore, Error, Repository, Result};
 
 /// Magic of a tombstone.
@@ -354,11 +354,16 @@ fn live_chunks(repo: &Repository) -> Result<(usize, HashSet<ChunkId>)> {
 }
 
 fn existing_packs(backend: &dyn Backend) -> Result<HashSet<ObjectId>> {
-    Ok(backend
-        .list("packs")?
-        .iter()
-        .filter_map(|k| k.rsplit('/').next().and_then(ObjectId::from_hex))
-        .collect())
+    object_ids(backend, "packs")
+}
+
+/// `None` for an object that is gone: removed by a concurrent run after this one listed it.
+fn unless_gone<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Size of a pack from its index entries (packs are header, blobs back to back, trailer).
@@ -454,11 +459,11 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
                 .all(|b| copied_elsewhere(&b.id, p, &none))
         });
         if safe {
-            report.swept_bytes += match size_of(p) {
-                Ok(b) => b,
-                Err(Error::NotFound { .. }) => continue, // swept by a concurrent run
-                Err(e) => return Err(e),
+            // None: swept by a concurrent run.
+            let Some(bytes) = unless_gone(size_of(p))? else {
+                continue;
             };
+            report.swept_bytes += bytes;
             delete.push(*p);
         } else {
             report.kept_packs += 1;
@@ -515,16 +520,13 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
     let orphan_age = opts.grace_ms;
     for p in candidates {
         let Some(blobs) = by_pack.get(p) else {
-            let old = match backend.modified_ms(&pack_key(p)) {
-                Ok(m) => m.is_none_or(|m| now.saturating_sub(m) >= orphan_age),
-                Err(Error::NotFound { .. }) => continue, // removed meanwhile
-                Err(e) => return Err(e),
+            // None: removed meanwhile.
+            let Some(modified) = unless_gone(backend.modified_ms(&pack_key(p)))? else {
+                continue;
             };
-            if old {
-                let bytes = match size_of(p) {
-                    Ok(b) => b,
-                    Err(Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(e),
+            if modified.is_none_or(|m| now.saturating_sub(m) >= orphan_age) {
+                let Some(bytes) = unless_gone(size_of(p))? else {
+                    continue;
                 };
                 report.condemned_bytes += bytes;
                 report.garbage_bytes += bytes;
@@ -895,11 +897,7 @@ pub fn damage_key(id: &ObjectId) -> String {
 
 /// Snapshots marked damaged by `repair snapshots`.
 pub fn damaged_marks(backend: &dyn Backend) -> Result<HashSet<ObjectId>> {
-    Ok(backend
-        .list("damaged")?
-        .iter()
-        .filter_map(|k| k.rsplit('/').next().and_then(ObjectId::from_hex))
-        .collect())
+    object_ids(backend, "damaged")
 }
 
 /// Marks every snapshot that references chunks no pack holds (writes `damaged/<id>`), and

@@ -224,6 +224,16 @@ pub fn pack_key(id: &ObjectId) -> String {
     format!("packs/{}/{hex}", &hex[..2])
 }
 
+/// The ids of the objects below `dir` that are named by an id (`dir/<hex>` or
+/// `dir/<fan-out>/<hex>`); other names are skipped.
+pub(crate) fn object_ids<C: FromIterator<ObjectId>>(backend: &dyn Backend, dir: &str) -> Result<C> {
+    Ok(backend
+        .list(dir)?
+        .iter()
+        .filter_map(|k| k.rsplit('/').next().and_then(ObjectId::from_hex))
+        .collect())
+}
+
 /// Random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     use std::io::Read;
@@ -500,11 +510,7 @@ impl Repository {
 
     /// Ids of every committed snapshot.
     pub fn snapshot_ids(&self) -> Result<Vec<ObjectId>> {
-        let keys = self.shared.backend.list("snapshots")?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| k.rsplit('/').next().and_then(ObjectId::from_hex))
-            .collect())
+        object_ids(&*self.shared.backend, "snapshots")
     }
 
     /// Loads a snapshot manifest and checks it against its id.
