@@ -137,16 +137,24 @@ fn encrypted_repository_round_trip_incremental_delta_verify_doctor() {
         .run()
         .ok();
     assert_eq!(got.stdout, b"<domain>SECRET-ATTACHMENT</domain>");
-    for f in files_under(&e.repo) {
-        let bytes = read(&f);
-        for needle in [
-            &b"RECOGNISABLE-SOURCE"[..],
+    assert_no_plaintext(
+        &e.repo,
+        &[
+            b"RECOGNISABLE-SOURCE",
             b"SECRET-ATTACHMENT",
             b"disk.img",
             b"vm.xml",
-        ] {
+        ],
+    );
+}
+
+/// No file under `dir` holds any of `needles`.
+fn assert_no_plaintext(dir: &Path, needles: &[&[u8]]) {
+    for f in files_under(dir) {
+        let bytes = read(&f);
+        for needle in needles {
             assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
+                !bytes.windows(needle.len()).any(|w| w == *needle),
                 "{} holds plaintext {:?}",
                 f.display(),
                 String::from_utf8_lossy(needle)
@@ -607,10 +615,7 @@ fn encrypted_repository_on_s3() {
         let wrong = cmd("snapshots").env("MOVER_PASSWORD", "wrong").run();
         wrong.assert_error(1, &["wrong password"]);
         // The cached index segments are sealed too.
-        for f in files_under(&dir.path().join("cache")) {
-            let bytes = read(&f);
-            assert!(!bytes.windows(19).any(|w| w == b"RECOGNISABLE-SOURCE"));
-        }
+        assert_no_plaintext(&dir.path().join("cache"), &[b"RECOGNISABLE-SOURCE"]);
     }
 }
 
@@ -650,19 +655,16 @@ fn forget_gc_check_and_repair_on_an_encrypted_repository() {
     let ib = text(&env.backup(&b, &["--name", "b"]), "snapshot_id").to_string();
     env.cmd("forget", &[ia.as_str()]).run().ok();
     // b shares a's text pattern, so a's pack is partly live: repacked, then swept.
-    let d = env
-        .cmd("gc", &["--grace", "0s", "--json"])
-        .run()
-        .ok()
-        .json()["data"]
-        .clone();
+    let gc = || {
+        env.cmd("gc", &["--grace", "0s", "--json"])
+            .run()
+            .ok()
+            .json()["data"]
+            .clone()
+    };
+    let d = gc();
     assert_eq!(num(&d, "condemned_packs"), 1, "{d}");
-    let d = env
-        .cmd("gc", &["--grace", "0s", "--json"])
-        .run()
-        .ok()
-        .json()["data"]
-        .clone();
+    let d = gc();
     assert_eq!(num(&d, "swept_packs"), 1, "{d}");
     env.cmd("check", &[]).run().ok();
     // Rebuilt from the sealed pack trailers, the index still opens every chunk.
@@ -672,16 +674,7 @@ fn forget_gc_check_and_repair_on_an_encrypted_repository() {
     assert_same(&out.stdout, &want_b, "b restores after gc and repair");
     env.cmd("verify", &[]).run().ok();
     // Nothing in clear: no file of the repository holds the source's text.
-    for f in files_under(&env.repo) {
-        let bytes = read(&f);
-        assert!(
-            !bytes
-                .windows(27)
-                .any(|w| w == b"RECOGNISABLE-SOURCE-PATTERN"),
-            "{} holds plaintext",
-            f.display()
-        );
-    }
+    assert_no_plaintext(&env.repo, &[b"RECOGNISABLE-SOURCE-PATTERN"]);
     // Without the password: one clear line, nothing touched.
     mover(["gc", "-r"])
         .arg(&env.repo)
