@@ -153,8 +153,9 @@ for ((run = 1; run <= RUNS; run++)); do
         --to - --quiet
 
     note "run $run/$RUNS: mover, encrypted repository"
-    # The same backup and restores into an encrypted repository (XChaCha20-Poly1305, keyed
-    # BLAKE3 ids); the password comes from the environment like any secret.
+    # The same backup and restores into an encrypted repository (the cipher `init` picks on
+    # this processor, keyed BLAKE3 ids); the password comes from the environment like any
+    # secret.
     erepo=$WORK/mover-repo-encrypted
     rm -rf "$erepo"
     MOVER_PASSWORD=mover-bench "$MOVER" init -r "$erepo" --encrypt --quiet

@@ -7,7 +7,7 @@
 //! Objects are named by content: a pack, an index segment and a snapshot are stored under the
 //! hex BLAKE3 of their bytes, so any copy can be checked against its own name.
 
-use crate::crypto::Keys;
+use crate::crypto::{Aead, Keys};
 use crate::id::hex;
 use crate::{ChunkId, Compression, Error, Result};
 
@@ -184,23 +184,31 @@ impl<'a> In<'a> {
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | [`CONFIG_MAGIC`] |
-/// | 8 | 4 | format version (1; 2 for an encrypted repository) |
-/// | 12 | 4 | flags (version 2): bit 0 = encrypted; reserved, 0 in version 1 |
+/// | 8 | 4 | format version: 1; 2 for a repository encrypted with XChaCha20-Poly1305; 3 for one encrypted with AES-256-GCM |
+/// | 12 | 4 | flags (versions 2 and 3): bit 0 = encrypted; reserved, 0 in version 1 |
 /// | 16 | 32 | repository id (random) |
 /// | 48 | 8 | created, ms since the Unix epoch (i64) |
 /// | 56 | 32 | BLAKE3 of bytes 0..56 |
+///
+/// The cipher is told by the version, not by a flag, so that a release that knows only
+/// XChaCha20-Poly1305 refuses an AES-256-GCM repository as a newer format instead of taking
+/// every object in it for tampered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Random repository id.
     pub id: [u8; 32],
     /// Creation time, ms since the Unix epoch.
     pub created_ms: i64,
-    /// Every object is sealed; the master key is in the key objects under `keys/`.
-    pub encrypted: bool,
+    /// The cipher that seals every object, for an encrypted repository (the master key is in
+    /// the key objects under `keys/`); `None` for one in clear.
+    pub encryption: Option<Aead>,
 }
 
-/// Config version of an encrypted repository (version 1 stays byte for byte what it was).
+/// Config version of a repository encrypted with XChaCha20-Poly1305 (version 1 stays byte for
+/// byte what it was).
 pub const CONFIG_VERSION_ENCRYPTED: u32 = 2;
+/// Config version of a repository encrypted with AES-256-GCM.
+pub const CONFIG_VERSION_AES: u32 = 3;
 
 /// Length of an encoded [`Config`].
 pub const CONFIG_LEN: usize = 88;
@@ -210,13 +218,13 @@ impl Config {
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Out(Vec::with_capacity(CONFIG_LEN));
         o.bytes(&CONFIG_MAGIC);
-        if self.encrypted {
-            o.u32(CONFIG_VERSION_ENCRYPTED);
-            o.u32(1);
-        } else {
-            o.u32(FORMAT_VERSION);
-            o.u32(0);
-        }
+        let (version, flags) = match self.encryption {
+            None => (FORMAT_VERSION, 0),
+            Some(Aead::XChaCha20Poly1305) => (CONFIG_VERSION_ENCRYPTED, 1),
+            Some(Aead::Aes256Gcm) => (CONFIG_VERSION_AES, 1),
+        };
+        o.u32(version);
+        o.u32(flags);
         o.bytes(&self.id);
         o.u64(self.created_ms as u64);
         o.checksum()
@@ -225,17 +233,27 @@ impl Config {
     /// Decodes and checks a config.
     pub fn decode(buf: &[u8]) -> Result<Self> {
         const W: &str = "repository config";
-        let mut r = In::open_versioned(W, buf, &CONFIG_MAGIC, CONFIG_VERSION_ENCRYPTED)?;
+        let mut r = In::open_versioned(W, buf, &CONFIG_MAGIC, CONFIG_VERSION_AES)?;
         let flags = r.u32()?;
-        let encrypted = r.version >= CONFIG_VERSION_ENCRYPTED && flags & 1 != 0;
+        let encryption = match r.version {
+            _ if flags & 1 == 0 => None,
+            CONFIG_VERSION_ENCRYPTED => Some(Aead::XChaCha20Poly1305),
+            CONFIG_VERSION_AES => Some(Aead::Aes256Gcm),
+            _ => None,
+        };
         let id = r.arr()?;
         let created_ms = r.u64()? as i64;
         r.end()?;
         Ok(Config {
             id,
             created_ms,
-            encrypted,
+            encryption,
         })
+    }
+
+    /// Whether every object is sealed.
+    pub fn encrypted(&self) -> bool {
+        self.encryption.is_some()
     }
 }
 
@@ -1016,23 +1034,26 @@ mod tests {
         let c = Config {
             id: [3; 32],
             created_ms: 5,
-            encrypted: false,
+            encryption: None,
         };
         assert_eq!(c.encode().len(), CONFIG_LEN);
         assert_eq!(Config::decode(&c.encode()).unwrap(), c);
-        let e = Config {
-            encrypted: true,
-            ..c
-        };
-        assert_eq!(e.encode().len(), CONFIG_LEN);
-        assert_eq!(Config::decode(&e.encode()).unwrap(), e);
-        assert_eq!(e.encode()[8..16], [2, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(c.encode()[8..16], [1, 0, 0, 0, 0, 0, 0, 0]);
+        for (aead, version) in [(Aead::XChaCha20Poly1305, 2), (Aead::Aes256Gcm, 3)] {
+            let e = Config {
+                encryption: Some(aead),
+                ..c.clone()
+            };
+            assert_eq!(e.encode().len(), CONFIG_LEN);
+            assert_eq!(Config::decode(&e.encode()).unwrap(), e);
+            assert_eq!(e.encode()[8..16], [version, 0, 0, 0, 1, 0, 0, 0]);
+        }
     }
 
     #[test]
     fn sealed_objects_and_packs() {
-        let keys = Keys::derive(&crate::crypto::MasterKey::random());
-        let other = Keys::derive(&crate::crypto::MasterKey::random());
+        let keys = Keys::derive(&crate::crypto::MasterKey::random(), Aead::preferred());
+        let other = Keys::derive(&crate::crypto::MasterKey::random(), Aead::preferred());
         let plain = sample_manifest().encode();
         let sealed = seal_object(&keys, &MANIFEST_MAGIC, MANIFEST_VERSION_SEALED, &plain);
         assert_eq!(

@@ -18,7 +18,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
-use chunker::crypto::Password;
+use chunker::crypto::{Aead, Password};
 use chunker::format::{Entry, Manifest, ObjectId};
 use chunker::{ChunkId, Compression, Decoder, Frame, IdKey};
 use serde::{Deserialize, Serialize};
@@ -275,6 +275,10 @@ pub struct Catalog {
     /// password): every archive of the chain uses that key, so chunk ids stay comparable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The cipher of an encrypted chain (`aes-256-gcm` or `xchacha20-poly1305`); absent in
+    /// catalogs written before AES-256-GCM was offered, whose chains are XChaCha20-Poly1305.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
 }
 
 /// One archive of a chain.
@@ -321,7 +325,12 @@ impl Catalog {
         let password = password.ok_or_else(|| targets::Error::PasswordRequired {
             location: location.clone(),
         })?;
-        Ok(Some(ArchiveKey::open(&bytes, password, &location)?))
+        let aead = match &self.cipher {
+            None => Aead::XChaCha20Poly1305,
+            Some(name) => Aead::from_name(name)
+                .ok_or_else(|| catalog_error(path, &format!("unknown cipher {name}")))?,
+        };
+        Ok(Some(ArchiveKey::open(&bytes, password, &location, aead)?))
     }
 
     /// Records the last archive's manifest (sealed with the chain's key, if any).
@@ -337,6 +346,7 @@ impl Catalog {
             None => plain,
         });
         self.key = key.map(|k| hex(&k.key_file.encode()));
+        self.cipher = key.map(|k| k.keys.aead().name().to_string());
     }
 
     /// The last archive's manifest and its snapshot id, when the chain is not empty.

@@ -1,6 +1,7 @@
 //! Command-line parsing. Parsed once into these types, validated, then handed to `main`'s
 //! command functions; nothing below `main` sees clap.
 
+use chunker::crypto::Aead;
 use clap::{Args, Parser, Subcommand};
 
 /// A high-throughput streaming data mover for disk images: back up raw images and block
@@ -123,10 +124,14 @@ pub struct RepoArg {
 pub struct InitArgs {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Encrypt the repository (XChaCha20-Poly1305; the key is wrapped with the password
-    /// from MOVER_PASSWORD or --password-file).
+    /// Encrypt the repository (the key is wrapped with the password from MOVER_PASSWORD or
+    /// --password-file).
     #[arg(long)]
     pub encrypt: bool,
+    /// The cipher of --encrypt: aes-256-gcm where the processor has AES instructions,
+    /// xchacha20-poly1305 elsewhere, unless given.
+    #[arg(long, value_name = "CIPHER", value_parser = parse_cipher, requires = "encrypt")]
+    pub cipher: Option<Aead>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -289,6 +294,9 @@ pub struct ArchiveFormat {
     /// incrementals of an encrypted chain are encrypted with the chain's key.
     #[arg(long)]
     pub encrypt: bool,
+    /// The cipher of --encrypt (as for `init`); an incremental keeps its chain's.
+    #[arg(long, value_name = "CIPHER", value_parser = parse_cipher, requires = "encrypt")]
+    pub cipher: Option<Aead>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -686,6 +694,12 @@ pub struct SupportBundleArgs {
 }
 
 /// Parses `123`, `64KiB`, `64K`, `1MiB`, `1M`, `2GiB`, `2G` (binary units).
+/// A cipher name: `aes-256-gcm` or `xchacha20-poly1305`.
+pub fn parse_cipher(s: &str) -> Result<Aead, String> {
+    Aead::from_name(s)
+        .ok_or_else(|| format!("unknown cipher {s:?}: use aes-256-gcm or xchacha20-poly1305"))
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

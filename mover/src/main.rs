@@ -14,7 +14,7 @@ use anyhow::Context;
 use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
-use chunker::crypto::Password;
+use chunker::crypto::{Aead, Password};
 use cli::{
     ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, KeyCommand, PerfArgs,
     RepairCommand, RepoArg, RestoreArgs, SnapshotsArgs, Subset, VerifyArgs,
@@ -201,7 +201,11 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         .set(profile_password_file(cli)?.or_else(|| cli.password_file.clone()))
         .expect("set once, before any command runs");
     match &cli.command {
-        Command::Init(a) => init(&a.repo, a.encrypt, cli.quiet),
+        Command::Init(a) => init(
+            &a.repo,
+            a.encrypt.then(|| a.cipher.unwrap_or_else(Aead::preferred)),
+            cli.quiet,
+        ),
         Command::Key(c) => key_cmd(c, cli.quiet),
         Command::Backup(a) => backup(a, cli.quiet),
         Command::Snapshots(a) => snapshots(a),
@@ -468,22 +472,23 @@ fn fetch_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
     }
 }
 
-fn init(repo: &RepoArg, encrypt: bool, quiet: bool) -> anyhow::Result<Exit> {
+fn init(repo: &RepoArg, encrypt: Option<Aead>, quiet: bool) -> anyhow::Result<Exit> {
     let password = match encrypt {
-        true => Some(password_for_new("the new repository")?),
-        false => None,
+        Some(_) => Some(password_for_new("the new repository")?),
+        None => None,
     };
     let create = |b: Arc<dyn Backend>| -> anyhow::Result<()> {
-        match &password {
-            Some(p) => Repository::init_encrypted(b, p, chunker::crypto::KdfParams::default())?,
-            None => Repository::init(b)?,
+        match (&password, encrypt) {
+            (Some(p), Some(aead)) => {
+                Repository::init_encrypted(b, p, chunker::crypto::KdfParams::default(), aead)?
+            }
+            _ => Repository::init(b)?,
         };
         Ok(())
     };
-    let what = if encrypt {
-        "encrypted repository"
-    } else {
-        "repository"
+    let what = match encrypt {
+        Some(aead) => format!("repository encrypted with {}", aead.name()),
+        None => "repository".to_string(),
     };
     if !is_s3(repo) {
         create(backend(repo)?)?;
@@ -942,6 +947,12 @@ impl BackupJob<'_> {
             }
             (None, Some(path)) => {
                 let key = match chain_key {
+                    Some(k) if a.archive.format.cipher.is_some_and(|c| c != k.keys.aead()) => {
+                        return Err(usage(format!(
+                            "the archive chain of --catalog is encrypted with {}; an incremental uses its chain's cipher: leave out --cipher, or start a new chain with a full archive (no --parent)",
+                            k.keys.aead().name()
+                        )))
+                    }
                     Some(k) => Some(k),
                     None if incremental && a.archive.format.encrypt => {
                         return Err(usage(
@@ -951,6 +962,7 @@ impl BackupJob<'_> {
                     None if a.archive.format.encrypt => Some(targets::archive::ArchiveKey::new(
                         &password_for_new("the archive")?,
                         chunker::crypto::KdfParams::default(),
+                        a.archive.format.cipher.unwrap_or_else(Aead::preferred),
                     )?),
                     None => None,
                 };
@@ -1229,6 +1241,7 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
                 true => Some(targets::archive::ArchiveKey::new(
                     &password_for_new("the archive")?,
                     chunker::crypto::KdfParams::default(),
+                    a.format.cipher.unwrap_or_else(Aead::preferred),
                 )?),
                 false => None,
             };

@@ -176,18 +176,41 @@ fn archive_v1_restores_bit_exact() {
     }
 }
 
-/// The password of the encrypted fixtures (`tests/fixtures/repo-enc-v1`,
-/// `tests/fixtures/archive-enc-v1`).
+/// The password of the encrypted fixtures (`tests/fixtures/repo-enc-v1`, `repo-aes-v1`,
+/// `archive-enc-v1` and `archive-aes-v1`).
 const FIXTURE_PASSWORD: &[u8] = b"mover fixture password";
 
-/// Encrypted repository, first version: a full backup of `source-v1.bin` and an incremental.
+/// Encrypted repository, first version (config version 2, XChaCha20-Poly1305): a full backup
+/// of `source-v1.bin` and an incremental.
 #[test]
 fn encrypted_repository_v1_restores_bit_exact() {
+    encrypted_repository_restores_bit_exact(
+        "repo-enc-v1",
+        chunker::crypto::Aead::XChaCha20Poly1305,
+        ["3cda6813248e", "7f2408e87fc5"],
+    );
+}
+
+/// Encrypted repository, config version 3 (AES-256-GCM): two backups of `source-v1.bin`.
+#[test]
+fn encrypted_repository_aes_v1_restores_bit_exact() {
+    encrypted_repository_restores_bit_exact(
+        "repo-aes-v1",
+        chunker::crypto::Aead::Aes256Gcm,
+        ["3a31ec984242", "f7408387a2a5"],
+    );
+}
+
+fn encrypted_repository_restores_bit_exact(
+    fixture: &str,
+    aead: chunker::crypto::Aead,
+    ids: [&str; 2],
+) {
     use chunker::crypto::Password;
     let source = std::fs::read(fixtures().join("source-v1.bin")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
-    copy_dir(&fixtures().join("repo-enc-v1"), &repo_dir);
+    copy_dir(&fixtures().join(fixture), &repo_dir);
     let open = |pw: &[u8]| {
         Repository::open(
             Arc::new(LocalBackend::new(&repo_dir)),
@@ -202,8 +225,8 @@ fn encrypted_repository_v1_restores_bit_exact() {
         Err(targets::Error::WrongPassword { .. })
     ));
     let repo = open(FIXTURE_PASSWORD).unwrap();
-    assert!(repo.config().encrypted && repo.id_key().is_keyed());
-    let snaps = pinned_snapshots(&repo, ["3cda6813248e", "7f2408e87fc5"]);
+    assert!(repo.config().encryption == Some(aead) && repo.id_key().is_keyed());
+    let snaps = pinned_snapshots(&repo, ids);
     for (i, (_, manifest)) in snaps.iter().enumerate() {
         let out = tmp.path().join(format!("restored-{i}"));
         assert_eq!(
@@ -215,13 +238,23 @@ fn encrypted_repository_v1_restores_bit_exact() {
     verify_all(&repo, snaps);
 }
 
-/// Encrypted archive, format version 2.
+/// Encrypted archive, format version 2 (XChaCha20-Poly1305).
 #[test]
 fn encrypted_archive_v2_restores_bit_exact() {
+    encrypted_archive_restores_bit_exact("archive-enc-v1/full.archive");
+}
+
+/// Encrypted archive, format version 3 (AES-256-GCM).
+#[test]
+fn encrypted_archive_v3_restores_bit_exact() {
+    encrypted_archive_restores_bit_exact("archive-aes-v1/full.archive");
+}
+
+fn encrypted_archive_restores_bit_exact(fixture: &str) {
     use chunker::crypto::Password;
     use mover::archive::{open_input, restore_archive, ArchiveRestoreOptions};
     let source = std::fs::read(fixtures().join("source-v1.bin")).unwrap();
-    let path = fixtures().join("archive-enc-v1/full.archive");
+    let path = fixtures().join(fixture);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let opts = |pw: &[u8]| ArchiveRestoreOptions {

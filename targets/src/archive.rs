@@ -70,7 +70,8 @@ mod writer;
 use std::fmt;
 
 pub use frame::{
-    ARCHIVE_MAGIC, ARCHIVE_VERSION, ARCHIVE_VERSION_ENCRYPTED, FRAME_HEADER_LEN, MAX_PAYLOAD,
+    ARCHIVE_MAGIC, ARCHIVE_VERSION, ARCHIVE_VERSION_AES, ARCHIVE_VERSION_ENCRYPTED,
+    FRAME_HEADER_LEN, MAX_PAYLOAD,
 };
 pub use reader::{ArchiveReader, Damage, Event, ReaderOptions, Trailer, VolumeInfo};
 pub use volume::{
@@ -142,24 +143,28 @@ pub struct ArchiveKey {
 }
 
 impl ArchiveKey {
-    /// A fresh master key for a new chain, wrapped with `password` (runs Argon2id once).
+    /// A fresh master key for a new chain sealed with `aead`, wrapped with `password` (runs
+    /// Argon2id once).
     pub fn new(
         password: &chunker::crypto::Password,
         params: chunker::crypto::KdfParams,
+        aead: chunker::crypto::Aead,
     ) -> crate::Result<Self> {
         let master = chunker::crypto::MasterKey::random();
         let key_file = chunker::crypto::KeyFile::wrap(&master, password, params, crate::now_ms())?;
         Ok(ArchiveKey {
-            keys: chunker::crypto::Keys::derive(&master),
+            keys: chunker::crypto::Keys::derive(&master, aead),
             key_file,
         })
     }
 
-    /// The key of a chain from its key object (`location` names it in errors).
+    /// The key of a chain sealed with `aead`, from its key object (`location` names it in
+    /// errors).
     pub fn open(
         key_file: &[u8],
         password: &chunker::crypto::Password,
         location: &str,
+        aead: chunker::crypto::Aead,
     ) -> crate::Result<Self> {
         let key_file = chunker::crypto::KeyFile::decode(key_file)?;
         let master = key_file.unwrap_key(password).map_err(|e| match e {
@@ -169,7 +174,7 @@ impl ArchiveKey {
             e => e.into(),
         })?;
         Ok(ArchiveKey {
-            keys: chunker::crypto::Keys::derive(&master),
+            keys: chunker::crypto::Keys::derive(&master, aead),
             key_file,
         })
     }

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use chunker::crypto::{KdfParams, KeyFile, Keys, MasterKey, Password};
+use chunker::crypto::{Aead, KdfParams, KeyFile, Keys, MasterKey, Password};
 use chunker::format::{
     open_blob, open_object, seal_blob, seal_object, sealed_pack_header, write_pack_trailer,
     write_sealed_pack_trailer, BlobEntry, Config, ObjectId, INDEX_MAGIC, INDEX_VERSION_SEALED,
@@ -90,7 +90,7 @@ pub(crate) fn unlock(
     config: &Config,
     password: Option<&Password>,
 ) -> Result<Option<RepoCrypto>> {
-    if !config.encrypted {
+    let Some(aead) = config.encryption else {
         if password.is_some() {
             tracing::debug!(
                 "{} is not encrypted; the password is not used",
@@ -98,7 +98,7 @@ pub(crate) fn unlock(
             );
         }
         return Ok(None);
-    }
+    };
     let location = backend.location().to_string();
     let Some(password) = password else {
         return Err(Error::PasswordRequired { location });
@@ -114,7 +114,7 @@ pub(crate) fn unlock(
         match file.unwrap_key(password) {
             Ok(master) => {
                 return Ok(Some(RepoCrypto {
-                    keys: Keys::derive(&master),
+                    keys: Keys::derive(&master, aead),
                     master,
                     key_in_use: name,
                 }))
@@ -267,13 +267,14 @@ pub(crate) fn manifest_in(
 }
 
 impl Repository {
-    /// Creates a new, empty, encrypted repository: a random master key, wrapped with
-    /// `password` in the first key object, and a config that says the repository is
-    /// encrypted. Refuses a location that already holds objects.
+    /// Creates a new, empty repository encrypted with `aead`: a random master key, wrapped
+    /// with `password` in the first key object, and a config that says the repository is
+    /// encrypted and with what. Refuses a location that already holds objects.
     pub fn init_encrypted(
         backend: Arc<dyn Backend>,
         password: &Password,
         params: KdfParams,
+        aead: Aead,
     ) -> Result<Config> {
         if !backend.list("")?.is_empty() {
             return Err(Error::NotEmpty {
@@ -285,7 +286,7 @@ impl Repository {
         let config = Config {
             id: random_bytes(),
             created_ms: now_ms(),
-            encrypted: true,
+            encryption: Some(aead),
         };
         // The config last: a location with keys but no config is not yet a repository.
         if !backend.put_new("config", &config.encode())? {
@@ -421,12 +422,19 @@ mod tests {
 
     #[test]
     fn encrypted_repository_behaves_and_reveals_nothing() {
+        for aead in [Aead::XChaCha20Poly1305, Aead::Aes256Gcm] {
+            behaves_and_reveals_nothing(aead);
+        }
+    }
+
+    fn behaves_and_reveals_nothing(aead: Aead) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("repo");
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&dir));
         let config =
-            Repository::init_encrypted(backend, &Password::new(b"pw".to_vec()), fast()).unwrap();
-        assert!(config.encrypted);
+            Repository::init_encrypted(backend, &Password::new(b"pw".to_vec()), fast(), aead)
+                .unwrap();
+        assert_eq!(config.encryption, Some(aead));
         let repo = open(&dir, b"pw").unwrap();
         assert!(repo.id_key().is_keyed());
         let reopen = || -> Box<dyn ChunkStore> { Box::new(open(&dir, b"pw").unwrap()) };
@@ -474,7 +482,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("repo");
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&dir));
-        Repository::init_encrypted(backend, &Password::new(b"one".to_vec()), fast()).unwrap();
+        Repository::init_encrypted(
+            backend,
+            &Password::new(b"one".to_vec()),
+            fast(),
+            Aead::preferred(),
+        )
+        .unwrap();
         let repo = open(&dir, b"one").unwrap();
         let first = repo.list_keys().unwrap();
         assert_eq!(first.len(), 1);

@@ -263,7 +263,7 @@ impl Repository {
         let config = Config {
             id: random_bytes(),
             created_ms: now_ms(),
-            encrypted: false,
+            encryption: None,
         };
         if !backend.put_new("config", &config.encode())? {
             return Err(Error::NotEmpty {

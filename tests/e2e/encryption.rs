@@ -27,7 +27,7 @@ impl Enc {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let out = m(&["init", "--encrypt", "-r"]).arg(&repo).run().ok();
-        out.assert_stderr_has(&["encrypted repository"]);
+        out.assert_stderr_has(&["repository encrypted with"]);
         Enc { dir, repo }
     }
     fn path(&self, name: &str) -> PathBuf {
@@ -194,10 +194,112 @@ fn chunk_ids_are_keyed_and_nothing_is_in_clear() {
         assert!(plain_bytes.windows(needle.len()).any(|w| w == needle));
         assert!(!enc_bytes.windows(needle.len()).any(|w| w == needle));
     }
-    // The config says the repository is encrypted (and holds no key).
+    // The config says the repository is encrypted and with what (and holds no key): version 3
+    // for AES-256-GCM, the choice where the processor has AES instructions, else 2.
     let config = read(&e.repo.join("config"));
     assert_eq!(config.len(), 88);
-    assert_eq!(config[8..16], [2, 0, 0, 0, 1, 0, 0, 0]);
+    assert!(
+        [[3, 0, 0, 0, 1, 0, 0, 0], [2, 0, 0, 0, 1, 0, 0, 0]]
+            .contains(&config[8..16].try_into().unwrap()),
+        "{:?}",
+        &config[8..16]
+    );
+}
+
+/// `--cipher` picks the AEAD of a repository or an archive chain; both restore bit-exact, each
+/// says which it is in its format version, and a bad or misplaced choice is a usage error.
+#[test]
+fn both_ciphers_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("disk.img");
+    let data = image(&src, 9);
+    for (cipher, version) in [("xchacha20-poly1305", 2u8), ("aes-256-gcm", 3)] {
+        let repo = dir.path().join(cipher);
+        m(&["init", "--encrypt", "--cipher", cipher, "-r"])
+            .arg(&repo)
+            .run()
+            .ok()
+            .assert_stderr_has(&[&format!("repository encrypted with {cipher}")]);
+        assert_eq!(read(&repo.join("config"))[8], version, "{cipher}");
+        m(&["backup", "--chunk-size", CHUNK_ARG, "-r"])
+            .arg(&repo)
+            .arg("--source")
+            .arg(&src)
+            .run()
+            .ok();
+        let out = m(&["restore", "latest", "--to", "-", "-r"])
+            .arg(&repo)
+            .run()
+            .ok();
+        assert_same(
+            &out.stdout,
+            &data,
+            &format!("restore from a {cipher} repository"),
+        );
+        m(&["verify", "--read-data", "-r"]).arg(&repo).run().ok();
+        let at_rest: Vec<u8> = files_under(&repo).iter().flat_map(|f| read(f)).collect();
+        assert!(!at_rest
+            .windows(27)
+            .any(|w| w == b"RECOGNISABLE-SOURCE-PATTERN"));
+
+        // An archive chain: the full picks the cipher, the catalog keeps it, the incremental
+        // follows it and refuses another.
+        let catalog = dir.path().join(format!("{cipher}.json"));
+        let full = dir.path().join(format!("{cipher}.arc"));
+        let archive = |to: &Path, extra: &[&str]| {
+            m(&["backup", "--chunk-size", CHUNK_ARG, "--block-size", "64KiB"])
+                .args(extra)
+                .arg("--to-archive")
+                .arg(to)
+                .arg("--source")
+                .arg(&src)
+                .arg("--catalog")
+                .arg(&catalog)
+                .run()
+        };
+        archive(&full, &["--encrypt", "--cipher", cipher]).ok();
+        // The volume frame (the first) says the version in clear.
+        assert_eq!(read(&full)[64], version, "{cipher} archive version");
+        let cat: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
+        assert_eq!(cat["cipher"], cipher);
+        let other = if version == 2 {
+            "aes-256-gcm"
+        } else {
+            "xchacha20-poly1305"
+        };
+        let inc = dir.path().join(format!("{cipher}-inc.arc"));
+        archive(
+            &inc,
+            &["--parent", "latest", "--encrypt", "--cipher", other],
+        )
+        .assert_error(2, &[&format!("encrypted with {cipher}"), "--cipher"]);
+        assert!(!inc.exists(), "nothing written for a refused incremental");
+        archive(&inc, &["--parent", "latest"]).ok();
+        assert_eq!(
+            read(&inc)[64],
+            version,
+            "the incremental keeps the chain's cipher"
+        );
+        let out = m(&["restore", "--from-archive"])
+            .arg(&full)
+            .arg("--from-archive")
+            .arg(&inc)
+            .args(&["--to", "-"])
+            .run()
+            .ok();
+        assert_same(&out.stdout, &data, &format!("restore of a {cipher} chain"));
+    }
+    let repo = dir.path().join("bad");
+    m(&["init", "--encrypt", "--cipher", "rot13", "-r"])
+        .arg(&repo)
+        .run()
+        .assert_error(2, &["unknown cipher", "aes-256-gcm", "xchacha20-poly1305"]);
+    m(&["init", "--cipher", "aes-256-gcm", "-r"])
+        .arg(&repo)
+        .run()
+        .assert_error(2, &["--encrypt"]);
+    assert!(!repo.exists(), "a refused init makes nothing");
 }
 
 #[test]

@@ -11,8 +11,28 @@ use super::{ArchiveHeader, ArchiveId, DiskInfo};
 
 /// Format version of unencrypted archives (written byte for byte as by every release).
 pub const ARCHIVE_VERSION: u32 = 1;
-/// Format version of encrypted archives, and the highest this build reads.
+/// Format version of archives encrypted with XChaCha20-Poly1305.
 pub const ARCHIVE_VERSION_ENCRYPTED: u32 = 2;
+/// Format version of archives encrypted with AES-256-GCM, and the highest this build reads.
+pub const ARCHIVE_VERSION_AES: u32 = 3;
+
+/// The format version of an archive sealed with `aead` (`None`: in clear).
+pub fn archive_version(aead: Option<chunker::crypto::Aead>) -> u32 {
+    match aead {
+        None => ARCHIVE_VERSION,
+        Some(chunker::crypto::Aead::XChaCha20Poly1305) => ARCHIVE_VERSION_ENCRYPTED,
+        Some(chunker::crypto::Aead::Aes256Gcm) => ARCHIVE_VERSION_AES,
+    }
+}
+
+/// The cipher of an archive of format `version` (`None`: in clear).
+pub fn archive_aead(version: u32) -> Option<chunker::crypto::Aead> {
+    match version {
+        ARCHIVE_VERSION_ENCRYPTED => Some(chunker::crypto::Aead::XChaCha20Poly1305),
+        ARCHIVE_VERSION_AES => Some(chunker::crypto::Aead::Aes256Gcm),
+        _ => None,
+    }
+}
 
 // DO NOT MODIFY: the magic identifies archives written by every earlier release.
 /// Magic at the start of every frame: BLAKE3("mover archive v1")[..8].
@@ -231,11 +251,11 @@ impl<'a> In<'a> {
 
 /// Refuses a structure of a newer format version.
 fn check_version(v: u32) -> Result<(), chunker::Error> {
-    if v == 0 || v > ARCHIVE_VERSION_ENCRYPTED {
+    if v == 0 || v > ARCHIVE_VERSION_AES {
         return Err(chunker::Error::UnsupportedVersion {
             what: "archive",
             found: v,
-            supported: ARCHIVE_VERSION_ENCRYPTED,
+            supported: ARCHIVE_VERSION_AES,
         });
     }
     Ok(())
@@ -368,8 +388,8 @@ pub fn frame_aad(id: &ArchiveId, kind: u8, seq: u64) -> [u8; 33] {
 /// Length of the clear prefix of an encrypted archive's header payload.
 pub const SEALED_HEADER_PREFIX_LEN: usize = 24 + chunker::crypto::KEY_FILE_LEN;
 
-/// Encodes the header payload of an encrypted archive (version 2): version u32 | block size
-/// u32 | archive id 16 | key object 176 | the version 1 header payload, sealed.
+/// Encodes the header payload of an encrypted archive (version 2 or 3, by its cipher): version
+/// u32 | block size u32 | archive id 16 | key object 176 | the version 1 header payload, sealed.
 pub fn encode_sealed_header(
     h: &ArchiveHeader,
     block_size: u32,
@@ -380,7 +400,7 @@ pub fn encode_sealed_header(
     let mut o = Out(Vec::with_capacity(
         SEALED_HEADER_PREFIX_LEN + plain.len() + 40,
     ));
-    o.u32(ARCHIVE_VERSION_ENCRYPTED);
+    o.u32(archive_version(Some(key.keys.aead())));
     o.u32(block_size);
     o.bytes(&h.id.0);
     o.bytes(&key.key_file.encode());
@@ -389,22 +409,20 @@ pub fn encode_sealed_header(
     Some(o.0)
 }
 
-/// The parts of an encrypted archive's header payload: archive id, key object, sealed rest.
-pub type SealedHeader<'a> = (ArchiveId, &'a [u8], &'a [u8]);
+/// The parts of an encrypted archive's header payload: archive id, cipher, key object, sealed
+/// rest.
+pub type SealedHeader<'a> = (ArchiveId, chunker::crypto::Aead, &'a [u8], &'a [u8]);
 
-/// Splits the header payload of an encrypted archive: archive id, key object, sealed rest;
-/// `None` for a version 1 header.
+/// Splits the header payload of an encrypted archive: archive id, cipher, key object, sealed
+/// rest; `None` for a version 1 header.
 pub fn split_sealed_header(buf: &[u8]) -> Option<Parsed<SealedHeader<'_>>> {
     let mut r = In { buf };
-    match r.u32() {
-        Ok(ARCHIVE_VERSION_ENCRYPTED) => {}
-        _ => return None,
-    }
+    let aead = archive_aead(r.u32().ok()?)?;
     Some((|| {
         r.u32()?;
         let id = ArchiveId(r.arr()?);
         let key = r.take(chunker::crypto::KEY_FILE_LEN)?;
-        Ok((id, key, r.buf))
+        Ok((id, aead, key, r.buf))
     })())
 }
 
@@ -561,15 +579,24 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let key = super::super::ArchiveKey::new(&pw, params).unwrap();
-        let sealed = encode_sealed_header(&h, 65536, &key, 0).unwrap();
-        let (id, kf, rest) = split_sealed_header(&sealed).unwrap().unwrap();
-        assert_eq!((id, kf.len()), (h.id, chunker::crypto::KEY_FILE_LEN));
-        let plain = key
-            .keys
-            .open(&frame_aad(&h.id, Kind::Header as u8, 0), rest)
-            .unwrap();
-        assert_eq!(plain, enc);
+        for (aead, version) in [
+            (chunker::crypto::Aead::XChaCha20Poly1305, 2),
+            (chunker::crypto::Aead::Aes256Gcm, 3),
+        ] {
+            let key = super::super::ArchiveKey::new(&pw, params, aead).unwrap();
+            let sealed = encode_sealed_header(&h, 65536, &key, 0).unwrap();
+            assert_eq!(sealed[..4], [version, 0, 0, 0]);
+            let (id, got, kf, rest) = split_sealed_header(&sealed).unwrap().unwrap();
+            assert_eq!(
+                (id, got, kf.len()),
+                (h.id, aead, chunker::crypto::KEY_FILE_LEN)
+            );
+            let plain = key
+                .keys
+                .open(&frame_aad(&h.id, Kind::Header as u8, 0), rest)
+                .unwrap();
+            assert_eq!(plain, enc);
+        }
         assert!(split_sealed_header(&enc).is_none());
         assert!(decode_header(&enc[..enc.len() - 1]).is_err());
     }

@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use chunker::{is_zero, ChunkId, Compression, Decoder, Frame};
 
 use super::frame::{
-    check_header_version, decode_chunk, decode_header, decode_part, frame_aad, split_sealed_header,
-    Header, Kind, TrailerPayload, VolumePayload, ARCHIVE_MAGIC, ARCHIVE_VERSION_ENCRYPTED,
+    archive_aead, check_header_version, decode_chunk, decode_header, decode_part, frame_aad,
+    split_sealed_header, Header, Kind, TrailerPayload, VolumePayload, ARCHIVE_MAGIC,
     FRAME_HEADER_LEN,
 };
 use super::{ArchiveHeader, ArchiveId, ArchiveKey, VolumeSource, MAX_BLOCK_SIZE};
@@ -701,7 +701,7 @@ impl<'a> ArchiveReader<'a> {
             let Some(split) = split_sealed_header(payload) else {
                 return Ok(Ok(None));
             };
-            let Ok((id, key_file, sealed)) = split else {
+            let Ok((id, aead, key_file, sealed)) = split else {
                 return Ok(Err("malformed encrypted header".into()));
             };
             let Some(password) = &self.options.password else {
@@ -709,7 +709,7 @@ impl<'a> ArchiveReader<'a> {
                     location: format!("archive {id}"),
                 });
             };
-            let key = ArchiveKey::open(key_file, password, &format!("archive {id}"))?;
+            let key = ArchiveKey::open(key_file, password, &format!("archive {id}"), aead)?;
             let plain = key.keys.open(&frame_aad(&id, h.kind, h.seq), sealed);
             a.id = Some(id);
             a.encrypted = true;
@@ -806,7 +806,7 @@ impl<'a> ArchiveReader<'a> {
             return self.settle(h.seq, false, at, Some("malformed volume frame".into()));
         };
         v.check_version()?;
-        if v.version == ARCHIVE_VERSION_ENCRYPTED {
+        if archive_aead(v.version).is_some() {
             let a = self.arc.as_mut().expect("admitted");
             a.encrypted = true;
             a.id = Some(v.id);

@@ -6,9 +6,9 @@ use std::io;
 use chunker::{ChunkId, Frame, IdHasher};
 
 use super::frame::{
-    chunk_prefix, encode_header, encode_sealed_header, frame_aad, part_prefix, Header, Kind,
-    TrailerPayload, VolumePayload, ARCHIVE_VERSION, ARCHIVE_VERSION_ENCRYPTED, FRAME_HEADER_LEN,
-    MAX_PAYLOAD, PART_PREFIX_LEN, VOLUME_FRAME_LEN,
+    archive_version, chunk_prefix, encode_header, encode_sealed_header, frame_aad, part_prefix,
+    Header, Kind, TrailerPayload, VolumePayload, FRAME_HEADER_LEN, MAX_PAYLOAD, PART_PREFIX_LEN,
+    VOLUME_FRAME_LEN,
 };
 use super::{ArchiveHeader, ArchiveId, ArchiveKey, VolumeSink, Written, DEFAULT_BLOCK_SIZE};
 use super::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
@@ -427,10 +427,7 @@ impl<S: VolumeSink> ArchiveWriter<S> {
             .pending
             .front()
             .map_or((self.next_seq, self.next_pos), |f| (f.seq, f.pos));
-        let version = match self.key {
-            Some(_) => ARCHIVE_VERSION_ENCRYPTED,
-            None => ARCHIVE_VERSION,
-        };
+        let version = archive_version(self.key.as_ref().map(|k| k.keys.aead()));
         let payload = VolumePayload {
             version,
             number: self.volume,

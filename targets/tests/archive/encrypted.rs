@@ -2,7 +2,7 @@
 //! tampering that also fixes up the frame checksums caught by the AEAD.
 
 use super::*;
-use chunker::crypto::{KdfParams, Password};
+use chunker::crypto::{Aead, KdfParams, Password};
 use targets::archive::ArchiveKey;
 
 fn fast() -> KdfParams {
@@ -44,7 +44,13 @@ fn with_password(pw: &[u8]) -> ReaderOptions {
 
 #[test]
 fn encrypted_round_trip_and_passwords() {
-    let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast()).unwrap();
+    for aead in [Aead::XChaCha20Poly1305, Aead::Aes256Gcm] {
+        round_trip_and_passwords(aead);
+    }
+}
+
+fn round_trip_and_passwords(aead: Aead) {
+    let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast(), aead).unwrap();
     let chunks = vec![text(1, 300_000), noise(2, 70_000)];
     let bytes = write_encrypted(&opts(None), &chunks, &key);
     for secret in [&b"SECRET"[..], b"line 1 of a log", b"mover test"] {
@@ -83,7 +89,7 @@ fn encrypted_round_trip_and_passwords() {
 
 #[test]
 fn tampering_with_fixed_checksums_fails_authentication() {
-    let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast()).unwrap();
+    let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast(), Aead::preferred()).unwrap();
     let chunks = vec![noise(3, 100_000)];
     let mut bytes = write_encrypted(&opts(None), &chunks, &key);
     // Find the chunk frame (type 3), flip a payload byte and recompute both checksums, as an
@@ -133,7 +139,7 @@ proptest! {
         static KEY: std::sync::OnceLock<(ArchiveKey, Vec<u8>, Vec<Vec<u8>>)> =
             std::sync::OnceLock::new();
         let (key, clean, chunks) = KEY.get_or_init(|| {
-            let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast()).unwrap();
+            let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast(), Aead::preferred()).unwrap();
             let chunks = vec![text(11, 90_000), noise(12, 80_000), noise(13, 5_000)];
             let bytes = write_encrypted(&opts(None), &chunks, &key);
             (key, bytes, chunks)

@@ -735,10 +735,11 @@ fn a_damaged_volume_frame_loses_nothing() {
 
 #[test]
 fn a_newer_format_version_is_refused() {
-    // Forge a volume frame of version 3 (2 is the encrypted format) with valid checksums.
+    // Forge a volume frame of version 4 (2 and 3 are the encrypted formats) with valid
+    // checksums.
     let bytes = write_vec(&opts(None), &[], b"");
     let mut payload = bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 32].to_vec();
-    payload[0] = 3;
+    payload[0] = 4;
     let mut header: [u8; 64] = bytes[..64].try_into().unwrap();
     header[40..56].copy_from_slice(&blake3::hash(&payload).as_bytes()[..16]);
     let check = blake3::hash(&header[..56]);
@@ -751,7 +752,7 @@ fn a_newer_format_version_is_refused() {
         matches!(
             got.error,
             Some(Error::Format(chunker::Error::UnsupportedVersion {
-                found: 3,
+                found: 4,
                 ..
             }))
         ),
