@@ -232,6 +232,7 @@ for ((run = 1; run <= RUNS; run++)); do
 
     note "run $run/$RUNS: full restore, then delta restore back to the first snapshot"
     first=$("$MOVER" snapshots -r "$repo" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+    warm "$repo"
     rm -f "$WORK/restored.img"
     measure mover restore-full "$run" - - - -- "$MOVER" restore -r "$repo" latest --name disk \
         --to "$WORK/restored.img" --json -q

@@ -14,6 +14,12 @@ loud() {
 # measure TOOL OP RUN REPO_OR_- STDIN_OR_- STDOUT_OR_- -- COMMAND...
 # Runs COMMAND under /usr/bin/time -v and appends one JSON line to raw.jsonl: wall seconds,
 # peak RSS, exit code, the last line of its stdout (when captured) and the repository size.
+# mover writes packs with direct I/O, past the page cache: read a repository once so that
+# restores run on a warm cache, as the peers' restores do after their backups.
+warm() {
+    find "$1" -type f -exec cat {} + >/dev/null
+}
+
 measure() {
     local tool=$1 op=$2 run=$3 repo=$4 in=$5 out=$6
     shift 7

@@ -89,12 +89,22 @@ impl LocalBackend {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io("create", &tmp, e))?;
-            f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+            let f = match direct_io_suits(data) {
+                true => write_direct(&tmp, data),
+                false => None,
+            };
+            let f = match f {
+                Some(f) => f.map_err(|e| Error::io("write", &tmp, e))?,
+                None => {
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)
+                        .map_err(|e| Error::io("create", &tmp, e))?;
+                    f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+                    f
+                }
+            };
             f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
         })();
         match result {
@@ -105,6 +115,56 @@ impl LocalBackend {
             }
         }
     }
+}
+
+/// Alignment of memory, file offsets and lengths for direct I/O: the largest logical block
+/// size of common devices.
+pub const DIRECT_IO_ALIGN: usize = 4096;
+
+/// Objects at least this large whose bytes start on a [`DIRECT_IO_ALIGN`] boundary (packs: see
+/// `PackBuf`) are written with direct I/O.
+const DIRECT_IO_MIN: usize = 1 << 20;
+
+fn direct_io_suits(data: &[u8]) -> bool {
+    data.len() >= DIRECT_IO_MIN && (data.as_ptr() as usize).is_multiple_of(DIRECT_IO_ALIGN)
+}
+
+/// Creates `path` and writes `data` to it with direct I/O (`O_DIRECT`): the aligned bulk goes
+/// from `data` to the device with no copy into the page cache, the last partial block through
+/// the page cache. A pack is written once and read back only by a restore, so caching it would
+/// only evict what the host uses, and the kernel's copy costs about a tenth of a backup's CPU.
+///
+/// `None` when the file system refuses direct I/O (tmpfs, some network and FUSE file
+/// systems): nothing is left behind and the caller writes the ordinary way.
+fn write_direct(path: &Path, data: &[u8]) -> Option<std::io::Result<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let bulk = data.len() - data.len() % DIRECT_IO_ALIGN;
+    if let Err(e) = f.write_all(&data[..bulk]) {
+        let _ = fs::remove_file(path);
+        return match e.raw_os_error() {
+            Some(libc::EINVAL) => None,
+            _ => Some(Err(e)),
+        };
+    }
+    // The tail through the page cache, by a second descriptor: direct I/O writes whole
+    // blocks only. (fsync of either descriptor makes the whole file durable.)
+    drop(f);
+    Some(
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.write_all_at(&data[bulk..], bulk as u64).map(|()| f)),
+    )
 }
 
 /// fsyncs a directory (`""` means the current one) so a rename or create in it is durable.
@@ -227,5 +287,67 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `len` bytes of a pattern, starting `misalign` bytes past a direct-I/O boundary.
+    fn buffer(len: usize, misalign: usize) -> (Vec<u8>, usize) {
+        let mut v = vec![0u8; len + DIRECT_IO_ALIGN + misalign];
+        let addr = v.as_ptr() as usize;
+        let start = addr.next_multiple_of(DIRECT_IO_ALIGN) - addr + misalign;
+        for (i, b) in v[start..].iter_mut().enumerate() {
+            *b = (i * 7 + i / 4096) as u8;
+        }
+        (v, start)
+    }
+
+    fn round_trips(dir: &Path) {
+        let b = LocalBackend::new(dir);
+        let sizes = [
+            DIRECT_IO_MIN,
+            DIRECT_IO_MIN + 1,
+            DIRECT_IO_MIN + DIRECT_IO_ALIGN - 1,
+            3 * DIRECT_IO_MIN + 12345,
+            DIRECT_IO_MIN - 1,
+        ];
+        for (i, len) in sizes.into_iter().enumerate() {
+            for misalign in [0, 16] {
+                let (v, start) = buffer(len, misalign);
+                let data = &v[start..start + len];
+                assert_eq!(direct_io_suits(data), misalign == 0 && len >= DIRECT_IO_MIN);
+                let key = format!("packs/{i}-{misalign}");
+                b.put(&key, data).unwrap();
+                assert!(b.get(&key).unwrap() == data, "{key}: {len} bytes");
+                assert!(!b.put_new(&key, data).unwrap());
+            }
+        }
+        let names: Vec<_> = fs::read_dir(dir.join("packs")).unwrap().collect();
+        assert_eq!(names.len(), sizes.len() * 2, "no temporary file left");
+    }
+
+    #[test]
+    fn large_aligned_objects_go_direct_and_read_back_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        round_trips(tmp.path());
+    }
+
+    #[test]
+    fn objects_round_trip_on_tmpfs_too() {
+        // Older kernels refuse O_DIRECT on tmpfs at open (the write falls back to the page
+        // cache); newer ones take it. Either way the bytes come back whole.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI machines have /dev/shm"
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir_in(shm).unwrap();
+        round_trips(tmp.path());
     }
 }

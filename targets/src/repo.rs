@@ -35,6 +35,7 @@ use chunker::format::{
 use chunker::{ChunkId, Frame, IdHasher};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::backend::DIRECT_IO_ALIGN;
 use crate::crypt::{self, RepoCrypto};
 use crate::{Backend, ChunkStore, Error, Put, Result};
 
@@ -141,15 +142,67 @@ impl Index {
     }
 }
 
+/// The bytes of a pack being filled. They start on a direct-I/O boundary, so the local
+/// backend writes them to the device with no copy (`backend::write_direct`): `vec` holds
+/// `start` bytes of padding, then the pack. (Were `vec` ever to grow past its capacity, the
+/// pack would move off the boundary and simply be written the ordinary way.)
+#[derive(Default)]
+struct PackBuf {
+    vec: Vec<u8>,
+    start: usize,
+}
+
+impl PackBuf {
+    /// An empty buffer with room for `capacity` bytes of pack.
+    fn with_capacity(capacity: usize) -> Self {
+        let mut vec = Vec::with_capacity(capacity + DIRECT_IO_ALIGN);
+        let addr = vec.as_ptr() as usize;
+        let start = addr.next_multiple_of(DIRECT_IO_ALIGN) - addr;
+        vec.resize(start, 0);
+        PackBuf { vec, start }
+    }
+
+    /// Bytes of pack so far.
+    fn len(&self) -> usize {
+        self.vec.len() - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn room(&self) -> usize {
+        self.vec.capacity() - self.vec.len()
+    }
+
+    /// The pack.
+    fn bytes(&self) -> &[u8] {
+        &self.vec[self.start..]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.vec[self.start..]
+    }
+
+    /// The vector to append to (the writers of trailers only append).
+    fn appender(&mut self) -> &mut Vec<u8> {
+        &mut self.vec
+    }
+
+    fn clear(&mut self) {
+        self.vec.truncate(self.start);
+    }
+}
+
 /// The pack being filled, and every chunk put but not yet durable.
 struct Packer {
-    buf: Vec<u8>,
+    buf: PackBuf,
     entries: Vec<BlobEntry>,
     pending: HashSet<ChunkId, IdHasher>,
 }
 
 struct Job {
-    buf: Vec<u8>,
+    buf: PackBuf,
     entries: Vec<BlobEntry>,
     trailer_len: usize,
 }
@@ -165,7 +218,7 @@ struct Shared {
     poison: Mutex<Option<String>>,
     /// Pack buffers handed back by the writer, reused so each pack does not fault in fresh
     /// pages.
-    spare: Mutex<Vec<Vec<u8>>>,
+    spare: Mutex<Vec<PackBuf>>,
     /// Packs handed to writers and not yet durable (or failed); `idle` signals zero.
     inflight: Mutex<usize>,
     idle: Condvar,
@@ -344,7 +397,7 @@ impl Repository {
             crypto,
             index: RwLock::new(index),
             packer: Mutex::new(Packer {
-                buf: Vec::new(),
+                buf: PackBuf::default(),
                 entries: Vec::new(),
                 pending: HashSet::default(),
             }),
@@ -589,11 +642,12 @@ impl Repository {
 
     /// Hands the open pack to the writer. Called without the packer lock held: the writer
     /// takes that lock when a pack becomes durable.
-    fn seal(&self, sealed: Option<(Vec<u8>, Vec<BlobEntry>)>) -> Result<()> {
-        let Some((mut buf, entries)) = sealed else {
+    fn seal(&self, sealed: Option<(PackBuf, Vec<BlobEntry>)>) -> Result<()> {
+        let Some((mut pack, entries)) = sealed else {
             return Ok(());
         };
-        let trailer_len = crypt::trailer_out(self.crypto(), &mut buf, &entries);
+        let trailer_len = crypt::trailer_out(self.crypto(), pack.appender(), &entries);
+        let buf = pack.bytes_mut();
         if self.crypto().is_none() {
             // The footer's salt (see docs/FORMAT.md): a pack with the same contents list as a
             // condemned one must get a new id, or the fresh copy would land in the condemned
@@ -609,7 +663,7 @@ impl Repository {
             .as_ref()
             .expect("writers run while the repository is open");
         tx.send(Job {
-            buf,
+            buf: pack,
             entries,
             trailer_len,
         })
@@ -642,7 +696,7 @@ impl Repository {
     }
 }
 
-fn take_open_pack(packer: &mut Packer) -> Option<(Vec<u8>, Vec<BlobEntry>)> {
+fn take_open_pack(packer: &mut Packer) -> Option<(PackBuf, Vec<BlobEntry>)> {
     if packer.entries.is_empty() {
         return None;
     }
@@ -708,13 +762,13 @@ fn pack_writer(shared: &Shared, jobs: &Receiver<Job>) {
     }
 }
 
-fn write_pack(shared: &Shared, mut buf: Vec<u8>, entries: &[BlobEntry], trailer_len: usize) {
+fn write_pack(shared: &Shared, mut buf: PackBuf, entries: &[BlobEntry], trailer_len: usize) {
     if shared.check_poison().is_err() {
         return; // a poisoned store writes nothing more
     }
     let trailer_start = buf.len() - trailer_len;
-    let id = ObjectId::of(&buf[trailer_start..]);
-    if let Err(e) = shared.backend.put(&pack_key(&id), &buf) {
+    let id = ObjectId::of(&buf.bytes()[trailer_start..]);
+    if let Err(e) = shared.backend.put(&pack_key(&id), buf.bytes()) {
         tracing::debug!("pack write failed: {e}");
         shared.set_poison(&e);
         return;
@@ -769,12 +823,16 @@ impl ChunkStore for Repository {
             return Ok(Put::AlreadyPresent);
         }
         if packer.buf.is_empty() {
+            let room = self.options.pack_size + (1 << 20);
             if let Some(spare) = self.shared.spare.lock().expect("spare lock").pop() {
                 packer.buf = spare;
             }
-            packer.buf.reserve(self.options.pack_size + (1 << 20));
+            if packer.buf.room() < room {
+                packer.buf = PackBuf::with_capacity(room);
+            }
             packer
                 .buf
+                .appender()
                 .extend_from_slice(&crypt::pack_header(self.crypto()));
         }
         let offset = packer.buf.len();
@@ -784,7 +842,7 @@ impl ChunkStore for Repository {
                 detail: "frame too large for a pack".into(),
             });
         }
-        packer.buf.extend_from_slice(&frame.bytes);
+        packer.buf.appender().extend_from_slice(&frame.bytes);
         packer.entries.push(BlobEntry {
             id: *id,
             offset: offset as u32,
