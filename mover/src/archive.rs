@@ -610,7 +610,7 @@ pub fn restore_archive(
         let input = inputs.next().expect("count");
         for event in input.reader(opts.strict, opts.password.as_ref()) {
             match event? {
-                Event::Keyed(k) => decoder = Decoder::with_id_key(k),
+                Event::Keyed(k, _) => decoder = Decoder::with_id_key(k),
                 Event::Header(h) => chain.push(h.id),
                 Event::ChunkFrame { id, frame } => {
                     let mut out = Vec::new();
@@ -632,7 +632,7 @@ pub fn restore_archive(
         loop {
             match reader.next().transpose()? {
                 Some(Event::Header(h)) => break h,
-                Some(Event::Keyed(k)) => decoder = Decoder::with_id_key(k),
+                Some(Event::Keyed(k, _)) => decoder = Decoder::with_id_key(k),
                 Some(Event::Damage(d)) => report.damage.push(damage_line(&d)),
                 Some(_) => {}
                 None => return Err(Error::Incremental(
@@ -1111,8 +1111,8 @@ pub struct ArchiveListing {
     pub chunk_bytes: u64,
     /// Damage, one line each.
     pub damage: Vec<String>,
-    /// The archive is encrypted (and the password opened it).
-    pub encrypted: bool,
+    /// The cipher of an encrypted archive (the password opened it).
+    pub cipher: Option<Aead>,
 }
 
 /// Reads a whole archive; with `check`, decodes every chunk and checks it against its id.
@@ -1131,9 +1131,9 @@ pub fn read_archive(
             continue; // drain the input (see Restorer::run)
         }
         match event {
-            Event::Keyed(k) => {
+            Event::Keyed(k, aead) => {
                 decoder = Decoder::with_id_key(k);
-                l.encrypted = true;
+                l.cipher = Some(aead);
             }
             Event::Volume(_) => l.volumes += 1,
             Event::Header(h) => {
@@ -1198,7 +1198,7 @@ pub fn import_archive(
             continue; // drain the input (see Restorer::run)
         }
         match event {
-            Event::Keyed(k) => {
+            Event::Keyed(k, _) => {
                 decoder = Decoder::with_id_key(k);
                 archive_key = k;
             }

@@ -572,7 +572,8 @@ pub fn archive_listing(
             "chunk_bytes": l.chunk_bytes,
             "complete": l.trailer.is_some_and(|t| !t.incomplete),
             "verified": l.trailer.is_some_and(|t| t.verified),
-            "encrypted": l.encrypted,
+            "encrypted": l.cipher.is_some(),
+            "cipher": l.cipher.map(|a| a.name()),
             "damage": l.damage,
         }),
     );
@@ -592,8 +593,8 @@ pub fn archive_listing(
             for (name, size) in &sizes {
                 writeln!(out, "  disk {:<12} {:>12}", name, bytes(*size))?;
             }
-            if l.encrypted {
-                writeln!(out, "  encrypted (XChaCha20-Poly1305)")?;
+            if let Some(aead) = l.cipher {
+                writeln!(out, "  encrypted ({})", aead.name())?;
             }
             if h.parents.is_empty() {
                 writeln!(out, "  full archive (no parent)")?;

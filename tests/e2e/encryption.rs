@@ -258,8 +258,14 @@ fn both_ciphers_through_the_binary() {
                 .run()
         };
         archive(&full, &["--encrypt", "--cipher", cipher]).ok();
-        // The volume frame (the first) says the version in clear.
+        // The volume frame (the first) says the version in clear; `archive ls` names the cipher.
         assert_eq!(read(&full)[64], version, "{cipher} archive version");
+        let ls = m(&["archive", "ls", "--json"]).arg(&full).run().ok().json();
+        let ls = &ls["data"];
+        assert_eq!(
+            (&ls["encrypted"], &ls["cipher"]),
+            (&true.into(), &cipher.into())
+        );
         let cat: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&catalog).unwrap()).unwrap();
         assert_eq!(cat["cipher"], cipher);

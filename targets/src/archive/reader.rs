@@ -119,10 +119,10 @@ impl fmt::Display for Damage {
 pub enum Event {
     /// A volume begins.
     Volume(VolumeInfo),
-    /// The archive is encrypted and the password opened its key: its chunk ids are keyed
-    /// with this (check decoded chunks with [`chunker::Decoder::with_id_key`]). Comes just
-    /// before the archive's [`Event::Header`].
-    Keyed(chunker::IdKey),
+    /// The archive is encrypted with this cipher and the password opened its key: its chunk
+    /// ids are keyed with this id key (check decoded chunks with
+    /// [`chunker::Decoder::with_id_key`]). Comes just before the archive's [`Event::Header`].
+    Keyed(chunker::IdKey, chunker::crypto::Aead),
     /// The archive header.
     Header(ArchiveHeader),
     /// A chunk, decoded; its plaintext hashes to `id`.
@@ -713,7 +713,8 @@ impl<'a> ArchiveReader<'a> {
             let plain = key.keys.open(&frame_aad(&id, h.kind, h.seq), sealed);
             a.id = Some(id);
             a.encrypted = true;
-            self.events.push_back(Event::Keyed(key.keys.id_key()));
+            self.events
+                .push_back(Event::Keyed(key.keys.id_key(), key.keys.aead()));
             a.key = Some(key);
             return Ok(plain.map(Some).ok_or_else(|| {
                 "the header failed authentication: tampered with or damaged".to_string()

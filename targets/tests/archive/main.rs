@@ -102,7 +102,7 @@ fn read_all(reader: ArchiveReader<'_>) -> Got {
                 got.chunks.push((id, data));
             }
             Ok(Event::Map(m)) => got.maps.push(m),
-            Ok(Event::Keyed(_)) => {}
+            Ok(Event::Keyed(..)) => {}
             Ok(Event::Manifest(m)) => got.manifest = Some(m),
             Ok(Event::Catalog(c)) => got.catalog = Some(c),
             Ok(Event::Trailer(t)) => got.trailers.push(t),
