@@ -80,9 +80,39 @@ struct Item {
 /// come back in one request (see [`ChunkStore::get_many`]).
 type Task = Vec<Item>;
 
-/// Most chunks, and most plaintext bytes, in one task.
-const GROUP_ITEMS: usize = 8;
-const GROUP_BYTES: u64 = 8 << 20;
+/// Most plaintext bytes in one task (chunks fetched and decoded together by one worker).
+pub const RESTORE_TASK_BYTES: u64 = 32 << 20;
+
+/// How large a task may grow: in chunks, and in plaintext bytes.
+#[derive(Clone, Copy)]
+struct GroupLimit {
+    items: usize,
+    bytes: u64,
+}
+
+impl GroupLimit {
+    /// Half the memory budget goes to the tasks the workers hold, shared among them: from one
+    /// chunk up to [`RESTORE_TASK_BYTES`] each. Larger tasks mean fewer and larger ranged reads,
+    /// and a remote server reads (and checks) whole blocks at both ends of every read: Garage
+    /// serves 8 MiB reads at about half the rate of whole packs.
+    fn new(memory: u64, threads: usize, max_chunk: u64) -> Self {
+        let bytes = (memory / 2 / threads.max(1) as u64).clamp(max_chunk, RESTORE_TASK_BYTES);
+        GroupLimit {
+            items: (bytes / max_chunk.max(1)).max(1) as usize,
+            bytes,
+        }
+    }
+
+    /// In a stream the token window must hold every worker's task, or tasks are cut short
+    /// whenever the window runs dry.
+    fn within_window(self, window: usize, threads: usize) -> Self {
+        let items = self.items.min((window / threads.max(1)).max(1));
+        GroupLimit {
+            items,
+            bytes: self.bytes,
+        }
+    }
+}
 
 /// Fetches the frames of a task's data chunks, in order.
 fn fetch(store: &dyn ChunkStore, task: &Task) -> Result<std::vec::IntoIter<chunker::Frame>> {
@@ -237,7 +267,11 @@ fn run(
         .unwrap_or(1);
     let threads = opts.threads.max(1);
     let window = channel_capacity(opts.memory, 2 * threads as u64 * max_chunk, max_chunk);
-    let (task_tx, task_rx) = bounded::<Task>((window / GROUP_ITEMS).max(1));
+    let mut limit = GroupLimit::new(opts.memory, threads, max_chunk);
+    if matches!(sink, Sink::Stream(_)) {
+        limit = limit.within_window(window, threads);
+    }
+    let (task_tx, task_rx) = bounded::<Task>((window / limit.items).max(1));
     let errors = FirstError::default();
     let mut report = RestoreReport {
         bytes_total: disk.source_len,
@@ -261,7 +295,7 @@ fn run(
                     });
                 }
                 drop(task_rx);
-                errors.run(|| feed(disk, &task_tx, None, errors));
+                errors.run(|| feed(disk, limit, &task_tx, None, errors));
                 drop(task_tx);
             });
             errors.into_result()?;
@@ -290,7 +324,7 @@ fn run(
                 drop(task_rx);
                 drop(out_tx);
                 s.spawn(move || {
-                    errors.run(|| feed(disk, &task_tx, Some(&token_rx), errors));
+                    errors.run(|| feed(disk, limit, &task_tx, Some(&token_rx), errors));
                 });
                 errors.run(|| {
                     stream_writer(
@@ -315,6 +349,7 @@ struct Counters {
 
 fn feed(
     disk: &Disk,
+    limit: GroupLimit,
     tasks: &Sender<Task>,
     tokens: Option<&Receiver<()>>,
     errors: &FirstError,
@@ -338,7 +373,7 @@ fn feed(
             }
         }
         let len = u64::from(entry.len);
-        let full = group.len() >= GROUP_ITEMS || group_bytes + len > GROUP_BYTES;
+        let full = group.len() >= limit.items || group_bytes + len > limit.bytes;
         if !group.is_empty() && (entry.id.is_none() || full) {
             if tasks.send(std::mem::take(&mut group)).is_err() {
                 return Ok(());
