@@ -988,19 +988,22 @@ mod tests {
 
     #[test]
     fn other_packs_gaps_repeats_and_unknown_chunks() {
+        let gap = READ_THROUGH as u32;
         let located = [
             at(2, 0, 10),
             at(1, 50, 10),
             None,
-            at(1, 100, 10), // a gap after 60: a second read
-            at(1, 50, 10),  // asked for twice: one read
+            at(1, 60 + gap, 10),         // a gap it reads through
+            at(1, 50, 10),               // asked for twice: one read
+            at(1, 70 + 2 * gap + 1, 10), // a gap one byte too long: a second read
         ];
         let spans = pack_spans(&located);
+        let far = u64::from(70 + 2 * gap + 1);
         assert_eq!(
             ranges(&spans),
             vec![
-                (1, 50, 60, vec![1, 4]),
-                (1, 100, 110, vec![3]),
+                (1, 50, u64::from(70 + gap), vec![1, 4, 3]),
+                (1, far, far + 10, vec![5]),
                 (2, 0, 10, vec![0])
             ]
         );
