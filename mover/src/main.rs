@@ -469,13 +469,13 @@ fn fetch_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
 }
 
 /// Workers for restore. On S3 each holds one ranged read of up to
-/// [`mover::RESTORE_TASK_BYTES`] of chunks: one per connection, but no more than half the
+/// [`mover::REMOTE_TASK_BYTES`] of chunks: one per connection, but no more than half the
 /// memory budget holds at that size, since a few large reads cost the server far less than
 /// many small ones (it reads whole blocks at both ends of each).
 fn restore_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
     match perf.threads {
         None if is_s3(repo) => {
-            let by_memory = perf.memory / 2 / mover::RESTORE_TASK_BYTES;
+            let by_memory = perf.memory / 2 / mover::REMOTE_TASK_BYTES;
             usize::from(repo.connections).min(by_memory.max(2) as usize)
         }
         _ => fetch_threads(perf, repo),
@@ -1475,6 +1475,11 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         force: a.force,
         threads: restore_threads(&a.perf, &a.repo),
         memory: a.perf.memory,
+        task_bytes: if is_s3(&a.repo) {
+            mover::REMOTE_TASK_BYTES
+        } else {
+            mover::LOCAL_TASK_BYTES
+        },
         sync: !a.no_sync,
     };
     if let Some(name) = &a.attachment {
