@@ -114,7 +114,9 @@ pub struct RepoArg {
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub s3_retry_timeout: u64,
-    /// Requests to S3 in flight at once (uploads of packs; fetches on restore and verify).
+    /// Requests to S3 in flight at once (uploads of packs; fetches on restore and verify). A
+    /// restore reads up to 32 MiB of chunks per request and keeps as many in flight as half
+    /// of --memory holds, up to this number.
     #[arg(long, value_name = "N", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub connections: u16,

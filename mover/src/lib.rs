@@ -59,6 +59,7 @@ pub use pipeline::default_threads;
 pub use progress::Progress;
 pub use restore::{
     restore, restore_delta, DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport,
+    LOCAL_TASK_BYTES, REMOTE_TASK_BYTES,
 };
 pub use source::{FileSource, Source, SourceKind};
 pub use verify::{verify, SnapshotCheck, VerifyReport};

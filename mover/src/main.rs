@@ -463,12 +463,26 @@ fn threads(perf: &PerfArgs) -> usize {
         .map_or_else(mover::default_threads, usize::from)
 }
 
-/// Workers for restore and verify: they wait on fetches, so on S3 one per connection.
+/// Workers for verify: they wait on fetches, so on S3 one per connection.
 fn fetch_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
     match perf.threads {
         Some(n) => usize::from(n),
         None if is_s3(repo) => usize::from(repo.connections),
         None => mover::default_threads(),
+    }
+}
+
+/// Workers for restore. On S3 each holds one ranged read of up to
+/// [`mover::REMOTE_TASK_BYTES`] of chunks: one per connection, but no more than half the
+/// memory budget holds at that size, since a few large reads cost the server far less than
+/// many small ones (it reads whole blocks at both ends of each).
+fn restore_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
+    match perf.threads {
+        None if is_s3(repo) => {
+            let by_memory = perf.memory / 2 / mover::REMOTE_TASK_BYTES;
+            usize::from(repo.connections).min(by_memory.max(2) as usize)
+        }
+        _ => fetch_threads(perf, repo),
     }
 }
 
@@ -1472,8 +1486,13 @@ fn restore(a: &RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     };
     let opts = mover::RestoreOptions {
         force: a.force,
-        threads: fetch_threads(&a.perf, &a.repo),
+        threads: restore_threads(&a.perf, &a.repo),
         memory: a.perf.memory,
+        task_bytes: if is_s3(&a.repo) {
+            mover::REMOTE_TASK_BYTES
+        } else {
+            mover::LOCAL_TASK_BYTES
+        },
         sync: !a.no_sync,
     };
     if let Some(name) = &a.attachment {

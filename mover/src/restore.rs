@@ -42,6 +42,9 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Memory budget in bytes.
     pub memory: u64,
+    /// Most plaintext bytes of the chunks one worker fetches together (one ranged read where
+    /// they are stored side by side): [`LOCAL_TASK_BYTES`] or [`REMOTE_TASK_BYTES`].
+    pub task_bytes: u64,
     /// fsync the destination before reporting success (and before renaming a file into
     /// place). Off only when the caller accepts losing the restore on a power failure.
     pub sync: bool,
@@ -80,9 +83,44 @@ struct Item {
 /// come back in one request (see [`ChunkStore::get_many`]).
 type Task = Vec<Item>;
 
-/// Most chunks, and most plaintext bytes, in one task.
-const GROUP_ITEMS: usize = 8;
-const GROUP_BYTES: u64 = 8 << 20;
+/// Task size for a local repository: reads cost little, small tasks start the stream sooner
+/// and hold less memory.
+pub const LOCAL_TASK_BYTES: u64 = 8 << 20;
+/// Task size for a remote repository: a few large ranged reads cost the server far less
+/// than many small ones (Garage reads and checks whole blocks at both ends of each read, and
+/// serves 8 MiB reads at about half the rate of whole packs).
+pub const REMOTE_TASK_BYTES: u64 = 32 << 20;
+
+/// How large a task may grow: in chunks, and in plaintext bytes.
+#[derive(Clone, Copy)]
+struct GroupLimit {
+    items: usize,
+    bytes: u64,
+}
+
+impl GroupLimit {
+    /// Up to `task_bytes` per task, within half the memory budget shared among the workers,
+    /// and at least one chunk.
+    fn new(memory: u64, threads: usize, max_chunk: u64, task_bytes: u64) -> Self {
+        let bytes = (memory / 2 / threads.max(1) as u64)
+            .min(task_bytes)
+            .max(max_chunk);
+        GroupLimit {
+            items: (bytes / max_chunk.max(1)).max(1) as usize,
+            bytes,
+        }
+    }
+
+    /// In a stream the token window must hold every worker's task, or tasks are cut short
+    /// whenever the window runs dry.
+    fn within_window(self, window: usize, threads: usize) -> Self {
+        let items = self.items.min((window / threads.max(1)).max(1));
+        GroupLimit {
+            items,
+            bytes: self.bytes,
+        }
+    }
+}
 
 /// Fetches the frames of a task's data chunks, in order.
 fn fetch(store: &dyn ChunkStore, task: &Task) -> Result<std::vec::IntoIter<chunker::Frame>> {
@@ -236,8 +274,22 @@ fn run(
         .max()
         .unwrap_or(1);
     let threads = opts.threads.max(1);
-    let window = channel_capacity(opts.memory, 2 * threads as u64 * max_chunk, max_chunk);
-    let (task_tx, task_rx) = bounded::<Task>((window / GROUP_ITEMS).max(1));
+    let fixed = 2 * threads as u64 * max_chunk;
+    let (window, limit) = match sink {
+        // The tokens bound a stream's memory by themselves (a chunk holds a stored frame or a
+        // plaintext, two buffers as channel_capacity counts them), so the window may pass
+        // the channels' cap of 64 chunks: large tasks need room for every worker's.
+        Sink::Stream(_) => {
+            let window = (opts.memory.saturating_sub(fixed) / (2 * max_chunk)).max(2) as usize;
+            let limit = GroupLimit::new(opts.memory, threads, max_chunk, opts.task_bytes);
+            (window, limit.within_window(window, threads))
+        }
+        Sink::Positional { .. } => (
+            channel_capacity(opts.memory, fixed, max_chunk),
+            GroupLimit::new(opts.memory, threads, max_chunk, opts.task_bytes),
+        ),
+    };
+    let (task_tx, task_rx) = bounded::<Task>((window / limit.items).max(1));
     let errors = FirstError::default();
     let mut report = RestoreReport {
         bytes_total: disk.source_len,
@@ -261,7 +313,7 @@ fn run(
                     });
                 }
                 drop(task_rx);
-                errors.run(|| feed(disk, &task_tx, None, errors));
+                errors.run(|| feed(disk, limit, &task_tx, None, errors));
                 drop(task_tx);
             });
             errors.into_result()?;
@@ -290,7 +342,7 @@ fn run(
                 drop(task_rx);
                 drop(out_tx);
                 s.spawn(move || {
-                    errors.run(|| feed(disk, &task_tx, Some(&token_rx), errors));
+                    errors.run(|| feed(disk, limit, &task_tx, Some(&token_rx), errors));
                 });
                 errors.run(|| {
                     stream_writer(
@@ -315,6 +367,7 @@ struct Counters {
 
 fn feed(
     disk: &Disk,
+    limit: GroupLimit,
     tasks: &Sender<Task>,
     tokens: Option<&Receiver<()>>,
     errors: &FirstError,
@@ -338,7 +391,7 @@ fn feed(
             }
         }
         let len = u64::from(entry.len);
-        let full = group.len() >= GROUP_ITEMS || group_bytes + len > GROUP_BYTES;
+        let full = group.len() >= limit.items || group_bytes + len > limit.bytes;
         if !group.is_empty() && (entry.id.is_none() || full) {
             if tasks.send(std::mem::take(&mut group)).is_err() {
                 return Ok(());
@@ -798,6 +851,26 @@ mod tests {
         fn sync(&self) -> Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn tasks_grow_to_their_size_within_the_memory_budget() {
+        const MIB: u64 = 1 << 20;
+        let limit = |memory, threads, task| {
+            let l = GroupLimit::new(memory, threads, MIB, task);
+            (l.items, l.bytes)
+        };
+        assert_eq!(limit(256 * MIB, 4, REMOTE_TASK_BYTES), (32, 32 * MIB));
+        assert_eq!(limit(256 * MIB, 16, REMOTE_TASK_BYTES), (8, 8 * MIB));
+        assert_eq!(limit(256 * MIB, 2, LOCAL_TASK_BYTES), (8, 8 * MIB));
+        assert_eq!(
+            limit(MIB, 4, REMOTE_TASK_BYTES),
+            (1, MIB),
+            "at least one chunk"
+        );
+        // A stream's window holds every worker's task.
+        let l = GroupLimit::new(256 * MIB, 4, MIB, REMOTE_TASK_BYTES).within_window(40, 4);
+        assert_eq!(l.items, 10);
     }
 
     #[test]

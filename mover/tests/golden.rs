@@ -29,6 +29,7 @@ fn restore_disk(repo: &Repository, disk: &Disk, out: PathBuf) -> Vec<u8> {
         force: false,
         threads: 2,
         memory: 64 << 20,
+        task_bytes: mover::LOCAL_TASK_BYTES,
         sync: false,
     };
     restore(

@@ -694,6 +694,36 @@ impl Repository {
         }
         self.write_segment(&entries).map(drop)
     }
+
+    /// Cuts the bytes of `span` (read from its pack) into the frames of its chunks, each with
+    /// its position in the request. A span of one chunk hands its buffer over uncopied.
+    fn split_span(
+        &self,
+        span: &Span,
+        located: &[Option<(ObjectId, BlobEntry)>],
+        mut bytes: Vec<u8>,
+    ) -> Result<Vec<(usize, Frame)>> {
+        let mut out = Vec::with_capacity(span.members.len());
+        for &i in &span.members {
+            let (_, blob) = located[i].expect("span members are located");
+            let at = (u64::from(blob.offset) - span.start) as usize;
+            let len = blob.stored_len as usize;
+            let stored = if span.members.len() == 1 && at == 0 && len == bytes.len() {
+                std::mem::take(&mut bytes)
+            } else {
+                bytes[at..at + len].to_vec()
+            };
+            out.push((
+                i,
+                Frame {
+                    compression: blob.compression,
+                    raw_len: blob.raw_len,
+                    bytes: crypt::blob_in(self.crypto(), &span.pack, &blob.id, stored)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
 }
 
 fn take_open_pack(packer: &mut Packer) -> Option<(PackBuf, Vec<BlobEntry>)> {
@@ -704,6 +734,56 @@ fn take_open_pack(packer: &mut Packer) -> Option<(PackBuf, Vec<BlobEntry>)> {
         std::mem::take(&mut packer.buf),
         std::mem::take(&mut packer.entries),
     ))
+}
+
+/// Most bytes between two chunks of one pack that a read spans rather than split in two:
+/// one request costs the server more than reading a little further (Garage, for one, reads
+/// whole 1 MiB blocks either way).
+const READ_THROUGH: u64 = 1 << 20;
+
+/// One ranged read of a pack that serves several chunks of a [`ChunkStore::get_many`] call.
+#[derive(Debug, PartialEq, Eq)]
+struct Span {
+    pack: ObjectId,
+    /// Byte range in the pack.
+    start: u64,
+    end: u64,
+    /// Positions in the request of the chunks it serves, in pack order.
+    members: Vec<usize>,
+}
+
+/// Groups located chunks into ranged reads: sorted by pack and offset, neighbours (at most
+/// [`READ_THROUGH`] bytes apart) share one read. A backup's workers finish chunks in any
+/// order, so chunks that neighbour in the image neighbour in the pack only as a set; this
+/// finds them whatever order they are asked for in. Chunks asked for twice share a read.
+fn pack_spans(located: &[Option<(ObjectId, BlobEntry)>]) -> Vec<Span> {
+    let mut order: Vec<(ObjectId, u64, u64, usize)> = located
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            l.map(|(pack, b)| {
+                let start = u64::from(b.offset);
+                (pack, start, start + u64::from(b.stored_len), i)
+            })
+        })
+        .collect();
+    order.sort_unstable_by_key(|&(pack, start, _, i)| (pack, start, i));
+    let mut spans: Vec<Span> = Vec::new();
+    for (pack, start, end, i) in order {
+        match spans.last_mut() {
+            Some(s) if s.pack == pack && start <= s.end + READ_THROUGH => {
+                s.end = s.end.max(end);
+                s.members.push(i);
+            }
+            _ => spans.push(Span {
+                pack,
+                start,
+                end,
+                members: vec![i],
+            }),
+        }
+    }
+    spans
 }
 
 /// Loads an index segment, from the local cache when a valid copy is there.
@@ -893,41 +973,21 @@ impl ChunkStore for Repository {
 
     fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
         let located: Vec<_> = ids.iter().map(|id| self.locate(id)).collect();
-        let mut out = Vec::with_capacity(ids.len());
-        let mut i = 0;
-        while i < ids.len() {
-            let Some((pack, first)) = located[i] else {
-                out.push(self.get(&ids[i])?);
-                i += 1;
-                continue;
-            };
-            // The run of chunks stored back to back in the same pack, read with one request.
-            let mut end = i + 1;
-            let mut next_offset = first.offset + first.stored_len;
-            while let Some(Some((p, b))) = located.get(end) {
-                if *p != pack || b.offset != next_offset {
-                    break;
-                }
-                next_offset = b.offset + b.stored_len;
-                end += 1;
-            }
+        let mut out: Vec<Option<Frame>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
+        for span in pack_spans(&located) {
             let bytes = self.shared.backend.get_range(
-                &pack_key(&pack),
-                u64::from(first.offset),
-                (next_offset - first.offset) as usize,
+                &pack_key(&span.pack),
+                span.start,
+                (span.end - span.start) as usize,
             )?;
-            for (_, blob) in located[i..end].iter().flatten() {
-                let start = (blob.offset - first.offset) as usize;
-                let stored = bytes[start..start + blob.stored_len as usize].to_vec();
-                out.push(Frame {
-                    compression: blob.compression,
-                    raw_len: blob.raw_len,
-                    bytes: crypt::blob_in(self.crypto(), &pack, &blob.id, stored)?,
-                });
+            for (i, frame) in self.split_span(&span, &located, bytes)? {
+                out[i] = Some(frame);
             }
-            i = end;
         }
-        Ok(out)
+        ids.iter()
+            .zip(out)
+            .map(|(id, frame)| frame.map_or_else(|| self.get(id), Ok))
+            .collect()
     }
 
     fn flush(&self) -> Result<()> {
@@ -951,5 +1011,59 @@ impl Drop for Repository {
         for w in self.writers.lock().expect("writers lock").drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pack: u8, offset: u32, len: u32) -> Option<(ObjectId, BlobEntry)> {
+        let blob = BlobEntry {
+            id: ChunkId::of(&[pack, offset as u8]),
+            offset,
+            stored_len: len,
+            raw_len: len,
+            compression: chunker::Compression::None,
+        };
+        Some((ObjectId([pack; 32]), blob))
+    }
+
+    fn ranges(spans: &[Span]) -> Vec<(u8, u64, u64, Vec<usize>)> {
+        spans
+            .iter()
+            .map(|s| (s.pack.0[0], s.start, s.end, s.members.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn neighbours_in_a_pack_share_a_read_in_any_order() {
+        // Stored as 30, 10, 20 (workers finished out of order); asked for as 10, 20, 30.
+        let located = [at(1, 130, 30), at(1, 100, 30), at(1, 160, 5)];
+        let spans = pack_spans(&located);
+        assert_eq!(ranges(&spans), vec![(1, 100, 165, vec![1, 0, 2])]);
+    }
+
+    #[test]
+    fn other_packs_gaps_repeats_and_unknown_chunks() {
+        let gap = READ_THROUGH as u32;
+        let located = [
+            at(2, 0, 10),
+            at(1, 50, 10),
+            None,
+            at(1, 60 + gap, 10),         // a gap it reads through
+            at(1, 50, 10),               // asked for twice: one read
+            at(1, 70 + 2 * gap + 1, 10), // a gap one byte too long: a second read
+        ];
+        let spans = pack_spans(&located);
+        let far = u64::from(70 + 2 * gap + 1);
+        assert_eq!(
+            ranges(&spans),
+            vec![
+                (1, 50, u64::from(70 + gap), vec![1, 4, 3]),
+                (1, far, far + 10, vec![5]),
+                (2, 0, 10, vec![0])
+            ]
+        );
     }
 }

@@ -282,7 +282,7 @@ impl Backend for S3Backend {
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key);
         self.block_on(async { self.store.get(&path).await?.bytes().await })
-            .map(|b| b.to_vec())
+            .map(Vec::from)
             .map_err(|e| self.error(key, e))
     }
 
@@ -290,7 +290,8 @@ impl Backend for S3Backend {
         let path = self.path(key);
         let range: Range<u64> = offset..offset + len as u64;
         match self.block_on(self.store.get_range(&path, range)) {
-            Ok(b) if b.len() == len => Ok(b.to_vec()),
+            // Takes the buffer over when the client holds the only reference (no copy).
+            Ok(b) if b.len() == len => Ok(Vec::from(b)),
             Ok(b) => Err(Error::Corrupt {
                 what: format!("{}/{key}", self.location),
                 detail: format!("truncated: {} of {len} bytes at offset {offset}", b.len()),
