@@ -70,11 +70,6 @@ impl BackupTarget for Repository {
     fn id_key(&self) -> chunker::IdKey {
         Repository::id_key(self)
     }
-    /// In order, so that a disk's chunks sit in its packs in disk order: a restore then reads
-    /// each pack front to back, in few large reads (on S3, few ranged requests).
-    fn ordered(&self) -> bool {
-        true
-    }
     fn commit(&self, manifest: &Manifest) -> Result<ObjectId> {
         // Every chunk durable first, then one more look at the interrupt flag: a signal that
         // arrived while the last pack was written must still commit nothing.
