@@ -209,9 +209,13 @@ pub fn check_repository(
     };
     let repo = match Repository::open(backend.clone(), options) {
         Ok(r) => {
+            let sealing = match r.config().encryption {
+                Some(aead) => format!("encrypted with {}", aead.name()),
+                None => "not encrypted".to_string(),
+            };
             c.ok(
                 "reachable",
-                format!("repository id {}", hex(&r.config().id[..6])),
+                format!("repository id {}, {sealing}", hex(&r.config().id[..6])),
             );
             r
         }

@@ -105,6 +105,12 @@ fn encrypted_repository_round_trip_incremental_delta_verify_doctor() {
     e.cmd("verify", &[]).run().ok();
     let doctor = m(&["doctor", "-r"]).arg(&e.repo).run();
     assert_eq!(doctor.exit(), 0, "{doctor}");
+    let said = format!("{doctor}");
+    assert!(
+        said.contains("encrypted with aes-256-gcm")
+            || said.contains("encrypted with xchacha20-poly1305"),
+        "doctor names the cipher: {said}"
+    );
     // Two disks of one VM and an attachment.
     let b = e.path("b.img");
     write_file(&b, &random_bytes(70_000, 5));
