@@ -62,6 +62,18 @@ fn image(path: &Path, seed: u64) -> Vec<u8> {
     data
 }
 
+/// What a full archive and one incremental of its chain restore to, on stdout.
+fn restore_chain(full: &Path, inc: &Path) -> Vec<u8> {
+    m(&["restore", "--from-archive"])
+        .arg(full)
+        .arg("--from-archive")
+        .arg(inc)
+        .args(&["--to", "-"])
+        .run()
+        .ok()
+        .stdout
+}
+
 /// Every file of a directory with its bytes.
 fn snapshot_dir(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files_under(dir)
@@ -293,14 +305,11 @@ fn both_ciphers_through_the_binary() {
             version,
             "the incremental keeps the chain's cipher"
         );
-        let out = m(&["restore", "--from-archive"])
-            .arg(&full)
-            .arg("--from-archive")
-            .arg(&inc)
-            .args(&["--to", "-"])
-            .run()
-            .ok();
-        assert_same(&out.stdout, &data, &format!("restore of a {cipher} chain"));
+        assert_same(
+            &restore_chain(&full, &inc),
+            &data,
+            &format!("restore of a {cipher} chain"),
+        );
     }
     let repo = dir.path().join("bad");
     m(&["init", "--encrypt", "--cipher", "rot13", "-r"])
@@ -577,14 +586,11 @@ fn encrypted_archive_through_a_pipe_chain_import_export() {
         read(&inc).len() < archive.len() / 2,
         "the incremental holds only new chunks"
     );
-    let out = m(&["restore", "--from-archive"])
-        .arg(&full)
-        .arg("--from-archive")
-        .arg(&inc)
-        .args(&["--to", "-"])
-        .run()
-        .ok();
-    assert_same(&out.stdout, &data, "restore of the encrypted chain");
+    assert_same(
+        &restore_chain(&full, &inc),
+        &data,
+        "restore of the encrypted chain",
+    );
     // Import into an encrypted repository and into a clear one; export both ways.
     let e = Enc::new();
     m(&["archive", "import", "-r"])
