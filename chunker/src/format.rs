@@ -636,17 +636,29 @@ pub fn pack_header() -> [u8; PACK_HEADER_LEN] {
 /// Footer (32 bytes): entry count u32 | reserved u32 | BLAKE3(entries)[..16] | [`PACK_MAGIC`].
 pub fn write_pack_trailer(pack: &mut Vec<u8>, entries: &[BlobEntry]) {
     let start = pack.len();
+    push_pack_entries(pack, entries);
+    push_pack_footer(pack, start, entries.len() as u32, 0);
+}
+
+/// Appends the 48-byte entries of a pack trailer.
+fn push_pack_entries(out: &mut Vec<u8>, entries: &[BlobEntry]) {
+    out.reserve(entries.len() * PACK_ENTRY_LEN);
     for e in entries {
-        pack.extend_from_slice(e.id.as_bytes());
-        pack.extend_from_slice(&e.offset.to_le_bytes());
-        pack.extend_from_slice(&e.stored_len.to_le_bytes());
-        pack.extend_from_slice(&e.raw_len.to_le_bytes());
-        pack.push(e.compression as u8);
-        pack.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(e.id.as_bytes());
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.raw_len.to_le_bytes());
+        out.push(e.compression as u8);
+        out.extend_from_slice(&[0; 3]);
     }
+}
+
+/// Appends a pack footer: `first` u32 (the entry count, or a sealed trailer's length) |
+/// `flags` u32 | the first 16 bytes of BLAKE3 of `pack[start..]` | [`PACK_MAGIC`].
+fn push_pack_footer(pack: &mut Vec<u8>, start: usize, first: u32, flags: u32) {
     let sum = blake3::hash(&pack[start..]);
-    pack.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    pack.extend_from_slice(&[0; 4]);
+    pack.extend_from_slice(&first.to_le_bytes());
+    pack.extend_from_slice(&flags.to_le_bytes());
     pack.extend_from_slice(&sum.as_bytes()[..16]);
     pack.extend_from_slice(&PACK_MAGIC);
 }
@@ -850,31 +862,16 @@ const TRAILER_AAD: [u8; 12] = {
     a
 };
 
-fn encode_pack_entries(entries: &[BlobEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * PACK_ENTRY_LEN);
-    for e in entries {
-        out.extend_from_slice(e.id.as_bytes());
-        out.extend_from_slice(&e.offset.to_le_bytes());
-        out.extend_from_slice(&e.stored_len.to_le_bytes());
-        out.extend_from_slice(&e.raw_len.to_le_bytes());
-        out.push(e.compression as u8);
-        out.extend_from_slice(&[0; 3]);
-    }
-    out
-}
-
 /// Appends the trailer of a sealed pack: the entries (as in a plain pack) sealed, then the
 /// footer: sealed length u32 | flags u32 (bit 0: sealed) | BLAKE3(sealed entries)[..16] |
 /// [`PACK_MAGIC`]. Returns the trailer's length (the pack id is BLAKE3 of the trailer).
 pub fn write_sealed_pack_trailer(pack: &mut Vec<u8>, entries: &[BlobEntry], keys: &Keys) -> usize {
     let start = pack.len();
-    keys.seal_into(&TRAILER_AAD, &encode_pack_entries(entries), pack);
+    let mut plain = Vec::new();
+    push_pack_entries(&mut plain, entries);
+    keys.seal_into(&TRAILER_AAD, &plain, pack);
     let sealed_len = pack.len() - start;
-    let sum = blake3::hash(&pack[start..]);
-    pack.extend_from_slice(&(sealed_len as u32).to_le_bytes());
-    pack.extend_from_slice(&1u32.to_le_bytes());
-    pack.extend_from_slice(&sum.as_bytes()[..16]);
-    pack.extend_from_slice(&PACK_MAGIC);
+    push_pack_footer(pack, start, sealed_len as u32, 1);
     pack.len() - start
 }
 
