@@ -64,9 +64,14 @@ pub fn default_threads() -> usize {
         .max(2)
 }
 
-/// Channel capacity in chunks: what is left of `memory` after fixed costs, two chunk buffers
-/// per slot, clamped to 2..=64.
-pub(crate) fn channel_capacity(memory: u64, fixed: u64, chunk: u64) -> usize {
+/// Chunks that fit in what is left of `memory` after fixed costs, two chunk buffers each (a
+/// stored frame and a plaintext); at least 2.
+pub(crate) fn memory_slots(memory: u64, fixed: u64, chunk: u64) -> usize {
     let left = memory.saturating_sub(fixed);
-    (left / (2 * chunk.max(1))).clamp(2, 64) as usize
+    (left / (2 * chunk.max(1))).max(2) as usize
+}
+
+/// Channel capacity in chunks: [`memory_slots`], at most 64.
+pub(crate) fn channel_capacity(memory: u64, fixed: u64, chunk: u64) -> usize {
+    memory_slots(memory, fixed, chunk).min(64)
 }

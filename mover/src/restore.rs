@@ -21,7 +21,7 @@ use chunker::Decoder;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use targets::ChunkStore;
 
-use crate::pipeline::{channel_capacity, FirstError};
+use crate::pipeline::{channel_capacity, memory_slots, FirstError};
 use crate::{Error, Progress, Result, Source};
 
 /// Where a snapshot is restored to.
@@ -275,19 +275,15 @@ fn run(
         .unwrap_or(1);
     let threads = opts.threads.max(1);
     let fixed = 2 * threads as u64 * max_chunk;
+    let limit = GroupLimit::new(opts.memory, threads, max_chunk, opts.task_bytes);
     let (window, limit) = match sink {
-        // The tokens bound a stream's memory by themselves (a chunk holds a stored frame or a
-        // plaintext, two buffers as channel_capacity counts them), so the window may pass
-        // the channels' cap of 64 chunks: large tasks need room for every worker's.
+        // The tokens bound a stream's memory by themselves, so the window may pass the
+        // channels' cap of 64 chunks: large tasks need room for every worker's.
         Sink::Stream(_) => {
-            let window = (opts.memory.saturating_sub(fixed) / (2 * max_chunk)).max(2) as usize;
-            let limit = GroupLimit::new(opts.memory, threads, max_chunk, opts.task_bytes);
+            let window = memory_slots(opts.memory, fixed, max_chunk);
             (window, limit.within_window(window, threads))
         }
-        Sink::Positional { .. } => (
-            channel_capacity(opts.memory, fixed, max_chunk),
-            GroupLimit::new(opts.memory, threads, max_chunk, opts.task_bytes),
-        ),
+        Sink::Positional { .. } => (channel_capacity(opts.memory, fixed, max_chunk), limit),
     };
     let (task_tx, task_rx) = bounded::<Task>((window / limit.items).max(1));
     let errors = FirstError::default();
