@@ -232,8 +232,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         crypt.push((keys, sealed));
     }
     let keys_of = |a: Aead| {
-        let i = usize::from(a == Aead::XChaCha20Poly1305);
-        (&crypt[i].0, &crypt[i].1)
+        let (keys, sealed) = crypt
+            .iter()
+            .find(|(k, _)| k.aead() == a)
+            .expect("both ciphers have keys");
+        (keys, sealed)
     };
     let mut rows = Vec::new();
     for stage in stages {

@@ -487,16 +487,16 @@ fn restore_threads(perf: &PerfArgs, repo: &RepoArg) -> usize {
 }
 
 fn init(repo: &RepoArg, encrypt: Option<Aead>, quiet: bool) -> anyhow::Result<Exit> {
-    let password = match encrypt {
-        Some(_) => Some(password_for_new("the new repository")?),
+    let key = match encrypt {
+        Some(aead) => Some((password_for_new("the new repository")?, aead)),
         None => None,
     };
     let create = |b: Arc<dyn Backend>| -> anyhow::Result<()> {
-        match (&password, encrypt) {
-            (Some(p), Some(aead)) => {
-                Repository::init_encrypted(b, p, chunker::crypto::KdfParams::default(), aead)?
+        match &key {
+            Some((p, aead)) => {
+                Repository::init_encrypted(b, p, chunker::crypto::KdfParams::default(), *aead)?
             }
-            _ => Repository::init(b)?,
+            None => Repository::init(b)?,
         };
         Ok(())
     };
