@@ -36,6 +36,15 @@ impl Enc {
     fn cmd(&self, sub: &str, args: &[&str]) -> Mover {
         m(&[sub, "-r"]).arg(&self.repo).args(args)
     }
+    /// An encrypted repository holding one backup of a fresh [`image`] (`seed`) at
+    /// `<dir>/disk.img`; returns the image's path and bytes too.
+    fn with_backup(seed: u64) -> (Self, PathBuf, Vec<u8>) {
+        let e = Enc::new();
+        let src = e.path("disk.img");
+        let data = image(&src, seed);
+        e.backup(&src, &[]);
+        (e, src, data)
+    }
     fn backup(&self, src: &Path, extra: &[&str]) -> serde_json::Value {
         let out = self
             .cmd("backup", &["--json", "--chunk-size", CHUNK_ARG, "--source"])
@@ -325,10 +334,7 @@ fn both_ciphers_through_the_binary() {
 
 #[test]
 fn wrong_or_missing_password_fails_and_touches_nothing() {
-    let e = Enc::new();
-    let src = e.path("disk.img");
-    image(&src, 3);
-    e.backup(&src, &[]);
+    let (e, src, _) = Enc::with_backup(3);
     let before = snapshot_dir(&e.repo);
     let wrong = |sub: &str, extra: &[&str]| {
         mover([sub, "-r"])
@@ -376,10 +382,7 @@ fn flip(path: &Path, at: i64) {
 #[test]
 fn a_flipped_byte_is_reported_with_its_object_and_nothing_wrong_is_written() {
     // In a pack: the chunk's AEAD fails, naming the pack.
-    let e = Enc::new();
-    let src = e.path("disk.img");
-    image(&src, 4);
-    e.backup(&src, &[]);
+    let (e, src, _) = Enc::with_backup(4);
     let packs = files_under(&e.repo.join("packs"));
     assert_eq!(packs.len(), 1);
     flip(&packs[0], 1000);
@@ -425,10 +428,7 @@ fn a_flipped_byte_is_reported_with_its_object_and_nothing_wrong_is_written() {
 
 #[test]
 fn keys_add_list_remove_passwd() {
-    let e = Enc::new();
-    let src = e.path("disk.img");
-    let data = image(&src, 5);
-    e.backup(&src, &[]);
+    let (e, _, data) = Enc::with_backup(5);
     let list = |pw: &str| -> Vec<serde_json::Value> {
         let out = mover(["key", "list", "--json", "-r"])
             .arg(&e.repo)
