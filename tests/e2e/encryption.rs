@@ -593,17 +593,14 @@ fn encrypted_archive_through_a_pipe_chain_import_export() {
     );
     // Import into an encrypted repository and into a clear one; export both ways.
     let e = Enc::new();
-    m(&["archive", "import", "-r"])
-        .arg(&e.repo)
-        .arg(&full)
-        .run()
-        .ok();
     let plain = Env::new();
-    m(&["archive", "import", "-r"])
-        .arg(&plain.repo)
-        .arg(&full)
-        .run()
-        .ok();
+    for repo in [&e.repo, &plain.repo] {
+        m(&["archive", "import", "-r"])
+            .arg(repo)
+            .arg(&full)
+            .run()
+            .ok();
+    }
     let first = image(&e.path("first.img"), 6);
     assert_same(
         &plain.restore_stdout("latest"),
