@@ -250,11 +250,6 @@ impl Config {
             encryption,
         })
     }
-
-    /// Whether every object is sealed.
-    pub fn encrypted(&self) -> bool {
-        self.encryption.is_some()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
