@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage as u8);
     }
     mover::sys::install_signal_handlers();
+    mover::sys::keep_freed_buffers();
     let (command, json, data_on_stdout) = match &cli.command {
         Command::Init(_) => ("init", false, false),
         Command::Backup(a) => (

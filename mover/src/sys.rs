@@ -258,3 +258,24 @@ pub fn read_line_without_echo() -> io::Result<Vec<u8>> {
     }
     Ok(line)
 }
+
+/// Keeps freed chunk-sized buffers in the process for reuse instead of handing them back to
+/// the kernel at once. glibc's allocator maps each buffer over its dynamic threshold fresh and
+/// unmaps it when freed, so every chunk's output buffer cost page faults, zeroed pages and a
+/// TLB shootdown: about a tenth of a backup's system time and several percent of its wall
+/// time on two cores. With the thresholds raised, what is kept is at most what the pipeline
+/// had in flight, which the memory budget bounds. Does nothing under other C libraries.
+pub fn keep_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // 32 MiB: glibc's largest mmap threshold (packs, being larger, are still mapped).
+        const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+        const TRIM_THRESHOLD: libc::c_int = 256 << 20;
+        // SAFETY: mallopt only sets allocator parameters; called before any worker thread
+        // starts, so no allocation races with the change.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        }
+    }
+}
