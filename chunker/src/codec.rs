@@ -162,25 +162,39 @@ impl Decoder {
         Ok(out)
     }
 
-    /// Like [`Decoder::decode`], writing the plaintext into `out` (cleared first), so one
+    /// Like [`Decoder::decode`], writing the plaintext into `out` (resized to the chunk), so one
     /// buffer serves many chunks.
     pub fn decode_into(&mut self, frame: &Frame, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
-        out.clear();
+        // Every byte is overwritten, so a reused buffer is not cleared first.
+        out.resize(frame.raw_len as usize, 0);
+        self.decode_to(frame, id, out)
+    }
+
+    /// Like [`Decoder::decode`], into `out`, which must be exactly `frame.raw_len` bytes long
+    /// (a window of an aligned buffer for direct I/O, say).
+    pub fn decode_to(&mut self, frame: &Frame, id: &ChunkId, out: &mut [u8]) -> Result<()> {
         let corrupt = |detail: String| Error::CorruptChunk { id: *id, detail };
-        match frame.compression {
-            Compression::None => out.extend_from_slice(&frame.bytes),
-            Compression::Zstd => {
-                out.reserve(frame.raw_len as usize);
-                self.zstd
-                    .decompress_to_buffer(&frame.bytes[..], out)
-                    .map_err(|e| corrupt(format!("zstd: {e}")))?;
-            }
-        }
-        if out.len() != frame.raw_len as usize {
+        let expected = frame.raw_len as usize;
+        if out.len() != expected {
             return Err(corrupt(format!(
-                "{} bytes decoded, {} expected",
-                out.len(),
-                frame.raw_len
+                "a {expected}-byte chunk cannot be decoded into {} bytes",
+                out.len()
+            )));
+        }
+        let decoded = match frame.compression {
+            Compression::None if frame.bytes.len() == expected => {
+                out.copy_from_slice(&frame.bytes);
+                expected
+            }
+            Compression::None => frame.bytes.len(),
+            Compression::Zstd => self
+                .zstd
+                .decompress_to_buffer(&frame.bytes[..], out)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?,
+        };
+        if decoded != expected {
+            return Err(corrupt(format!(
+                "{decoded} bytes decoded, {expected} expected"
             )));
         }
         if self.id_key.id(out) != *id {
@@ -273,6 +287,21 @@ mod tests {
             let id = ChunkId::of(&data);
             let frame = Encoder::new(level).encode(&data);
             prop_assert_eq!(Decoder::new().decode(&frame, &id).unwrap(), data);
+        }
+
+        #[test]
+        fn decode_to_fills_exactly_the_chunk(data in proptest::collection::vec(0u8..4, 1..20_000)) {
+            let id = ChunkId::of(&data);
+            let mut decoder = Decoder::new();
+            for frame in [Encoder::new(3).encode(&data), Encoder::new(3).compress(&data)] {
+                // A buffer one byte short or long is refused, whatever the frame's encoding.
+                let mut out = vec![0xa5; data.len() + 1];
+                prop_assert!(decoder.decode_to(&frame, &id, &mut out).is_err());
+                prop_assert!(decoder.decode_to(&frame, &id, &mut out[..data.len() - 1]).is_err());
+                decoder.decode_to(&frame, &id, &mut out[..data.len()]).unwrap();
+                prop_assert_eq!(&out[..data.len()], &data[..]);
+                prop_assert_eq!(out[data.len()], 0xa5);
+            }
         }
     }
 }

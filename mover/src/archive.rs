@@ -721,7 +721,7 @@ struct Restorer<'a> {
 impl Restorer<'_> {
     fn positional(&self) -> Option<(&File, bool)> {
         match &self.sink {
-            Sink::Positional { file, zeros } => Some((file, *zeros)),
+            Sink::Positional { file, zeros, .. } => Some((file, *zeros)),
             Sink::Stream(_) => None,
         }
     }

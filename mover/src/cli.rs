@@ -414,8 +414,9 @@ pub struct RestoreArgs {
     /// Overwrite an existing destination file.
     #[arg(long)]
     pub force: bool,
-    /// Do not fsync the destination at the end (faster; a power failure soon after may lose
-    /// the restored data).
+    /// Do not fsync the destination at the end, and write it through the page cache rather
+    /// than with direct I/O (faster to return; a power failure soon after may lose the
+    /// restored data).
     #[arg(long)]
     pub no_sync: bool,
     #[command(flatten)]
