@@ -216,6 +216,10 @@ for ((run = 1; run <= RUNS; run++)); do
             latest --to "$WORK/restored.img" --no-sync --quiet
         check_same mover s3-restore "$run" "$WORK/restored.img"
         rm -f "$WORK/restored.img"
+        measure mover s3-restore-sync "$run" - - - -- "$MOVER" restore -r "$s3url" "${S3_ARGS[@]}" \
+            latest --to "$WORK/restored.img" --quiet
+        check_same mover s3-restore-sync "$run" "$WORK/restored.img"
+        rm -f "$WORK/restored.img"
         measure mover s3-restore-stdout "$run" - - /dev/null -- "$MOVER" restore -r "$s3url" \
             "${S3_ARGS[@]}" latest --to - --quiet
     fi
@@ -404,6 +408,8 @@ items = [
     ("mover S3 (Garage) backup throughput / local backup throughput", ratio(s("mover", "backup"), s("mover", "s3-backup")), "%.2f"),
     ("mover S3 restore to file (--no-sync) / local restore to file (--no-sync)", ratio(s("mover", "restore-no-sync"), s("mover", "s3-restore")), "%.2f"),
     ("mover S3 restore to stdout / local restore to file (--no-sync)", ratio(s("mover", "restore-no-sync"), s("mover", "s3-restore-stdout")), "%.2f"),
+    ("mover S3 restore to file / local restore to file, both durable (the default)", ratio(s("mover", "restore"), s("mover", "s3-restore-sync")), "%.2f"),
+    ("mover S3 restore to stdout / local restore to stdout", ratio(s("mover", "restore-stdout"), s("mover", "s3-restore-stdout")), "%.2f"),
     ("mover S3 objects per GiB stored", s3_per_gib, "%.1f"),
     ("mover archive backup into a pipe throughput / repository backup throughput (target >= 0.9)",
      ratio(s("mover", "backup"), s("mover", "archive-backup-pipe")), "%.2f"),
