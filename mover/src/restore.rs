@@ -270,10 +270,10 @@ fn open_destination(dest: &Destination, len: u64, force: bool, direct: bool) -> 
     }
 }
 
-/// Alignment of offsets, lengths and memory for direct writes: the largest logical block size
-/// of common devices. Chunks are at least 64 KiB and start on multiples of their size, so every
-/// chunk but a short last one is written whole.
-const DIRECT_ALIGN: usize = 4096;
+/// Alignment of offsets, lengths and memory for direct writes, the same as for packs. Chunks
+/// are at least 64 KiB and start on multiples of their size, so every chunk but a short last
+/// one is written whole.
+use targets::DIRECT_IO_ALIGN as DIRECT_ALIGN;
 
 /// A second descriptor on `path` with `O_DIRECT`, or `None` when the file system refuses it
 /// (tmpfs, some network and FUSE file systems): the restore then writes through the page cache.

@@ -40,7 +40,7 @@ mod s3;
 mod store;
 
 pub use archive::{ArchiveReader, ArchiveWriter};
-pub use backend::{fsync_dir, Backend, LocalBackend};
+pub use backend::{fsync_dir, Backend, LocalBackend, DIRECT_IO_ALIGN};
 pub use crypt::KeyInfo;
 pub use error::{Error, Result};
 pub use faulty::FaultyBackend;
