@@ -151,36 +151,9 @@ impl S3Backend {
                 what: format!("{}/{key}", self.location),
             };
         }
-        let text = e.to_string();
-        let detail = if text.contains("NoSuchBucket") {
-            "the bucket does not exist; create it or fix the name".to_string()
-        } else if [
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "AccessDenied",
-            "403",
-        ]
-        .iter()
-        .any(|s| text.contains(s))
-        {
-            "access denied; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and the bucket's permissions".to_string()
-        } else if [
-            "error sending request",
-            "Connection refused",
-            "connect",
-            "timed out",
-            "dns",
-        ]
-        .iter()
-        .any(|s| text.contains(s))
-        {
-            format!("cannot reach the S3 endpoint; check --s3-endpoint / AWS_ENDPOINT_URL and the network ({})", first_line(&text))
-        } else {
-            first_line(&text)
-        };
         Error::Backend {
             location: format!("{}/{key}", self.location),
-            detail,
+            detail: describe(&e),
         }
     }
 
@@ -230,6 +203,49 @@ fn hex_nonce() -> String {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
+}
+
+/// What a failed request means for the user, in one line. The client's text carries the
+/// request's URL, and a bucket or prefix may hold any word or number (a random prefix once held
+/// "403"), so the words are looked for only outside URLs.
+fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let words: String = text
+        .split_whitespace()
+        .filter(|w| !w.contains("://"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let any = |needles: &[&str]| needles.iter().any(|n| words.contains(n));
+    if words.contains("NoSuchBucket") {
+        "the bucket does not exist; create it or fix the name".to_string()
+    } else if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) || any(&[
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "status code: 403",
+        "status code: 401",
+        "403 Forbidden",
+        "401 Unauthorized",
+    ]) {
+        "access denied; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and the bucket's permissions".to_string()
+    } else if any(&[
+        "error sending request",
+        "Connection refused",
+        "connection refused",
+        "connect",
+        "timed out",
+        "dns",
+    ]) {
+        format!(
+            "cannot reach the S3 endpoint; check --s3-endpoint / AWS_ENDPOINT_URL and the network ({})",
+            first_line(&text)
+        )
+    } else {
+        first_line(&text)
+    }
 }
 
 impl Backend for S3Backend {
@@ -367,6 +383,37 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        }
+    }
+
+    #[test]
+    fn errors_are_read_outside_the_request_url() {
+        // A random prefix that holds "403" and a bucket named "connect" mean nothing.
+        let refused = generic(
+            "Error performing GET http://127.0.0.1:1/connect/e2e-18ee25b4034ab018?list-type=2 \
+             in 2s - error sending request: Connection refused",
+        );
+        assert!(describe(&refused).starts_with("cannot reach the S3 endpoint"));
+        let denied = generic(
+            "Error performing PUT http://h/b/x in 0s - Server returned non-2xx status code: \
+             403 Forbidden: <Code>AccessDenied</Code>",
+        );
+        assert!(describe(&denied).starts_with("access denied"));
+        let typed = object_store::Error::PermissionDenied {
+            path: "x".into(),
+            source: "no".into(),
+        };
+        assert!(describe(&typed).starts_with("access denied"));
+        let other = generic("Error performing GET http://h/b/x-403-connect-dns in 0s - 500 boom");
+        assert_eq!(describe(&other), other.to_string());
+        let bucket = generic("GET http://h/NoSuchBucket/x - 500 Internal Server Error");
+        assert!(!describe(&bucket).contains("bucket does not exist"));
+    }
 
     #[test]
     fn urls() {
