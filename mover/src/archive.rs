@@ -666,7 +666,9 @@ pub fn restore_archive(
     report.disk = names[disk].to_string();
     let size = header.disks[disk].size;
     progress.set_total(size);
-    with_destination(dest, size, opts.force, opts.sync, |sink, label| {
+    // One thread decodes and writes in archive order: writes through the page cache let the
+    // kernel's writeback overlap the decoding, where direct writes would wait in turn.
+    with_destination(dest, size, opts.force, opts.sync, false, |sink, label| {
         let mut r = Restorer {
             sink,
             label,

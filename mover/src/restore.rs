@@ -148,6 +148,8 @@ pub fn restore(
         dest,
         disk.source_len,
         opts.force,
+        // A durable restore writes whole blocks past the page cache (see `write_chunk`).
+        opts.sync,
         opts.sync,
         |sink, label| run(store, disk, sink, label, opts, progress),
     )?;
@@ -158,15 +160,16 @@ pub fn restore(
 /// Opens `dest` for an image of `len` bytes and runs `body` on it. A new or replaced file is
 /// written under a temporary name and renamed into place only when `body` succeeds (then the
 /// directory is fsynced when `sync`); on failure the temporary file is removed. A file or
-/// block device restored with `sync` also gets a direct-I/O descriptor when it takes one.
+/// block device also gets a direct-I/O descriptor when `direct` and the file system takes one.
 pub(crate) fn with_destination<T>(
     dest: &Destination,
     len: u64,
     force: bool,
     sync: bool,
+    direct: bool,
     body: impl FnOnce(Sink, &str) -> Result<T>,
 ) -> Result<T> {
-    let (sink, label, temp) = open_destination(dest, len, force, sync)?;
+    let (sink, label, temp) = open_destination(dest, len, force, direct)?;
     match (body(sink, &label), temp) {
         (Ok(v), Some((tmp, final_path))) => {
             if let Err(e) = std::fs::rename(&tmp, &final_path) {
