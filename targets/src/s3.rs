@@ -52,6 +52,8 @@ pub struct S3Backend {
     prefix: String,
     location: String,
     runtime: tokio::runtime::Runtime,
+    /// How long a create-only PUT or a DELETE cut off in flight is asked again.
+    retry_timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -79,6 +81,7 @@ impl S3Backend {
             location: url.to_string(),
             detail: "not an S3 URL; write s3://BUCKET or s3://BUCKET/PREFIX".into(),
         })?;
+        let retry_timeout = opts.retry_timeout.unwrap_or(Duration::from_secs(60));
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -93,7 +96,7 @@ impl S3Backend {
                     base: 2.0,
                 },
                 max_retries: 10,
-                retry_timeout: opts.retry_timeout.unwrap_or(Duration::from_secs(60)),
+                retry_timeout,
             })
             .with_client_options(
                 ClientOptions::new()
@@ -133,6 +136,7 @@ impl S3Backend {
             prefix,
             location,
             runtime,
+            retry_timeout,
         })
     }
 
@@ -199,6 +203,46 @@ fn hex_nonce() -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Whether `e` is a request cut off in flight (a timeout, a connection reset or closed before
+/// the answer). The client retries those only for requests it knows to be idempotent, which
+/// excludes a create-only PUT and a DELETE: the request may or may not have taken effect.
+fn cut_off(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<HttpError>() {
+            return matches!(
+                h.kind(),
+                HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            );
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Runs `attempt` (told whether an earlier attempt was cut off) until it is not cut off or
+/// `timeout` has passed, backing off from 100 ms to 5 s.
+fn until_not_cut_off<T>(
+    timeout: Duration,
+    mut attempt: impl FnMut(bool) -> std::result::Result<T, object_store::Error>,
+) -> std::result::Result<T, object_store::Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut wait = Duration::from_millis(100);
+    let mut again = false;
+    loop {
+        match attempt(again) {
+            Err(e) if cut_off(&e) && std::time::Instant::now() + wait < deadline => {
+                tracing::info!("request cut off, asking again in {wait:?}: {e}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+                again = true;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -276,23 +320,38 @@ impl Backend for S3Backend {
     /// atomic; on servers that ignore it (Garage) two writers racing on one key may both
     /// "create" it. The repository only creates-only keys named by their content, so such a
     /// race writes the same bytes twice.
+    ///
+    /// A create cut off in flight may have landed, and the client itself sends a request
+    /// again when the connection closed before its answer. So an object found holding exactly
+    /// `data` counts as created where our own request may have made it: when the create
+    /// itself is refused, and when it is looked up after an attempt cut off in flight (asked
+    /// again within the retry timeout). A lost answer neither fails the write nor passes it
+    /// off as someone else's.
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
-        match self.size(key) {
-            Ok(_) => return Ok(false),
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
         let path = self.path(key);
-        let opts = PutOptions {
+        let data = bytes::Bytes::copy_from_slice(data);
+        let opts = || PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
-        match self.block_on(self.store.put_opts(&path, payload, opts)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(self.error(key, e)),
-        }
+        let same = || async { Ok(self.store.get(&path).await?.bytes().await? == data) };
+        let created = until_not_cut_off(self.retry_timeout, |again| {
+            self.block_on(async {
+                match self.store.head(&path).await {
+                    Ok(_) if again => return same().await,
+                    Ok(_) => return Ok(false),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                let payload = PutPayload::from(data.clone());
+                match self.store.put_opts(&path, payload, opts()).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::AlreadyExists { .. }) => same().await,
+                    Err(e) => Err(e),
+                }
+            })
+        });
+        created.map_err(|e| self.error(key, e))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -373,10 +432,14 @@ impl Backend for S3Backend {
 
     fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
-        match self.block_on(self.store.delete(&path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.error(key, e)),
-        }
+        // A delete cut off in flight is asked again: deleting twice is deleting once.
+        let deleted = until_not_cut_off(self.retry_timeout, |_| {
+            match self.block_on(self.store.delete(&path)) {
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                r => r,
+            }
+        });
+        deleted.map_err(|e| self.error(key, e))
     }
 }
 
@@ -389,6 +452,52 @@ mod tests {
             store: "S3",
             source: text.into(),
         }
+    }
+
+    fn transport(kind: object_store::client::HttpErrorKind) -> object_store::Error {
+        let e = object_store::client::HttpError::new(kind, std::io::Error::other("reset"));
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        }
+    }
+
+    #[test]
+    fn only_requests_cut_off_in_flight_are_asked_again() {
+        use object_store::client::HttpErrorKind as K;
+        assert!(cut_off(&transport(K::Interrupted)));
+        assert!(cut_off(&transport(K::Timeout)));
+        // The client retries these itself, to its own timeout.
+        assert!(!cut_off(&transport(K::Connect)));
+        assert!(!cut_off(&generic(
+            "Server returned non-2xx status code: 500"
+        )));
+
+        // Cut off twice, then through: three attempts, the later two told so.
+        let mut seen = Vec::new();
+        let r = until_not_cut_off(Duration::from_secs(10), |again| {
+            seen.push(again);
+            if seen.len() < 3 {
+                Err(transport(K::Interrupted))
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(seen, [false, true, true]);
+        // Any other error ends it at once; so does the timeout.
+        let mut n = 0;
+        let r: std::result::Result<(), _> = until_not_cut_off(Duration::from_secs(10), |_| {
+            n += 1;
+            Err(generic("500"))
+        });
+        assert!(r.is_err() && n == 1);
+        let mut n = 0;
+        let r: std::result::Result<(), _> = until_not_cut_off(Duration::ZERO, |_| {
+            n += 1;
+            Err(transport(K::Interrupted))
+        });
+        assert!(r.is_err() && n == 1);
     }
 
     #[test]

@@ -692,7 +692,7 @@ fn encrypted_repository_on_s3() {
     let servers = crate::s3::servers();
     for s in servers {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("s3://{}/e2e-enc-{:016x}", s.bucket, time_seed());
+        let url = format!("s3://{}/{}", s.bucket, unique_name("e2e-enc"));
         let cmd = |sub: &str| {
             m(&[
                 sub,

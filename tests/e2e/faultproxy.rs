@@ -1,6 +1,8 @@
 //! A fault-injecting TCP proxy on loopback, in front of a real S3 server: on a fraction of
 //! connections it answers 503, resets the connection (at once or in the middle of the
-//! exchange) or stalls before passing bytes on.
+//! exchange) or stalls before passing bytes on. It can also pass create-only PUTs
+//! (`If-None-Match: *`) on to the server and then cut the connection instead of relaying the
+//! answer: the object lands, the client sees its request interrupted.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,6 +19,16 @@ pub struct FaultProxy {
     /// Faults per 1000 connections.
     rate: Arc<AtomicUsize>,
     pub faults: Arc<AtomicUsize>,
+    /// Answers to create-only PUTs still to be lost.
+    lose: Arc<AtomicUsize>,
+}
+
+/// Which answers a connection loses: the budget, and whether the request in flight on it is
+/// one whose answer is to be lost.
+#[derive(Clone)]
+struct Lose {
+    budget: Arc<AtomicUsize>,
+    armed: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
@@ -28,8 +40,10 @@ impl FaultProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let rate = Arc::new(AtomicUsize::new(per_mille));
         let faults = Arc::new(AtomicUsize::new(0));
+        let lose = Arc::new(AtomicUsize::new(0));
         let upstream = upstream.to_string();
         let (stop2, rate2, faults2) = (stop.clone(), rate.clone(), faults.clone());
+        let lose2 = lose.clone();
         std::thread::spawn(move || {
             let mut n = 0usize;
             while !stop2.load(Ordering::SeqCst) {
@@ -49,7 +63,13 @@ impl FaultProxy {
                             0
                         };
                         let (upstream, stop) = (upstream.clone(), stop2.clone());
-                        std::thread::spawn(move || serve(client, &upstream, fault, kind, &stop));
+                        let lose = Lose {
+                            budget: lose2.clone(),
+                            armed: Arc::new(AtomicBool::new(false)),
+                        };
+                        std::thread::spawn(move || {
+                            serve(client, &upstream, fault, kind, &stop, lose)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -60,7 +80,19 @@ impl FaultProxy {
             stop,
             rate,
             faults,
+            lose,
         }
+    }
+
+    /// The next `n` create-only PUTs reach the server, and their answers are lost (the
+    /// connection is cut instead).
+    pub fn lose_create_answers(&self, n: usize) {
+        self.lose.store(n, Ordering::SeqCst);
+    }
+
+    /// Create-only PUTs whose answers are still to be lost.
+    pub fn answers_left_to_lose(&self) -> usize {
+        self.lose.load(Ordering::SeqCst)
     }
 
     pub fn endpoint(&self) -> String {
@@ -84,7 +116,14 @@ impl Drop for FaultProxy {
     }
 }
 
-fn serve(mut client: TcpStream, upstream: &str, fault: bool, kind: u64, stop: &Arc<AtomicBool>) {
+fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    fault: bool,
+    kind: u64,
+    stop: &Arc<AtomicBool>,
+    lose: Lose,
+) {
     if fault {
         match kind {
             0 => {
@@ -111,26 +150,58 @@ fn serve(mut client: TcpStream, upstream: &str, fault: bool, kind: u64, stop: &A
             }
             _ => {
                 // Cut in the middle of the exchange, after a few KiB.
-                return pipe(client, upstream, Some(4096 + (kind as usize) * 1000), stop);
+                let cut = Some(4096 + (kind as usize) * 1000);
+                return pipe(client, upstream, cut, stop, lose);
             }
         }
     }
-    pipe(client, upstream, None, stop);
+    pipe(client, upstream, None, stop, lose);
 }
 
-fn pipe(client: TcpStream, upstream: &str, cut_after: Option<usize>, stop: &Arc<AtomicBool>) {
+fn pipe(
+    client: TcpStream,
+    upstream: &str,
+    cut_after: Option<usize>,
+    stop: &Arc<AtomicBool>,
+    lose: Lose,
+) {
     let Ok(server) = TcpStream::connect(upstream) else {
         let _ = client.shutdown(Shutdown::Both);
         return;
     };
     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let stop2 = stop.clone();
-    let up = std::thread::spawn(move || copy(c2, s2, None, &stop2));
-    copy(server, client, cut_after, stop);
+    let lose2 = lose.clone();
+    let up = std::thread::spawn(move || copy(c2, s2, None, &stop2, Direction::Up(&lose2)));
+    copy(
+        server,
+        client,
+        cut_after,
+        stop,
+        Direction::Down(&lose.armed),
+    );
     let _ = up.join();
 }
 
-fn copy(mut from: TcpStream, mut to: TcpStream, cut_after: Option<usize>, stop: &AtomicBool) {
+/// Requests go up (a create-only PUT may arm the connection), answers come down (an armed
+/// connection is cut instead).
+enum Direction<'a> {
+    Up(&'a Lose),
+    Down(&'a AtomicBool),
+}
+
+fn is_create_only_put(bytes: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(8192)]).to_ascii_lowercase();
+    head.starts_with("put ") && head.contains("\r\nif-none-match: *")
+}
+
+fn copy(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut_after: Option<usize>,
+    stop: &AtomicBool,
+    direction: Direction<'_>,
+) {
     from.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut buf = [0u8; 16384];
@@ -143,6 +214,21 @@ fn copy(mut from: TcpStream, mut to: TcpStream, cut_after: Option<usize>, stop: 
             Ok(0) => break,
             Ok(n) => {
                 total += n;
+                match direction {
+                    Direction::Up(lose)
+                        if is_create_only_put(&buf[..n])
+                            && lose
+                                .budget
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                                    b.checked_sub(1)
+                                })
+                                .is_ok() =>
+                    {
+                        lose.armed.store(true, Ordering::SeqCst);
+                    }
+                    Direction::Down(armed) if armed.load(Ordering::SeqCst) => break,
+                    _ => {}
+                }
                 if cut_after.is_some_and(|c| total > c) || to.write_all(&buf[..n]).is_err() {
                     break;
                 }

@@ -56,7 +56,7 @@ struct S3Env {
 impl S3Env {
     fn new(server: &Server) -> S3Env {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = format!("e2e-{:016x}", time_seed());
+        let prefix = unique_name("e2e");
         let env = S3Env {
             url: format!("s3://{}/{prefix}", server.bucket),
             endpoint: server.endpoint.clone(),
@@ -280,6 +280,62 @@ fn s3_errors_are_one_clear_line() {
             "{}: no failed run committed",
             server.name
         );
+    }
+}
+
+/// The server stores the snapshot, and the answer to that create-only PUT is lost (the
+/// connection is cut): the backup asks again, finds its own snapshot there and succeeds. It
+/// never reports "nothing was committed" with a snapshot in the bucket. The same for `init`,
+/// whose config is the first create-only PUT.
+#[test]
+fn a_lost_answer_to_a_create_is_asked_again() {
+    for server in servers() {
+        let env = S3Env::new(&server);
+        let src = env.path("a.img");
+        let data = image(&src, 61);
+        let proxy = proxy_for(&server, 0);
+        proxy.lose_create_answers(1);
+        let out = env
+            .cmd_via(
+                &proxy.endpoint(),
+                "backup",
+                &["--chunk-size", CHUNK_ARG, "--source"],
+            )
+            .arg(&src)
+            .run();
+        assert_eq!(out.exit(), 0, "{}: lost commit answer:\n{out}", server.name);
+        assert_eq!(
+            proxy.answers_left_to_lose(),
+            0,
+            "{}: no answer lost",
+            server.name
+        );
+        assert_eq!(env.snapshots().len(), 1, "{}", server.name);
+        let restored = env.cmd("restore", &["latest", "--to", "-"]).run().ok();
+        assert_same(
+            &restored.stdout,
+            &data,
+            &format!("{}: restore after a lost answer", server.name),
+        );
+
+        let fresh = S3Env {
+            server: server.clone(),
+            url: format!("s3://{}/{}", server.bucket, unique_name("e2e-init")),
+            endpoint: server.endpoint.clone(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        proxy.lose_create_answers(1);
+        let out = fresh
+            .cmd_via(&proxy.endpoint(), "init", &[] as &[&str])
+            .run();
+        assert_eq!(out.exit(), 0, "{}: lost init answer:\n{out}", server.name);
+        assert_eq!(
+            proxy.answers_left_to_lose(),
+            0,
+            "{}: no answer lost",
+            server.name
+        );
+        fresh.backup(&src);
     }
 }
 

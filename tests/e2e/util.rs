@@ -491,6 +491,14 @@ pub fn time_seed() -> u64 {
         .unwrap_or(1)
 }
 
+/// A name no other test of any run uses at the same time (an S3 prefix): the clock, this
+/// process and a counter, since two threads may read the same clock tick.
+pub fn unique_name(stem: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{stem}-{:016x}-{}-{n}", time_seed(), std::process::id())
+}
+
 pub fn write_file(path: &Path, data: &[u8]) {
     fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
