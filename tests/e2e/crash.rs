@@ -171,22 +171,31 @@ fn sigint_while_the_pack_is_written_commits_nothing() {
             .arg(&src)
             .spawn();
         let prefix = format!(".tmp-{}-", child.id());
+        // A shell that is already running sends the signal on one line of input: a pipe's
+        // wake-up, not a fork and exec, between seeing the pack and signalling. Without the
+        // line (its input closed) it sends nothing.
+        let mut killer = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _ && kill -INT {}", child.id()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        let mut trigger = killer.stdin.take();
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
-        let mut signalled = false;
         while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
             let writing = files_under(&env.repo.join("packs"))
                 .iter()
                 .any(|p| name_of(p).starts_with(&prefix));
             if writing {
-                let sent = Command::new("kill")
-                    .args(["-INT", &child.id().to_string()])
-                    .status()
-                    .expect("run kill");
-                signalled = sent.success();
+                if let Some(mut t) = trigger.take() {
+                    let _ = std::io::Write::write_all(&mut t, b"\n");
+                }
                 break;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
+        drop(trigger);
+        let signalled = killer.wait().expect("wait for sh").success();
         let (status, hung) = wait_timeout(&mut child, Duration::from_secs(30));
         let err = stderr_of(&mut child);
         assert!(!hung, "`{line}` hung after SIGINT:\n{err}");

@@ -214,21 +214,28 @@ fn a_backup_that_reused_condemned_data_past_the_deadline_commits_nothing() {
     let first = text(&env.backup_stdin(&data, &["--name", "s"]), "snapshot_id").to_string();
     env.cmd("forget", &[first.as_str()]).run().ok();
 
-    // A backup of the same stream starts (it will reuse every chunk), and stalls before
-    // its end; gc condemns the now unreferenced pack with a 2 s grace period; the backup
-    // finishes after the commit deadline (1 s) and must refuse to commit.
+    // A backup of the same stream starts (it will reuse every chunk) and stalls before its
+    // end, until told to go on; meanwhile gc condemns the now unreferenced pack with a 2 s
+    // grace period; the backup goes on only after the commit deadline (1 s after the
+    // tombstone) and must refuse to commit. Files, not sleeps, order the steps, so a slow
+    // machine changes nothing.
     let dir = env.dir.path();
     let feed = dir.join("feed.sh");
-    std::fs::write(&feed, "cat \"$1\"; sleep 3\n").unwrap();
+    std::fs::write(
+        &feed,
+        "cat \"$1\"; touch \"$2/fed\"; while [ ! -e \"$2/go\" ]; do sleep 0.05; done\n",
+    )
+    .unwrap();
     let input = dir.join("input");
     write_file(&input, &data);
     let mover_bin = mover_bin();
     let child = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "bash {} {} | {} backup -q -r {} --chunk-size {CHUNK_ARG} --name s --source -",
+            "bash {} {} {} | {} backup -q -r {} --chunk-size {CHUNK_ARG} --name s --source -",
             feed.display(),
             input.display(),
+            dir.display(),
             mover_bin.display(),
             env.repo.display()
         ))
@@ -236,9 +243,19 @@ fn a_backup_that_reused_condemned_data_past_the_deadline_commits_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // All but the pipe's buffer of the stream is read: the backup has opened the repository.
+    let started = std::time::Instant::now();
+    while !dir.join("fed").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the feed never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let d = summary(&env.cmd("gc", &["--grace", "2s", "--json"]).run().ok());
     assert_eq!(num(&d, "condemned_packs"), 1, "{d}");
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(dir.join("go"), b"").unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -305,9 +322,10 @@ fn backups_in_parallel_with_forget_and_gc_loops_stay_restorable() {
             }
         }));
     }
+    // At least 12 s and at least 5 gc cycles, however slow the machine.
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut cycles = 0;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline || cycles < 5 {
         env.cmd("forget", &["--keep-last", "2"]).run().ok();
         let out = env.cmd("gc", &["--grace", "2s", "--json"]).run();
         assert!(out.exit() == 0, "gc beside backups: {out}");
@@ -318,7 +336,6 @@ fn backups_in_parallel_with_forget_and_gc_loops_stay_restorable() {
     for w in workers {
         w.join().unwrap();
     }
-    assert!(cycles >= 5, "gc ran {cycles} times");
     // Let the last tombstones come due, collect everything collectable, then check.
     std::thread::sleep(Duration::from_millis(2100));
     for _ in 0..2 {

@@ -581,12 +581,12 @@ fn a_server_that_goes_away_mid_backup_fails_cleanly() {
         return;
     }
     let env = Env::new();
-    // Slow reads: 64 MiB of data at 20 ms a request takes far longer than the 0.5 s before
-    // the server is killed.
+    // Slow reads: a second a request, so no read can finish before the server is killed at
+    // 0.5 s, however many run in parallel (64 MiB takes at least several seconds).
     let mut srv = Server::nbdkit(
         env.dir.path(),
         "d",
-        &["--filter=delay", "pattern", "size=64M", "rdelay=20ms"],
+        &["--filter=delay", "pattern", "size=64M", "rdelay=1"],
     );
     let (mut child, line) = env
         .cmd("backup", &["--source", &srv.uri, "--name", "vm"])
