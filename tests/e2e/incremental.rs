@@ -499,13 +499,7 @@ fn bad_change_lists_fail_and_commit_nothing() {
         let out = backup_with_list(&env, s, file);
         out.assert_error(1, &[needle]);
         // stdout holds only the begin and error events, no summary.
-        let types: Vec<_> = out
-            .events()
-            .iter()
-            .map(|e| e["type"].clone())
-            .filter(|t| t != "progress")
-            .collect();
-        assert_eq!(types, ["begin", "error"], "{out}");
+        assert_eq!(out.event_types(), ["begin", "error"], "{out}");
         assert_eq!(
             env.snapshot_count(),
             1,

@@ -232,6 +232,16 @@ impl Output {
 
     /// stdout as JSON Lines events: every line one event with a type, the schema, a time and
     /// data; the first is `begin`, and a successful run ends with exactly one `summary`.
+    /// The types of the JSON events on stdout, in order, without `progress` events: those
+    /// come once a second, so a slow run may hold some.
+    pub fn event_types(&self) -> Vec<Value> {
+        self.events()
+            .iter()
+            .map(|e| e["type"].clone())
+            .filter(|t| t != "progress")
+            .collect()
+    }
+
     pub fn events(&self) -> Vec<Value> {
         let events: Vec<Value> = self
             .stdout_str()
