@@ -529,6 +529,20 @@ fn init(repo: &RepoArg, encrypt: Option<Aead>, quiet: bool) -> anyhow::Result<Ex
     Ok(Exit::Success)
 }
 
+/// Whether `e` is a commit whose outcome is unknown (then "nothing was committed" may be
+/// false).
+fn commit_unknown(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<targets::Error>(),
+            Some(targets::Error::CommitUnknown { .. })
+        ) || matches!(
+            c.downcast_ref::<mover::Error>(),
+            Some(mover::Error::Store(targets::Error::CommitUnknown { .. }))
+        )
+    })
+}
+
 /// A bad combination of arguments found after parsing: exit 2 like clap's own errors.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -887,7 +901,11 @@ impl BackupJob<'_> {
         };
         let label = self.label.clone();
         let failed = |e: anyhow::Error| {
-            e.context(format!("backup of {label} failed, nothing was committed"))
+            if commit_unknown(&e) {
+                e.context(format!("backup of {label} failed"))
+            } else {
+                e.context(format!("backup of {label} failed, nothing was committed"))
+            }
         };
         // The snapshot point: the pre-snapshot hook (freeze, take the snapshot), then the
         // sources are opened and their change maps read, then the post-snapshot hook (thaw),

@@ -162,7 +162,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{FaultyBackend, LocalBackend, Repository, RepositoryOptions};
+    use crate::{FaultyBackend, LocalBackend, Repository, RepositoryOptions, Result};
 
     fn new_repo(dir: &std::path::Path) -> Repository {
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir));
@@ -256,5 +256,109 @@ mod tests {
             0,
             "no index segment names chunks of a failed run"
         );
+    }
+
+    /// A backend whose snapshot creates fail without an answer: the snapshot lands or not,
+    /// and afterwards the snapshot can be looked up or not (the server went away).
+    #[derive(Debug)]
+    struct LostCommit {
+        inner: Arc<dyn Backend>,
+        lands: bool,
+        reachable: bool,
+    }
+
+    impl Backend for LostCommit {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+            self.inner.put(key, data)
+        }
+        fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+            if !key.starts_with("snapshots/") {
+                return self.inner.put_new(key, data);
+            }
+            if self.lands {
+                self.inner.put_new(key, data)?;
+            }
+            Err(Error::Backend {
+                location: key.into(),
+                detail: "connection reset".into(),
+            })
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.inner.get(key)
+        }
+        fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.inner.get_range(key, offset, len)
+        }
+        fn size(&self, key: &str) -> Result<u64> {
+            if !self.reachable && key.starts_with("snapshots/") {
+                return Err(Error::Backend {
+                    location: key.into(),
+                    detail: "cannot reach the S3 endpoint".into(),
+                });
+            }
+            self.inner.size(key)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>> {
+            self.inner.list(dir)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+    }
+
+    /// A commit whose answer is lost succeeds when the snapshot landed, fails when it did
+    /// not, and says that it cannot tell when the store cannot be asked: never "failed" with
+    /// a snapshot in place, never "committed" without one.
+    #[test]
+    fn a_commit_without_an_answer_is_checked() {
+        use chunker::format::{BackupStats, Chunking, Disk, Entry, Manifest};
+        let manifest = Manifest {
+            created_ms: 1,
+            nonce: [7; 16],
+            parent: None,
+            stats: BackupStats::default(),
+            name: "vm".into(),
+            disks: vec![Disk {
+                name: "vm".into(),
+                source: "vm.img".into(),
+                chunking: Chunking::Fixed(1 << 20),
+                source_len: 1 << 20,
+                change_token: String::new(),
+                stats: BackupStats::default(),
+                entries: vec![Entry {
+                    len: 1 << 20,
+                    id: None,
+                }],
+            }],
+            attachments: Vec::new(),
+        };
+        for (lands, reachable) in [(true, true), (false, true), (true, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+            Repository::init(local.clone()).unwrap();
+            let repo = small_packs(Arc::new(LostCommit {
+                inner: local.clone(),
+                lands,
+                reachable,
+            }));
+            let committed = repo.commit_snapshot(&manifest);
+            let listed = small_packs(local).snapshot_ids().unwrap();
+            match (lands, reachable) {
+                (true, true) => assert_eq!(listed, [committed.unwrap()]),
+                (false, _) => {
+                    assert!(matches!(committed, Err(Error::Backend { .. })));
+                    assert!(listed.is_empty());
+                }
+                (true, false) => {
+                    let e = committed.unwrap_err();
+                    assert!(matches!(e, Error::CommitUnknown { .. }), "{e}");
+                    assert!(e.to_string().contains("mover snapshots"), "{e}");
+                    assert_eq!(listed.len(), 1);
+                }
+            }
+        }
     }
 }

@@ -72,6 +72,15 @@ pub enum Error {
         /// What went wrong and what to do.
         detail: String,
     },
+    /// The request that commits a snapshot failed without an answer (the server went away),
+    /// and whether the snapshot landed could not be learned either.
+    #[error("the commit of snapshot {snapshot} got no answer ({detail}) and could not be checked; `mover snapshots` shows whether it landed (a listed snapshot is complete)")]
+    CommitUnknown {
+        /// The snapshot's id.
+        snapshot: String,
+        /// Why the commit failed.
+        detail: String,
+    },
     /// An option or argument is out of range (block size, volume size, an oversized frame);
     /// fix it and run again.
     #[error("{detail}")]

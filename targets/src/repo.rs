@@ -496,9 +496,22 @@ impl Repository {
         let bytes = crypt::manifest_out(self.crypto(), manifest.encode());
         let id = ObjectId::of(&bytes);
         let key = format!("snapshots/{}", id.to_hex());
-        if !self.shared.backend.put_new(&key, &bytes)? {
+        match self.shared.backend.put_new(&key, &bytes) {
+            Ok(true) => {}
             // Same bytes, same name: the snapshot is already there (a retried commit).
-            tracing::debug!("snapshot {} already committed", id.to_hex());
+            Ok(false) => tracing::debug!("snapshot {} already committed", id.to_hex()),
+            // A failed create may still have landed (its answer lost): the snapshot's name is
+            // the hash of its bytes, so if it is there, it is this one, whole.
+            Err(e) => match self.shared.backend.size(&key) {
+                Ok(_) => tracing::info!("snapshot {} committed, its answer lost: {e}", id.to_hex()),
+                Err(Error::NotFound { .. }) => return Err(e),
+                Err(_) => {
+                    return Err(Error::CommitUnknown {
+                        snapshot: id.to_hex(),
+                        detail: e.to_string(),
+                    })
+                }
+            },
         }
         Ok(id)
     }

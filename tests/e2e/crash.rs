@@ -65,14 +65,6 @@ impl Crash {
     }
 }
 
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut s = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut s);
-    }
-    s
-}
-
 #[test]
 fn killed_and_interrupted_backups_leave_a_consistent_repository() {
     let seed = time_seed();

@@ -440,11 +440,25 @@ fn server_gone_mid_backup_fails_and_the_next_backup_succeeds() {
         proxy.kill();
         let (status, timed_out) = wait_timeout(&mut child, Duration::from_secs(90));
         assert!(!timed_out, "{line} hung after the server went away");
+        let err = stderr_of(&mut child);
         let snaps = env.snapshots();
         match status.code() {
-            Some(1) => assert!(snaps.is_empty(), "{}: nothing committed", server.name),
+            // Cut during the commit itself, with no way left to ask whether it landed: said
+            // so, and a snapshot that did land is whole.
+            Some(1) if err.contains("could not be checked") => {
+                assert!(snaps.len() <= 1, "{}: {err}", server.name);
+                if !snaps.is_empty() {
+                    let out = env.cmd("restore", &["latest", "--to", "-"]).run().ok();
+                    assert_same(&out.stdout, &data, "the snapshot whose commit was cut");
+                }
+            }
+            Some(1) => assert!(
+                snaps.is_empty(),
+                "{}: nothing committed:\n{err}",
+                server.name
+            ),
             Some(0) => assert_eq!(snaps.len(), 1, "{}: finished before the cut", server.name),
-            other => panic!("{}: {line}: exit {other:?}", server.name),
+            other => panic!("{}: {line}: exit {other:?}\n{err}", server.name),
         }
         // The server is back (direct endpoint): the next backup succeeds and restores.
         let d = env.backup(&src);

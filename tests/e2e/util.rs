@@ -151,6 +151,15 @@ fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>>
 
 /// Waits for `child`; kills it (SIGKILL) once `timeout` passes. Returns its status and
 /// whether it had to be killed.
+/// What a spawned child wrote to its piped stderr.
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+    }
+    s
+}
+
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> (std::process::ExitStatus, bool) {
     let deadline = Instant::now() + timeout;
     loop {
