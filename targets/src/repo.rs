@@ -500,9 +500,10 @@ impl Repository {
             Ok(true) => {}
             // Same bytes, same name: the snapshot is already there (a retried commit).
             Ok(false) => tracing::debug!("snapshot {} already committed", id.to_hex()),
-            // A failed create may still have landed (its answer lost): the snapshot's name is
-            // the hash of its bytes, so if it is there, it is this one, whole.
-            Err(e) => match self.shared.backend.size(&key) {
+            // A remote create may have landed with its answer lost: the snapshot's name is the
+            // hash of its bytes, so if it is there, it is this one, whole. (A local failure,
+            // a full disk or a failed fsync, is not looked past: it may not be durable.)
+            Err(e @ Error::Backend { .. }) => match self.shared.backend.size(&key) {
                 Ok(_) => tracing::info!("snapshot {} committed, its answer lost: {e}", id.to_hex()),
                 Err(Error::NotFound { .. }) => return Err(e),
                 Err(_) => {
@@ -512,6 +513,7 @@ impl Repository {
                     })
                 }
             },
+            Err(e) => return Err(e),
         }
         Ok(id)
     }
