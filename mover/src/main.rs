@@ -1261,8 +1261,16 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
             let result =
                 mover::archive::import_archive(&repo, input, &progress, password()?.as_ref());
             bar.finish();
-            let (id, m, new) = result.with_context(|| {
-                format!("import of {} failed, no snapshot was committed", a.path)
+            let (id, m, new) = result.map_err(|e| {
+                let e = anyhow::Error::from(e);
+                if commit_unknown(&e) {
+                    e.context(format!("import of {} failed", a.path))
+                } else {
+                    e.context(format!(
+                        "import of {} failed, no snapshot was committed",
+                        a.path
+                    ))
+                }
             })?;
             output::import_summary(&id, &m, new, a.json, quiet);
             Ok(Exit::Success)

@@ -20,7 +20,10 @@ use crate::{Error, Result};
 /// - [`put`](Backend::put) is atomic (a reader sees the old object or all of the new one,
 ///   never part of it) and durable when it returns `Ok`: a crash right after loses nothing.
 /// - [`put_new`](Backend::put_new) is `put` that never replaces: `Ok(false)` when the key
-///   already existed. Backends that cannot enforce this atomically document it.
+///   already existed. Backends that cannot enforce this atomically document it. A backend
+///   whose own earlier attempt may have landed unseen (a remote store whose answer was lost)
+///   may count an object that holds exactly `data` as created (`Ok(true)`); callers create
+///   only keys whose bytes say who wrote them (content-named, or holding a random id).
 /// - Reads of a missing key return [`Error::NotFound`]; a range past the end of an object
 ///   returns [`Error::Corrupt`] (it was truncated).
 /// - All methods may be called from many threads at once.

@@ -205,43 +205,73 @@ fn hex_nonce() -> String {
         .collect()
 }
 
-/// Whether `e` is a request cut off in flight (a timeout, a connection reset or closed before
-/// the answer). The client retries those only for requests it knows to be idempotent, which
-/// excludes a create-only PUT and a DELETE: the request may or may not have taken effect.
+/// Whether `e` is a request cut off in flight: the connection reset, aborted or closed in the
+/// middle of the answer, or the request timed out. The client retries those only for
+/// requests it knows to be idempotent, which excludes a create-only PUT and a DELETE: such a
+/// request may or may not have taken effect. (Failures to connect, and connections closed
+/// before the request went out, the client retries itself.)
 fn cut_off(e: &object_store::Error) -> bool {
-    use object_store::client::{HttpError, HttpErrorKind};
+    use std::io::ErrorKind as K;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if let Some(h) = c.downcast_ref::<HttpError>() {
-            return matches!(
-                h.kind(),
-                HttpErrorKind::Timeout | HttpErrorKind::Interrupted
-            );
+        if let Some(r) = c.downcast_ref::<reqwest::Error>() {
+            if r.is_connect() {
+                return false;
+            }
+            if r.is_timeout() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::TimedOut
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+            ) {
+                return true;
+            }
         }
         cause = c.source();
     }
     false
 }
 
-/// Runs `attempt` (told whether an earlier attempt was cut off) until it is not cut off or
-/// `timeout` has passed, backing off from 100 ms to 5 s.
-fn until_not_cut_off<T>(
+/// One try of a request that mover repeats itself.
+enum Try<T> {
+    /// Finished, one way or the other.
+    Done(std::result::Result<T, object_store::Error>),
+    /// Not settled yet (another write of the object is in flight): look again later.
+    Later(&'static str),
+}
+
+/// Runs `attempt` (told whether an earlier one was cut off or unsettled) until it finishes
+/// without being cut off or `timeout` has passed, backing off from 100 ms to 5 s.
+fn until_settled<T>(
     timeout: Duration,
-    mut attempt: impl FnMut(bool) -> std::result::Result<T, object_store::Error>,
+    mut attempt: impl FnMut(bool) -> Try<T>,
 ) -> std::result::Result<T, object_store::Error> {
     let deadline = std::time::Instant::now() + timeout;
     let mut wait = Duration::from_millis(100);
     let mut again = false;
     loop {
-        match attempt(again) {
-            Err(e) if cut_off(&e) && std::time::Instant::now() + wait < deadline => {
-                tracing::info!("request cut off, asking again in {wait:?}: {e}");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-                again = true;
-            }
-            r => return r,
+        let why = match attempt(again) {
+            Try::Done(Err(e)) if cut_off(&e) => e.to_string(),
+            Try::Done(r) => return r,
+            Try::Later(why) => why.to_string(),
+        };
+        if std::time::Instant::now() + wait >= deadline {
+            return Err(object_store::Error::Generic {
+                store: "S3",
+                source: format!("{why} (gave up after {timeout:?})").into(),
+            });
         }
+        tracing::info!("asking again in {wait:?}: {why}");
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(5));
+        again = true;
     }
 }
 
@@ -277,11 +307,12 @@ fn describe(e: &object_store::Error) -> String {
         "access denied; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and the bucket's permissions".to_string()
     } else if any(&[
         "error sending request",
+        "client error (Connect)",
+        "tcp connect error",
         "Connection refused",
         "connection refused",
-        "connect",
-        "timed out",
-        "dns",
+        "operation timed out",
+        "dns error",
     ]) {
         format!(
             "cannot reach the S3 endpoint; check --s3-endpoint / AWS_ENDPOINT_URL and the network ({})",
@@ -322,11 +353,11 @@ impl Backend for S3Backend {
     /// race writes the same bytes twice.
     ///
     /// A create cut off in flight may have landed, and the client itself sends a request
-    /// again when the connection closed before its answer. So an object found holding exactly
-    /// `data` counts as created where our own request may have made it: when the create
-    /// itself is refused, and when it is looked up after an attempt cut off in flight (asked
-    /// again within the retry timeout). A lost answer neither fails the write nor passes it
-    /// off as someone else's.
+    /// again when the connection closed before it went out whole. So an object found holding
+    /// exactly `data` counts as created where our own request may have made it: when the
+    /// create itself is refused, and when it is looked up after an attempt cut off in flight
+    /// (asked again within the retry timeout). A lost answer neither fails the write nor
+    /// passes it off as someone else's.
     fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
         let path = self.path(key);
         let data = bytes::Bytes::copy_from_slice(data);
@@ -334,20 +365,30 @@ impl Backend for S3Backend {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let same = || async { Ok(self.store.get(&path).await?.bytes().await? == data) };
-        let created = until_not_cut_off(self.retry_timeout, |again| {
+        // Whether the object there holds `data`; `Later` while a refused create's object is
+        // not yet visible (a conflicting write still in flight).
+        let same = || async {
+            match self.store.get(&path).await {
+                Ok(got) => Try::Done(got.bytes().await.map(|b| b == data)),
+                Err(object_store::Error::NotFound { .. }) => {
+                    Try::Later("the create was refused, but the object is not there yet")
+                }
+                Err(e) => Try::Done(Err(e)),
+            }
+        };
+        let created = until_settled(self.retry_timeout, |again| {
             self.block_on(async {
                 match self.store.head(&path).await {
                     Ok(_) if again => return same().await,
-                    Ok(_) => return Ok(false),
+                    Ok(_) => return Try::Done(Ok(false)),
                     Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Try::Done(Err(e)),
                 }
                 let payload = PutPayload::from(data.clone());
                 match self.store.put_opts(&path, payload, opts()).await {
-                    Ok(_) => Ok(true),
+                    Ok(_) => Try::Done(Ok(true)),
                     Err(object_store::Error::AlreadyExists { .. }) => same().await,
-                    Err(e) => Err(e),
+                    Err(e) => Try::Done(Err(e)),
                 }
             })
         });
@@ -433,11 +474,11 @@ impl Backend for S3Backend {
     fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);
         // A delete cut off in flight is asked again: deleting twice is deleting once.
-        let deleted = until_not_cut_off(self.retry_timeout, |_| {
-            match self.block_on(self.store.delete(&path)) {
+        let deleted = until_settled(self.retry_timeout, |_| {
+            Try::Done(match self.block_on(self.store.delete(&path)) {
                 Err(object_store::Error::NotFound { .. }) => Ok(()),
                 r => r,
-            }
+            })
         });
         deleted.map_err(|e| self.error(key, e))
     }
@@ -454,50 +495,121 @@ mod tests {
         }
     }
 
-    fn transport(kind: object_store::client::HttpErrorKind) -> object_store::Error {
-        let e = object_store::client::HttpError::new(kind, std::io::Error::other("reset"));
-        object_store::Error::Generic {
-            store: "S3",
-            source: Box::new(e),
-        }
+    /// A loopback "server" that takes each connection and then, by `how`: reads a little and
+    /// closes with the rest unread (the kernel resets the connection), or stalls.
+    fn misbehaving_server(how: &'static str) -> String {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || match how {
+                    "reset" => {
+                        let mut head = [0u8; 16];
+                        let _ = conn.read(&mut head);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => std::thread::sleep(Duration::from_secs(3)),
+                });
+            }
+        });
+        format!("http://127.0.0.1:{port}")
     }
 
+    /// The errors of a create-only PUT and of a DELETE against `endpoint`, through the same
+    /// client mover uses (short timeouts).
+    fn failures(endpoint: &str) -> Vec<object_store::Error> {
+        let store = AmazonS3Builder::new()
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_access_key_id("a")
+            .with_secret_access_key("s")
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(20),
+                    base: 2.0,
+                },
+                max_retries: 1,
+                retry_timeout: Duration::from_secs(1),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(Duration::from_millis(500))
+                    .with_allow_http(true),
+            )
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = Path::from("k");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let payload = PutPayload::from(vec![1u8; 100_000]);
+        let put = rt.block_on(store.put_opts(&path, payload, opts));
+        let delete = rt.block_on(store.delete(&path));
+        vec![put.unwrap_err(), delete.unwrap_err()]
+    }
+
+    /// Real failures of the HTTP client, not errors built by hand: a reset or a timeout is a
+    /// request cut off in flight; a refused connection is not (the client retries it).
     #[test]
-    fn only_requests_cut_off_in_flight_are_asked_again() {
-        use object_store::client::HttpErrorKind as K;
-        assert!(cut_off(&transport(K::Interrupted)));
-        assert!(cut_off(&transport(K::Timeout)));
-        // The client retries these itself, to its own timeout.
-        assert!(!cut_off(&transport(K::Connect)));
+    fn requests_cut_off_in_flight_are_recognised() {
+        for e in failures(&misbehaving_server("reset")) {
+            assert!(cut_off(&e), "reset: {e}");
+        }
+        for e in failures(&misbehaving_server("stall")) {
+            assert!(cut_off(&e), "timeout: {e}");
+        }
+        for e in failures("http://127.0.0.1:1") {
+            assert!(!cut_off(&e), "refused: {e}");
+        }
         assert!(!cut_off(&generic(
             "Server returned non-2xx status code: 500"
         )));
+    }
 
-        // Cut off twice, then through: three attempts, the later two told so.
+    #[test]
+    fn unsettled_or_cut_off_attempts_are_repeated_until_the_timeout() {
+        let reset = || object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        };
+        // Cut off, then unsettled, then through: three attempts, the later two told so.
         let mut seen = Vec::new();
-        let r = until_not_cut_off(Duration::from_secs(10), |again| {
+        let r = until_settled(Duration::from_secs(10), |again| {
             seen.push(again);
-            if seen.len() < 3 {
-                Err(transport(K::Interrupted))
-            } else {
-                Ok(7)
+            match seen.len() {
+                1 => Try::Done(Err(reset())),
+                2 => Try::Later("not there yet"),
+                _ => Try::Done(Ok(7)),
             }
         });
         assert_eq!(r.unwrap(), 7);
         assert_eq!(seen, [false, true, true]);
-        // Any other error ends it at once; so does the timeout.
+        // Any other error ends it at once; the timeout ends the rest.
         let mut n = 0;
-        let r: std::result::Result<(), _> = until_not_cut_off(Duration::from_secs(10), |_| {
+        let r: std::result::Result<(), _> = until_settled(Duration::from_secs(10), |_| {
             n += 1;
-            Err(generic("500"))
+            Try::Done(Err(generic("500")))
         });
         assert!(r.is_err() && n == 1);
         let mut n = 0;
-        let r: std::result::Result<(), _> = until_not_cut_off(Duration::ZERO, |_| {
+        let r: std::result::Result<(), _> = until_settled(Duration::from_millis(250), |_| {
             n += 1;
-            Err(transport(K::Interrupted))
+            Try::Later("never there")
         });
-        assert!(r.is_err() && n == 1);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("never there") && e.contains("gave up"), "{e}");
+        assert!((2..=3).contains(&n), "{n} attempts in 250 ms");
     }
 
     #[test]
