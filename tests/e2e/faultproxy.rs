@@ -21,6 +21,8 @@ pub struct FaultProxy {
     pub faults: Arc<AtomicUsize>,
     /// Answers to create-only PUTs still to be lost.
     lose: Arc<AtomicUsize>,
+    /// Whether they are lost to a reset (else to an orderly close).
+    lose_by_reset: Arc<AtomicBool>,
 }
 
 /// Which answers a connection loses: the budget, and whether the request in flight on it is
@@ -28,7 +30,10 @@ pub struct FaultProxy {
 #[derive(Clone)]
 struct Lose {
     budget: Arc<AtomicUsize>,
+    by_reset: Arc<AtomicBool>,
     armed: Arc<AtomicBool>,
+    /// The connection is being reset: nothing is shut down in order, the last close resets.
+    resetting: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
@@ -43,7 +48,8 @@ impl FaultProxy {
         let lose = Arc::new(AtomicUsize::new(0));
         let upstream = upstream.to_string();
         let (stop2, rate2, faults2) = (stop.clone(), rate.clone(), faults.clone());
-        let lose2 = lose.clone();
+        let lose_by_reset = Arc::new(AtomicBool::new(false));
+        let (lose2, by_reset2) = (lose.clone(), lose_by_reset.clone());
         std::thread::spawn(move || {
             let mut n = 0usize;
             while !stop2.load(Ordering::SeqCst) {
@@ -65,7 +71,9 @@ impl FaultProxy {
                         let (upstream, stop) = (upstream.clone(), stop2.clone());
                         let lose = Lose {
                             budget: lose2.clone(),
+                            by_reset: by_reset2.clone(),
                             armed: Arc::new(AtomicBool::new(false)),
+                            resetting: Arc::new(AtomicBool::new(false)),
                         };
                         std::thread::spawn(move || {
                             serve(client, &upstream, fault, kind, &stop, lose)
@@ -81,12 +89,14 @@ impl FaultProxy {
             rate,
             faults,
             lose,
+            lose_by_reset,
         }
     }
 
-    /// The next `n` create-only PUTs reach the server, and their answers are lost (the
-    /// connection is cut instead).
-    pub fn lose_create_answers(&self, n: usize) {
+    /// The next `n` create-only PUTs reach the server, and their answers are lost: the
+    /// connection is reset (`reset`) or closed in order instead.
+    pub fn lose_create_answers(&self, n: usize, reset: bool) {
+        self.lose_by_reset.store(reset, Ordering::SeqCst);
         self.lose.store(n, Ordering::SeqCst);
     }
 
@@ -173,13 +183,7 @@ fn pipe(
     let stop2 = stop.clone();
     let lose2 = lose.clone();
     let up = std::thread::spawn(move || copy(c2, s2, None, &stop2, Direction::Up(&lose2)));
-    copy(
-        server,
-        client,
-        cut_after,
-        stop,
-        Direction::Down(&lose.armed),
-    );
+    copy(server, client, cut_after, stop, Direction::Down(&lose));
     let _ = up.join();
 }
 
@@ -187,7 +191,15 @@ fn pipe(
 /// connection is cut instead).
 enum Direction<'a> {
     Up(&'a Lose),
-    Down(&'a AtomicBool),
+    Down(&'a Lose),
+}
+
+/// Makes the last close of `s` reset the connection (SO_LINGER of zero) instead of ending it
+/// in order.
+fn reset_on_close(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("set SO_LINGER");
 }
 
 fn is_create_only_put(bytes: &[u8]) -> bool {
@@ -206,8 +218,11 @@ fn copy(
         .unwrap();
     let mut buf = [0u8; 16384];
     let mut total = 0;
+    let lose = match direction {
+        Direction::Up(l) | Direction::Down(l) => l,
+    };
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || lose.resetting.load(Ordering::SeqCst) {
             break;
         }
         match from.read(&mut buf) {
@@ -226,7 +241,13 @@ fn copy(
                     {
                         lose.armed.store(true, Ordering::SeqCst);
                     }
-                    Direction::Down(armed) if armed.load(Ordering::SeqCst) => break,
+                    Direction::Down(l) if l.armed.load(Ordering::SeqCst) => {
+                        if l.by_reset.load(Ordering::SeqCst) {
+                            reset_on_close(&to);
+                            l.resetting.store(true, Ordering::SeqCst);
+                        }
+                        break;
+                    }
                     _ => {}
                 }
                 if cut_after.is_some_and(|c| total > c) || to.write_all(&buf[..n]).is_err() {
@@ -241,6 +262,8 @@ fn copy(
             Err(_) => break,
         }
     }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
+    if !lose.resetting.load(Ordering::SeqCst) {
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    }
 }

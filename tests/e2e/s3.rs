@@ -283,59 +283,53 @@ fn s3_errors_are_one_clear_line() {
     }
 }
 
-/// The server stores the snapshot, and the answer to that create-only PUT is lost (the
-/// connection is cut): the backup asks again, finds its own snapshot there and succeeds. It
-/// never reports "nothing was committed" with a snapshot in the bucket. The same for `init`,
-/// whose config is the first create-only PUT.
+/// The server stores the snapshot, and the answer to that create-only PUT is lost: the
+/// connection is closed in order (the client sends the request again and the server refuses
+/// it, the object being there) or reset (the client gives up and mover asks again). Either
+/// way the backup finds its own snapshot there and succeeds: never "nothing was committed"
+/// with a snapshot in the bucket. The same for `init`, whose config is its first create.
 #[test]
 fn a_lost_answer_to_a_create_is_asked_again() {
     for server in servers() {
-        let env = S3Env::new(&server);
-        let src = env.path("a.img");
-        let data = image(&src, 61);
-        let proxy = proxy_for(&server, 0);
-        proxy.lose_create_answers(1);
-        let out = env
-            .cmd_via(
-                &proxy.endpoint(),
-                "backup",
-                &["--chunk-size", CHUNK_ARG, "--source"],
-            )
-            .arg(&src)
-            .run();
-        assert_eq!(out.exit(), 0, "{}: lost commit answer:\n{out}", server.name);
-        assert_eq!(
-            proxy.answers_left_to_lose(),
-            0,
-            "{}: no answer lost",
-            server.name
-        );
-        assert_eq!(env.snapshots().len(), 1, "{}", server.name);
-        let restored = env.cmd("restore", &["latest", "--to", "-"]).run().ok();
-        assert_same(
-            &restored.stdout,
-            &data,
-            &format!("{}: restore after a lost answer", server.name),
-        );
+        for reset in [false, true] {
+            let what = format!(
+                "{}, lost to a {}",
+                server.name,
+                ["close", "reset"][reset as usize]
+            );
+            let env = S3Env::new(&server);
+            let src = env.path("a.img");
+            let data = image(&src, 61);
+            let proxy = proxy_for(&server, 0);
+            proxy.lose_create_answers(1, reset);
+            let out = env
+                .cmd_via(
+                    &proxy.endpoint(),
+                    "backup",
+                    &["--chunk-size", CHUNK_ARG, "--source"],
+                )
+                .arg(&src)
+                .run();
+            assert_eq!(out.exit(), 0, "{what}: commit:\n{out}");
+            assert_eq!(proxy.answers_left_to_lose(), 0, "{what}: no answer lost");
+            assert_eq!(env.snapshots().len(), 1, "{what}");
+            let restored = env.cmd("restore", &["latest", "--to", "-"]).run().ok();
+            assert_same(&restored.stdout, &data, &format!("{what}: restore"));
 
-        let fresh = S3Env {
-            server: server.clone(),
-            url: format!("s3://{}/{}", server.bucket, unique_name("e2e-init")),
-            endpoint: server.endpoint.clone(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        proxy.lose_create_answers(1);
-        let out = fresh
-            .cmd_via(&proxy.endpoint(), "init", &[] as &[&str])
-            .run();
-        assert_eq!(out.exit(), 0, "{}: lost init answer:\n{out}", server.name);
-        assert_eq!(
-            proxy.answers_left_to_lose(),
-            0,
-            "{}: no answer lost",
-            server.name
-        );
-        fresh.backup(&src);
+            let fresh = S3Env {
+                server: server.clone(),
+                url: format!("s3://{}/{}", server.bucket, unique_name("e2e-init")),
+                endpoint: server.endpoint.clone(),
+                dir: tempfile::tempdir().unwrap(),
+            };
+            proxy.lose_create_answers(1, reset);
+            let out = fresh
+                .cmd_via(&proxy.endpoint(), "init", &[] as &[&str])
+                .run();
+            assert_eq!(out.exit(), 0, "{what}: init:\n{out}");
+            assert_eq!(proxy.answers_left_to_lose(), 0, "{what}: no answer lost");
+            fresh.backup(&src);
+        }
     }
 }
 
