@@ -529,10 +529,10 @@ fn init(repo: &RepoArg, encrypt: Option<Aead>, quiet: bool) -> anyhow::Result<Ex
     Ok(Exit::Success)
 }
 
-/// Whether `e` is a commit whose outcome is unknown (then "nothing was committed" may be
-/// false).
-fn commit_unknown(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
+/// `e` as the failure of `what`, saying that `nothing` was committed unless the commit's
+/// outcome is unknown (then that claim may be false).
+fn failed_uncommitted(e: anyhow::Error, what: &str, nothing: &str) -> anyhow::Error {
+    let unknown = e.chain().any(|c| {
         matches!(
             c.downcast_ref::<targets::Error>(),
             Some(targets::Error::CommitUnknown { .. })
@@ -540,7 +540,12 @@ fn commit_unknown(e: &anyhow::Error) -> bool {
             c.downcast_ref::<mover::Error>(),
             Some(mover::Error::Store(targets::Error::CommitUnknown { .. }))
         )
-    })
+    });
+    if unknown {
+        e.context(format!("{what} failed"))
+    } else {
+        e.context(format!("{what} failed, {nothing}"))
+    }
 }
 
 /// A bad combination of arguments found after parsing: exit 2 like clap's own errors.
@@ -901,11 +906,7 @@ impl BackupJob<'_> {
         };
         let label = self.label.clone();
         let failed = |e: anyhow::Error| {
-            if commit_unknown(&e) {
-                e.context(format!("backup of {label} failed"))
-            } else {
-                e.context(format!("backup of {label} failed, nothing was committed"))
-            }
+            failed_uncommitted(e, &format!("backup of {label}"), "nothing was committed")
         };
         // The snapshot point: the pre-snapshot hook (freeze, take the snapshot), then the
         // sources are opened and their change maps read, then the post-snapshot hook (thaw),
@@ -1262,15 +1263,8 @@ fn archive_cmd(cmd: &ArchiveCommand, quiet: bool) -> anyhow::Result<Exit> {
                 mover::archive::import_archive(&repo, input, &progress, password()?.as_ref());
             bar.finish();
             let (id, m, new) = result.map_err(|e| {
-                let e = anyhow::Error::from(e);
-                if commit_unknown(&e) {
-                    e.context(format!("import of {} failed", a.path))
-                } else {
-                    e.context(format!(
-                        "import of {} failed, no snapshot was committed",
-                        a.path
-                    ))
-                }
+                let what = format!("import of {}", a.path);
+                failed_uncommitted(e.into(), &what, "no snapshot was committed")
             })?;
             output::import_summary(&id, &m, new, a.json, quiet);
             Ok(Exit::Success)
