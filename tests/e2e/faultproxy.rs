@@ -182,16 +182,17 @@ fn pipe(
     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let stop2 = stop.clone();
     let lose2 = lose.clone();
-    let up = std::thread::spawn(move || copy(c2, s2, None, &stop2, Direction::Up(&lose2)));
-    copy(server, client, cut_after, stop, Direction::Down(&lose));
+    let up = std::thread::spawn(move || copy(c2, s2, None, &stop2, &lose2, Direction::Up));
+    copy(server, client, cut_after, stop, &lose, Direction::Down);
     let _ = up.join();
 }
 
 /// Requests go up (a create-only PUT may arm the connection), answers come down (an armed
 /// connection is cut instead).
-enum Direction<'a> {
-    Up(&'a Lose),
-    Down(&'a Lose),
+#[derive(Clone, Copy)]
+enum Direction {
+    Up,
+    Down,
 }
 
 /// Makes the last close of `s` reset the connection (SO_LINGER of zero) instead of ending it
@@ -212,15 +213,13 @@ fn copy(
     mut to: TcpStream,
     cut_after: Option<usize>,
     stop: &AtomicBool,
-    direction: Direction<'_>,
+    lose: &Lose,
+    direction: Direction,
 ) {
     from.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut buf = [0u8; 16384];
     let mut total = 0;
-    let lose = match direction {
-        Direction::Up(l) | Direction::Down(l) => l,
-    };
     loop {
         if stop.load(Ordering::SeqCst) || lose.resetting.load(Ordering::SeqCst) {
             break;
@@ -230,7 +229,7 @@ fn copy(
             Ok(n) => {
                 total += n;
                 match direction {
-                    Direction::Up(lose)
+                    Direction::Up
                         if is_create_only_put(&buf[..n])
                             && lose
                                 .budget
@@ -241,10 +240,10 @@ fn copy(
                     {
                         lose.armed.store(true, Ordering::SeqCst);
                     }
-                    Direction::Down(l) if l.armed.load(Ordering::SeqCst) => {
-                        if l.by_reset.load(Ordering::SeqCst) {
+                    Direction::Down if lose.armed.load(Ordering::SeqCst) => {
+                        if lose.by_reset.load(Ordering::SeqCst) {
                             reset_on_close(&to);
-                            l.resetting.store(true, Ordering::SeqCst);
+                            lose.resetting.store(true, Ordering::SeqCst);
                         }
                         break;
                     }

@@ -598,10 +598,7 @@ fn a_server_that_goes_away_mid_backup_fails_cleanly() {
     }
     srv.child = None;
     let (status, hung) = wait_timeout(&mut child, Duration::from_secs(90));
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
+    let err = stderr_of(&mut child);
     assert!(!hung, "`{line}` hung after the server went away:\n{err}");
     assert_eq!(status.code(), Some(1), "`{line}`:\n{err}");
     assert_eq!(err.lines().count(), 1, "one line on stderr:\n{err}");

@@ -149,8 +149,6 @@ fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>>
     })
 }
 
-/// Waits for `child`; kills it (SIGKILL) once `timeout` passes. Returns its status and
-/// whether it had to be killed.
 /// What a spawned child wrote to its piped stderr.
 pub fn stderr_of(child: &mut Child) -> String {
     let mut s = String::new();
@@ -160,6 +158,8 @@ pub fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// Waits for `child`; kills it (SIGKILL) once `timeout` passes. Returns its status and
+/// whether it had to be killed.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> (std::process::ExitStatus, bool) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -239,8 +239,6 @@ impl Output {
             .unwrap_or_else(|| panic!("no summary event on stdout:\n{self}"))
     }
 
-    /// stdout as JSON Lines events: every line one event with a type, the schema, a time and
-    /// data; the first is `begin`, and a successful run ends with exactly one `summary`.
     /// The types of the JSON events on stdout, in order, without `progress` events: those
     /// come once a second, so a slow run may hold some.
     pub fn event_types(&self) -> Vec<Value> {
@@ -251,6 +249,8 @@ impl Output {
             .collect()
     }
 
+    /// stdout as JSON Lines events: every line one event with a type, the schema, a time and
+    /// data; the first is `begin`, and a successful run ends with exactly one `summary`.
     pub fn events(&self) -> Vec<Value> {
         let events: Vec<Value> = self
             .stdout_str()
