@@ -55,16 +55,19 @@ struct S3Env {
 
 impl S3Env {
     fn new(server: &Server) -> S3Env {
-        let dir = tempfile::tempdir().unwrap();
-        let prefix = unique_name("e2e");
-        let env = S3Env {
-            url: format!("s3://{}/{prefix}", server.bucket),
-            endpoint: server.endpoint.clone(),
-            server: server.clone(),
-            dir,
-        };
+        let env = S3Env::empty(server);
         env.cmd("init", &[] as &[&str]).run().ok();
         env
+    }
+
+    /// A fresh prefix with no repository yet.
+    fn empty(server: &Server) -> S3Env {
+        S3Env {
+            url: format!("s3://{}/{}", server.bucket, unique_name("e2e")),
+            endpoint: server.endpoint.clone(),
+            server: server.clone(),
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -316,12 +319,7 @@ fn a_lost_answer_to_a_create_is_asked_again() {
             let restored = env.cmd("restore", &["latest", "--to", "-"]).run().ok();
             assert_same(&restored.stdout, &data, &format!("{what}: restore"));
 
-            let fresh = S3Env {
-                server: server.clone(),
-                url: format!("s3://{}/{}", server.bucket, unique_name("e2e-init")),
-                endpoint: server.endpoint.clone(),
-                dir: tempfile::tempdir().unwrap(),
-            };
+            let fresh = S3Env::empty(&server);
             proxy.lose_create_answers(1, reset);
             let out = fresh
                 .cmd_via(&proxy.endpoint(), "init", &[] as &[&str])
