@@ -73,7 +73,7 @@ if ((PEERS)); then
 fi
 
 note "building mover (release)"
-cargo build --release -q -p mover
+cargo build --release -q -p mover-cli
 MOVER=$ROOT/target/release/mover
 
 IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img

@@ -74,7 +74,7 @@ if ((PEERS)); then
 fi
 
 note "building mover and bench (release)"
-cargo build --release -q -p mover -p bench
+cargo build --release -q -p mover-cli -p bench
 MOVER=target/release/mover
 BENCH=target/release/bench
 

@@ -8,7 +8,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/setup.sh
-cargo build --release -p mover
+cargo build --release -p mover-cli
 mover="$root/target/release/mover"
 
 work="${1:-$(mktemp -d -t mover-demo.XXXXXX)}"

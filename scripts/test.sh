@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo build -p mover
+cargo build -p mover-cli
 
 state=$(mktemp -d -t mover-s3.XXXXXX)
 cleanup() {

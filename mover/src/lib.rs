@@ -34,8 +34,6 @@ pub mod archive;
 mod backup;
 pub mod benchmark;
 mod changes;
-pub mod config;
-pub mod doctor;
 mod error;
 pub mod forget;
 mod hooks;

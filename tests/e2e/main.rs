@@ -1,4 +1,4 @@
-//! End-to-end tests: drive the built `mover` binary (`cargo build -p mover` first) with
+//! End-to-end tests: drive the built `mover` binary (`cargo build -p mover-cli` first) with
 //! `std::process::Command`, each test in its own temporary directory.
 //!
 //! Tests that need root (tmpfs mounts, loop devices) skip loudly when not root, and fail

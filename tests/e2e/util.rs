@@ -32,7 +32,7 @@ pub fn mover_bin() -> PathBuf {
     let bin = profile_dir.join("mover");
     assert!(
         bin.is_file(),
-        "{} not found: run `cargo build -p mover` (same profile as the tests) first",
+        "{} not found: run `cargo build -p mover-cli` (same profile as the tests) first",
         bin.display()
     );
     bin

@@ -763,7 +763,7 @@ mod tests {
         use clap::CommandFactory;
         let cmd = Cli::command();
         let backup = cmd.find_subcommand("backup").expect("backup");
-        for id in mover::config::ARG_IDS {
+        for id in crate::config::ARG_IDS {
             let arg = backup.get_arguments().find(|a| a.get_id() == *id);
             assert!(
                 arg.is_some_and(|a| a.get_long().is_some()),

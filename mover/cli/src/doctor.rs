@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chunker::ExtentKind;
 use targets::{Backend, Repository, RepositoryOptions};
 
-use crate::{FileSource, NbdOptions, NbdSource, Source, SourceKind};
+use mover::{FileSource, NbdOptions, NbdSource, Source, SourceKind};
 
 /// The outcome of one check.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +100,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
             Ok(f) => {
                 let what = match f.kind() {
                     SourceKind::BlockDevice => {
-                        let bs = crate::sys::logical_block_size(spec)
+                        let bs = mover::sys::logical_block_size(spec)
                             .map_or_else(|e| format!("unknown ({e})"), |b| b.to_string());
                         format!("block device, logical block size {bs}")
                     }
@@ -143,7 +143,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
     }
     match source
         .extents()
-        .and_then(|it| it.collect::<crate::Result<Vec<_>>>())
+        .and_then(|it| it.collect::<mover::Result<Vec<_>>>())
     {
         Ok(extents) => {
             let zero: u64 = extents
@@ -341,7 +341,7 @@ pub fn check_repository(
         ),
     }
     if let Some(dir) = local_dir {
-        match crate::sys::free_space(dir) {
+        match mover::sys::free_space(dir) {
             Ok(free) if free < 1 << 30 => c.bad(
                 "free space",
                 format!("{} free", human(free)),

@@ -67,7 +67,7 @@ use serde::Deserialize;
 mod args;
 mod redact;
 
-pub use args::{inject, with_profile};
+pub use args::with_profile;
 
 /// What is wrong with a configuration file or a profile. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +285,7 @@ pub struct ArgDefault {
 
 /// Every clap id [`Profile::arg_defaults`] may name: each must be an argument of `backup`
 /// with a long name (the binary's tests check this).
+#[cfg(test)]
 pub const ARG_IDS: &[&str] = &[
     "repo",
     "s3_endpoint",

@@ -457,7 +457,7 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
 }
 
 pub fn doctor_report(
-    checks: &[mover::doctor::Check],
+    checks: &[crate::doctor::Check],
     as_json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
 //! The `mover` binary: parse, run one command, map the outcome to an exit code.
 
+mod args;
 mod bundle;
-mod cli;
+mod config;
+mod doctor;
 mod events;
 mod generate;
 mod output;
@@ -15,7 +17,7 @@ use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
 use chunker::crypto::{Aead, Password};
-use cli::{
+use args::{
     ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, KeyCommand, PerfArgs,
     RepairCommand, RepoArg, RestoreArgs, SnapshotsArgs, Subset, VerifyArgs,
 };
@@ -300,7 +302,7 @@ fn profile_password_file(cli: &Cli) -> anyhow::Result<Option<std::path::PathBuf>
     {
         return Ok(None);
     }
-    let config = mover::config::Config::load(cli.config.as_deref())?;
+    let config = crate::config::Config::load(cli.config.as_deref())?;
     let profile = config.profile(name)?;
     Ok(profile.repository.and_then(|(_, r)| r.password_file))
 }
@@ -415,7 +417,7 @@ fn new_secret(file: Option<&std::path::Path>, var: &str, what: &str) -> anyhow::
 
 fn key_cmd(cmd: &KeyCommand, quiet: bool) -> anyhow::Result<Exit> {
     let params = chunker::crypto::KdfParams::default();
-    let new_password = |a: &cli::KeyNewArgs| {
+    let new_password = |a: &args::KeyNewArgs| {
         new_secret(
             a.new_password_file.as_deref(),
             "MOVER_NEW_PASSWORD",
@@ -1330,7 +1332,7 @@ fn snapshots(a: &SnapshotsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn forget(a: &cli::ForgetArgs) -> anyhow::Result<Exit> {
+fn forget(a: &args::ForgetArgs) -> anyhow::Result<Exit> {
     use chunker::format::ObjectId;
     let policy = mover::forget::Policy {
         last: a.keep_last,
@@ -1435,7 +1437,7 @@ fn forget(a: &cli::ForgetArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn gc(a: &cli::GcArgs) -> anyhow::Result<Exit> {
+fn gc(a: &args::GcArgs) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo)?;
     let opts = targets::gc::GcOptions {
         grace_ms: a.grace,
@@ -1452,7 +1454,7 @@ fn gc(a: &cli::GcArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn check(a: &cli::CheckArgs) -> anyhow::Result<Exit> {
+fn check(a: &args::CheckArgs) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo)?;
     let report = targets::gc::check(&repo).context("check could not finish")?;
     output::check_report(&report, repo.warnings(), a.json)?;
@@ -1738,12 +1740,12 @@ fn doctor(a: &DoctorArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn support_bundle(a: &cli::SupportBundleArgs, cli: &Cli) -> anyhow::Result<Exit> {
+fn support_bundle(a: &args::SupportBundleArgs, cli: &Cli) -> anyhow::Result<Exit> {
     let quiet = cli.quiet;
     let mut tar = bundle::Tar::new();
     tar.add("mover/versions.txt", bundle::versions().as_bytes());
     tar.add("mover/environment.txt", bundle::environment().as_bytes());
-    let config = match mover::config::Config::load(cli.config.as_deref()) {
+    let config = match crate::config::Config::load(cli.config.as_deref()) {
         Ok(c) => c.redacted(),
         Err(e) => format!("# the configuration file cannot be loaded: {e}\n"),
     };
@@ -1804,8 +1806,8 @@ fn doctor_repo_arg(a: &DoctorArgs, location: &str) -> RepoArg {
     }
 }
 
-fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
-    use mover::doctor::{check_repository, check_source, Check};
+fn doctor_checks(a: &DoctorArgs) -> Vec<crate::doctor::Check> {
+    use crate::doctor::{check_repository, check_source, Check};
     let read_for = std::time::Duration::from_secs_f64(a.read_seconds.clamp(0.0, 60.0));
     let mut checks: Vec<Check> = Vec::new();
     for src in &a.source {
@@ -1871,7 +1873,7 @@ fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
 /// file; see `mover::config`).
 fn parse_cli() -> anyhow::Result<Cli> {
     use clap::{CommandFactory, FromArgMatches};
-    let argv = mover::config::with_profile(
+    let argv = crate::config::with_profile(
         &Cli::command(),
         std::env::args_os().collect(),
         "backup",
@@ -1882,7 +1884,7 @@ fn parse_cli() -> anyhow::Result<Cli> {
     )?)
 }
 
-fn benchmark(a: &cli::BenchmarkArgs) -> anyhow::Result<Exit> {
+fn benchmark(a: &args::BenchmarkArgs) -> anyhow::Result<Exit> {
     use std::io::Write;
     if !(0.01..=60.0).contains(&a.seconds) {
         return Err(usage("--seconds takes 0.01 to 60 seconds"));
