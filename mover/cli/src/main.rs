@@ -16,11 +16,11 @@ use anyhow::Context;
 use mover::{Destination, FileSource, Progress, SourceKind};
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions, S3Backend, S3Options};
 
-use chunker::crypto::{Aead, Password};
 use args::{
     ArchiveCommand, ArchiveFormat, BackupArgs, Cli, Command, DoctorArgs, KeyCommand, PerfArgs,
     RepairCommand, RepoArg, RestoreArgs, SnapshotsArgs, Subset, VerifyArgs,
 };
+use chunker::crypto::{Aead, Password};
 
 /// Exit codes; see the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
