@@ -19,12 +19,17 @@ mod restore;
 mod spool;
 mod target;
 mod transfer;
+mod write;
 
 pub use catalog::{hex, Catalog, CatalogArchive};
 pub use io::{header_for, open_input, open_sink};
 pub use restore::{restore_archive, ArchiveInput, ArchiveRestoreOptions, ArchiveRestoreReport};
 pub use target::ArchiveTarget;
-pub use transfer::{export_archive, import_archive, read_archive, ArchiveListing};
+pub use transfer::{
+    export_archive, export_snapshot, import_archive, read_archive, ArchiveListing, ExportReport,
+    ExportRequest,
+};
+pub use write::{write_archive, ArchiveFormat};
 
 use map::{decode_map, encode_entry, Placed, MAP_ENTRY, MAP_FLUSH, MAP_VERSION};
 use restore::damage_line;

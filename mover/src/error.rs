@@ -87,6 +87,35 @@ pub enum Error {
     /// Stopped by SIGINT or SIGTERM.
     #[error("interrupted")]
     Interrupted,
+    /// A request the engine cannot carry out as given: a bad combination of options, found
+    /// after parsing (the binary exits 2, as for its own usage errors).
+    #[error("{0}")]
+    Usage(String),
+    /// A request refused as given (a snapshot that is not there, or not the one named); the
+    /// message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+    /// A file to attach to a snapshot cannot be read.
+    #[error("cannot read attachment {path}: {source}")]
+    Attachment {
+        /// The file as given.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A command failed: `what` failed, and `note` says what was (not) committed, unless the
+    /// commit's outcome is unknown (then it is empty: the claim could be false).
+    #[error("{what} failed{note}")]
+    Failed {
+        /// What failed: "backup of SRC", "import of PATH".
+        what: String,
+        /// ", nothing was committed", or empty.
+        note: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -107,7 +136,64 @@ impl Error {
         match self {
             Error::Store(e) => e.is_damage(),
             Error::Format(_) => true,
+            Error::Failed { source, .. } => source.is_damage(),
             _ => false,
         }
     }
+
+    /// True when SIGINT or SIGTERM stopped the work.
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            Error::Interrupted => true,
+            Error::Failed { source, .. } => source.is_interrupted(),
+            _ => false,
+        }
+    }
+
+    /// True for a request that cannot be carried out as given ([`Error::Usage`]).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_))
+    }
+
+    /// True when a commit got no answer and the store could not be asked either: whether
+    /// the snapshot landed is unknown.
+    pub fn is_commit_unknown(&self) -> bool {
+        match self {
+            Error::Store(targets::Error::CommitUnknown { .. }) => true,
+            Error::Failed { source, .. } => source.is_commit_unknown(),
+            _ => false,
+        }
+    }
+
+    /// This error as the failure of `what`, saying that `nothing` ("nothing was committed";
+    /// empty: say nothing) unless the commit's outcome is unknown.
+    pub fn failed(self, what: impl Into<String>, nothing: &str) -> Error {
+        let note = match self.is_commit_unknown() || nothing.is_empty() {
+            true => String::new(),
+            false => format!(", {nothing}"),
+        };
+        Error::Failed {
+            what: what.into(),
+            note,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// An error and its causes on one line, skipping a cause whose text the line already carries
+/// (many errors name their OS error themselves).
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line.replace('\n', " ")
 }

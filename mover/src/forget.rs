@@ -239,3 +239,167 @@ mod tests {
         assert!(Policy::default().is_empty());
     }
 }
+
+/// `mover forget`: the snapshots to remove, by id or by a policy.
+#[derive(Clone, Debug, Default)]
+pub struct ForgetRequest {
+    /// Snapshot ids (unique prefixes) or `latest`; empty with a policy.
+    pub snapshots: Vec<String>,
+    /// Only snapshots of this name.
+    pub name: Option<String>,
+    /// The retention policy; empty with ids.
+    pub policy: Policy,
+    /// Say what would be removed, remove nothing.
+    pub dry_run: bool,
+}
+
+/// The verdict on one snapshot, as `mover forget` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForgetRow {
+    /// The snapshot.
+    pub id: chunker::format::ObjectId,
+    /// Its name (`?` when a named id has no readable manifest).
+    pub name: String,
+    /// When it was taken, ms since the epoch.
+    pub created_ms: i64,
+    /// Kept (true) or removed.
+    pub keep: bool,
+    /// Why: the rules that keep it, or `named` for an id given.
+    pub reasons: Vec<String>,
+}
+
+/// Refuses a request that gives neither ids nor a policy, or both.
+pub fn forget_check(request: &ForgetRequest) -> crate::Result<()> {
+    use crate::Error;
+    match (request.snapshots.is_empty(), request.policy.is_empty()) {
+        (true, true) => Err(Error::Usage(
+            "give the snapshots to forget, or a policy (--keep-last, --keep-daily, …, --keep-within); forget never removes every snapshot".into(),
+        )),
+        (false, false) => Err(Error::Usage(
+            "give either snapshot ids or a --keep-* policy, not both".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Judges the repository's snapshots by the request and, unless `dry_run`, deletes those
+/// not kept (and their damage marks). Snapshots marked damaged are kept and do not count
+/// toward a policy's rules: a damaged newest snapshot must not push out the last one that
+/// restores. An id that matches nothing or several snapshots removes nothing.
+pub fn forget(
+    repo: &targets::Repository,
+    request: &ForgetRequest,
+) -> crate::Result<Vec<ForgetRow>> {
+    forget_check(request)?;
+    let all = repo.snapshots()?;
+    let rows = match request.policy.is_empty() {
+        true => named_rows(repo, request, &all)?,
+        false => policy_rows(repo, request, &all)?,
+    };
+    if !request.dry_run {
+        let backend = repo.backend();
+        for row in rows.iter().filter(|r| !r.keep) {
+            let hex = row.id.to_hex();
+            backend.delete(&format!("snapshots/{hex}")).map_err(|e| {
+                crate::Error::from(e).failed(format!("removal of snapshot {}", &hex[..12]), "")
+            })?;
+            backend.delete(&targets::gc::damage_key(&row.id))?;
+        }
+    }
+    Ok(rows)
+}
+
+type Listed = [(chunker::format::ObjectId, chunker::format::Manifest)];
+
+/// The snapshots named by id, all removed.
+fn named_rows(
+    repo: &targets::Repository,
+    request: &ForgetRequest,
+    all: &Listed,
+) -> crate::Result<Vec<ForgetRow>> {
+    use crate::Error;
+    let ids = repo.snapshot_ids()?;
+    let mut chosen = std::collections::BTreeSet::new();
+    for spec in &request.snapshots {
+        let spec_l = spec.to_ascii_lowercase();
+        let id = if spec_l == "latest" {
+            repo.find_snapshot(spec, request.name.as_deref())?.0
+        } else {
+            let found: Vec<_> = ids
+                .iter()
+                .filter(|id| !spec_l.is_empty() && id.to_hex().starts_with(&spec_l))
+                .collect();
+            match found.as_slice() {
+                [one] => **one,
+                [] => return Err(Error::Refused(format!(
+                    "snapshot '{spec}' not found; list them with `mover snapshots`; nothing was removed"
+                ))),
+                many => return Err(Error::Refused(format!(
+                    "snapshot '{spec}' is ambiguous: it matches {} snapshots; give more characters; nothing was removed",
+                    many.len()
+                ))),
+            }
+        };
+        if let (Some(want), Some((_, m))) = (&request.name, all.iter().find(|(i, _)| *i == id)) {
+            if &m.name != want {
+                return Err(Error::Refused(format!(
+                    "snapshot '{spec}' is named '{}', not '{want}'; nothing was removed",
+                    m.name
+                )));
+            }
+        }
+        chosen.insert(id);
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|id| {
+            let (name, created_ms) = all
+                .iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, m)| (m.name.clone(), m.created_ms))
+                .unwrap_or_else(|| ("?".into(), 0));
+            ForgetRow {
+                id,
+                name,
+                created_ms,
+                keep: false,
+                reasons: vec!["named".into()],
+            }
+        })
+        .collect())
+}
+
+/// Every snapshot of the request's name, judged by its policy.
+fn policy_rows(
+    repo: &targets::Repository,
+    request: &ForgetRequest,
+    all: &Listed,
+) -> crate::Result<Vec<ForgetRow>> {
+    let damaged = targets::gc::damaged_marks(&**repo.backend())?;
+    let named = all
+        .iter()
+        .filter(|(_, m)| request.name.as_ref().is_none_or(|n| &m.name == n));
+    let (marked, group): (Vec<_>, Vec<_>) = named.partition(|(id, _)| damaged.contains(id));
+    let row = |(id, m): &(chunker::format::ObjectId, chunker::format::Manifest), keep, reasons| {
+        ForgetRow {
+            id: *id,
+            name: m.name.clone(),
+            created_ms: m.created_ms,
+            keep,
+            reasons,
+        }
+    };
+    let why = "damaged: kept, not counted by the policy (`mover forget` it by id)";
+    let mut rows: Vec<ForgetRow> = marked
+        .iter()
+        .map(|s| row(s, true, vec![why.to_string()]))
+        .collect();
+    let input: Vec<(&str, i64)> = group
+        .iter()
+        .map(|(_, m)| (m.name.as_str(), m.created_ms))
+        .collect();
+    for v in apply(&input, &request.policy) {
+        rows.push(row(group[v.index], v.keep, v.reasons));
+    }
+    Ok(rows)
+}

@@ -37,6 +37,7 @@ mod changes;
 mod error;
 pub mod forget;
 mod hooks;
+mod job;
 mod nbd;
 mod pipeline;
 mod progress;
@@ -45,13 +46,18 @@ mod source;
 pub mod sys;
 mod verify;
 
+pub use archive::ArchiveFormat;
 pub use backup::{
     backup, backup_image, backup_stream, BackupOptions, BackupReport, BackupTarget, ChangeMap,
     DiskInput, DiskJob,
 };
 pub use changes::{merge as merge_ranges, parse_disk_change_info};
-pub use error::{Error, Result};
+pub use error::{one_line, Error, Result};
 pub use hooks::Hook;
+pub use job::{
+    is_nbd, read_attachments, run_backup, ArchiveWritten, BackupDestination, BackupHooks,
+    BackupOutcome, BackupRequest, DiskRequest,
+};
 pub use nbd::{NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;

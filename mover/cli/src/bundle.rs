@@ -135,6 +135,68 @@ pub fn write(out: &str, tar: Vec<u8>, force: bool) -> anyhow::Result<u64> {
     Ok(zst.len() as u64)
 }
 
+/// `mover support-bundle`.
+pub fn support_bundle(
+    a: &crate::args::SupportBundleArgs,
+    cli: &crate::args::Cli,
+    secrets: &crate::repo::Secrets,
+) -> anyhow::Result<crate::Exit> {
+    use crate::doctor::{doctor_checks, doctor_repo_arg};
+    use crate::output;
+    let quiet = cli.quiet;
+    let mut tar = Tar::new();
+    tar.add("mover/versions.txt", versions().as_bytes());
+    tar.add("mover/environment.txt", environment().as_bytes());
+    let config = match crate::config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c.redacted(),
+        Err(e) => format!("# the configuration file cannot be loaded: {e}\n"),
+    };
+    tar.add("mover/config.toml", config.as_bytes());
+    let checks = doctor_checks(&a.doctor, secrets);
+    let mut text = Vec::new();
+    output::doctor_report(&checks, false, &mut text)?;
+    tar.add("mover/doctor.txt", &text);
+    if let Some(location) = &a.doctor.repo {
+        let repo = doctor_repo_arg(&a.doctor, location);
+        let summary = match crate::repo::open_repo(&repo, secrets).and_then(|r| Ok(r.snapshots()?))
+        {
+            Ok(list) => {
+                let mut t = format!("{} snapshots\n", list.len());
+                for (id, m) in &list {
+                    t.push_str(&format!(
+                        "{}  {}  {}  {} bytes  {} disk(s)\n",
+                        &id.to_hex()[..12],
+                        output::timestamp(m.created_ms),
+                        m.name,
+                        m.total_len(),
+                        m.disks.len()
+                    ));
+                }
+                t
+            }
+            Err(e) => format!("cannot list snapshots: {}\n", crate::one_line(&e)),
+        };
+        tar.add("mover/repository.txt", summary.as_bytes());
+    }
+    for (i, log) in a.logs.iter().enumerate() {
+        let name = std::path::Path::new(log)
+            .file_name()
+            .map_or_else(|| format!("log-{i}"), |n| n.to_string_lossy().into_owned());
+        match log_tail(std::path::Path::new(log), 1 << 20) {
+            Ok(data) => tar.add(&format!("mover/logs/{i}-{name}"), &data),
+            Err(e) => tar.add(
+                &format!("mover/logs/{i}-{name}.error"),
+                e.to_string().as_bytes(),
+            ),
+        }
+    }
+    let bytes = write(&a.out, tar.finish(), a.force)?;
+    if !quiet && a.out != "-" {
+        eprintln!("wrote support bundle {} ({bytes} bytes)", a.out);
+    }
+    Ok(crate::Exit::Success)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -674,16 +674,16 @@ pub fn export_summary(
 
 /// `forget`: rows of (id, name, created ms, kept, reasons).
 pub fn forget_report(
-    rows: &[(ObjectId, String, i64, bool, Vec<String>)],
+    rows: &[mover::forget::ForgetRow],
     dry_run: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let item = |(id, name, created, _, reasons): &(ObjectId, String, i64, bool, Vec<String>)| {
-        json!({"id": id.to_hex(), "name": name, "created": timestamp(*created),
-               "created_ms": created, "reasons": reasons})
+    let item = |r: &mover::forget::ForgetRow| {
+        json!({"id": r.id.to_hex(), "name": r.name, "created": timestamp(r.created_ms),
+               "created_ms": r.created_ms, "reasons": r.reasons})
     };
-    let kept: Vec<_> = rows.iter().filter(|r| r.3).map(item).collect();
-    let removed: Vec<_> = rows.iter().filter(|r| !r.3).map(item).collect();
+    let kept: Vec<_> = rows.iter().filter(|r| r.keep).map(item).collect();
+    let removed: Vec<_> = rows.iter().filter(|r| !r.keep).map(item).collect();
     events::emit(
         "summary",
         json!({"command": "forget", "dry_run": dry_run, "kept": kept, "removed": removed}),
@@ -692,7 +692,14 @@ pub fn forget_report(
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    for (id, name, created, keep, reasons) in rows {
+    for mover::forget::ForgetRow {
+        id,
+        name,
+        created_ms: created,
+        keep,
+        reasons,
+    } in rows
+    {
         let verdict = match (keep, dry_run) {
             (true, _) => "keep  ",
             (false, true) => "would remove",

@@ -231,3 +231,74 @@ pub fn export_archive(
     }
     target.commit(&out_manifest)
 }
+
+/// `mover archive export`: a repository snapshot to write as a self-contained archive.
+#[derive(Clone, Debug)]
+pub struct ExportRequest {
+    /// The snapshot: an id, a unique prefix, or `latest`.
+    pub snapshot: String,
+    /// With `latest`: the snapshot name to choose among.
+    pub name: Option<String>,
+    /// The destination: a path, a device, or `-` (stdout).
+    pub to: String,
+    /// How the archive is written.
+    pub format: super::ArchiveFormat,
+    /// The password of an encrypted archive (`format.encrypt`).
+    pub password: Option<Password>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct ExportReport {
+    /// The snapshot exported.
+    pub snapshot: ObjectId,
+    /// The sealed archive.
+    pub summary: targets::archive::ArchiveSummary,
+}
+
+/// Writes a repository snapshot as a self-contained archive ([`export_archive`]); what a
+/// failure leaves at the destination is removed.
+pub fn export_snapshot(
+    repo: &Repository,
+    request: &ExportRequest,
+    progress: &Progress,
+) -> Result<ExportReport> {
+    let (id, manifest) = repo.find_snapshot(&request.snapshot, request.name.as_deref())?;
+    let key = match (&request.password, request.format.encrypt) {
+        (Some(p), true) => Some(targets::archive::ArchiveKey::new(
+            p,
+            chunker::crypto::KdfParams::default(),
+            request.format.cipher.unwrap_or_else(Aead::preferred),
+        )?),
+        (None, true) => {
+            return Err(Error::Usage(
+                "the archive needs a password: set MOVER_PASSWORD or give --password-file FILE"
+                    .into(),
+            ))
+        }
+        (_, false) => None,
+    };
+    let disks: Vec<(String, u64)> = manifest
+        .disks
+        .iter()
+        .map(|d| (d.name.clone(), d.source_len))
+        .collect();
+    let chunk = match manifest.disks[0].chunking {
+        chunker::format::Chunking::Fixed(s) | chunker::format::Chunking::Cdc(s) => s,
+    };
+    let header = super::header_for(&disks, chunk, Vec::new(), &manifest.name);
+    let short = &id.to_hex()[..12];
+    let (_, summary, _) = super::write_archive(
+        &request.to,
+        &request.format,
+        header,
+        Vec::new(),
+        key,
+        |target| export_archive(repo, &manifest, target, progress),
+    )
+    .map_err(|e| e.failed(format!("export of snapshot {short}"), ""))?;
+    Ok(ExportReport {
+        snapshot: id,
+        summary,
+    })
+}

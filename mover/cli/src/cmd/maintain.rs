@@ -1,0 +1,286 @@
+//! The repository commands: init, key, snapshots, forget, gc, check, repair, verify, and
+//! benchmark.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chunker::crypto::Aead;
+use mover::Progress;
+use targets::{Backend, Repository};
+
+use crate::args::{self, KeyCommand, RepairCommand, RepoArg, SnapshotsArgs, Subset, VerifyArgs};
+use crate::repo::{backend, fetch_threads, is_s3, new_secret, open_repo, s3_backend, Secrets};
+use crate::{events, output, show_progress, usage, Exit};
+
+/// `mover init`.
+pub fn init(
+    repo: &RepoArg,
+    encrypt: Option<Aead>,
+    secrets: &Secrets,
+    quiet: bool,
+) -> anyhow::Result<Exit> {
+    let key = match encrypt {
+        Some(aead) => Some((secrets.password_for_new("the new repository")?, aead)),
+        None => None,
+    };
+    let create = |b: Arc<dyn Backend>| -> anyhow::Result<()> {
+        match &key {
+            Some((p, aead)) => {
+                Repository::init_encrypted(b, p, chunker::crypto::KdfParams::default(), *aead)?
+            }
+            None => Repository::init(b)?,
+        };
+        Ok(())
+    };
+    let what = match encrypt {
+        Some(aead) => format!("repository encrypted with {}", aead.name()),
+        None => "repository".to_string(),
+    };
+    if !is_s3(repo) {
+        create(backend(repo)?)?;
+        if !quiet {
+            eprintln!("created {what} {}", repo.repo);
+        }
+        return Ok(Exit::Success);
+    }
+    let s3 = Arc::new(s3_backend(repo)?);
+    create(s3.clone())?;
+    if !quiet {
+        eprintln!("created {what} {}", repo.repo);
+        // Worth knowing about a server, though mover never relies on it (docs/FORMAT.md).
+        match s3.honours_conditional_put() {
+            Ok(true) => eprintln!("the server honours conditional writes (If-None-Match)"),
+            Ok(false) => eprintln!(
+                "note: the server ignores conditional writes (If-None-Match); mover does not \
+                 depend on them, snapshot names are content hashes"
+            ),
+            Err(e) => tracing::warn!("could not probe conditional writes: {e}"),
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// `mover key …`.
+pub fn key(cmd: &KeyCommand, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
+    let params = chunker::crypto::KdfParams::default();
+    let new_password = |a: &args::KeyNewArgs| {
+        new_secret(
+            a.new_password_file.as_deref(),
+            "MOVER_NEW_PASSWORD",
+            "the new key",
+        )
+    };
+    match cmd {
+        KeyCommand::Add(a) => {
+            let repo = open_repo(&a.repo, secrets)?;
+            let new = new_password(a)?;
+            let id = repo.add_key(&new, params)?;
+            if !quiet {
+                eprintln!("added key {}", &id[..12]);
+            }
+            println!("{id}");
+        }
+        KeyCommand::Passwd(a) => {
+            let repo = open_repo(&a.repo, secrets)?;
+            let new = new_password(a)?;
+            let id = repo.change_password(&new, params)?;
+            if !quiet {
+                eprintln!(
+                    "password changed: key {} replaces the one in use",
+                    &id[..12]
+                );
+            }
+            println!("{id}");
+        }
+        KeyCommand::Remove(a) => {
+            let repo = open_repo(&a.repo, secrets)?;
+            let id = repo.remove_key(&a.id)?;
+            if !quiet {
+                eprintln!("removed key {}", &id[..12]);
+            }
+        }
+        KeyCommand::List(a) => {
+            let repo = open_repo(&a.repo, secrets)?;
+            output::key_list(&repo.list_keys()?, a.json)?;
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// `mover snapshots`.
+pub fn snapshots(a: &SnapshotsArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo, secrets)?;
+    let list: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, m)| a.name.as_ref().is_none_or(|n| &m.name == n))
+        .collect();
+    let damaged = targets::gc::damaged_marks(&**repo.backend())?;
+    output::snapshot_list(&list, &damaged, a.json)?;
+    Ok(Exit::Success)
+}
+
+/// `mover forget`.
+pub fn forget(a: &args::ForgetArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+    let request = mover::forget::ForgetRequest {
+        snapshots: a.snapshots.clone(),
+        name: a.name.clone(),
+        policy: mover::forget::Policy {
+            last: a.keep_last,
+            hourly: a.keep_hourly,
+            daily: a.keep_daily,
+            weekly: a.keep_weekly,
+            monthly: a.keep_monthly,
+            yearly: a.keep_yearly,
+            within_ms: a.keep_within,
+        },
+        dry_run: a.dry_run,
+    };
+    // A request without ids or a policy is refused before the repository is opened.
+    mover::forget::forget_check(&request)?;
+    let repo = open_repo(&a.repo, secrets)?;
+    let rows = mover::forget::forget(&repo, &request)?;
+    output::forget_report(&rows, a.dry_run, a.json)?;
+    Ok(Exit::Success)
+}
+
+/// `mover gc`.
+pub fn gc(a: &args::GcArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo, secrets)?;
+    let opts = targets::gc::GcOptions {
+        grace_ms: a.grace,
+        dry_run: a.dry_run,
+        max_repack_bytes: a.max_repack.unwrap_or(u64::MAX),
+        ..targets::gc::GcOptions::default()
+    };
+    let report = targets::gc::collect(&repo, &opts).context("garbage collection stopped")?;
+    output::gc_report(&report, a.dry_run, a.json)?;
+    Ok(if report.warnings.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Warnings
+    })
+}
+
+/// `mover check`.
+pub fn check(a: &args::CheckArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo, secrets)?;
+    let report = targets::gc::check(&repo).context("check could not finish")?;
+    output::check_report(&report, repo.warnings(), a.json)?;
+    if report.errors.is_empty() && repo.warnings().is_empty() {
+        Ok(Exit::Success)
+    } else {
+        eprintln!(
+            "mover: the repository has {} problem(s); see above for what to do",
+            report.errors.len() + repo.warnings().len()
+        );
+        Ok(Exit::Failure)
+    }
+}
+
+/// `mover repair index|snapshots`.
+pub fn repair(c: &RepairCommand, secrets: &Secrets) -> anyhow::Result<Exit> {
+    match c {
+        RepairCommand::Index(a) => {
+            let repo = open_repo(&a.repo, secrets)?;
+            let r = targets::gc::repair_index(&repo, a.dry_run).context("repair index stopped")?;
+            output::repair_index_report(&r, a.dry_run, a.json)?;
+            Ok(if r.unreadable.is_empty() {
+                Exit::Success
+            } else {
+                Exit::Warnings
+            })
+        }
+        RepairCommand::Snapshots(a) => {
+            let repo = open_repo(&a.repo, secrets)?;
+            let r = targets::gc::repair_snapshots(&repo, a.dry_run)
+                .context("repair snapshots stopped")?;
+            output::repair_snapshots_report(&r, a.dry_run, a.json)?;
+            Ok(if r.is_empty() {
+                Exit::Success
+            } else {
+                Exit::Warnings
+            })
+        }
+    }
+}
+
+/// `mover verify`.
+pub fn verify(a: &VerifyArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
+    let repo = open_repo(&a.repo, secrets)?;
+    let selected = match &a.snapshot {
+        Some(spec) => {
+            let (id, m) = repo.find_snapshot(spec, a.name.as_deref())?;
+            vec![(id, Ok(m))]
+        }
+        None => {
+            let mut all = Vec::new();
+            for id in repo.snapshot_ids()? {
+                match repo.load_snapshot(&id) {
+                    Ok(m) if a.name.as_ref().is_some_and(|n| &m.name != n) => {}
+                    Ok(m) => all.push((id, Ok(m))),
+                    Err(e) if e.is_damage() => all.push((id, Err(e.to_string()))),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            all
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = output::ProgressBar::start(&progress, show_progress(quiet), "verify");
+    let seed = u64::from_le_bytes(targets::random_bytes());
+    let select = |id: &chunker::ChunkId| {
+        let b = id.as_bytes();
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        match a.subset {
+            None => true,
+            Some(Subset::Part(n, m)) => word(8) % u64::from(m) == u64::from(n - 1),
+            Some(Subset::Percent(p)) => (((word(0) ^ seed) % 1_000_000) as f64) < p * 10_000.0,
+        }
+    };
+    let result = mover::verify(
+        &repo,
+        selected,
+        fetch_threads(&a.perf, &a.repo),
+        &progress,
+        &select,
+    );
+    bar.finish();
+    let report = result.context("verify could not finish")?;
+    output::verify_report(&report, a.json, quiet)?;
+    let damaged = report.snapshots.iter().filter(|s| !s.is_ok()).count();
+    if damaged > 0 {
+        eprintln!(
+            "mover: {damaged} of {} snapshots are damaged; they cannot be restored bit-exact",
+            report.snapshots.len()
+        );
+        return Ok(Exit::Failure);
+    }
+    Ok(Exit::Success)
+}
+
+/// `mover benchmark`.
+pub fn benchmark(a: &args::BenchmarkArgs) -> anyhow::Result<Exit> {
+    use std::io::Write;
+    if !(0.01..=60.0).contains(&a.seconds) {
+        return Err(usage("--seconds takes 0.01 to 60 seconds"));
+    }
+    let mut opts = mover::benchmark::BenchOptions {
+        seconds: a.seconds,
+        level: a.compression,
+        source: a.source.clone(),
+        ..Default::default()
+    };
+    if let Some(n) = a.threads {
+        opts.threads = usize::from(n);
+    }
+    let report = mover::benchmark::run(&opts)?;
+    if a.json {
+        events::emit("summary", report.to_json());
+    } else {
+        std::io::stdout()
+            .lock()
+            .write_all(report.to_table().as_bytes())?;
+    }
+    Ok(Exit::Success)
+}
