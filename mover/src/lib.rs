@@ -62,11 +62,12 @@ pub use nbd::{NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;
 pub use restore::{
-    restore, restore_delta, DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport,
+    create_destination, restore, restore_delta, restore_snapshot, save_attachment, DeltaRequest,
+    DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport, RestoreRequest,
     LOCAL_TASK_BYTES, REMOTE_TASK_BYTES,
 };
 pub use source::{FileSource, Source, SourceKind};
-pub use verify::{verify, SnapshotCheck, VerifyReport};
+pub use verify::{verify, verify_repository, SnapshotCheck, Subset, VerifyReport, VerifyRequest};
 
 /// Default zstd level: level 3 measured the best stored-bytes for the time on mixed VM images
 /// (see `bench/results/`).

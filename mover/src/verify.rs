@@ -140,3 +140,63 @@ pub fn verify(
     }
     Ok(report)
 }
+/// Which chunks `verify --subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// The `n`-th (1-based) of `m` parts, chosen by chunk id: `m` runs cover every chunk.
+    Part(u32, u32),
+    /// A random sample of this percentage.
+    Percent(f64),
+}
+
+/// `mover verify`: which snapshots and which of their chunks to read.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyRequest {
+    /// One snapshot (an id, a unique prefix or `latest`); `None`: all of them.
+    pub snapshot: Option<String>,
+    /// Only snapshots of this name (with `latest`: the one to choose among).
+    pub name: Option<String>,
+    /// Read only this part of the chunks.
+    pub subset: Option<Subset>,
+    /// Workers fetching chunks.
+    pub threads: usize,
+}
+
+/// Verifies the snapshots a request selects ([`verify`]). A snapshot whose manifest is
+/// damaged is reported as damaged, not an error.
+pub fn verify_repository(
+    repo: &Repository,
+    request: &VerifyRequest,
+    progress: &Progress,
+) -> Result<VerifyReport> {
+    let name = request.name.as_deref();
+    let selected = match &request.snapshot {
+        Some(spec) => {
+            let (id, m) = repo.find_snapshot(spec, name)?;
+            vec![(id, Ok(m))]
+        }
+        None => {
+            let mut all = Vec::new();
+            for id in repo.snapshot_ids()? {
+                match repo.load_snapshot(&id) {
+                    Ok(m) if name.is_some_and(|n| m.name != n) => {}
+                    Ok(m) => all.push((id, Ok(m))),
+                    Err(e) if e.is_damage() => all.push((id, Err(e.to_string()))),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            all
+        }
+    };
+    let seed = u64::from_le_bytes(targets::random_bytes());
+    let select = |id: &ChunkId| {
+        let b = id.as_bytes();
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        match request.subset {
+            None => true,
+            Some(Subset::Part(n, m)) => word(8) % u64::from(m) == u64::from(n - 1),
+            Some(Subset::Percent(p)) => (((word(0) ^ seed) % 1_000_000) as f64) < p * 10_000.0,
+        }
+    };
+    verify(repo, selected, request.threads, progress, &select).map_err(|e| e.failed("verify", ""))
+}

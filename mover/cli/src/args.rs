@@ -3,6 +3,7 @@
 
 use chunker::crypto::Aead;
 use clap::{Args, Parser, Subcommand};
+use mover::Subset;
 
 /// A high-throughput streaming data mover for disk images: back up raw images and block
 /// devices into a deduplicating, compressing repository and restore them bit-exact.
@@ -448,15 +449,6 @@ pub struct VerifyArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Which chunks `verify --subset` reads.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Subset {
-    /// The `n`-th (1-based) of `m` parts, chosen by chunk id.
-    Part(u32, u32),
-    /// A random sample of this percentage.
-    Percent(f64),
 }
 
 fn parse_subset(s: &str) -> Result<Subset, String> {

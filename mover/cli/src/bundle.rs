@@ -117,19 +117,7 @@ pub fn write(out: &str, tar: Vec<u8>, force: bool) -> anyhow::Result<u64> {
         o.flush()?;
         return Ok(zst.len() as u64);
     }
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true);
-    if force {
-        open.create(true).truncate(true);
-    } else {
-        open.create_new(true);
-    }
-    let mut f = open.open(out).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => {
-            anyhow::Error::from(mover::Error::DestinationExists { path: out.into() })
-        }
-        _ => anyhow::Error::from(e).context(format!("cannot write {out}")),
-    })?;
+    let mut f = mover::create_destination(out, force)?;
     f.write_all(&zst)?;
     f.sync_all()?;
     Ok(zst.len() as u64)
@@ -166,7 +154,7 @@ pub fn support_bundle(
                     t.push_str(&format!(
                         "{}  {}  {}  {} bytes  {} disk(s)\n",
                         &id.to_hex()[..12],
-                        output::timestamp(m.created_ms),
+                        crate::human::timestamp(m.created_ms),
                         m.name,
                         m.total_len(),
                         m.disks.len()

@@ -8,6 +8,7 @@ use chunker::ExtentKind;
 use targets::{Backend, LocalBackend, Repository, RepositoryOptions};
 
 use crate::args::{DoctorArgs, RepoArg};
+use crate::human::bytes;
 use crate::repo::{is_s3, repo_options, s3_backend, Secrets};
 use crate::{output, usage, Exit};
 use mover::{FileSource, NbdOptions, NbdSource, Source, SourceKind};
@@ -127,7 +128,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
         c.bad("size", "0 bytes", "check that this is the disk you mean");
         return c.out;
     }
-    c.ok("size", format!("{len} bytes ({})", human(len)));
+    c.ok("size", format!("{len} bytes ({})", bytes(len)));
     let probe = len.min(64 << 10) as usize;
     let mut buf = vec![0; probe];
     match source
@@ -158,8 +159,8 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                 "allocation",
                 format!(
                     "{} of data or unknown, {} known zero (never read) in {} extents",
-                    human(len - zero),
-                    human(zero),
+                    bytes(len - zero),
+                    bytes(zero),
                     extents.len()
                 ),
             );
@@ -192,7 +193,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
         format!(
             "{:.0} MB/s sequential, one reader ({} in {secs:.1} s; page cache counts)",
             read as f64 / secs / 1e6,
-            human(read)
+            bytes(read)
         ),
     );
     c.out
@@ -347,30 +348,14 @@ pub fn check_repository(
         match mover::sys::free_space(dir) {
             Ok(free) if free < 1 << 30 => c.bad(
                 "free space",
-                format!("{} free", human(free)),
+                format!("{} free", bytes(free)),
                 "free space or move the repository: a backup needs room for its new chunks",
             ),
-            Ok(free) => c.ok("free space", format!("{} free", human(free))),
+            Ok(free) => c.ok("free space", format!("{} free", bytes(free))),
             Err(e) => c.ok("free space", format!("unknown ({e})")),
         }
     }
     c.out
-}
-
-/// `1.5 GiB`, binary units.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

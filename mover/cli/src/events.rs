@@ -12,7 +12,10 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::output::{timestamp, JSON_SCHEMA};
+use crate::human::timestamp;
+
+/// Version of the JSON output documented in `docs/JSON.md`.
+pub const JSON_SCHEMA: u32 = 1;
 
 enum Sink {
     Stdout,

@@ -13,6 +13,7 @@ mod config;
 mod doctor;
 mod events;
 mod generate;
+mod human;
 mod output;
 mod repo;
 
@@ -267,8 +268,4 @@ fn parse_cli() -> anyhow::Result<Cli> {
 
 fn show_progress(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
-}
-
-fn short(id: &chunker::format::ObjectId) -> String {
-    id.to_hex()[..12].to_string()
 }

@@ -11,9 +11,7 @@ use mover::{BackupReport, Progress, RestoreReport, VerifyReport};
 use serde_json::json;
 
 use crate::events;
-
-/// Version of the JSON output documented in `docs/JSON.md`.
-pub const JSON_SCHEMA: u32 = 1;
+use crate::human::{bytes, duration, timestamp};
 
 /// A one-line progress display on stderr, redrawn a few times a second.
 pub struct ProgressBar {
@@ -83,46 +81,6 @@ fn draw(progress: &Progress, stop: &AtomicBool, what: &str, show: bool) {
     if show {
         let _ = write!(err, "\r\x1b[K");
     }
-}
-
-/// `1.5 GiB`-style sizes.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn duration(secs: f64) -> String {
-    let s = secs.round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// `2026-11-25T01:24:04Z` from ms since the epoch (UTC, no time-zone database needed).
-pub fn timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = mover::forget::civil(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
@@ -928,12 +886,5 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(bytes(5), "5 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(4 << 30), "4.0 GiB");
     }
 }

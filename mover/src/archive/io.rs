@@ -93,17 +93,7 @@ pub fn open_sink(
         v.on_next_volume(move |n, _| run_hook(&next_volume, n));
         return Ok((Box::new(v), None));
     }
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true);
-    if force {
-        open.create(true).truncate(true);
-    } else {
-        open.create_new(true);
-    }
-    let file = open.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => Error::DestinationExists { path: path.into() },
-        _ => err(e),
-    })?;
+    let file = crate::create_destination(path, force)?;
     Ok((
         Box::new(StreamSink::new(file, path)),
         Some(std::path::PathBuf::from(path)),

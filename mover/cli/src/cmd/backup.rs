@@ -191,7 +191,7 @@ pub fn backup(a: &BackupArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<
         // The run's catalog entry, for the backup software's own catalog: the summary event's
         // data, as one JSON document (written atomically).
         let doc =
-            serde_json::json!({"type": "catalog", "schema": output::JSON_SCHEMA, "data": summary});
+            serde_json::json!({"type": "catalog", "schema": events::JSON_SCHEMA, "data": summary});
         if let Err(e) = write_atomically(Path::new(path), doc.to_string().as_bytes()) {
             let m = format!(
                 "the snapshot is committed, but --catalog-out {path} cannot be written: {e}"

@@ -8,7 +8,7 @@ use chunker::crypto::Aead;
 use mover::Progress;
 use targets::{Backend, Repository};
 
-use crate::args::{self, KeyCommand, RepairCommand, RepoArg, SnapshotsArgs, Subset, VerifyArgs};
+use crate::args::{self, KeyCommand, RepairCommand, RepoArg, SnapshotsArgs, VerifyArgs};
 use crate::repo::{backend, fetch_threads, is_s3, new_secret, open_repo, s3_backend, Secrets};
 use crate::{events, output, show_progress, usage, Exit};
 
@@ -208,45 +208,17 @@ pub fn repair(c: &RepairCommand, secrets: &Secrets) -> anyhow::Result<Exit> {
 /// `mover verify`.
 pub fn verify(a: &VerifyArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo, secrets)?;
-    let selected = match &a.snapshot {
-        Some(spec) => {
-            let (id, m) = repo.find_snapshot(spec, a.name.as_deref())?;
-            vec![(id, Ok(m))]
-        }
-        None => {
-            let mut all = Vec::new();
-            for id in repo.snapshot_ids()? {
-                match repo.load_snapshot(&id) {
-                    Ok(m) if a.name.as_ref().is_some_and(|n| &m.name != n) => {}
-                    Ok(m) => all.push((id, Ok(m))),
-                    Err(e) if e.is_damage() => all.push((id, Err(e.to_string()))),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            all
-        }
+    let request = mover::VerifyRequest {
+        snapshot: a.snapshot.clone(),
+        name: a.name.clone(),
+        subset: a.subset,
+        threads: fetch_threads(&a.perf, &a.repo),
     };
     let progress = Arc::new(Progress::default());
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "verify");
-    let seed = u64::from_le_bytes(targets::random_bytes());
-    let select = |id: &chunker::ChunkId| {
-        let b = id.as_bytes();
-        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        match a.subset {
-            None => true,
-            Some(Subset::Part(n, m)) => word(8) % u64::from(m) == u64::from(n - 1),
-            Some(Subset::Percent(p)) => (((word(0) ^ seed) % 1_000_000) as f64) < p * 10_000.0,
-        }
-    };
-    let result = mover::verify(
-        &repo,
-        selected,
-        fetch_threads(&a.perf, &a.repo),
-        &progress,
-        &select,
-    );
+    let result = mover::verify_repository(&repo, &request, &progress);
     bar.finish();
-    let report = result.context("verify could not finish")?;
+    let report = result?;
     output::verify_report(&report, a.json, quiet)?;
     let damaged = report.snapshots.iter().filter(|s| !s.is_ok()).count();
     if damaged > 0 {
