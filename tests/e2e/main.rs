@@ -15,6 +15,7 @@ mod errors;
 mod faultproxy;
 mod incremental;
 mod integration;
+mod layout;
 mod lifecycle;
 mod lifecycle_review;
 mod nbd;

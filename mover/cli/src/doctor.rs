@@ -62,8 +62,18 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
         subject: format!("source {spec}"),
         out: Vec::new(),
     };
+    let Some(source) = open_source(spec, &mut c) else {
+        return c.out;
+    };
+    check_reads(source.as_ref(), &mut c, read_for);
+    c.out
+}
+
+/// Opens a source for [`check_source`], saying what it is; `None` when it cannot be read
+/// (or is a stream, which is read once).
+fn open_source(spec: &str, c: &mut Checks) -> Option<Box<dyn Source>> {
     let is_nbd = spec.starts_with("nbd://") || spec.starts_with("nbd+unix://");
-    let source: Box<dyn Source> = if is_nbd {
+    if is_nbd {
         match NbdSource::connect(spec, &NbdOptions::default()) {
             Ok(n) => {
                 let (min, pref, max) = n.block_size();
@@ -81,7 +91,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                     ),
                     b => c.ok("dirty bitmaps", b.join(", ")),
                 }
-                Box::new(n)
+                Some(Box::new(n))
             }
             Err(e) => {
                 c.bad(
@@ -89,7 +99,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                     e.to_string(),
                     "start the NBD server (qemu-nbd, nbdkit) and check the URI",
                 );
-                return c.out;
+                return None;
             }
         }
     } else {
@@ -99,7 +109,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                     "visible",
                     "a stream (pipe or character device): read once, cut with FastCDC",
                 );
-                return c.out;
+                return None;
             }
             Ok(f) => {
                 let what = match f.kind() {
@@ -111,7 +121,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                     _ => "image file".to_string(),
                 };
                 c.ok("visible", what);
-                Box::new(f)
+                Some(Box::new(f))
             }
             Err(e) => {
                 c.bad(
@@ -119,14 +129,19 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                     e.to_string(),
                     "check the path, and run mover as a user who may read it",
                 );
-                return c.out;
+                return None;
             }
         }
-    };
+    }
+}
+
+/// Reads a source for [`check_source`]: its size, first and last bytes, allocation map and
+/// sequential throughput.
+fn check_reads(source: &dyn Source, c: &mut Checks, read_for: Duration) {
     let len = source.len();
     if len == 0 {
         c.bad("size", "0 bytes", "check that this is the disk you mean");
-        return c.out;
+        return;
     }
     c.ok("size", format!("{len} bytes ({})", bytes(len)));
     let probe = len.min(64 << 10) as usize;
@@ -142,7 +157,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                 e.to_string(),
                 "check permissions and the device's health",
             );
-            return c.out;
+            return;
         }
     }
     match source
@@ -182,7 +197,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
                 format!("read failed at {off}: {e}"),
                 "check the device's health",
             );
-            return c.out;
+            return;
         }
         off += n as u64;
         read += n as u64;
@@ -196,7 +211,6 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
             bytes(read)
         ),
     );
-    c.out
 }
 
 /// Checks a repository: that it opens, that a probe object can be written, read and deleted,
@@ -239,29 +253,7 @@ pub fn check_repository(
             "run `mover verify` to see which snapshots are affected",
         );
     }
-    let key = format!("probe/doctor-{}", hex(&targets::random_bytes::<8>()));
-    let wrote = backend
-        .put(&key, b"mover doctor")
-        .and_then(|()| backend.get(&key))
-        .and_then(|got| match got == b"mover doctor" {
-            true => Ok(()),
-            false => Err(targets::Error::Corrupt {
-                what: key.clone(),
-                detail: "read back other bytes than written".into(),
-            }),
-        });
-    let _ = backend.delete(&key);
-    match wrote {
-        Ok(()) => c.ok(
-            "writable",
-            "a probe object was written, read back and deleted",
-        ),
-        Err(e) => c.bad(
-            "writable",
-            e.to_string(),
-            "give this user write access (S3: PutObject, GetObject, DeleteObject)",
-        ),
-    }
+    check_writable(&*backend, &mut c);
     match repo.snapshot_ids() {
         Ok(ids) => {
             let damaged = ids
@@ -294,43 +286,7 @@ pub fn check_repository(
             "check read access to the repository",
         ),
     }
-    match targets::gc::load_tombstones(&*backend) {
-        Ok(t) => {
-            if let Some(e) = t.newer {
-                c.bad(
-                    "garbage collection",
-                    e.to_string(),
-                    "upgrade mover: a newer version collects garbage in this repository",
-                );
-            } else if !t.damaged.is_empty() {
-                c.bad(
-                    "garbage collection",
-                    format!("{} damaged tombstones", t.damaged.len()),
-                    "run `mover gc`, which removes them (they condemn nothing)",
-                );
-            } else {
-                let now = targets::now_ms();
-                let pending: Vec<_> = t.ok.iter().filter(|t| now < t.due_ms()).collect();
-                let packs: usize = pending.iter().map(|t| t.packs.len()).sum();
-                c.ok(
-                    "garbage collection",
-                    match pending.iter().map(|t| t.due_ms()).min() {
-                        Some(due) => format!(
-                            "{packs} condemned packs wait for their grace period (the first may \
-                             be deleted {} s from now)",
-                            (due - now).max(0) / 1000
-                        ),
-                        None => "nothing pending".to_string(),
-                    },
-                );
-            }
-        }
-        Err(e) => c.bad(
-            "garbage collection",
-            e.to_string(),
-            "check read access to the repository",
-        ),
-    }
+    check_pending_gc(&*backend, &mut c);
     match targets::gc::damaged_marks(&*backend) {
         Ok(marks) if !marks.is_empty() => c.bad(
             "damaged snapshots",
@@ -447,4 +403,72 @@ pub fn doctor_checks(a: &DoctorArgs, secrets: &Secrets) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// Writes, reads back and deletes a probe object.
+fn check_writable(backend: &dyn Backend, c: &mut Checks) {
+    let key = format!("probe/doctor-{}", hex(&targets::random_bytes::<8>()));
+    let wrote = backend
+        .put(&key, b"mover doctor")
+        .and_then(|()| backend.get(&key))
+        .and_then(|got| match got == b"mover doctor" {
+            true => Ok(()),
+            false => Err(targets::Error::Corrupt {
+                what: key.clone(),
+                detail: "read back other bytes than written".into(),
+            }),
+        });
+    let _ = backend.delete(&key);
+    match wrote {
+        Ok(()) => c.ok(
+            "writable",
+            "a probe object was written, read back and deleted",
+        ),
+        Err(e) => c.bad(
+            "writable",
+            e.to_string(),
+            "give this user write access (S3: PutObject, GetObject, DeleteObject)",
+        ),
+    }
+}
+
+/// What garbage collection has pending: condemned packs waiting for their grace period.
+fn check_pending_gc(backend: &dyn Backend, c: &mut Checks) {
+    match targets::gc::load_tombstones(backend) {
+        Ok(t) => {
+            if let Some(e) = t.newer {
+                c.bad(
+                    "garbage collection",
+                    e.to_string(),
+                    "upgrade mover: a newer version collects garbage in this repository",
+                );
+            } else if !t.damaged.is_empty() {
+                c.bad(
+                    "garbage collection",
+                    format!("{} damaged tombstones", t.damaged.len()),
+                    "run `mover gc`, which removes them (they condemn nothing)",
+                );
+            } else {
+                let now = targets::now_ms();
+                let pending: Vec<_> = t.ok.iter().filter(|t| now < t.due_ms()).collect();
+                let packs: usize = pending.iter().map(|t| t.packs.len()).sum();
+                c.ok(
+                    "garbage collection",
+                    match pending.iter().map(|t| t.due_ms()).min() {
+                        Some(due) => format!(
+                            "{packs} condemned packs wait for their grace period (the first may \
+                             be deleted {} s from now)",
+                            (due - now).max(0) / 1000
+                        ),
+                        None => "nothing pending".to_string(),
+                    },
+                );
+            }
+        }
+        Err(e) => c.bad(
+            "garbage collection",
+            e.to_string(),
+            "check read access to the repository",
+        ),
+    }
 }

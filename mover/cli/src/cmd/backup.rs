@@ -175,7 +175,15 @@ pub fn backup(a: &BackupArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<
     let bar = output::ProgressBar::start(&progress, show_progress(quiet), "backup");
     let outcome = mover::run_backup(request, &progress);
     bar.finish();
-    let outcome = outcome?;
+    print_outcome(a, &outcome?, quiet)
+}
+
+/// Prints a committed backup's warnings and summary, and writes `--catalog-out`.
+fn print_outcome(
+    a: &BackupArgs,
+    outcome: &mover::BackupOutcome,
+    quiet: bool,
+) -> anyhow::Result<Exit> {
     let report = &outcome.report;
     for w in &report.warnings {
         eprintln!("mover: warning: {w}");
