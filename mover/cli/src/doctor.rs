@@ -99,7 +99,7 @@ fn open_source(spec: &str, c: &mut Checks) -> Option<Box<dyn Source>> {
                     e.to_string(),
                     "start the NBD server (qemu-nbd, nbdkit) and check the URI",
                 );
-                return None;
+                None
             }
         }
     } else {
@@ -109,7 +109,7 @@ fn open_source(spec: &str, c: &mut Checks) -> Option<Box<dyn Source>> {
                     "visible",
                     "a stream (pipe or character device): read once, cut with FastCDC",
                 );
-                return None;
+                None
             }
             Ok(f) => {
                 let what = match f.kind() {
@@ -129,7 +129,7 @@ fn open_source(spec: &str, c: &mut Checks) -> Option<Box<dyn Source>> {
                     e.to_string(),
                     "check the path, and run mover as a user who may read it",
                 );
-                return None;
+                None
             }
         }
     }
