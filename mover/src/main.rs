@@ -98,7 +98,13 @@ fn main() -> ExitCode {
             } else {
                 let m = one_line(&e);
                 eprintln!("mover: {m}");
-                (Exit::Failure, Some(m))
+                // Settings found unusable before anything was sent: a usage error.
+                let usage = e.chain().any(|c| {
+                    c.downcast_ref()
+                        .is_some_and(targets::Error::is_misconfigured)
+                });
+                let code = if usage { Exit::Usage } else { Exit::Failure };
+                (code, Some(m))
             }
         }
     };
@@ -1841,14 +1847,25 @@ fn doctor_checks(a: &DoctorArgs) -> Vec<mover::doctor::Check> {
                     Some(Arc::new(s3))
                 }
                 Err(e) => {
+                    let check = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the endpoint and the bucket";
+                    let (name, detail, fix) = match e.downcast_ref() {
+                        Some(targets::Error::Misconfigured {
+                            location,
+                            problem,
+                            fix,
+                        }) => (
+                            "configuration",
+                            format!("{location}: {problem}"),
+                            fix.clone(),
+                        ),
+                        _ => ("credentials", one_line(&e), check.to_string()),
+                    };
                     checks.push(Check {
                         subject: subject.clone(),
-                        name: "credentials",
+                        name,
                         ok: false,
-                        detail: one_line(&e),
-                        fix: Some(
-                            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the endpoint and the bucket".into(),
-                        ),
+                        detail,
+                        fix: Some(fix),
                     });
                     None
                 }

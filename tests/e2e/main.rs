@@ -24,5 +24,6 @@ mod props;
 mod recipes;
 mod roundtrip;
 mod s3;
+mod s3_config;
 mod snapshots;
 mod util;
