@@ -166,8 +166,12 @@ impl Error {
     }
 
     /// This error as the failure of `what`, saying that `nothing` ("nothing was committed";
-    /// empty: say nothing) unless the commit's outcome is unknown.
+    /// empty: say nothing) unless the commit's outcome is unknown. A usage error stays as it
+    /// is: the request was refused, nothing failed.
     pub fn failed(self, what: impl Into<String>, nothing: &str) -> Error {
+        if self.is_usage() {
+            return self;
+        }
         let note = match self.is_commit_unknown() || nothing.is_empty() {
             true => String::new(),
             false => format!(", {nothing}"),

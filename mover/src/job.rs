@@ -222,10 +222,7 @@ fn run_job(
 ) -> Result<BackupOutcome> {
     let mut warnings = Vec::new();
     let parent = find_parent(req, &mut warnings)?;
-    let failed = |e: Error| match e.is_usage() {
-        true => e,
-        false => e.failed(format!("backup of {label}"), "nothing was committed"),
-    };
+    let failed = |e: Error| e.failed(format!("backup of {label}"), "nothing was committed");
     if let Some(pre) = &req.hooks.pre_snapshot {
         if let Err(e) = pre.run(env) {
             post_snapshot(req, env, false, &mut warnings);

@@ -34,6 +34,8 @@ pub mod archive;
 mod backup;
 pub mod benchmark;
 mod changes;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 mod error;
 pub mod forget;
 mod hooks;

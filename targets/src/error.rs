@@ -72,6 +72,18 @@ pub enum Error {
         /// What went wrong and what to do.
         detail: String,
     },
+    /// The store's client settings cannot work (plain HTTP not allowed, an endpoint that is
+    /// not a URL, no region or no credentials where they are needed); nothing was sent. Fix
+    /// the settings and run again.
+    #[error("{location}: {problem}; {fix}")]
+    Misconfigured {
+        /// The store.
+        location: String,
+        /// What is wrong, one clause.
+        problem: String,
+        /// What to change, one clause.
+        fix: String,
+    },
     /// The request that commits a snapshot failed without an answer (the server went away),
     /// and whether the snapshot landed could not be learned either.
     #[error("the commit of snapshot {snapshot} got no answer ({detail}) and could not be checked; `mover snapshots` shows whether it landed (a listed snapshot is complete)")]
@@ -153,6 +165,12 @@ impl Error {
             source.kind(),
             io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
         ))
+    }
+
+    /// True when the settings of the store's client are wrong or missing, found before
+    /// anything was sent (a usage error rather than a failure of the store).
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, Error::Misconfigured { .. })
     }
 
     /// True when the error means stored data is damaged or missing (as opposed to a failure

@@ -15,14 +15,18 @@ use std::ops::Range;
 use std::time::Duration;
 
 use futures::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
 };
 
 use crate::{Backend, Error, Result};
+
+mod settings;
+
+use settings::{allow_http_from_env, misconfiguration, Settings};
 
 /// Objects at least this large are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 16 << 20;
@@ -40,7 +44,7 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Use `https://BUCKET.host/` addressing instead of `https://host/BUCKET/`.
     pub virtual_hosted: bool,
-    /// Allow plain HTTP (loopback test servers).
+    /// Allow plain HTTP (loopback test servers); `false` leaves it to `AWS_ALLOW_HTTP`.
     pub allow_http: bool,
     /// Total time one request may spend retrying before it fails.
     pub retry_timeout: Option<Duration>,
@@ -76,12 +80,23 @@ pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
 
 impl S3Backend {
     /// Connects to `s3://BUCKET[/PREFIX]`. Nothing is sent until the first request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misconfigured`] when the settings, from `opts` and the environment, cannot
+    /// work: a plain-HTTP endpoint not allowed, an endpoint that is not a URL, no region for
+    /// AWS itself, no credentials for another server, half a key pair.
     pub fn new(url: &str, opts: &S3Options) -> Result<Self> {
         let (bucket, prefix) = parse_s3_url(url).ok_or_else(|| Error::Backend {
             location: url.to_string(),
             detail: "not an S3 URL; write s3://BUCKET or s3://BUCKET/PREFIX".into(),
         })?;
         let retry_timeout = opts.retry_timeout.unwrap_or(Duration::from_secs(60));
+        let misconfigured = |(problem, fix): (String, String)| Error::Misconfigured {
+            location: url.to_string(),
+            problem,
+            fix,
+        };
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -97,13 +112,7 @@ impl S3Backend {
                 },
                 max_retries: 10,
                 retry_timeout,
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(120))
-                    .with_allow_http(opts.allow_http),
-            );
+            });
         if let Some(e) = &opts.endpoint {
             b = b.with_endpoint(e);
         }
@@ -113,12 +122,26 @@ impl S3Backend {
         if opts.virtual_hosted {
             b = b.with_virtual_hosted_style_request(true);
         }
-        if opts.allow_http {
-            b = b.with_allow_http(true);
+        // The client's other options from the environment are not taken (some weaken TLS).
+        let from_env = b.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
+        let allow_http = opts.allow_http || allow_http_from_env(from_env).map_err(misconfigured)?;
+        let b = b.with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(10))
+                .with_timeout(Duration::from_secs(120))
+                .with_allow_http(allow_http),
+        );
+        if let Some(wrong) = misconfiguration(&Settings::of(&b, allow_http)) {
+            return Err(misconfigured(wrong));
         }
-        let store = b.build().map_err(|e| Error::Backend {
-            location: url.to_string(),
-            detail: format!("invalid S3 configuration: {e}"),
+        let store = b.build().map_err(|e| {
+            misconfigured((
+                format!(
+                    "the S3 client rejects its settings ({})",
+                    first_line(&e.to_string())
+                ),
+                "check the AWS_* environment variables and the --s3-* flags".into(),
+            ))
         })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -292,6 +315,12 @@ fn describe(e: &object_store::Error) -> String {
     let any = |needles: &[&str]| needles.iter().any(|n| words.contains(n));
     if words.contains("NoSuchBucket") {
         "the bucket does not exist; create it or fix the name".to_string()
+    } else if words.contains("AuthorizationHeaderMalformed") {
+        // The request was signed for another region than the server's (Garage answers so to
+        // any region but its own, us-east-1 when none is set).
+        "the server expects another region; set --s3-region / AWS_REGION to the server's \
+         region"
+            .to_string()
     } else if matches!(
         e,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
@@ -632,6 +661,12 @@ mod tests {
         assert!(describe(&typed).starts_with("access denied"));
         let other = generic("Error performing GET http://h/b/x-403-connect-dns in 0s - 500 boom");
         assert_eq!(describe(&other), other.to_string());
+        let region = generic(
+            "Error performing GET http://h/b?list-type=2 in 0s - Server returned non-2xx status \
+             code: 400 Bad Request: <Error><Code>AuthorizationHeaderMalformed</Code><Message>\
+             Authorization header malformed, unexpected scope: 20250101/us-east-1/s3/aws4_request",
+        );
+        assert!(describe(&region).contains("--s3-region"));
         let bucket = generic("GET http://h/NoSuchBucket/x - 500 Internal Server Error");
         assert!(!describe(&bucket).contains("bucket does not exist"));
     }

@@ -25,5 +25,6 @@ mod props;
 mod recipes;
 mod roundtrip;
 mod s3;
+mod s3_config;
 mod snapshots;
 mod util;

@@ -109,7 +109,7 @@ pub struct RepoArg {
     #[arg(long)]
     pub s3_virtual_hosted: bool,
     /// Allow plain HTTP to the S3 endpoint (for servers on loopback).
-    #[arg(long)]
+    #[arg(long, env = "AWS_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     pub s3_allow_http: bool,
     /// Give up on an S3 request that keeps failing after this many seconds of retries.
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
@@ -635,7 +635,7 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub s3_virtual_hosted: bool,
     /// Allow plain HTTP to the S3 endpoint (for servers on loopback).
-    #[arg(long)]
+    #[arg(long, env = "AWS_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     pub s3_allow_http: bool,
     /// Seconds of sequential reading to measure a source's throughput.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]

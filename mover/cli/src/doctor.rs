@@ -380,14 +380,26 @@ pub fn doctor_checks(a: &DoctorArgs, secrets: &Secrets) -> Vec<Check> {
                     Some(Arc::new(s3))
                 }
                 Err(e) => {
+                    let check =
+                        "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the endpoint and the bucket";
+                    let (name, detail, fix) = match e.downcast_ref() {
+                        Some(targets::Error::Misconfigured {
+                            location,
+                            problem,
+                            fix,
+                        }) => (
+                            "configuration",
+                            format!("{location}: {problem}"),
+                            fix.clone(),
+                        ),
+                        _ => ("credentials", crate::one_line(&e), check.to_string()),
+                    };
                     checks.push(Check {
                         subject: subject.clone(),
-                        name: "credentials",
+                        name,
                         ok: false,
-                        detail: crate::one_line(&e),
-                        fix: Some(
-                            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the endpoint and the bucket".into(),
-                        ),
+                        detail,
+                        fix: Some(fix),
                     });
                     None
                 }

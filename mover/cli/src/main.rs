@@ -105,7 +105,17 @@ fn main() -> ExitCode {
             } else {
                 let m = one_line(&e);
                 eprintln!("mover: {m}");
-                (Exit::Failure, Some(m))
+                // Settings found unusable before anything was sent: a usage error.
+                let misconfigured = e.chain().any(|c| {
+                    c.downcast_ref()
+                        .is_some_and(targets::Error::is_misconfigured)
+                });
+                let code = if misconfigured {
+                    Exit::Usage
+                } else {
+                    Exit::Failure
+                };
+                (code, Some(m))
             }
         }
     };

@@ -16,6 +16,14 @@ pub fn restore(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyhow::Resul
     }
     let repo = open_repo(&a.repo, secrets)?;
     let spec = a.snapshot.as_deref().unwrap_or("latest");
+    if let Some(name) = &a.attachment {
+        let (_, manifest) = repo.find_snapshot(spec, a.name.as_deref())?;
+        let len = mover::save_attachment(&manifest, name, &a.to, a.force)?;
+        if !quiet && a.to != "-" {
+            eprintln!("saved attachment {name} ({len} bytes) to {}", a.to);
+        }
+        return Ok(Exit::Success);
+    }
     let options = mover::RestoreOptions {
         force: a.force,
         threads: restore_threads(&a.perf, &a.repo),
