@@ -74,9 +74,9 @@ impl BackupTarget for Repository {
         // Every chunk durable first, then one more look at the interrupt flag: a signal that
         // arrived while the last pack was written must still commit nothing.
         self.flush()?;
-        if crate::sys::interrupted() {
+        let Some(_committing) = crate::sys::CommitGuard::enter() else {
             return Err(Error::Interrupted);
-        }
+        };
         Ok(self.commit_snapshot(manifest)?)
     }
 }

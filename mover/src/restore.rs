@@ -178,6 +178,9 @@ pub(crate) fn with_destination<T>(
     body: impl FnOnce(Sink, &str) -> Result<T>,
 ) -> Result<T> {
     let (sink, label, temp) = open_destination(dest, len, force, direct)?;
+    let _cleanup = temp
+        .as_ref()
+        .map(|(tmp, _)| crate::sys::remove_on_forced_exit(tmp));
     match (body(sink, &label), temp) {
         (Ok(v), Some((tmp, final_path))) => {
             if let Err(e) = std::fs::rename(&tmp, &final_path) {

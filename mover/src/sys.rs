@@ -214,7 +214,13 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Installs the SIGINT/SIGTERM handler: the first signal asks running work to stop cleanly
 /// (see [`interrupted`]); the second exits at once with status 130. Also turns SIGBUS from a
 /// [`Mapping`] into an error message and exit status 1.
-pub fn install_signal_handlers() {
+///
+/// Work blocked on input (a FIFO without a writer, a stalled stdin, an NBD server that
+/// never answers) cannot notice the first signal: a watchdog gives it [`STOP_GRACE`], then
+/// calls `on_stuck` (which says so), removes the files registered with
+/// [`remove_on_forced_exit`] and exits with status 130. It never does so while a commit is
+/// in progress ([`CommitGuard`]), nor after one finished: that run ends on its own.
+pub fn install_signal_handlers(on_stuck: fn()) {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installing a handler that only does async-signal-safe work.
@@ -223,6 +229,97 @@ pub fn install_signal_handlers() {
     let bus = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: as above.
     unsafe { libc::signal(libc::SIGBUS, bus) };
+    let spawned = std::thread::Builder::new()
+        .name("signal-watchdog".into())
+        .spawn(move || watchdog(on_stuck));
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the signal watchdog: {e}");
+    }
+}
+
+/// How long work has, after the first SIGINT/SIGTERM, to stop on its own.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Commits in progress.
+static COMMITTING: AtomicUsize = AtomicUsize::new(0);
+/// Set when a commit ends after a signal: the run finishes on its own.
+static COMMIT_ENDED_AFTER_SIGNAL: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+/// Files to remove when the watchdog ends the process.
+static CLEANUP: std::sync::Mutex<Vec<(u64, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
+static CLEANUP_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn watchdog(on_stuck: fn()) {
+    let mut since = None;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if !interrupted() {
+            continue;
+        }
+        let first = *since.get_or_insert_with(std::time::Instant::now);
+        let committing = COMMITTING.load(Ordering::SeqCst) > 0
+            || COMMIT_ENDED_AFTER_SIGNAL.load(Ordering::SeqCst);
+        if committing || first.elapsed() < STOP_GRACE {
+            continue;
+        }
+        on_stuck();
+        // A lock held by a thread that is stuck forever is not waited on.
+        if let Ok(files) = CLEANUP.try_lock() {
+            for (_, path) in files.iter() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        // SAFETY: _exit never returns; nothing of this process is committed (see above).
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Held while a snapshot or an archive is committed: the watchdog waits for it.
+#[derive(Debug)]
+pub struct CommitGuard(());
+
+impl CommitGuard {
+    /// Enters a commit; `None` when a signal already asked to stop (commit nothing).
+    pub fn enter() -> Option<CommitGuard> {
+        COMMITTING.fetch_add(1, Ordering::SeqCst);
+        if interrupted() {
+            COMMITTING.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(CommitGuard(()))
+    }
+}
+
+impl Drop for CommitGuard {
+    fn drop(&mut self) {
+        if interrupted() {
+            COMMIT_ENDED_AFTER_SIGNAL.store(true, Ordering::SeqCst);
+        }
+        COMMITTING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A file this run created and must not leave behind if the watchdog ends the process;
+/// dropping the guard takes it off the list (the file stays).
+#[derive(Debug)]
+pub struct CleanupGuard(u64);
+
+/// Registers `path` for removal when the watchdog ends the process.
+pub fn remove_on_forced_exit(path: impl Into<std::path::PathBuf>) -> CleanupGuard {
+    let id = CLEANUP_IDS.fetch_add(1, Ordering::SeqCst);
+    CLEANUP
+        .lock()
+        .expect("cleanup list")
+        .push((id, path.into()));
+    CleanupGuard(id)
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if let Ok(mut files) = CLEANUP.lock() {
+            files.retain(|(id, _)| *id != self.0);
+        }
+    }
 }
 
 /// True once SIGINT or SIGTERM was received.

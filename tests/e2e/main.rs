@@ -26,5 +26,6 @@ mod recipes;
 mod roundtrip;
 mod s3;
 mod s3_config;
+mod signals;
 mod snapshots;
 mod util;

@@ -80,3 +80,23 @@ pub fn emit(kind: &str, data: Value) {
         tracing::warn!("cannot write an event: {e}");
     }
 }
+
+/// The command running, for events sent from outside its flow.
+static COMMAND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records the command running (once).
+pub fn set_command(command: &'static str) {
+    let _ = COMMAND.set(command);
+}
+
+/// Called when work blocked on input did not stop within the grace after SIGINT/SIGTERM:
+/// says so on stderr and as the run's error event.
+pub fn stuck_on_input() {
+    let m = "interrupted; nothing was committed";
+    let _ = writeln!(std::io::stderr(), "mover: {m}");
+    let command = COMMAND.get().copied().unwrap_or("");
+    emit(
+        "error",
+        json!({"command": command, "message": m, "exit_code": 130}),
+    );
+}

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         eprintln!("mover: {}; see `mover --help`", one_line(&e));
         return ExitCode::from(Exit::Usage as u8);
     }
-    mover::sys::install_signal_handlers();
+    mover::sys::install_signal_handlers(events::stuck_on_input);
     mover::sys::keep_freed_buffers();
     let (command, json, data_on_stdout) = match &cli.command {
         Command::Init(_) => ("init", false, false),
@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         Command::Key(KeyCommand::Remove(_)) => ("key remove", false, false),
         Command::Key(KeyCommand::Passwd(_)) => ("key passwd", false, false),
     };
+    events::set_command(command);
     if let Err(e) = events::init(cli.events.as_deref(), json, data_on_stdout) {
         eprintln!("mover: {}; see `mover --help`", one_line(&e));
         return ExitCode::from(Exit::Usage as u8);

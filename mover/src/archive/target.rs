@@ -172,9 +172,9 @@ impl BackupTarget for ArchiveTarget {
     fn commit(&self, manifest: &Manifest) -> Result<ObjectId> {
         let mut state = self.state.lock().expect("archive lock");
         state.flush_map()?;
-        if crate::sys::interrupted() {
+        let Some(_committing) = crate::sys::CommitGuard::enter() else {
             return Err(Error::Interrupted);
-        }
+        };
         let bytes = manifest.encode();
         let writer = state.writer.take().ok_or_else(poisoned)?;
         state.summary = Some(writer.finish(&bytes)?);

@@ -171,6 +171,9 @@ pub fn import_archive(
         )));
     }
     repo.flush()?;
+    let Some(_committing) = crate::sys::CommitGuard::enter() else {
+        return Err(Error::Interrupted);
+    };
     let id = repo.commit_snapshot(&manifest)?;
     Ok((id, manifest, new))
 }

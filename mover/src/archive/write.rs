@@ -38,6 +38,7 @@ pub fn write_archive<T>(
     body: impl FnOnce(&ArchiveTarget) -> Result<T>,
 ) -> Result<(T, ArchiveSummary, Vec<ChunkId>)> {
     let created = archive_created(path, format);
+    let _cleanup = created.then(|| crate::sys::remove_on_forced_exit(path));
     let result = (|| {
         let hook = format.next_volume.as_ref().map(|c| Hook {
             name: "next-volume",

@@ -225,6 +225,30 @@ pub(super) struct Conn {
     timeout: Duration,
 }
 
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the server may take to answer each step of the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects to the first address of `host` that answers within [`CONNECT_TIMEOUT`].
+fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                );
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl Conn {
     /// Connects, negotiates and starts the reader thread. Errors are one line.
     pub(super) fn open(
@@ -238,7 +262,7 @@ impl Conn {
                 format!("cannot connect to socket {path}: {e}; is the NBD server running?")
             })?,
             Addr::Tcp(host, port) => {
-                let s = TcpStream::connect((host.as_str(), *port)).map_err(|e| {
+                let s = connect_tcp(host, *port).map_err(|e| {
                     format!("cannot connect to {host}:{port}: {e}; is the NBD server running?")
                 })?;
                 // Requests are small and latency-bound: do not let Nagle hold them back.
@@ -246,6 +270,8 @@ impl Conn {
                 Stream::Tcp(s)
             }
         };
+        // A server that accepts and never negotiates is given less time than a request.
+        let timeout = timeout.min(HANDSHAKE_TIMEOUT);
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
