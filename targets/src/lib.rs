@@ -29,21 +29,28 @@
 
 pub mod archive;
 mod backend;
+mod check;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod crypt;
 mod error;
 mod faulty;
 pub mod gc;
+mod keys;
+mod layout;
+mod repair;
 mod repo;
 mod s3;
 mod store;
+mod stored;
+mod tombstones;
 
 pub use archive::{ArchiveReader, ArchiveWriter};
 pub use backend::{fsync_dir, Backend, LocalBackend, DIRECT_IO_ALIGN};
-pub use crypt::KeyInfo;
 pub use error::{Error, Result};
 pub use faulty::FaultyBackend;
-pub use repo::{now_ms, pack_key, random_bytes, Repository, RepositoryOptions};
+pub use keys::KeyInfo;
+pub use layout::{now_ms, pack_key, random_bytes};
+pub use repo::{Repository, RepositoryOptions};
 pub use s3::{parse_s3_url, S3Backend, S3Options};
 pub use store::{ChunkStore, ChunkStoreExt, Put};

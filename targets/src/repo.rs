@@ -37,6 +37,11 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::backend::DIRECT_IO_ALIGN;
 use crate::crypt::{self, RepoCrypto};
+use crate::layout::{
+    now_ms, object_ids, pack_key, random_bytes, segment_key, snapshot_key, CONFIG_KEY, INDEX_DIR,
+    SNAPSHOTS_DIR,
+};
+use crate::tombstones::{check_commit, load_tombstones};
 use crate::{Backend, ChunkStore, Error, Put, Result};
 
 /// Settings of an open repository.
@@ -271,40 +276,6 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-/// The key of a pack.
-pub fn pack_key(id: &ObjectId) -> String {
-    let hex = id.to_hex();
-    format!("packs/{}/{hex}", &hex[..2])
-}
-
-/// The ids of the objects below `dir` that are named by an id (`dir/<hex>` or
-/// `dir/<fan-out>/<hex>`); other names are skipped.
-pub(crate) fn object_ids<C: FromIterator<ObjectId>>(backend: &dyn Backend, dir: &str) -> Result<C> {
-    Ok(backend
-        .list(dir)?
-        .iter()
-        .filter_map(|k| k.rsplit('/').next().and_then(ObjectId::from_hex))
-        .collect())
-}
-
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    use std::io::Read;
-    let mut out = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut out))
-        .expect("/dev/urandom is readable");
-    out
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    d.as_millis() as i64
-}
-
 impl Repository {
     /// Creates a new, empty repository. Refuses a location that already holds objects.
     pub fn init(backend: Arc<dyn Backend>) -> Result<Config> {
@@ -318,7 +289,7 @@ impl Repository {
             created_ms: now_ms(),
             encryption: None,
         };
-        if !backend.put_new("config", &config.encode())? {
+        if !backend.put_new(CONFIG_KEY, &config.encode())? {
             return Err(Error::NotEmpty {
                 location: backend.location().to_string(),
             });
@@ -329,7 +300,7 @@ impl Repository {
     /// Opens an existing repository and loads its index.
     pub fn open(backend: Arc<dyn Backend>, options: RepositoryOptions) -> Result<Self> {
         let location = backend.location().to_string();
-        let config = match backend.get("config") {
+        let config = match backend.get(CONFIG_KEY) {
             Ok(bytes) => Config::decode(&bytes).map_err(|e| match e {
                 e @ chunker::Error::UnsupportedVersion { .. } => Error::Format(e),
                 e => Error::NotARepository {
@@ -349,10 +320,10 @@ impl Repository {
         let cache = options
             .cache_dir
             .as_ref()
-            .map(|d| d.join(ObjectId(config.id).to_hex()).join("index"));
+            .map(|d| d.join(ObjectId(config.id).to_hex()).join(INDEX_DIR));
         let mut index = Index::default();
         let mut warnings = Vec::new();
-        let tombstones = crate::gc::load_tombstones(&*backend)?;
+        let tombstones = load_tombstones(&*backend)?;
         for (key, e) in &tombstones.damaged {
             tracing::warn!("tombstone {key}: {e}; `mover check` reports it, `mover gc` removes it");
         }
@@ -368,7 +339,7 @@ impl Repository {
         let mut loaded = HashSet::new();
         for attempt in 0..3 {
             let mut vanished = false;
-            for key in backend.list("index")? {
+            for key in backend.list(INDEX_DIR)? {
                 if loaded.contains(&key) {
                     continue;
                 }
@@ -488,14 +459,14 @@ impl Repository {
         self.flush()?;
         // Garbage collection may have condemned packs this backup reused since it began: it
         // commits only while the sweep of those packs is still far enough away (see gc).
-        let tombstones = crate::gc::load_tombstones(&*self.shared.backend)?;
+        let tombstones = load_tombstones(&*self.shared.backend)?;
         if let Some(e) = tombstones.newer {
             return Err(e);
         }
-        crate::gc::check_commit(&tombstones.ok, manifest, |id| self.locate(id).map(|l| l.0))?;
+        check_commit(&tombstones.ok, manifest, |id| self.locate(id).map(|l| l.0))?;
         let bytes = crypt::manifest_out(self.crypto(), manifest.encode());
         let id = ObjectId::of(&bytes);
-        let key = format!("snapshots/{}", id.to_hex());
+        let key = snapshot_key(&id);
         match self.shared.backend.put_new(&key, &bytes) {
             Ok(true) => {}
             // Same bytes, same name: the snapshot is already there (a retried commit).
@@ -542,7 +513,7 @@ impl Repository {
     pub fn write_segment(&self, entries: &[IndexEntry]) -> Result<String> {
         let bytes = crypt::index_out(self.crypto(), encode_index(entries));
         let name = ObjectId::of(&bytes).to_hex();
-        let key = format!("index/{name}");
+        let key = segment_key(&name);
         self.shared.backend.put(&key, &bytes)?;
         if let Some(cache) = &self.cache {
             store_cached(cache, &name, &bytes);
@@ -578,12 +549,12 @@ impl Repository {
 
     /// Ids of every committed snapshot.
     pub fn snapshot_ids(&self) -> Result<Vec<ObjectId>> {
-        object_ids(&*self.shared.backend, "snapshots")
+        object_ids(&*self.shared.backend, SNAPSHOTS_DIR)
     }
 
     /// Loads a snapshot manifest and checks it against its id.
     pub fn load_snapshot(&self, id: &ObjectId) -> Result<Manifest> {
-        let key = format!("snapshots/{}", id.to_hex());
+        let key = snapshot_key(id);
         let bytes = self.shared.backend.get(&key)?;
         if ObjectId::of(&bytes) != *id {
             return Err(Error::Corrupt {

@@ -17,6 +17,7 @@ mod incremental;
 mod integration;
 mod lifecycle;
 mod lifecycle_review;
+mod modules;
 mod nbd;
 mod operations;
 mod pipes;
