@@ -64,41 +64,98 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
     // Snapshots, then the index, then packs: the reverse of a backup's commit order, so a
     // backup committing meanwhile never looks like a snapshot without its chunks.
     let snapshot_ids = repo.snapshot_ids()?;
-    let by_pack_of = |entries: Vec<IndexEntry>| {
-        let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-        for e in entries {
-            by_pack.entry(e.pack).or_default().push(e.blob);
-        }
-        by_pack
-    };
-    let (mut segments, entries, mut damaged) = load_segments(repo)?;
-    let mut by_pack = by_pack_of(entries);
-    let mut existing = existing_packs(&**backend)?;
-    if by_pack.keys().any(|p| !existing.contains(p)) {
-        // A pack the index named is gone: a concurrent gc swept it after rewriting the index.
-        // Read the index again (it now names where those chunks live) and ask about packs
-        // written since the listing one by one.
-        let (s2, e2, d2) = load_segments(repo)?;
-        (segments, damaged, by_pack) = (s2, d2, by_pack_of(e2));
-        for p in by_pack.keys() {
-            if !existing.contains(p) && backend.size(&pack_key(p)).is_ok() {
-                existing.insert(*p);
-            }
-        }
-    }
-    r.segments = segments.len() + damaged.len();
-    for (key, e) in damaged {
+    let stored = Stored::load(repo)?;
+    r.segments = stored.segments.len() + stored.damaged.len();
+    for (key, e) in &stored.damaged {
         r.errors.push(format!(
             "index segment {key}: {e}; run `mover repair index` to rebuild the index from the packs"
         ));
     }
-    r.packs = existing.len();
+    r.packs = stored.existing.len();
     let condemned: HashSet<ObjectId> = tombstones.ok.iter().flat_map(|t| t.packs.clone()).collect();
+    let indexed = check_packs(repo, &stored, &condemned, &mut r)?;
+    r.chunks = indexed.len();
+    let orphans = stored
+        .existing
+        .iter()
+        .filter(|p| !stored.by_pack.contains_key(p))
+        .count();
+    if orphans > 0 {
+        r.notes.push(format!(
+            "{orphans} packs are named by no index segment (left by interrupted backups, or \
+             written by one still running); `mover gc` removes them after its grace period, \
+             `mover repair index` indexes them"
+        ));
+    }
+    let now = now_ms();
+    for t in tombstones.ok.iter().filter(|t| now < t.due_ms()) {
+        r.notes.push(format!(
+            "garbage collection pending: {} packs condemned by {} may be deleted from {} ms \
+             since the epoch on",
+            t.packs.len(),
+            t.key,
+            t.due_ms()
+        ));
+    }
+    check_snapshots(repo, snapshot_ids, &indexed, &mut r)?;
+    Ok(r)
+}
+
+/// The index as stored, by pack, and the packs that exist.
+struct Stored {
+    segments: Vec<String>,
+    damaged: Vec<(String, Error)>,
+    by_pack: HashMap<ObjectId, Vec<BlobEntry>>,
+    existing: HashSet<ObjectId>,
+}
+
+impl Stored {
+    fn load(repo: &Repository) -> Result<Self> {
+        let backend = repo.backend();
+        let by_pack_of = |entries: Vec<IndexEntry>| {
+            let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+            for e in entries {
+                by_pack.entry(e.pack).or_default().push(e.blob);
+            }
+            by_pack
+        };
+        let (mut segments, entries, mut damaged) = load_segments(repo)?;
+        let mut by_pack = by_pack_of(entries);
+        let mut existing = existing_packs(&**backend)?;
+        if by_pack.keys().any(|p| !existing.contains(p)) {
+            // A pack the index named is gone: a concurrent gc swept it after rewriting the
+            // index. Read the index again (it now names where those chunks live) and ask about
+            // packs written since the listing one by one.
+            let (s2, e2, d2) = load_segments(repo)?;
+            (segments, damaged, by_pack) = (s2, d2, by_pack_of(e2));
+            for p in by_pack.keys() {
+                if !existing.contains(p) && backend.size(&pack_key(p)).is_ok() {
+                    existing.insert(*p);
+                }
+            }
+        }
+        Ok(Stored {
+            segments,
+            damaged,
+            by_pack,
+            existing,
+        })
+    }
+}
+
+/// Checks every indexed pack against its own list of contents; returns the chunks indexed in
+/// an intact pack.
+fn check_packs(
+    repo: &Repository,
+    stored: &Stored,
+    condemned: &HashSet<ObjectId>,
+    r: &mut CheckReport,
+) -> Result<HashSet<ChunkId>> {
     let mut indexed: HashSet<ChunkId> = HashSet::new();
-    let mut packs: Vec<(&ObjectId, &Vec<BlobEntry>)> = by_pack.iter().collect();
+    let mut packs: Vec<(&ObjectId, &Vec<BlobEntry>)> = stored.by_pack.iter().collect();
     packs.sort_by_key(|(p, _)| **p);
     for (p, blobs) in packs {
-        if !existing.contains(p) {
+        if !stored.existing.contains(p) {
             // A condemned pack already swept: its entries go at the next index rewrite.
             if !condemned.contains(p) {
                 r.errors.push(format!(
@@ -137,26 +194,17 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
             Err(e) => return Err(e),
         }
     }
-    r.chunks = indexed.len();
-    let orphans = existing.iter().filter(|p| !by_pack.contains_key(p)).count();
-    if orphans > 0 {
-        r.notes.push(format!(
-            "{orphans} packs are named by no index segment (left by interrupted backups, or \
-             written by one still running); `mover gc` removes them after its grace period, \
-             `mover repair index` indexes them"
-        ));
-    }
-    let now = now_ms();
-    for t in tombstones.ok.iter().filter(|t| now < t.due_ms()) {
-        r.notes.push(format!(
-            "garbage collection pending: {} packs condemned by {} may be deleted from {} ms \
-             since the epoch on",
-            t.packs.len(),
-            t.key,
-            t.due_ms()
-        ));
-    }
-    for id in snapshot_ids {
+    Ok(indexed)
+}
+
+/// Checks that every snapshot decodes and that each chunk it references is in `indexed`.
+fn check_snapshots(
+    repo: &Repository,
+    ids: Vec<ObjectId>,
+    indexed: &HashSet<ChunkId>,
+    r: &mut CheckReport,
+) -> Result<()> {
+    for id in ids {
         match repo.load_snapshot(&id) {
             Ok(m) => {
                 r.snapshots += 1;
@@ -189,5 +237,5 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
             Err(e) => return Err(e),
         }
     }
-    Ok(r)
+    Ok(())
 }

@@ -164,75 +164,157 @@ fn live_chunks(repo: &Repository) -> Result<(usize, HashSet<ChunkId>)> {
 /// Runs garbage collection: sweeps tombstones whose grace period is over, then condemns
 /// packs that hold only garbage and repacks those that are mostly garbage.
 pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
-    let backend = repo.backend();
-    let now = now_ms();
     let mut report = GcReport::default();
-    let tombstones = load_tombstones(&**backend)?;
+    let tombstones = usable_tombstones(repo, opts, &mut report)?;
+    let view = View::load(repo, &tombstones, &mut report)?;
+    let (due, pending): (Vec<&Tombstone>, Vec<&Tombstone>) =
+        tombstones.iter().partition(|t| view.now >= t.due_ms());
+    let deleted = sweep(repo, opts, &view, &due, &mut report)?;
+    let still_condemned: HashSet<ObjectId> = pending.iter().flat_map(|t| t.packs.clone()).collect();
+    let condemn = mark(repo, opts, &view, &deleted, &still_condemned, &mut report)?;
+    report.condemned_packs = condemn.len();
+    for t in &pending {
+        report.pending.push(Pending {
+            key: t.key.clone(),
+            packs: t.packs.len(),
+            due_ms: t.due_ms(),
+        });
+    }
+    if !opts.dry_run && !condemn.is_empty() {
+        let created = now_ms();
+        let bytes = Tombstone::encode(created, opts.grace_ms, &condemn);
+        let key = tombstone_key(&ObjectId::of(&bytes));
+        repo.backend().put(&key, &bytes)?;
+        report.pending.push(Pending {
+            key,
+            packs: condemn.len(),
+            due_ms: created.saturating_add(opts.grace_ms),
+        });
+    }
+    Ok(report)
+}
+
+/// The readable tombstones. Damaged ones are removed (they condemn nothing: no run can read
+/// what they list, so removing them loses nothing); one from a newer mover stops the run.
+fn usable_tombstones(
+    repo: &Repository,
+    opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<Vec<Tombstone>> {
+    let tombstones = load_tombstones(&**repo.backend())?;
     if let Some(e) = tombstones.newer {
         return Err(e);
     }
     for (key, e) in &tombstones.damaged {
-        // It condemns nothing (no run can read what it lists), so removing it loses nothing.
         if !opts.dry_run {
-            backend.delete(key)?;
+            repo.backend().delete(key)?;
         }
         report
             .warnings
             .push(format!("{e}; it condemned nothing and was removed"));
     }
-    let tombstones = tombstones.ok;
-    // Packs, then the index, then snapshots: a backup commits in the opposite order (packs,
-    // then its index segment, then its manifest), so whatever this run sees of a backup that
-    // commits meanwhile is consistent, and its packs are never mistaken for unreferenced ones
-    // while its chunks are in use.
-    let existing = existing_packs(&**backend)?;
-    report.packs = existing.len();
-    let index = load_index(repo)?;
-    report.segments_before = index.segments.len();
-    let (snapshots, live) = live_chunks(repo)?;
-    report.snapshots = snapshots;
-    report.live_chunks = live.len();
+    Ok(tombstones.ok)
+}
 
-    let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-    let mut holders: HashMap<ChunkId, Vec<ObjectId>> = HashMap::new();
-    for e in &index.entries {
-        let blobs = by_pack.entry(e.pack).or_default();
-        if !blobs.iter().any(|b| b.id == e.blob.id) {
-            blobs.push(e.blob);
-            holders.entry(e.blob.id).or_default().push(e.pack);
+/// What one run sees of the repository.
+struct View {
+    now: i64,
+    /// Packs that exist.
+    existing: HashSet<ObjectId>,
+    index: StoredIndex,
+    /// Chunks referenced by a snapshot.
+    live: HashSet<ChunkId>,
+    /// What the index says each pack holds (each chunk once).
+    by_pack: HashMap<ObjectId, Vec<BlobEntry>>,
+    /// The packs the index places each chunk in.
+    holders: HashMap<ChunkId, Vec<ObjectId>>,
+    /// Packs listed by any readable tombstone.
+    condemned: HashSet<ObjectId>,
+}
+
+impl View {
+    /// Packs, then the index, then snapshots: a backup commits in the opposite order (packs,
+    /// then its index segment, then its manifest), so whatever this run sees of a backup that
+    /// commits meanwhile is consistent, and its packs are never mistaken for unreferenced ones
+    /// while its chunks are in use.
+    fn load(repo: &Repository, tombstones: &[Tombstone], report: &mut GcReport) -> Result<Self> {
+        let now = now_ms();
+        let existing = existing_packs(&**repo.backend())?;
+        report.packs = existing.len();
+        let index = load_index(repo)?;
+        report.segments_before = index.segments.len();
+        report.segments_after = index.segments.len();
+        let (snapshots, live) = live_chunks(repo)?;
+        report.snapshots = snapshots;
+        report.live_chunks = live.len();
+        let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+        let mut holders: HashMap<ChunkId, Vec<ObjectId>> = HashMap::new();
+        for e in &index.entries {
+            let blobs = by_pack.entry(e.pack).or_default();
+            if !blobs.iter().any(|b| b.id == e.blob.id) {
+                blobs.push(e.blob);
+                holders.entry(e.blob.id).or_default().push(e.pack);
+            }
+        }
+        let condemned = tombstones.iter().flat_map(|t| t.packs.clone()).collect();
+        Ok(View {
+            now,
+            existing,
+            index,
+            live,
+            by_pack,
+            holders,
+            condemned,
+        })
+    }
+
+    /// Size of a pack: from its index entries, or asked of the backend for one no index names.
+    fn size_of(&self, repo: &Repository, p: &ObjectId) -> Result<u64> {
+        match self.by_pack.get(p) {
+            Some(b) => Ok(pack_bytes(b)),
+            None => repo.backend().size(&pack_key(p)),
         }
     }
-    let condemned: HashSet<ObjectId> = tombstones.iter().flat_map(|t| t.packs.clone()).collect();
-    let size_of = |p: &ObjectId| match by_pack.get(p) {
-        Some(b) => Ok(pack_bytes(b)),
-        None => backend.size(&pack_key(p)),
-    };
-    // Whether a chunk has a copy in a pack other than `p` that exists and is not condemned.
-    let copied_elsewhere = |id: &ChunkId, p: &ObjectId, gone: &HashSet<ObjectId>| {
-        holders[id]
-            .iter()
-            .any(|q| q != p && existing.contains(q) && !condemned.contains(q) && !gone.contains(q))
-    };
 
-    // Sweep.
-    let (due, pending): (Vec<&Tombstone>, Vec<&Tombstone>) =
-        tombstones.iter().partition(|t| now >= t.due_ms());
+    /// Whether a chunk has a copy in a pack other than `p` that exists, is not condemned and
+    /// is not in `gone`.
+    fn copied_elsewhere(&self, id: &ChunkId, p: &ObjectId, gone: &HashSet<ObjectId>) -> bool {
+        self.holders.get(id).is_some_and(|packs| {
+            packs.iter().any(|q| {
+                q != p
+                    && self.existing.contains(q)
+                    && !self.condemned.contains(q)
+                    && !gone.contains(q)
+            })
+        })
+    }
+}
+
+/// Deletes the packs of due tombstones that no snapshot needs any more, after rewriting the
+/// index without them; removes tombstones past their retention. Returns the deleted packs.
+fn sweep(
+    repo: &Repository,
+    opts: &GcOptions,
+    view: &View,
+    due: &[&Tombstone],
+    report: &mut GcReport,
+) -> Result<HashSet<ObjectId>> {
     let mut delete = Vec::new();
     let mut seen = HashSet::new();
+    let none = HashSet::new();
     for p in due.iter().flat_map(|t| &t.packs) {
-        if !seen.insert(*p) || !existing.contains(p) {
+        if !seen.insert(*p) || !view.existing.contains(p) {
             continue;
         }
-        let none = HashSet::new();
-        let safe = by_pack.get(p).is_none_or(|blobs| {
+        let safe = view.by_pack.get(p).is_none_or(|blobs| {
             blobs
                 .iter()
-                .filter(|b| live.contains(&b.id))
-                .all(|b| copied_elsewhere(&b.id, p, &none))
+                .filter(|b| view.live.contains(&b.id))
+                .all(|b| view.copied_elsewhere(&b.id, p, &none))
         });
         if safe {
             // None: swept by a concurrent run.
-            let Some(bytes) = unless_gone(size_of(p))? else {
+            let Some(bytes) = unless_gone(view.size_of(repo, p))? else {
                 continue;
             };
             report.swept_bytes += bytes;
@@ -243,61 +325,79 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
     }
     report.swept_packs = delete.len();
     let deleted: HashSet<ObjectId> = delete.iter().copied().collect();
-    // Entries of condemned packs that are already gone (swept by an earlier or a concurrent
-    // run, which an overlapping run may have written back): dropped with the deleted ones,
-    // before the tombstone that would warn backups about them expires.
-    let gone =
-        |p: &ObjectId| deleted.contains(p) || (condemned.contains(p) && !existing.contains(p));
-    let stale = index.entries.iter().any(|e| gone(&e.pack));
-    let mut segments_after = index.segments.len();
-    if !opts.dry_run && stale {
-        // The index first: a crash after it leaves only packs no index names, which the
-        // next run condemns and deletes again.
-        let mut kept: Vec<IndexEntry> = index
-            .entries
-            .iter()
-            .filter(|e| !gone(&e.pack))
-            .copied()
-            .collect();
-        kept.sort_by_key(|e| (e.pack, e.blob.offset));
-        kept.dedup();
-        segments_after = rewrite_index(repo, &kept, &index.segments)?;
-    }
     if !opts.dry_run {
+        drop_stale_entries(repo, view, &deleted, report)?;
         for p in &delete {
-            backend.delete(&pack_key(p))?;
+            repo.backend().delete(&pack_key(p))?;
         }
-    }
-    if !opts.dry_run {
         for t in due
             .iter()
-            .filter(|t| now >= t.due_ms().saturating_add(TOMBSTONE_RETENTION_MS))
+            .filter(|t| view.now >= t.due_ms().saturating_add(TOMBSTONE_RETENTION_MS))
         {
-            backend.delete(&t.key)?;
+            repo.backend().delete(&t.key)?;
         }
     }
+    Ok(deleted)
+}
 
-    // Mark.
-    let still_condemned: HashSet<ObjectId> = pending.iter().flat_map(|t| t.packs.clone()).collect();
+/// Rewrites the index without the entries of `deleted` packs and of condemned packs that are
+/// already gone (swept by an earlier or a concurrent run, which an overlapping run may have
+/// written back), before the tombstone that would warn backups about them expires. The
+/// index goes first: a crash after it leaves only packs no index names, which the next run
+/// condemns and deletes again.
+fn drop_stale_entries(
+    repo: &Repository,
+    view: &View,
+    deleted: &HashSet<ObjectId>,
+    report: &mut GcReport,
+) -> Result<()> {
+    let gone = |p: &ObjectId| {
+        deleted.contains(p) || (view.condemned.contains(p) && !view.existing.contains(p))
+    };
+    if !view.index.entries.iter().any(|e| gone(&e.pack)) {
+        return Ok(());
+    }
+    let mut kept: Vec<IndexEntry> = view
+        .index
+        .entries
+        .iter()
+        .filter(|e| !gone(&e.pack))
+        .copied()
+        .collect();
+    kept.sort_by_key(|e| (e.pack, e.blob.offset));
+    kept.dedup();
+    report.segments_after = rewrite_index(repo, &kept, &view.index.segments)?;
+    Ok(())
+}
+
+/// Chooses the packs to condemn: those that hold only garbage, unindexed ones older than the
+/// grace period (a running backup writes its index segment only at its end), and mostly-garbage
+/// ones once their live chunks are copied out. Returns them.
+fn mark(
+    repo: &Repository,
+    opts: &GcOptions,
+    view: &View,
+    deleted: &HashSet<ObjectId>,
+    still_condemned: &HashSet<ObjectId>,
+    report: &mut GcReport,
+) -> Result<Vec<ObjectId>> {
     let mut condemn = Vec::new();
     let mut repack = Vec::new();
     let mut repack_budget = opts.max_repack_bytes;
-    let mut candidates: Vec<&ObjectId> = existing
+    let mut candidates: Vec<&ObjectId> = view
+        .existing
         .iter()
         .filter(|p| !deleted.contains(p) && !still_condemned.contains(p))
         .collect();
     candidates.sort();
-    // An unindexed pack younger than the grace period may belong to a backup still running
-    // (its index segment comes at its end).
-    let orphan_age = opts.grace_ms;
     for p in candidates {
-        let Some(blobs) = by_pack.get(p) else {
+        let Some(blobs) = view.by_pack.get(p) else {
             // None: removed meanwhile.
-            let Some(modified) = unless_gone(backend.modified_ms(&pack_key(p)))? else {
+            let Some(modified) = unless_gone(repo.backend().modified_ms(&pack_key(p)))? else {
                 continue;
             };
-            if modified.is_none_or(|m| now.saturating_sub(m) >= orphan_age) {
-                let Some(bytes) = unless_gone(size_of(p))? else {
+            if modified.is_none_or(|m| view.now.saturating_sub(m) >= opts.grace_ms) {
+                let Some(bytes) = unless_gone(view.size_of(repo, p))? else {
                     continue;
                 };
                 report.condemned_bytes += bytes;
@@ -309,7 +409,7 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
         let total: u64 = blobs.iter().map(|b| u64::from(b.stored_len)).sum();
         let in_use: u64 = blobs
             .iter()
-            .filter(|b| live.contains(&b.id))
+            .filter(|b| view.live.contains(&b.id))
             .map(|b| u64::from(b.stored_len))
             .sum();
         if in_use == 0 {
@@ -322,69 +422,63 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
         }
     }
     if !repack.is_empty() {
-        if !opts.dry_run {
-            repo.condemn(&repack);
-        }
-        let mut decoder = chunker::Decoder::with_id_key(repo.id_key());
-        let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
-        for p in &repack {
-            let blobs = &by_pack[p];
-            // Live chunks without another good copy (one may exist from an earlier repack
-            // that crashed before its tombstone).
-            let wanted: Vec<BlobEntry> = blobs
-                .iter()
-                .filter(|b| live.contains(&b.id) && !copied_elsewhere(&b.id, p, &repacking))
-                .copied()
-                .collect();
-            let result = if opts.dry_run {
-                Ok(wanted.iter().map(|b| u64::from(b.stored_len)).sum())
-            } else {
-                copy_live(repo, p, &wanted, &mut decoder)
-            };
-            match result {
-                Ok(copied) => {
-                    report.repacked_packs += 1;
-                    report.repacked_bytes += copied;
-                    report.condemned_bytes += pack_bytes(blobs);
-                    report.garbage_bytes += pack_bytes(blobs).saturating_sub(copied);
-                    condemn.push(*p);
-                }
-                // Swept by a concurrent run after this one listed it: nothing to do.
-                Err(Error::NotFound { .. }) => {}
-                Err(e) if e.is_damage() => report.warnings.push(format!(
-                    "pack {} not repacked: {e}; `mover check` and `mover verify` tell which \
-                     snapshots it affects",
-                    p.to_hex()
-                )),
-                Err(e) => return Err(e),
+        condemn.extend(repack_packs(repo, opts, view, &repack, report)?);
+    }
+    Ok(condemn)
+}
+
+/// Copies the live chunks of mostly-garbage packs into new packs; returns the packs whose
+/// chunks were all copied (to be condemned).
+fn repack_packs(
+    repo: &Repository,
+    opts: &GcOptions,
+    view: &View,
+    repack: &[ObjectId],
+    report: &mut GcReport,
+) -> Result<Vec<ObjectId>> {
+    if !opts.dry_run {
+        repo.condemn(repack);
+    }
+    let mut done = Vec::new();
+    let mut decoder = chunker::Decoder::with_id_key(repo.id_key());
+    let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
+    for p in repack {
+        let blobs = &view.by_pack[p];
+        // Live chunks without another good copy (one may exist from an earlier repack that
+        // crashed before its tombstone).
+        let wanted: Vec<BlobEntry> = blobs
+            .iter()
+            .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, &repacking))
+            .copied()
+            .collect();
+        let result = if opts.dry_run {
+            Ok(wanted.iter().map(|b| u64::from(b.stored_len)).sum())
+        } else {
+            copy_live(repo, p, &wanted, &mut decoder)
+        };
+        match result {
+            Ok(copied) => {
+                report.repacked_packs += 1;
+                report.repacked_bytes += copied;
+                report.condemned_bytes += pack_bytes(blobs);
+                report.garbage_bytes += pack_bytes(blobs).saturating_sub(copied);
+                done.push(*p);
             }
+            // Swept by a concurrent run after this one listed it: nothing to do.
+            Err(Error::NotFound { .. }) => {}
+            Err(e) if e.is_damage() => report.warnings.push(format!(
+                "pack {} not repacked: {e}; `mover check` and `mover verify` tell which \
+                 snapshots it affects",
+                p.to_hex()
+            )),
+            Err(e) => return Err(e),
         }
-        if !opts.dry_run {
-            repo.flush()?;
-            segments_after = backend.list(INDEX_DIR)?.len();
-        }
     }
-    report.condemned_packs = condemn.len();
-    report.segments_after = segments_after;
-    for t in &pending {
-        report.pending.push(Pending {
-            key: t.key.clone(),
-            packs: t.packs.len(),
-            due_ms: t.due_ms(),
-        });
+    if !opts.dry_run {
+        repo.flush()?;
+        report.segments_after = repo.backend().list(INDEX_DIR)?.len();
     }
-    if !opts.dry_run && !condemn.is_empty() {
-        let created = now_ms();
-        let bytes = Tombstone::encode(created, opts.grace_ms, &condemn);
-        let key = tombstone_key(&ObjectId::of(&bytes));
-        backend.put(&key, &bytes)?;
-        report.pending.push(Pending {
-            key,
-            packs: condemn.len(),
-            due_ms: created.saturating_add(opts.grace_ms),
-        });
-    }
-    Ok(report)
+    Ok(done)
 }
 
 /// Copies chunks of `pack` into the repository's open pack (checking each against its id
