@@ -31,6 +31,7 @@ use chunker::format::{BlobEntry, IndexEntry, ObjectId};
 use chunker::ChunkId;
 
 use crate::layout::{now_ms, pack_key, tombstone_key, INDEX_DIR};
+use crate::salvage::embedded_trailer;
 use crate::stored::{existing_packs, load_segments, pack_bytes, rewrite_index, unless_gone};
 use crate::{ChunkStore, Error, Repository, Result};
 
@@ -312,6 +313,14 @@ fn sweep(
                 .filter(|b| view.live.contains(&b.id))
                 .all(|b| view.copied_elsewhere(&b.id, p, &none))
         });
+        // The index may not tell everything a pack holds (a lost segment): its own list is
+        // asked as well.
+        let safe = safe && {
+            let Some(safe) = may_remove(repo, view, p, &none, report)? else {
+                continue; // swept by a concurrent run
+            };
+            safe
+        };
         if safe {
             // None: swept by a concurrent run.
             let Some(bytes) = unless_gone(view.size_of(repo, p))? else {
@@ -397,6 +406,9 @@ fn mark(
                 continue;
             };
             if modified.is_none_or(|m| view.now.saturating_sub(m) >= opts.grace_ms) {
+                if may_remove(repo, view, p, &HashSet::new(), report)? != Some(true) {
+                    continue;
+                }
                 let Some(bytes) = unless_gone(view.size_of(repo, p))? else {
                     continue;
                 };
@@ -413,6 +425,9 @@ fn mark(
             .map(|b| u64::from(b.stored_len))
             .sum();
         if in_use == 0 {
+            if may_remove(repo, view, p, &HashSet::new(), report)? != Some(true) {
+                continue;
+            }
             report.condemned_bytes += pack_bytes(blobs);
             report.garbage_bytes += total;
             condemn.push(*p);
@@ -444,9 +459,18 @@ fn repack_packs(
     let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
     for p in repack {
         let blobs = &view.by_pack[p];
+        // What the pack holds by its own list, which the index may not tell in full.
+        let listed = match own_contents(repo, p)? {
+            Contents::Listed(listed) => listed,
+            Contents::Gone => continue,
+            Contents::Unreadable(e) => {
+                report.warnings.push(unreadable_warning(p, &e));
+                continue;
+            }
+        };
         // Live chunks without another good copy (one may exist from an earlier repack that
         // crashed before its tombstone).
-        let wanted: Vec<BlobEntry> = blobs
+        let wanted: Vec<BlobEntry> = listed
             .iter()
             .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, &repacking))
             .copied()
@@ -479,6 +503,84 @@ fn repack_packs(
         report.segments_after = repo.backend().list(INDEX_DIR)?.len();
     }
     Ok(done)
+}
+
+/// What a pack holds by its own list.
+enum Contents {
+    /// Its trailer (or the trailer found before bytes appended to it) lists these.
+    Listed(Vec<BlobEntry>),
+    /// Removed meanwhile.
+    Gone,
+    /// Its list does not read: what it holds is unknown.
+    Unreadable(String),
+}
+
+/// Reads a pack's own list of contents. A list followed by appended bytes is found by the
+/// pack's id, which it must hash to, so it is exactly what the pack held.
+fn own_contents(repo: &Repository, p: &ObjectId) -> Result<Contents> {
+    let damage = match repo.pack_contents(p) {
+        Ok(listed) => return Ok(Contents::Listed(listed)),
+        Err(Error::NotFound { .. }) => return Ok(Contents::Gone),
+        Err(e) if e.is_damage() => e,
+        Err(e) => return Err(e),
+    };
+    match repo.backend().get(&pack_key(p)) {
+        Ok(bytes) => Ok(match embedded_trailer(repo.crypto(), p, &bytes) {
+            Some((_, listed)) => Contents::Listed(listed),
+            None => Contents::Unreadable(damage.to_string()),
+        }),
+        Err(Error::NotFound { .. }) => Ok(Contents::Gone),
+        Err(e) if e.is_damage() => Ok(Contents::Unreadable(damage.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+fn unreadable_warning(p: &ObjectId, e: &str) -> String {
+    format!(
+        "pack {}: {e}; gc cannot tell what it holds, so it leaves it; `mover repair index` \
+         recovers its entries",
+        p.to_hex()
+    )
+}
+
+/// Whether `p` may be condemned or deleted, by its own list: every chunk in it that a snapshot
+/// references must have a copy the index places in another pack that stays (not condemned,
+/// not in `gone`). A pack whose list does not read is kept. `None`: the pack is gone. Why a
+/// pack is kept goes into the report's warnings.
+///
+/// This is what keeps a lost or stale index segment from costing data (issue 14): the index
+/// alone would take such a pack for garbage.
+fn may_remove(
+    repo: &Repository,
+    view: &View,
+    p: &ObjectId,
+    gone: &HashSet<ObjectId>,
+    report: &mut GcReport,
+) -> Result<Option<bool>> {
+    let listed = match own_contents(repo, p)? {
+        Contents::Listed(listed) => listed,
+        Contents::Gone => return Ok(None),
+        Contents::Unreadable(e) => {
+            report.warnings.push(unreadable_warning(p, &e));
+            return Ok(Some(false));
+        }
+    };
+    let needed: HashSet<ChunkId> = listed
+        .iter()
+        .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, gone))
+        .map(|b| b.id)
+        .collect();
+    if needed.is_empty() {
+        return Ok(Some(true));
+    }
+    report.warnings.push(format!(
+        "pack {} holds {} chunks that snapshots use and the index places nowhere else, but \
+         the index does not name them there (an index segment lost or damaged?); gc leaves \
+         it; run `mover repair index`",
+        p.to_hex(),
+        needed.len()
+    ));
+    Ok(Some(false))
 }
 
 /// Copies chunks of `pack` into the repository's open pack (checking each against its id

@@ -41,6 +41,7 @@ mod layout;
 mod repair;
 mod repo;
 mod s3;
+mod salvage;
 mod store;
 mod stored;
 mod tombstones;

@@ -1,13 +1,14 @@
 //! `repair index` and `repair snapshots`: rebuilding the index from the packs, and marking the
 //! snapshots whose chunks are gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use chunker::format::{IndexEntry, ObjectId};
+use chunker::format::{BlobEntry, IndexEntry, ObjectId};
 
 use crate::layout::{damage_key, now_ms, object_ids, DAMAGED_DIR, INDEX_DIR};
-use crate::stored::{existing_packs, rewrite_index};
-use crate::{Backend, Repository, Result};
+use crate::salvage::salvage;
+use crate::stored::{existing_packs, load_segments, rewrite_index};
+use crate::{Backend, Error, Repository, Result};
 
 /// What `repair index` did.
 #[derive(Clone, Debug, Default)]
@@ -20,14 +21,27 @@ pub struct RepairIndexReport {
     pub old_segments: usize,
     /// Segments written.
     pub new_segments: usize,
-    /// Packs whose own list could not be read (their chunks are not indexed).
+    /// Packs whose own list could not be read and from which nothing was recovered (their
+    /// chunks are not indexed).
     pub unreadable: Vec<String>,
+    /// Packs whose own list could not be read but whose entries were recovered, each saying
+    /// how (see [`repair_index`]).
+    pub recovered: Vec<String>,
 }
 
 /// Rebuilds the index from the packs' own lists of contents, then removes the old segments.
+///
+/// A pack whose list does not read is salvaged, never dropped while its chunks can be found:
+/// a list followed by appended bytes is found by the pack's id; otherwise the entries the old
+/// index and the damaged list still give are kept where their bytes decode to their chunks.
+/// Each such pack is named in [`RepairIndexReport::recovered`].
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     let backend = repo.backend();
     let old = backend.list(INDEX_DIR)?;
+    let mut known: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+    for e in load_segments(repo)?.1 {
+        known.entry(e.pack).or_default().push(e.blob);
+    }
     let mut packs: Vec<ObjectId> = existing_packs(&**backend)?.into_iter().collect();
     packs.sort();
     let mut entries = Vec::new();
@@ -41,7 +55,21 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
             Ok(blobs) => {
                 entries.extend(blobs.into_iter().map(|blob| IndexEntry { pack: *p, blob }))
             }
-            Err(e) if e.is_damage() => r.unreadable.push(format!("pack {}: {e}", p.to_hex())),
+            Err(e) if e.is_damage() => {
+                let known = known.get(p).map_or(&[][..], Vec::as_slice);
+                match salvage(repo, p, known) {
+                    Ok(s) if !s.entries().is_empty() => {
+                        r.recovered.push(s.describe(p));
+                        let found = s.entries().iter();
+                        entries.extend(found.map(|&blob| IndexEntry { pack: *p, blob }));
+                    }
+                    Ok(_) => r.unreadable.push(format!("pack {}: {e}", p.to_hex())),
+                    Err(e2) if e2.is_damage() || matches!(e2, Error::NotFound { .. }) => {
+                        r.unreadable.push(format!("pack {}: {e}", p.to_hex()))
+                    }
+                    Err(e2) => return Err(e2),
+                }
+            }
             Err(e) => return Err(e),
         }
     }

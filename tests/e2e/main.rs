@@ -13,6 +13,7 @@ mod diskfull;
 mod encryption;
 mod errors;
 mod faultproxy;
+mod gc_safety;
 mod incremental;
 mod integration;
 mod lifecycle;
