@@ -7,8 +7,9 @@
 //!   manifests), which is a `ChunkStore` and commits snapshots durably.
 //! - [`archive`]: tape-style archives ([`ArchiveWriter`], [`ArchiveReader`]), single-pass
 //!   streams of checksummed frames for pipes, files and tape devices, in volumes.
-//! - Test doubles: [`FaultyBackend`] fails chosen writes; the `conformance` module (feature
-//!   `conformance`) checks any backend or store against the contracts.
+//! - Test doubles, outside the default API: `FaultyBackend` (feature `testing`) fails chosen
+//!   writes; the `conformance` module (feature `conformance`) checks any backend or store
+//!   against the contracts.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -34,6 +35,7 @@ mod check;
 pub mod conformance;
 mod crypt;
 mod error;
+#[cfg(any(test, feature = "testing"))]
 mod faulty;
 pub mod gc;
 mod keys;
@@ -49,6 +51,7 @@ mod tombstones;
 pub use archive::{ArchiveReader, ArchiveWriter};
 pub use backend::{fsync_dir, Backend, LocalBackend, DIRECT_IO_ALIGN};
 pub use error::{Error, Result};
+#[cfg(any(test, feature = "testing"))]
 pub use faulty::FaultyBackend;
 pub use keys::KeyInfo;
 pub use layout::{now_ms, pack_key, random_bytes};
