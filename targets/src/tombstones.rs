@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chunker::format::{Manifest, ObjectId};
+use chunker::le::{Reader, Writer};
 use chunker::ChunkId;
 
 use crate::layout::{now_ms, GC_DIR};
@@ -42,18 +43,16 @@ impl Tombstone {
     /// | 32 | 32 × N | pack ids |
     /// | end − 32 | 32 | BLAKE3 of all preceding bytes |
     pub fn encode(created_ms: i64, grace_ms: i64, packs: &[ObjectId]) -> Vec<u8> {
-        let mut o = Vec::with_capacity(64 + 32 * packs.len());
-        o.extend_from_slice(&TOMBSTONE_MAGIC);
-        o.extend_from_slice(&1u32.to_le_bytes());
-        o.extend_from_slice(&(packs.len() as u32).to_le_bytes());
-        o.extend_from_slice(&created_ms.to_le_bytes());
-        o.extend_from_slice(&grace_ms.to_le_bytes());
+        let mut o = Writer::with_capacity(64 + 32 * packs.len());
+        o.bytes(&TOMBSTONE_MAGIC);
+        o.u32(1);
+        o.u32(packs.len() as u32);
+        o.i64(created_ms);
+        o.i64(grace_ms);
         for p in packs {
-            o.extend_from_slice(&p.0);
+            o.bytes(&p.0);
         }
-        let sum = blake3::hash(&o);
-        o.extend_from_slice(sum.as_bytes());
-        o
+        o.into_checksummed()
     }
 
     /// Decodes and checks a tombstone stored under `key`.
@@ -69,27 +68,30 @@ impl Tombstone {
         if blake3::hash(body).as_bytes() != sum {
             return Err(corrupt("checksum mismatch"));
         }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let i64_at = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        if u32_at(8) != 1 {
+        let mut r = Reader::new("tombstone", body);
+        r.skip(8)?;
+        let version = r.u32()?;
+        if version != 1 {
             return Err(Error::Format(chunker::Error::UnsupportedVersion {
                 what: "tombstone",
-                found: u32_at(8),
+                found: version,
                 supported: 1,
             }));
         }
-        let count = u32_at(12) as usize;
-        if body.len() != 32 + 32 * count {
+        let count = r.u32()? as usize;
+        if r.remaining() != 16 + 32 * count {
             return Err(corrupt("pack count does not match the length"));
         }
+        let created_ms = r.i64()?;
+        let grace_ms = r.i64()?;
+        let packs = (0..count)
+            .map(|_| r.array().map(ObjectId))
+            .collect::<chunker::Result<_>>()?;
         Ok(Tombstone {
             key: key.to_string(),
-            created_ms: i64_at(16),
-            grace_ms: i64_at(24),
-            packs: body[32..]
-                .chunks_exact(32)
-                .map(|p| ObjectId(p.try_into().expect("32 bytes")))
-                .collect(),
+            created_ms,
+            grace_ms,
+            packs,
         })
     }
 
