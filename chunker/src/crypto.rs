@@ -34,6 +34,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
 use crate::id::IdKey;
+use crate::le::{Reader, Writer};
 use crate::{Error, Result};
 
 /// Length of a nonce (both AEADs: see the module notes).
@@ -461,26 +462,25 @@ impl KeyFile {
 
     /// Bytes 0..72: everything the wrapped key is bound to.
     fn header(&self) -> [u8; 72] {
-        let mut h = [0u8; 72];
-        h[..8].copy_from_slice(&KEY_MAGIC);
-        h[8..12].copy_from_slice(&KEY_FILE_VERSION.to_le_bytes());
-        h[12..16].copy_from_slice(&KDF_ARGON2ID.to_le_bytes());
-        h[16..20].copy_from_slice(&self.params.memory_kib.to_le_bytes());
-        h[20..24].copy_from_slice(&self.params.iterations.to_le_bytes());
-        h[24..28].copy_from_slice(&self.params.parallelism.to_le_bytes());
-        h[32..64].copy_from_slice(&self.salt);
-        h[64..72].copy_from_slice(&(self.created_ms as u64).to_le_bytes());
-        h
+        let mut w = Writer::with_capacity(72);
+        w.bytes(&KEY_MAGIC);
+        w.u32(KEY_FILE_VERSION);
+        w.u32(KDF_ARGON2ID);
+        w.u32(self.params.memory_kib);
+        w.u32(self.params.iterations);
+        w.u32(self.params.parallelism);
+        w.zeros(4);
+        w.bytes(&self.salt);
+        w.i64(self.created_ms);
+        w.into_vec().try_into().expect("72 bytes")
     }
 
     /// Encodes the key object ([`KEY_FILE_LEN`] bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(KEY_FILE_LEN);
-        out.extend_from_slice(&self.header());
-        out.extend_from_slice(&self.wrapped);
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        out
+        let mut w = Writer::with_capacity(KEY_FILE_LEN);
+        w.bytes(&self.header());
+        w.bytes(&self.wrapped);
+        w.into_checksummed()
     }
 
     /// Decodes and checks a key object (not the password: see [`KeyFile::unwrap_key`]).
@@ -489,8 +489,9 @@ impl KeyFile {
         if buf.len() < 12 || buf[..8] != KEY_MAGIC {
             return Err(Error::structure(W, "bad magic (not a mover key object)"));
         }
-        let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
-        let version = u32_at(8);
+        let mut r = Reader::new(W, buf);
+        r.skip(8)?;
+        let version = r.u32()?;
         if version != KEY_FILE_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: W,
@@ -504,20 +505,21 @@ impl KeyFile {
         if blake3::hash(&buf[..144]).as_bytes()[..] != buf[144..] {
             return Err(Error::structure(W, "checksum mismatch"));
         }
-        if u32_at(12) != KDF_ARGON2ID {
+        if r.u32()? != KDF_ARGON2ID {
             return Err(Error::structure(W, "unknown key derivation function"));
         }
         let params = KdfParams {
-            memory_kib: u32_at(16),
-            iterations: u32_at(20),
-            parallelism: u32_at(24),
+            memory_kib: r.u32()?,
+            iterations: r.u32()?,
+            parallelism: r.u32()?,
         };
         params.check()?;
+        r.skip(4)?;
         Ok(KeyFile {
             params,
-            salt: buf[32..64].try_into().expect("32 bytes"),
-            created_ms: u64::from_le_bytes(buf[64..72].try_into().expect("8 bytes")) as i64,
-            wrapped: buf[72..144].try_into().expect("72 bytes"),
+            salt: r.array()?,
+            created_ms: r.i64()?,
+            wrapped: r.array()?,
         })
     }
 }

@@ -30,22 +30,12 @@ impl ChunkId {
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        hex(&self.0)
+        crate::hex::encode(&self.0)
     }
 
     /// Parses 64 hex characters.
     pub fn from_hex(s: &str) -> Option<Self> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi * 16 + lo) as u8;
-        }
-        Some(ChunkId(out))
+        crate::hex::decode_array(s).map(ChunkId)
     }
 }
 
@@ -87,21 +77,10 @@ impl fmt::Debug for IdKey {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 impl fmt::Display for ChunkId {
     /// Shows the first 16 hex digits, enough to name a chunk in a message.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0[..8]))
+        f.write_str(&crate::hex::encode(&self.0[..8]))
     }
 }
 

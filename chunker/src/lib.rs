@@ -11,7 +11,8 @@
 //! - Encryption ([`crypto`]): the master key and its derived [`crypto::Keys`] (XChaCha20-Poly1305
 //!   sealing, keyed chunk ids through [`IdKey`]), and the password-wrapped [`crypto::KeyFile`].
 //! - The on-disk format ([`format`]): snapshot manifests, pack trailers, index segments and the
-//!   repository config, each documented byte by byte there and in `docs/FORMAT.md`.
+//!   repository config, each documented byte by byte there and in `docs/FORMAT.md`, all
+//!   written with the one little-endian codec, [`le`]. Ids are written in [`hex`].
 //!
 //! No threads, no I/O beyond [`std::io::Read`] (and the operating system's random source, for
 //! keys, salts and nonces).
@@ -34,7 +35,9 @@ pub mod crypto;
 mod error;
 mod extent;
 pub mod format;
+pub mod hex;
 mod id;
+pub mod le;
 
 pub use cdc::{cdc_bounds, StreamChunker};
 pub use codec::{is_zero, Compression, Decoder, Encoder, Frame};

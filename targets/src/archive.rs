@@ -98,19 +98,12 @@ impl ArchiveId {
 
     /// Lower-case hex, 32 characters.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        chunker::hex::encode(&self.0)
     }
 
     /// Parses 32 hex characters.
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 32 || !s.is_ascii() {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(ArchiveId(out))
+        chunker::hex::decode_array(s).map(ArchiveId)
     }
 
     /// The first 8 bytes, carried in every frame header.

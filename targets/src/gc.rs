@@ -27,182 +27,24 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chunker::format::{BlobEntry, IndexEntry, Manifest, ObjectId};
+use chunker::format::{BlobEntry, IndexEntry, ObjectId};
 use chunker::ChunkId;
 
-use crate::repo::{now_ms, object_ids, pack_key};
-use crate::{Backend, ChunkStore, Error, Repository, Result};
+use crate::layout::{now_ms, pack_key, tombstone_key, INDEX_DIR};
+use crate::salvage::embedded_trailer;
+use crate::stored::{existing_packs, load_segments, pack_bytes, rewrite_index, unless_gone};
+use crate::{ChunkStore, Error, Repository, Result};
 
-/// Magic of a tombstone.
-pub const TOMBSTONE_MAGIC: [u8; 8] = *b"mvr-gc\x00\x01";
-
-/// How long a tombstone stays after its grace period, so that a backup that began before it
-/// still sees, at commit, that packs it reused were swept: 7 days.
-pub const TOMBSTONE_RETENTION_MS: i64 = 7 * 86_400_000;
-
-/// Index entries per rewritten index segment.
-const SEGMENT_ENTRIES: usize = 100_000;
-
-/// A set of packs condemned by one `gc` run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tombstone {
-    /// Its key (`gc/<id>`).
-    pub key: String,
-    /// When the packs were condemned, ms since the Unix epoch.
-    pub created_ms: i64,
-    /// The grace period, ms: the packs may be deleted from `created_ms + grace_ms` on.
-    pub grace_ms: i64,
-    /// The condemned packs.
-    pub packs: Vec<ObjectId>,
-}
-
-impl Tombstone {
-    /// Encodes a tombstone.
-    ///
-    /// | offset | size | field |
-    /// |---|---|---|
-    /// | 0 | 8 | [`TOMBSTONE_MAGIC`] |
-    /// | 8 | 4 | format version (1) |
-    /// | 12 | 4 | pack count N |
-    /// | 16 | 8 | created, ms since the Unix epoch (i64) |
-    /// | 24 | 8 | grace period, ms (i64) |
-    /// | 32 | 32 × N | pack ids |
-    /// | end − 32 | 32 | BLAKE3 of all preceding bytes |
-    pub fn encode(created_ms: i64, grace_ms: i64, packs: &[ObjectId]) -> Vec<u8> {
-        let mut o = Vec::with_capacity(64 + 32 * packs.len());
-        o.extend_from_slice(&TOMBSTONE_MAGIC);
-        o.extend_from_slice(&1u32.to_le_bytes());
-        o.extend_from_slice(&(packs.len() as u32).to_le_bytes());
-        o.extend_from_slice(&created_ms.to_le_bytes());
-        o.extend_from_slice(&grace_ms.to_le_bytes());
-        for p in packs {
-            o.extend_from_slice(&p.0);
-        }
-        let sum = blake3::hash(&o);
-        o.extend_from_slice(sum.as_bytes());
-        o
-    }
-
-    /// Decodes and checks a tombstone stored under `key`.
-    pub fn decode(key: &str, b: &[u8]) -> Result<Self> {
-        let corrupt = |detail: &str| Error::Corrupt {
-            what: format!("tombstone {key}"),
-            detail: detail.into(),
-        };
-        if b.len() < 64 || b[..8] != TOMBSTONE_MAGIC {
-            return Err(corrupt("bad magic or truncated"));
-        }
-        let (body, sum) = b.split_at(b.len() - 32);
-        if blake3::hash(body).as_bytes() != sum {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let i64_at = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        if u32_at(8) != 1 {
-            return Err(Error::Format(chunker::Error::UnsupportedVersion {
-                what: "tombstone",
-                found: u32_at(8),
-                supported: 1,
-            }));
-        }
-        let count = u32_at(12) as usize;
-        if body.len() != 32 + 32 * count {
-            return Err(corrupt("pack count does not match the length"));
-        }
-        Ok(Tombstone {
-            key: key.to_string(),
-            created_ms: i64_at(16),
-            grace_ms: i64_at(24),
-            packs: body[32..]
-                .chunks_exact(32)
-                .map(|p| ObjectId(p.try_into().expect("32 bytes")))
-                .collect(),
-        })
-    }
-
-    /// From when the packs may be deleted.
-    pub fn due_ms(&self) -> i64 {
-        self.created_ms.saturating_add(self.grace_ms)
-    }
-
-    /// Until when a backup that reuses a chunk of these packs may still commit.
-    pub fn commit_deadline_ms(&self) -> i64 {
-        self.created_ms.saturating_add(self.grace_ms / 2)
-    }
-}
-
-/// The tombstones of a repository.
-#[derive(Debug, Default)]
-pub struct TombstoneSet {
-    /// Every readable tombstone, oldest first.
-    pub ok: Vec<Tombstone>,
-    /// Tombstones that do not decode (key, what is wrong). They condemn nothing: no `gc` can
-    /// sweep what they list, so their packs stay.
-    pub damaged: Vec<(String, String)>,
-    /// A tombstone written by a newer mover, which this one cannot read: backups must not
-    /// commit (a newer `gc` will sweep what it lists) and `gc` must not run.
-    pub newer: Option<Error>,
-}
-
-/// Every tombstone in the repository.
-pub fn load_tombstones(backend: &dyn Backend) -> Result<TombstoneSet> {
-    let mut set = TombstoneSet::default();
-    for key in backend.list("gc")? {
-        match backend.get(&key) {
-            Ok(b) => match Tombstone::decode(&key, &b) {
-                Ok(t) => set.ok.push(t),
-                Err(e @ Error::Format(chunker::Error::UnsupportedVersion { .. })) => {
-                    set.newer.get_or_insert(Error::Backend {
-                        location: key.clone(),
-                        detail: e.to_string(),
-                    });
-                }
-                Err(e) => set.damaged.push((key.clone(), e.to_string())),
-            },
-            Err(Error::NotFound { .. }) => {} // removed meanwhile
-            Err(e) => return Err(e),
-        }
-    }
-    set.ok.sort_by_key(|t| t.created_ms);
-    Ok(set)
-}
-
-/// Refuses to commit `manifest` when it references a chunk that `locate` places in a pack
-/// condemned long enough ago that a sweep may remove it before the snapshot is visible.
-pub fn check_commit(
-    tombstones: &[Tombstone],
-    manifest: &Manifest,
-    locate: impl Fn(&ChunkId) -> Option<ObjectId>,
-) -> Result<()> {
-    if tombstones.is_empty() {
-        return Ok(());
-    }
-    let mut deadline: HashMap<ObjectId, i64> = HashMap::new();
-    for t in tombstones {
-        for p in &t.packs {
-            let d = deadline.entry(*p).or_insert(i64::MAX);
-            *d = (*d).min(t.commit_deadline_ms());
-        }
-    }
-    let now = now_ms();
-    let mut seen = HashSet::new();
-    let at_risk = manifest
-        .disks
-        .iter()
-        .flat_map(|d| &d.entries)
-        .filter_map(|e| e.id)
-        .filter(|id| seen.insert(*id))
-        .filter(|id| locate(id).is_some_and(|p| deadline.get(&p).is_some_and(|&d| now >= d)))
-        .count();
-    if at_risk > 0 {
-        return Err(Error::Collected {
-            detail: format!(
-                "{at_risk} chunks this backup reused are in packs that garbage collection condemned"
-            ),
-        });
-    }
-    Ok(())
-}
+// `check`, `repair` and the tombstones have their own modules; their public items keep the
+// paths under `targets::gc` that callers use.
+pub use crate::check::{check, CheckReport};
+pub use crate::layout::damage_key;
+pub use crate::repair::{
+    damaged_marks, repair_index, repair_snapshots, DamagedSnapshot, RepairIndexReport,
+};
+pub use crate::tombstones::{
+    check_commit, load_tombstones, Tombstone, TombstoneSet, TOMBSTONE_MAGIC, TOMBSTONE_RETENTION_MS,
+};
 
 /// How a `gc` run behaves.
 #[derive(Clone, Debug)]
@@ -292,39 +134,6 @@ fn load_index(repo: &Repository) -> Result<StoredIndex> {
     Ok(StoredIndex { segments, entries })
 }
 
-/// Segment keys loaded, their entries, and damaged segments with what is wrong.
-type Segments = (Vec<String>, Vec<IndexEntry>, Vec<(String, Error)>);
-
-/// Every index segment's entries, and the damaged segments. A segment listed but gone when
-/// read was replaced by a concurrent `gc` (which writes its replacement first): the listing
-/// is read again.
-fn load_segments(repo: &Repository) -> Result<Segments> {
-    let mut loaded = Vec::new();
-    let mut entries = Vec::new();
-    let mut damaged = Vec::new();
-    for attempt in 0..4 {
-        let mut vanished = false;
-        for key in repo.backend().list("index")? {
-            if loaded.contains(&key) {
-                continue;
-            }
-            match repo.segment_entries(&key) {
-                Ok(e) => {
-                    entries.extend(e);
-                    loaded.push(key);
-                }
-                Err(Error::NotFound { .. }) if attempt < 3 => vanished = true,
-                Err(e) if e.is_damage() => damaged.push((key, e)),
-                Err(e) => return Err(e),
-            }
-        }
-        if !vanished {
-            break;
-        }
-    }
-    Ok((loaded, entries, damaged))
-}
-
 /// Every chunk referenced by a snapshot. Fails when a snapshot cannot be read: its
 /// references are unknown, so nothing could be collected safely.
 fn live_chunks(repo: &Repository) -> Result<(usize, HashSet<ChunkId>)> {
@@ -353,114 +162,168 @@ fn live_chunks(repo: &Repository) -> Result<(usize, HashSet<ChunkId>)> {
     Ok((count, live))
 }
 
-fn existing_packs(backend: &dyn Backend) -> Result<HashSet<ObjectId>> {
-    object_ids(backend, "packs")
-}
-
-/// `None` for an object that is gone: removed by a concurrent run after this one listed it.
-fn unless_gone<T>(r: Result<T>) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Size of a pack from its index entries (packs are header, blobs back to back, trailer).
-fn pack_bytes(entries: &[BlobEntry]) -> u64 {
-    let blobs: u64 = entries.iter().map(|b| u64::from(b.stored_len)).sum();
-    (chunker::format::PACK_HEADER_LEN
-        + chunker::format::PACK_FOOTER_LEN
-        + entries.len() * chunker::format::PACK_ENTRY_LEN) as u64
-        + blobs
-}
-
-/// Rewrites the index as `entries` (in segments), then removes the segments in `old`.
-fn rewrite_index(repo: &Repository, entries: &[IndexEntry], old: &[String]) -> Result<usize> {
-    let mut written = HashSet::new();
-    for part in entries.chunks(SEGMENT_ENTRIES) {
-        written.insert(repo.write_segment(part)?);
-    }
-    for key in old {
-        if !written.contains(key) {
-            repo.backend().delete(key)?;
-        }
-    }
-    Ok(written.len())
-}
-
 /// Runs garbage collection: sweeps tombstones whose grace period is over, then condemns
 /// packs that hold only garbage and repacks those that are mostly garbage.
 pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
-    let backend = repo.backend();
-    let now = now_ms();
     let mut report = GcReport::default();
-    let tombstones = load_tombstones(&**backend)?;
+    let tombstones = usable_tombstones(repo, opts, &mut report)?;
+    let view = View::load(repo, &tombstones, &mut report)?;
+    let (due, pending): (Vec<&Tombstone>, Vec<&Tombstone>) =
+        tombstones.iter().partition(|t| view.now >= t.due_ms());
+    let deleted = sweep(repo, opts, &view, &due, &mut report)?;
+    let still_condemned: HashSet<ObjectId> = pending.iter().flat_map(|t| t.packs.clone()).collect();
+    let condemn = mark(repo, opts, &view, &deleted, &still_condemned, &mut report)?;
+    report.condemned_packs = condemn.len();
+    for t in &pending {
+        report.pending.push(Pending {
+            key: t.key.clone(),
+            packs: t.packs.len(),
+            due_ms: t.due_ms(),
+        });
+    }
+    if !opts.dry_run && !condemn.is_empty() {
+        let created = now_ms();
+        let bytes = Tombstone::encode(created, opts.grace_ms, &condemn);
+        let key = tombstone_key(&ObjectId::of(&bytes));
+        repo.backend().put(&key, &bytes)?;
+        report.pending.push(Pending {
+            key,
+            packs: condemn.len(),
+            due_ms: created.saturating_add(opts.grace_ms),
+        });
+    }
+    Ok(report)
+}
+
+/// The readable tombstones. Damaged ones are removed (they condemn nothing: no run can read
+/// what they list, so removing them loses nothing); one from a newer mover stops the run.
+fn usable_tombstones(
+    repo: &Repository,
+    opts: &GcOptions,
+    report: &mut GcReport,
+) -> Result<Vec<Tombstone>> {
+    let tombstones = load_tombstones(&**repo.backend())?;
     if let Some(e) = tombstones.newer {
         return Err(e);
     }
     for (key, e) in &tombstones.damaged {
-        // It condemns nothing (no run can read what it lists), so removing it loses nothing.
         if !opts.dry_run {
-            backend.delete(key)?;
+            repo.backend().delete(key)?;
         }
         report
             .warnings
             .push(format!("{e}; it condemned nothing and was removed"));
     }
-    let tombstones = tombstones.ok;
-    // Packs, then the index, then snapshots: a backup commits in the opposite order (packs,
-    // then its index segment, then its manifest), so whatever this run sees of a backup that
-    // commits meanwhile is consistent, and its packs are never mistaken for unreferenced ones
-    // while its chunks are in use.
-    let existing = existing_packs(&**backend)?;
-    report.packs = existing.len();
-    let index = load_index(repo)?;
-    report.segments_before = index.segments.len();
-    let (snapshots, live) = live_chunks(repo)?;
-    report.snapshots = snapshots;
-    report.live_chunks = live.len();
+    Ok(tombstones.ok)
+}
 
-    let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-    let mut holders: HashMap<ChunkId, Vec<ObjectId>> = HashMap::new();
-    for e in &index.entries {
-        let blobs = by_pack.entry(e.pack).or_default();
-        if !blobs.iter().any(|b| b.id == e.blob.id) {
-            blobs.push(e.blob);
-            holders.entry(e.blob.id).or_default().push(e.pack);
+/// What one run sees of the repository.
+struct View {
+    now: i64,
+    /// Packs that exist.
+    existing: HashSet<ObjectId>,
+    index: StoredIndex,
+    /// Chunks referenced by a snapshot.
+    live: HashSet<ChunkId>,
+    /// What the index says each pack holds (each chunk once).
+    by_pack: HashMap<ObjectId, Vec<BlobEntry>>,
+    /// The packs the index places each chunk in.
+    holders: HashMap<ChunkId, Vec<ObjectId>>,
+    /// Packs listed by any readable tombstone.
+    condemned: HashSet<ObjectId>,
+}
+
+impl View {
+    /// Packs, then the index, then snapshots: a backup commits in the opposite order (packs,
+    /// then its index segment, then its manifest), so whatever this run sees of a backup that
+    /// commits meanwhile is consistent, and its packs are never mistaken for unreferenced ones
+    /// while its chunks are in use.
+    fn load(repo: &Repository, tombstones: &[Tombstone], report: &mut GcReport) -> Result<Self> {
+        let now = now_ms();
+        let existing = existing_packs(&**repo.backend())?;
+        report.packs = existing.len();
+        let index = load_index(repo)?;
+        report.segments_before = index.segments.len();
+        report.segments_after = index.segments.len();
+        let (snapshots, live) = live_chunks(repo)?;
+        report.snapshots = snapshots;
+        report.live_chunks = live.len();
+        let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+        let mut holders: HashMap<ChunkId, Vec<ObjectId>> = HashMap::new();
+        for e in &index.entries {
+            let blobs = by_pack.entry(e.pack).or_default();
+            if !blobs.iter().any(|b| b.id == e.blob.id) {
+                blobs.push(e.blob);
+                holders.entry(e.blob.id).or_default().push(e.pack);
+            }
+        }
+        let condemned = tombstones.iter().flat_map(|t| t.packs.clone()).collect();
+        Ok(View {
+            now,
+            existing,
+            index,
+            live,
+            by_pack,
+            holders,
+            condemned,
+        })
+    }
+
+    /// Size of a pack: from its index entries, or asked of the backend for one no index names.
+    fn size_of(&self, repo: &Repository, p: &ObjectId) -> Result<u64> {
+        match self.by_pack.get(p) {
+            Some(b) => Ok(pack_bytes(b)),
+            None => repo.backend().size(&pack_key(p)),
         }
     }
-    let condemned: HashSet<ObjectId> = tombstones.iter().flat_map(|t| t.packs.clone()).collect();
-    let size_of = |p: &ObjectId| match by_pack.get(p) {
-        Some(b) => Ok(pack_bytes(b)),
-        None => backend.size(&pack_key(p)),
-    };
-    // Whether a chunk has a copy in a pack other than `p` that exists and is not condemned.
-    let copied_elsewhere = |id: &ChunkId, p: &ObjectId, gone: &HashSet<ObjectId>| {
-        holders[id]
-            .iter()
-            .any(|q| q != p && existing.contains(q) && !condemned.contains(q) && !gone.contains(q))
-    };
 
-    // Sweep.
-    let (due, pending): (Vec<&Tombstone>, Vec<&Tombstone>) =
-        tombstones.iter().partition(|t| now >= t.due_ms());
+    /// Whether a chunk has a copy in a pack other than `p` that exists, is not condemned and
+    /// is not in `gone`.
+    fn copied_elsewhere(&self, id: &ChunkId, p: &ObjectId, gone: &HashSet<ObjectId>) -> bool {
+        self.holders.get(id).is_some_and(|packs| {
+            packs.iter().any(|q| {
+                q != p
+                    && self.existing.contains(q)
+                    && !self.condemned.contains(q)
+                    && !gone.contains(q)
+            })
+        })
+    }
+}
+
+/// Deletes the packs of due tombstones that no snapshot needs any more, after rewriting the
+/// index without them; removes tombstones past their retention. Returns the deleted packs.
+fn sweep(
+    repo: &Repository,
+    opts: &GcOptions,
+    view: &View,
+    due: &[&Tombstone],
+    report: &mut GcReport,
+) -> Result<HashSet<ObjectId>> {
     let mut delete = Vec::new();
     let mut seen = HashSet::new();
+    let none = HashSet::new();
     for p in due.iter().flat_map(|t| &t.packs) {
-        if !seen.insert(*p) || !existing.contains(p) {
+        if !seen.insert(*p) || !view.existing.contains(p) {
             continue;
         }
-        let none = HashSet::new();
-        let safe = by_pack.get(p).is_none_or(|blobs| {
+        let safe = view.by_pack.get(p).is_none_or(|blobs| {
             blobs
                 .iter()
-                .filter(|b| live.contains(&b.id))
-                .all(|b| copied_elsewhere(&b.id, p, &none))
+                .filter(|b| view.live.contains(&b.id))
+                .all(|b| view.copied_elsewhere(&b.id, p, &none))
         });
+        // The index may not tell everything a pack holds (a lost segment): its own list is
+        // asked as well.
+        let safe = safe && {
+            let Some(safe) = may_remove(repo, view, p, &none, report)? else {
+                continue; // swept by a concurrent run
+            };
+            safe
+        };
         if safe {
             // None: swept by a concurrent run.
-            let Some(bytes) = unless_gone(size_of(p))? else {
+            let Some(bytes) = unless_gone(view.size_of(repo, p))? else {
                 continue;
             };
             report.swept_bytes += bytes;
@@ -471,61 +334,82 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
     }
     report.swept_packs = delete.len();
     let deleted: HashSet<ObjectId> = delete.iter().copied().collect();
-    // Entries of condemned packs that are already gone (swept by an earlier or a concurrent
-    // run, which an overlapping run may have written back): dropped with the deleted ones,
-    // before the tombstone that would warn backups about them expires.
-    let gone =
-        |p: &ObjectId| deleted.contains(p) || (condemned.contains(p) && !existing.contains(p));
-    let stale = index.entries.iter().any(|e| gone(&e.pack));
-    let mut segments_after = index.segments.len();
-    if !opts.dry_run && stale {
-        // The index first: a crash after it leaves only packs no index names, which the
-        // next run condemns and deletes again.
-        let mut kept: Vec<IndexEntry> = index
-            .entries
-            .iter()
-            .filter(|e| !gone(&e.pack))
-            .copied()
-            .collect();
-        kept.sort_by_key(|e| (e.pack, e.blob.offset));
-        kept.dedup();
-        segments_after = rewrite_index(repo, &kept, &index.segments)?;
-    }
     if !opts.dry_run {
+        drop_stale_entries(repo, view, &deleted, report)?;
         for p in &delete {
-            backend.delete(&pack_key(p))?;
+            repo.backend().delete(&pack_key(p))?;
         }
-    }
-    if !opts.dry_run {
         for t in due
             .iter()
-            .filter(|t| now >= t.due_ms().saturating_add(TOMBSTONE_RETENTION_MS))
+            .filter(|t| view.now >= t.due_ms().saturating_add(TOMBSTONE_RETENTION_MS))
         {
-            backend.delete(&t.key)?;
+            repo.backend().delete(&t.key)?;
         }
     }
+    Ok(deleted)
+}
 
-    // Mark.
-    let still_condemned: HashSet<ObjectId> = pending.iter().flat_map(|t| t.packs.clone()).collect();
+/// Rewrites the index without the entries of `deleted` packs and of condemned packs that are
+/// already gone (swept by an earlier or a concurrent run, which an overlapping run may have
+/// written back), before the tombstone that would warn backups about them expires. The
+/// index goes first: a crash after it leaves only packs no index names, which the next run
+/// condemns and deletes again.
+fn drop_stale_entries(
+    repo: &Repository,
+    view: &View,
+    deleted: &HashSet<ObjectId>,
+    report: &mut GcReport,
+) -> Result<()> {
+    let gone = |p: &ObjectId| {
+        deleted.contains(p) || (view.condemned.contains(p) && !view.existing.contains(p))
+    };
+    if !view.index.entries.iter().any(|e| gone(&e.pack)) {
+        return Ok(());
+    }
+    let mut kept: Vec<IndexEntry> = view
+        .index
+        .entries
+        .iter()
+        .filter(|e| !gone(&e.pack))
+        .copied()
+        .collect();
+    kept.sort_by_key(|e| (e.pack, e.blob.offset));
+    kept.dedup();
+    report.segments_after = rewrite_index(repo, &kept, &view.index.segments)?;
+    Ok(())
+}
+
+/// Chooses the packs to condemn: those that hold only garbage, unindexed ones older than the
+/// grace period (a running backup writes its index segment only at its end), and mostly-garbage
+/// ones once their live chunks are copied out. Returns them.
+fn mark(
+    repo: &Repository,
+    opts: &GcOptions,
+    view: &View,
+    deleted: &HashSet<ObjectId>,
+    still_condemned: &HashSet<ObjectId>,
+    report: &mut GcReport,
+) -> Result<Vec<ObjectId>> {
     let mut condemn = Vec::new();
     let mut repack = Vec::new();
     let mut repack_budget = opts.max_repack_bytes;
-    let mut candidates: Vec<&ObjectId> = existing
+    let mut candidates: Vec<&ObjectId> = view
+        .existing
         .iter()
         .filter(|p| !deleted.contains(p) && !still_condemned.contains(p))
         .collect();
     candidates.sort();
-    // An unindexed pack younger than the grace period may belong to a backup still running
-    // (its index segment comes at its end).
-    let orphan_age = opts.grace_ms;
     for p in candidates {
-        let Some(blobs) = by_pack.get(p) else {
+        let Some(blobs) = view.by_pack.get(p) else {
             // None: removed meanwhile.
-            let Some(modified) = unless_gone(backend.modified_ms(&pack_key(p)))? else {
+            let Some(modified) = unless_gone(repo.backend().modified_ms(&pack_key(p)))? else {
                 continue;
             };
-            if modified.is_none_or(|m| now.saturating_sub(m) >= orphan_age) {
-                let Some(bytes) = unless_gone(size_of(p))? else {
+            if modified.is_none_or(|m| view.now.saturating_sub(m) >= opts.grace_ms) {
+                if may_remove(repo, view, p, &HashSet::new(), report)? != Some(true) {
+                    continue;
+                }
+                let Some(bytes) = unless_gone(view.size_of(repo, p))? else {
                     continue;
                 };
                 report.condemned_bytes += bytes;
@@ -537,10 +421,13 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
         let total: u64 = blobs.iter().map(|b| u64::from(b.stored_len)).sum();
         let in_use: u64 = blobs
             .iter()
-            .filter(|b| live.contains(&b.id))
+            .filter(|b| view.live.contains(&b.id))
             .map(|b| u64::from(b.stored_len))
             .sum();
         if in_use == 0 {
+            if may_remove(repo, view, p, &HashSet::new(), report)? != Some(true) {
+                continue;
+            }
             report.condemned_bytes += pack_bytes(blobs);
             report.garbage_bytes += total;
             condemn.push(*p);
@@ -550,69 +437,150 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
         }
     }
     if !repack.is_empty() {
-        if !opts.dry_run {
-            repo.condemn(&repack);
-        }
-        let mut decoder = chunker::Decoder::with_id_key(repo.id_key());
-        let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
-        for p in &repack {
-            let blobs = &by_pack[p];
-            // Live chunks without another good copy (one may exist from an earlier repack
-            // that crashed before its tombstone).
-            let wanted: Vec<BlobEntry> = blobs
-                .iter()
-                .filter(|b| live.contains(&b.id) && !copied_elsewhere(&b.id, p, &repacking))
-                .copied()
-                .collect();
-            let result = if opts.dry_run {
-                Ok(wanted.iter().map(|b| u64::from(b.stored_len)).sum())
-            } else {
-                copy_live(repo, p, &wanted, &mut decoder)
-            };
-            match result {
-                Ok(copied) => {
-                    report.repacked_packs += 1;
-                    report.repacked_bytes += copied;
-                    report.condemned_bytes += pack_bytes(blobs);
-                    report.garbage_bytes += pack_bytes(blobs).saturating_sub(copied);
-                    condemn.push(*p);
-                }
-                // Swept by a concurrent run after this one listed it: nothing to do.
-                Err(Error::NotFound { .. }) => {}
-                Err(e) if e.is_damage() => report.warnings.push(format!(
-                    "pack {} not repacked: {e}; `mover check` and `mover verify` tell which \
-                     snapshots it affects",
-                    p.to_hex()
-                )),
-                Err(e) => return Err(e),
+        condemn.extend(repack_packs(repo, opts, view, &repack, report)?);
+    }
+    Ok(condemn)
+}
+
+/// Copies the live chunks of mostly-garbage packs into new packs; returns the packs whose
+/// chunks were all copied (to be condemned).
+fn repack_packs(
+    repo: &Repository,
+    opts: &GcOptions,
+    view: &View,
+    repack: &[ObjectId],
+    report: &mut GcReport,
+) -> Result<Vec<ObjectId>> {
+    if !opts.dry_run {
+        repo.condemn(repack);
+    }
+    let mut done = Vec::new();
+    let mut decoder = chunker::Decoder::with_id_key(repo.id_key());
+    let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
+    for p in repack {
+        let blobs = &view.by_pack[p];
+        // What the pack holds by its own list, which the index may not tell in full.
+        let listed = match own_contents(repo, p)? {
+            Contents::Listed(listed) => listed,
+            Contents::Gone => continue,
+            Contents::Unreadable(e) => {
+                report.warnings.push(unreadable_warning(p, &e));
+                continue;
             }
+        };
+        // Live chunks without another good copy (one may exist from an earlier repack that
+        // crashed before its tombstone).
+        let wanted: Vec<BlobEntry> = listed
+            .iter()
+            .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, &repacking))
+            .copied()
+            .collect();
+        let result = if opts.dry_run {
+            Ok(wanted.iter().map(|b| u64::from(b.stored_len)).sum())
+        } else {
+            copy_live(repo, p, &wanted, &mut decoder)
+        };
+        match result {
+            Ok(copied) => {
+                report.repacked_packs += 1;
+                report.repacked_bytes += copied;
+                report.condemned_bytes += pack_bytes(blobs);
+                report.garbage_bytes += pack_bytes(blobs).saturating_sub(copied);
+                done.push(*p);
+            }
+            // Swept by a concurrent run after this one listed it: nothing to do.
+            Err(Error::NotFound { .. }) => {}
+            Err(e) if e.is_damage() => report.warnings.push(format!(
+                "pack {} not repacked: {e}; `mover check` and `mover verify` tell which \
+                 snapshots it affects",
+                p.to_hex()
+            )),
+            Err(e) => return Err(e),
         }
-        if !opts.dry_run {
-            repo.flush()?;
-            segments_after = backend.list("index")?.len();
+    }
+    if !opts.dry_run {
+        repo.flush()?;
+        report.segments_after = repo.backend().list(INDEX_DIR)?.len();
+    }
+    Ok(done)
+}
+
+/// What a pack holds by its own list.
+enum Contents {
+    /// Its trailer (or the trailer found before bytes appended to it) lists these.
+    Listed(Vec<BlobEntry>),
+    /// Removed meanwhile.
+    Gone,
+    /// Its list does not read: what it holds is unknown.
+    Unreadable(String),
+}
+
+/// Reads a pack's own list of contents. A list followed by appended bytes is found by the
+/// pack's id, which it must hash to, so it is exactly what the pack held.
+fn own_contents(repo: &Repository, p: &ObjectId) -> Result<Contents> {
+    let damage = match repo.pack_contents(p) {
+        Ok(listed) => return Ok(Contents::Listed(listed)),
+        Err(Error::NotFound { .. }) => return Ok(Contents::Gone),
+        Err(e) if e.is_damage() => e,
+        Err(e) => return Err(e),
+    };
+    match repo.backend().get(&pack_key(p)) {
+        Ok(bytes) => Ok(match embedded_trailer(repo.crypto(), p, &bytes) {
+            Some((_, listed)) => Contents::Listed(listed),
+            None => Contents::Unreadable(damage.to_string()),
+        }),
+        Err(Error::NotFound { .. }) => Ok(Contents::Gone),
+        Err(e) if e.is_damage() => Ok(Contents::Unreadable(damage.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+fn unreadable_warning(p: &ObjectId, e: &str) -> String {
+    format!(
+        "pack {}: {e}; gc cannot tell what it holds, so it leaves it; `mover repair index` \
+         recovers its entries",
+        p.to_hex()
+    )
+}
+
+/// Whether `p` may be condemned or deleted, by its own list: every chunk in it that a snapshot
+/// references must have a copy the index places in another pack that stays (not condemned,
+/// not in `gone`). A pack whose list does not read is kept. `None`: the pack is gone. Why a
+/// pack is kept goes into the report's warnings.
+///
+/// This is what keeps a lost or stale index segment from costing data (issue 14): the index
+/// alone would take such a pack for garbage.
+fn may_remove(
+    repo: &Repository,
+    view: &View,
+    p: &ObjectId,
+    gone: &HashSet<ObjectId>,
+    report: &mut GcReport,
+) -> Result<Option<bool>> {
+    let listed = match own_contents(repo, p)? {
+        Contents::Listed(listed) => listed,
+        Contents::Gone => return Ok(None),
+        Contents::Unreadable(e) => {
+            report.warnings.push(unreadable_warning(p, &e));
+            return Ok(Some(false));
         }
+    };
+    let needed: HashSet<ChunkId> = listed
+        .iter()
+        .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, gone))
+        .map(|b| b.id)
+        .collect();
+    if needed.is_empty() {
+        return Ok(Some(true));
     }
-    report.condemned_packs = condemn.len();
-    report.segments_after = segments_after;
-    for t in &pending {
-        report.pending.push(Pending {
-            key: t.key.clone(),
-            packs: t.packs.len(),
-            due_ms: t.due_ms(),
-        });
-    }
-    if !opts.dry_run && !condemn.is_empty() {
-        let created = now_ms();
-        let bytes = Tombstone::encode(created, opts.grace_ms, &condemn);
-        let key = format!("gc/{}", ObjectId::of(&bytes).to_hex());
-        backend.put(&key, &bytes)?;
-        report.pending.push(Pending {
-            key,
-            packs: condemn.len(),
-            due_ms: created.saturating_add(opts.grace_ms),
-        });
-    }
-    Ok(report)
+    report.warnings.push(format!(
+        "pack {} holds {} chunks that snapshots use and the index places nowhere else, but \
+         the index does not name them there (an index segment lost or damaged?); gc leaves \
+         it; run `mover repair index`",
+        p.to_hex(),
+        needed.len()
+    ));
+    Ok(Some(false))
 }
 
 /// Copies chunks of `pack` into the repository's open pack (checking each against its id
@@ -646,299 +614,4 @@ fn copy_live(
         copied += u64::from(b.stored_len);
     }
     Ok(copied)
-}
-
-/// What `check` found.
-#[derive(Clone, Debug, Default)]
-pub struct CheckReport {
-    /// Repository format version.
-    pub format_version: u32,
-    /// Counts of what was looked at.
-    pub snapshots: usize,
-    /// Packs present.
-    pub packs: usize,
-    /// Index segments.
-    pub segments: usize,
-    /// Chunks named by the index.
-    pub chunks: usize,
-    /// Damage: each makes `check` fail.
-    pub errors: Vec<String>,
-    /// Worth knowing, not damage (orphaned packs, pending garbage collection).
-    pub notes: Vec<String>,
-}
-
-/// Checks the repository's structure without reading chunk data: index segments and pack
-/// trailers agree, every pack the index names exists, every snapshot decodes and every chunk
-/// it references is indexed in a pack that exists.
-///
-/// Backups, `forget` and `gc` may run meanwhile: what they change between two listings can
-/// look like damage, so a scan that finds any is repeated once and only what both scans find
-/// is reported.
-pub fn check(repo: &Repository) -> Result<CheckReport> {
-    let first = scan(repo)?;
-    if first.errors.is_empty() {
-        return Ok(first);
-    }
-    let mut r = scan(repo)?;
-    r.errors.retain(|e| first.errors.contains(e));
-    Ok(r)
-}
-
-fn scan(repo: &Repository) -> Result<CheckReport> {
-    let backend = repo.backend();
-    let mut r = CheckReport {
-        format_version: chunker::format::FORMAT_VERSION,
-        ..CheckReport::default()
-    };
-    let tombstones = load_tombstones(&**backend)?;
-    if let Some(e) = &tombstones.newer {
-        r.errors.push(e.to_string());
-    }
-    for (key, e) in &tombstones.damaged {
-        r.errors.push(format!(
-            "{e} ({key}); it condemns nothing, `mover gc` removes it"
-        ));
-    }
-    // Snapshots, then the index, then packs: the reverse of a backup's commit order, so a
-    // backup committing meanwhile never looks like a snapshot without its chunks.
-    let snapshot_ids = repo.snapshot_ids()?;
-    let by_pack_of = |entries: Vec<IndexEntry>| {
-        let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-        for e in entries {
-            by_pack.entry(e.pack).or_default().push(e.blob);
-        }
-        by_pack
-    };
-    let (mut segments, entries, mut damaged) = load_segments(repo)?;
-    let mut by_pack = by_pack_of(entries);
-    let mut existing = existing_packs(&**backend)?;
-    if by_pack.keys().any(|p| !existing.contains(p)) {
-        // A pack the index named is gone: a concurrent gc swept it after rewriting the index.
-        // Read the index again (it now names where those chunks live) and ask about packs
-        // written since the listing one by one.
-        let (s2, e2, d2) = load_segments(repo)?;
-        (segments, damaged, by_pack) = (s2, d2, by_pack_of(e2));
-        for p in by_pack.keys() {
-            if !existing.contains(p) && backend.size(&pack_key(p)).is_ok() {
-                existing.insert(*p);
-            }
-        }
-    }
-    r.segments = segments.len() + damaged.len();
-    for (key, e) in damaged {
-        r.errors.push(format!(
-            "index segment {key}: {e}; run `mover repair index` to rebuild the index from the packs"
-        ));
-    }
-    r.packs = existing.len();
-    let condemned: HashSet<ObjectId> = tombstones.ok.iter().flat_map(|t| t.packs.clone()).collect();
-    let mut indexed: HashSet<ChunkId> = HashSet::new();
-    let mut packs: Vec<(&ObjectId, &Vec<BlobEntry>)> = by_pack.iter().collect();
-    packs.sort_by_key(|(p, _)| **p);
-    for (p, blobs) in packs {
-        if !existing.contains(p) {
-            // A condemned pack already swept: its entries go at the next index rewrite.
-            if !condemned.contains(p) {
-                r.errors.push(format!(
-                    "pack {} is missing: the index names {} chunks in it",
-                    p.to_hex(),
-                    blobs.len()
-                ));
-            }
-            continue;
-        }
-        match repo.pack_contents(p) {
-            Ok(trailer) => {
-                let held: HashSet<(ChunkId, u32, u32)> = trailer
-                    .iter()
-                    .map(|b| (b.id, b.offset, b.stored_len))
-                    .collect();
-                let wrong = blobs
-                    .iter()
-                    .filter(|b| !held.contains(&(b.id, b.offset, b.stored_len)))
-                    .count();
-                if wrong > 0 {
-                    r.errors.push(format!(
-                        "pack {}: {wrong} index entries do not match the pack's own list; run \
-                         `mover repair index`",
-                        p.to_hex()
-                    ));
-                } else {
-                    indexed.extend(blobs.iter().map(|b| b.id));
-                }
-            }
-            Err(Error::NotFound { .. }) => {} // swept meanwhile
-            Err(e) if e.is_damage() => r.errors.push(format!(
-                "pack {}: {e}; `mover verify` tells which snapshots it affects",
-                p.to_hex()
-            )),
-            Err(e) => return Err(e),
-        }
-    }
-    r.chunks = indexed.len();
-    let orphans = existing.iter().filter(|p| !by_pack.contains_key(p)).count();
-    if orphans > 0 {
-        r.notes.push(format!(
-            "{orphans} packs are named by no index segment (left by interrupted backups, or \
-             written by one still running); `mover gc` removes them after its grace period, \
-             `mover repair index` indexes them"
-        ));
-    }
-    let now = now_ms();
-    for t in tombstones.ok.iter().filter(|t| now < t.due_ms()) {
-        r.notes.push(format!(
-            "garbage collection pending: {} packs condemned by {} may be deleted from {} ms \
-             since the epoch on",
-            t.packs.len(),
-            t.key,
-            t.due_ms()
-        ));
-    }
-    for id in snapshot_ids {
-        match repo.load_snapshot(&id) {
-            Ok(m) => {
-                r.snapshots += 1;
-                let mut seen = HashSet::new();
-                let lost = m
-                    .disks
-                    .iter()
-                    .flat_map(|d| &d.entries)
-                    .filter_map(|e| e.id)
-                    .filter(|c| seen.insert(*c))
-                    .filter(|c| !indexed.contains(c))
-                    .count();
-                if lost > 0 {
-                    r.errors.push(format!(
-                        "snapshot {} ({}): {lost} chunks it references are in no intact pack; \
-                         `mover repair snapshots` marks it damaged",
-                        id.to_hex(),
-                        m.name
-                    ));
-                }
-            }
-            Err(Error::NotFound { .. }) => {} // forgotten meanwhile
-            Err(e) if e.is_damage() => {
-                r.snapshots += 1;
-                r.errors.push(format!(
-                    "snapshot {}: {e}; `mover forget` it if it cannot be restored from elsewhere",
-                    id.to_hex()
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(r)
-}
-
-/// What `repair index` did.
-#[derive(Clone, Debug, Default)]
-pub struct RepairIndexReport {
-    /// Packs read.
-    pub packs: usize,
-    /// Chunks in the rebuilt index.
-    pub chunks: usize,
-    /// Segments replaced.
-    pub old_segments: usize,
-    /// Segments written.
-    pub new_segments: usize,
-    /// Packs whose own list could not be read (their chunks are not indexed).
-    pub unreadable: Vec<String>,
-}
-
-/// Rebuilds the index from the packs' own lists of contents, then removes the old segments.
-pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
-    let backend = repo.backend();
-    let old = backend.list("index")?;
-    let mut packs: Vec<ObjectId> = existing_packs(&**backend)?.into_iter().collect();
-    packs.sort();
-    let mut entries = Vec::new();
-    let mut r = RepairIndexReport {
-        packs: packs.len(),
-        old_segments: old.len(),
-        ..RepairIndexReport::default()
-    };
-    for p in &packs {
-        match repo.pack_contents(p) {
-            Ok(blobs) => {
-                entries.extend(blobs.into_iter().map(|blob| IndexEntry { pack: *p, blob }))
-            }
-            Err(e) if e.is_damage() => r.unreadable.push(format!("pack {}: {e}", p.to_hex())),
-            Err(e) => return Err(e),
-        }
-    }
-    r.chunks = entries
-        .iter()
-        .map(|e| e.blob.id)
-        .collect::<HashSet<_>>()
-        .len();
-    if !dry_run {
-        r.new_segments = rewrite_index(repo, &entries, &old)?;
-    }
-    Ok(r)
-}
-
-/// A snapshot `repair snapshots` found damaged.
-#[derive(Clone, Debug)]
-pub struct DamagedSnapshot {
-    /// The snapshot.
-    pub id: ObjectId,
-    /// Its name.
-    pub name: String,
-    /// Distinct chunks it references that no intact pack holds.
-    pub missing_chunks: usize,
-    /// Bytes of the disks those chunks cover.
-    pub bytes_lost: u64,
-}
-
-/// The key of a snapshot's damage mark.
-pub fn damage_key(id: &ObjectId) -> String {
-    format!("damaged/{}", id.to_hex())
-}
-
-/// Snapshots marked damaged by `repair snapshots`.
-pub fn damaged_marks(backend: &dyn Backend) -> Result<HashSet<ObjectId>> {
-    object_ids(backend, "damaged")
-}
-
-/// Marks every snapshot that references chunks no pack holds (writes `damaged/<id>`), and
-/// clears the mark of snapshots that are whole again. Deletes nothing else.
-pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<DamagedSnapshot>> {
-    let backend = repo.backend();
-    let existing = existing_packs(&**backend)?;
-    let marked = damaged_marks(&**backend)?;
-    let mut out = Vec::new();
-    for (id, m) in repo.snapshots()? {
-        let mut seen = HashSet::new();
-        let (mut missing, mut lost) = (0, 0u64);
-        for d in &m.disks {
-            for e in &d.entries {
-                let Some(c) = e.id else { continue };
-                let gone = repo.locate(&c).is_none_or(|(p, _)| !existing.contains(&p));
-                if gone {
-                    lost += u64::from(e.len);
-                    if seen.insert(c) {
-                        missing += 1;
-                    }
-                }
-            }
-        }
-        if missing > 0 {
-            if !dry_run {
-                let text = format!(
-                    "mover damaged snapshot 1\nmissing_chunks {missing}\nbytes_lost {lost}\nmarked_ms {}\n",
-                    now_ms()
-                );
-                backend.put(&damage_key(&id), text.as_bytes())?;
-            }
-            out.push(DamagedSnapshot {
-                id,
-                name: m.name.clone(),
-                missing_chunks: missing,
-                bytes_lost: lost,
-            });
-        } else if marked.contains(&id) && !dry_run {
-            backend.delete(&damage_key(&id))?;
-        }
-    }
-    Ok(out)
 }

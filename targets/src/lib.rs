@@ -7,8 +7,9 @@
 //!   manifests), which is a `ChunkStore` and commits snapshots durably.
 //! - [`archive`]: tape-style archives ([`ArchiveWriter`], [`ArchiveReader`]), single-pass
 //!   streams of checksummed frames for pipes, files and tape devices, in volumes.
-//! - Test doubles: [`FaultyBackend`] fails chosen writes; the `conformance` module (feature
-//!   `conformance`) checks any backend or store against the contracts.
+//! - Test doubles, outside the default API: `FaultyBackend` (feature `testing`) fails chosen
+//!   writes; the `conformance` module (feature `conformance`) checks any backend or store
+//!   against the contracts.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -29,21 +30,31 @@
 
 pub mod archive;
 mod backend;
+mod check;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod crypt;
 mod error;
+#[cfg(any(test, feature = "testing"))]
 mod faulty;
 pub mod gc;
+mod keys;
+mod layout;
+mod repair;
 mod repo;
 mod s3;
+mod salvage;
 mod store;
+mod stored;
+mod tombstones;
 
 pub use archive::{ArchiveReader, ArchiveWriter};
 pub use backend::{fsync_dir, Backend, LocalBackend, DIRECT_IO_ALIGN};
-pub use crypt::KeyInfo;
 pub use error::{Error, Result};
+#[cfg(any(test, feature = "testing"))]
 pub use faulty::FaultyBackend;
-pub use repo::{now_ms, pack_key, random_bytes, Repository, RepositoryOptions};
+pub use keys::KeyInfo;
+pub use layout::{now_ms, pack_key, random_bytes};
+pub use repo::{Repository, RepositoryOptions};
 pub use s3::{parse_s3_url, S3Backend, S3Options};
 pub use store::{ChunkStore, ChunkStoreExt, Put};

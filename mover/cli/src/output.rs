@@ -809,10 +809,13 @@ pub fn repair_index_report(
         "summary",
         json!({"command": "repair index", "dry_run": dry_run, "packs": r.packs, "chunks": r.chunks,
                "old_segments": r.old_segments, "new_segments": r.new_segments,
-               "unreadable": r.unreadable}),
+               "unreadable": r.unreadable, "recovered": r.recovered}),
     );
     for u in &r.unreadable {
         eprintln!("mover: warning: {u}; its chunks are not indexed");
+    }
+    for u in &r.recovered {
+        eprintln!("mover: warning: {u}");
     }
     if as_json {
         return Ok(());

@@ -5,6 +5,7 @@
 //! BLAKE3 checksum of the payload and a BLAKE3 checksum of the header itself, so a reader can
 //! trust the length before it reads the payload and find the next good frame after damage.
 
+use chunker::le::{Reader, Writer};
 use chunker::{ChunkId, Compression, Frame};
 
 use super::{ArchiveHeader, ArchiveId, DiskInfo};
@@ -175,78 +176,15 @@ impl Header {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Little-endian cursor helpers.
+// Payloads are written and read with chunker's little-endian codec. A payload passed its
+// checksum, so a failure to read one means a writer bug, never damage on the medium.
 
-pub struct Out(pub Vec<u8>);
+/// What a payload decodes to, or why it does not.
+type Parsed<T> = chunker::Result<T>;
 
-impl Out {
-    fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn bytes(&mut self, v: &[u8]) {
-        self.0.extend_from_slice(v);
-    }
-    /// A u16-length-prefixed UTF-8 string; `None` when it is longer than 65535 bytes.
-    fn str(&mut self, s: &str) -> Option<()> {
-        self.u16(u16::try_from(s.len()).ok()?);
-        self.bytes(s.as_bytes());
-        Some(())
-    }
-}
-
-/// Reads a payload; every failure is "malformed" (a payload passed its checksum, so a
-/// failure here means a writer bug, never damage on the medium).
-struct In<'a> {
-    buf: &'a [u8],
-}
-
-type Parsed<T> = Result<T, &'static str>;
-
-impl<'a> In<'a> {
-    fn take(&mut self, n: usize) -> Parsed<&'a [u8]> {
-        if n > self.buf.len() {
-            return Err("payload too short");
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-    fn arr<const N: usize>(&mut self) -> Parsed<[u8; N]> {
-        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
-    }
-    fn u16(&mut self) -> Parsed<u16> {
-        Ok(u16::from_le_bytes(self.arr()?))
-    }
-    fn u32(&mut self) -> Parsed<u32> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    fn u64(&mut self) -> Parsed<u64> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
-    fn str(&mut self) -> Parsed<String> {
-        let n = self.u16()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "string is not UTF-8")
-    }
-    fn count(&mut self, min_item: usize) -> Parsed<usize> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(min_item) > self.buf.len() {
-            return Err("count larger than the payload");
-        }
-        Ok(n)
-    }
-    fn end(&self) -> Parsed<()> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err("trailing bytes in payload")
-        }
-    }
+/// A reader of a payload.
+fn payload(buf: &[u8]) -> Reader<'_> {
+    Reader::new("archive payload", buf)
 }
 
 /// Refuses a structure of a newer format version.
@@ -276,23 +214,23 @@ pub struct VolumePayload {
 
 impl VolumePayload {
     pub fn encode(&self) -> Vec<u8> {
-        let mut o = Out(Vec::with_capacity(VOLUME_PAYLOAD_LEN));
+        let mut o = Writer::with_capacity(VOLUME_PAYLOAD_LEN);
         o.u32(self.version);
         o.u32(self.number);
         o.u32(self.block_size);
         o.u32(0);
         o.bytes(&self.id.0);
-        o.0
+        o.into_vec()
     }
     pub fn decode(buf: &[u8]) -> Parsed<Self> {
-        let mut r = In { buf };
+        let mut r = payload(buf);
         let v = VolumePayload {
             version: r.u32()?,
             number: r.u32()?,
             block_size: r.u32()?,
             id: {
                 r.u32()?;
-                ArchiveId(r.arr()?)
+                ArchiveId(r.array()?)
             },
         };
         r.end()?;
@@ -305,18 +243,18 @@ impl VolumePayload {
 
 /// Encodes the archive header payload; `None` when a string is longer than 65535 bytes.
 pub fn encode_header(h: &ArchiveHeader, block_size: u32) -> Option<Vec<u8>> {
-    let mut o = Out(Vec::with_capacity(256));
+    let mut o = Writer::with_capacity(256);
     o.u32(ARCHIVE_VERSION);
     o.u32(block_size);
     o.bytes(&h.id.0);
     o.u64(h.created_ms as u64);
     o.u32(h.chunk_size);
     o.u32(0);
-    o.str(&h.tool_version)?;
+    o.str16(&h.tool_version)?;
     o.u32(u32::try_from(h.disks.len()).ok()?);
     for d in &h.disks {
         o.u64(d.size);
-        o.str(&d.name)?;
+        o.str16(&d.name)?;
     }
     o.u32(u32::try_from(h.parents.len()).ok()?);
     for p in &h.parents {
@@ -324,37 +262,37 @@ pub fn encode_header(h: &ArchiveHeader, block_size: u32) -> Option<Vec<u8>> {
     }
     o.u32(u32::try_from(h.labels.len()).ok()?);
     for (k, v) in &h.labels {
-        o.str(k)?;
-        o.str(v)?;
+        o.str16(k)?;
+        o.str16(v)?;
     }
-    Some(o.0)
+    Some(o.into_vec())
 }
 
 /// Decodes the archive header payload: the header, its format version and block size.
 pub fn decode_header(buf: &[u8]) -> Parsed<(ArchiveHeader, u32, u32)> {
-    let mut r = In { buf };
+    let mut r = payload(buf);
     let version = r.u32()?;
     let block_size = r.u32()?;
-    let id = ArchiveId(r.arr()?);
+    let id = ArchiveId(r.array()?);
     let created_ms = r.u64()? as i64;
     let chunk_size = r.u32()?;
     r.u32()?;
-    let tool_version = r.str()?;
+    let tool_version = r.str16()?;
     let mut disks = Vec::new();
     for _ in 0..r.count(10)? {
         let size = r.u64()?;
         disks.push(DiskInfo {
-            name: r.str()?,
+            name: r.str16()?,
             size,
         });
     }
     let mut parents = Vec::new();
     for _ in 0..r.count(16)? {
-        parents.push(ArchiveId(r.arr()?));
+        parents.push(ArchiveId(r.array()?));
     }
     let mut labels = Vec::new();
     for _ in 0..r.count(4)? {
-        labels.push((r.str()?, r.str()?));
+        labels.push((r.str16()?, r.str16()?));
     }
     r.end()?;
     let header = ArchiveHeader {
@@ -397,16 +335,17 @@ pub fn encode_sealed_header(
     seq: u64,
 ) -> Option<Vec<u8>> {
     let plain = encode_header(h, block_size)?;
-    let mut o = Out(Vec::with_capacity(
-        SEALED_HEADER_PREFIX_LEN + plain.len() + 40,
-    ));
+    let mut o = Writer::with_capacity(SEALED_HEADER_PREFIX_LEN + plain.len() + 40);
     o.u32(archive_version(Some(key.keys.aead())));
     o.u32(block_size);
     o.bytes(&h.id.0);
     o.bytes(&key.key_file.encode());
-    key.keys
-        .seal_into(&frame_aad(&h.id, Kind::Header as u8, seq), &plain, &mut o.0);
-    Some(o.0)
+    key.keys.seal_into(
+        &frame_aad(&h.id, Kind::Header as u8, seq),
+        &plain,
+        o.as_mut_vec(),
+    );
+    Some(o.into_vec())
 }
 
 /// The parts of an encrypted archive's header payload: archive id, cipher, key object, sealed
@@ -416,13 +355,13 @@ pub type SealedHeader<'a> = (ArchiveId, chunker::crypto::Aead, &'a [u8], &'a [u8
 /// Splits the header payload of an encrypted archive: archive id, cipher, key object, sealed
 /// rest; `None` for a version 1 header.
 pub fn split_sealed_header(buf: &[u8]) -> Option<Parsed<SealedHeader<'_>>> {
-    let mut r = In { buf };
+    let mut r = payload(buf);
     let aead = archive_aead(r.u32().ok()?)?;
     Some((|| {
         r.u32()?;
-        let id = ArchiveId(r.arr()?);
+        let id = ArchiveId(r.array()?);
         let key = r.take(chunker::crypto::KEY_FILE_LEN)?;
-        Ok((id, aead, key, r.buf))
+        Ok((id, aead, key, r.rest()))
     })())
 }
 
@@ -440,18 +379,19 @@ pub fn chunk_prefix(id: &ChunkId, frame: &Frame) -> [u8; CHUNK_PREFIX_LEN] {
 
 /// Splits a chunk payload into its id and frame.
 pub fn decode_chunk(buf: &[u8]) -> Parsed<(ChunkId, Frame)> {
-    let mut r = In { buf };
-    let id = ChunkId::from_bytes(r.arr()?);
+    let mut r = payload(buf);
+    let id = ChunkId::from_bytes(r.array()?);
     let raw_len = r.u32()?;
     let stored = r.u32()? as usize;
-    let compression = Compression::from_u8(r.take(8)?[0]).ok_or("unknown compression")?;
-    if stored != r.buf.len() {
-        return Err("stored length does not match the payload");
+    let compression =
+        Compression::from_u8(r.take(8)?[0]).ok_or_else(|| r.error("unknown compression"))?;
+    if stored != r.remaining() {
+        return Err(r.error("stored length does not match the payload"));
     }
     let frame = Frame {
         compression,
         raw_len,
-        bytes: r.buf.to_vec(),
+        bytes: r.rest().to_vec(),
     };
     Ok((id, frame))
 }
@@ -466,8 +406,8 @@ pub fn part_prefix(total: u64, offset: u64) -> [u8; PART_PREFIX_LEN] {
 
 /// Splits a part payload into total length, offset and bytes.
 pub fn decode_part(buf: &[u8]) -> Parsed<(u64, u64, &[u8])> {
-    let mut r = In { buf };
-    Ok((r.u64()?, r.u64()?, r.buf))
+    let mut r = payload(buf);
+    Ok((r.u64()?, r.u64()?, r.rest()))
 }
 
 /// Trailer payload (72 bytes): flags u32 (bit 0: incomplete) | reserved u32 |
@@ -485,7 +425,7 @@ pub struct TrailerPayload {
 
 impl TrailerPayload {
     pub fn encode(&self) -> Vec<u8> {
-        let mut o = Out(Vec::with_capacity(TRAILER_PAYLOAD_LEN));
+        let mut o = Writer::with_capacity(TRAILER_PAYLOAD_LEN);
         o.u32(u32::from(self.incomplete));
         o.u32(0);
         o.u64(self.frames);
@@ -493,10 +433,10 @@ impl TrailerPayload {
         o.u64(self.chunk_bytes);
         o.u64(self.stored_bytes);
         o.bytes(&self.hash);
-        o.0
+        o.into_vec()
     }
     pub fn decode(buf: &[u8]) -> Parsed<Self> {
-        let mut r = In { buf };
+        let mut r = payload(buf);
         let t = TrailerPayload {
             incomplete: r.u32()? & 1 != 0,
             frames: {
@@ -506,7 +446,7 @@ impl TrailerPayload {
             chunks: r.u64()?,
             chunk_bytes: r.u64()?,
             stored_bytes: r.u64()?,
-            hash: r.arr()?,
+            hash: r.array()?,
         };
         r.end()?;
         Ok(t)
@@ -548,7 +488,7 @@ mod tests {
             id: ArchiveId([5; 16]),
         };
         assert_eq!(v.encode().len(), VOLUME_PAYLOAD_LEN);
-        assert_eq!(VolumePayload::decode(&v.encode()), Ok(v));
+        assert_eq!(VolumePayload::decode(&v.encode()).unwrap(), v);
         let t = TrailerPayload {
             incomplete: true,
             frames: 10,
@@ -558,7 +498,7 @@ mod tests {
             hash: [3; 32],
         };
         assert_eq!(t.encode().len(), TRAILER_PAYLOAD_LEN);
-        assert_eq!(TrailerPayload::decode(&t.encode()), Ok(t));
+        assert_eq!(TrailerPayload::decode(&t.encode()).unwrap(), t);
         let h = ArchiveHeader {
             id: ArchiveId([1; 16]),
             tool_version: "mover 0.1.0".into(),
@@ -572,7 +512,7 @@ mod tests {
             labels: vec![("host".into(), "h1".into())],
         };
         let enc = encode_header(&h, 65536).unwrap();
-        assert_eq!(decode_header(&enc), Ok((h.clone(), 1, 65536)));
+        assert_eq!(decode_header(&enc).unwrap(), (h.clone(), 1, 65536));
         let pw = chunker::crypto::Password::new(b"pw".to_vec());
         let params = chunker::crypto::KdfParams {
             memory_kib: 64,

@@ -628,7 +628,7 @@ impl<'a> ArchiveReader<'a> {
             let detail = format!("frame type {} is unknown (a newer mover?)", h.kind);
             return self.lost_frame(h, at, detail);
         };
-        let malformed = |e: &str| format!("malformed {kind:?} frame: {e}");
+        let malformed = |e: &dyn std::fmt::Display| format!("malformed {kind:?} frame: {e}");
         let opened;
         let payload = match self.open_payload(h, kind, payload)? {
             Ok(Some(plain)) => {
@@ -646,11 +646,11 @@ impl<'a> ArchiveReader<'a> {
                     self.events.push_back(Event::Header(header));
                     Ok(())
                 }
-                Err(e) => self.lost_frame(h, at, malformed(e)),
+                Err(e) => self.lost_frame(h, at, malformed(&e)),
             },
             Kind::Chunk => match decode_chunk(payload) {
                 Ok((id, frame)) => self.accept_chunk(h, at, id, frame),
-                Err(e) => self.lost_frame(h, at, malformed(e)),
+                Err(e) => self.lost_frame(h, at, malformed(&e)),
             },
             Kind::Map => {
                 self.events.push_back(Event::Map(payload.to_vec()));
@@ -658,7 +658,7 @@ impl<'a> ArchiveReader<'a> {
             }
             Kind::Manifest | Kind::Catalog => {
                 let Ok((total, offset, bytes)) = decode_part(payload) else {
-                    return self.lost_frame(h, at, malformed("too short"));
+                    return self.lost_frame(h, at, malformed(&"too short"));
                 };
                 let a = self.arc.as_mut().expect("admitted");
                 let asm = if kind == Kind::Manifest {
@@ -672,7 +672,7 @@ impl<'a> ArchiveReader<'a> {
                 if kind == Kind::Manifest {
                     self.events.push_back(Event::Manifest(whole));
                 } else if !whole.len().is_multiple_of(32) {
-                    return self.lost_frame(h, at, malformed("catalog length"));
+                    return self.lost_frame(h, at, malformed(&"catalog length"));
                 } else {
                     let ids = whole.chunks_exact(32);
                     let ids = ids.map(|c| ChunkId::from_bytes(c.try_into().expect("32 bytes")));
@@ -682,7 +682,7 @@ impl<'a> ArchiveReader<'a> {
             }
             Kind::Trailer => match TrailerPayload::decode(payload) {
                 Ok(t) => self.accept_trailer(h, t),
-                Err(e) => self.lost_frame(h, at, malformed(e)),
+                Err(e) => self.lost_frame(h, at, malformed(&e)),
             },
         }
     }

@@ -185,7 +185,7 @@ pub fn repair(c: &RepairCommand, secrets: &Secrets) -> anyhow::Result<Exit> {
             let repo = open_repo(&a.repo, secrets)?;
             let r = targets::gc::repair_index(&repo, a.dry_run).context("repair index stopped")?;
             output::repair_index_report(&r, a.dry_run, a.json)?;
-            Ok(if r.unreadable.is_empty() {
+            Ok(if r.unreadable.is_empty() && r.recovered.is_empty() {
                 Exit::Success
             } else {
                 Exit::Warnings

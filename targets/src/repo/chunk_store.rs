@@ -1,0 +1,226 @@
+//! The repository as a [`ChunkStore`]: putting chunks into packs, reading them back, and
+//! flushing (see the commit order in `repo.rs`).
+
+use chunker::format::{BlobEntry, ObjectId, PACK_HEADER_LEN};
+use chunker::{ChunkId, Frame};
+
+use super::spans::{pack_spans, Span};
+use super::writer::{take_open_pack, Job, PackBuf};
+use super::Repository;
+use crate::crypt;
+use crate::layout::{pack_key, random_bytes};
+use crate::{ChunkStore, Error, Put, Result};
+
+impl ChunkStore for Repository {
+    fn has(&self, id: &ChunkId) -> Result<bool> {
+        if self.shared.is_indexed(id) {
+            return Ok(true);
+        }
+        Ok(self
+            .shared
+            .packer
+            .lock()
+            .expect("packer lock")
+            .pending
+            .contains(id))
+    }
+
+    fn put(&self, id: &ChunkId, frame: Frame) -> Result<Put> {
+        self.shared.check_poison()?;
+        if self.shared.crypto.is_some() && self.has(id)? {
+            return Ok(Put::AlreadyPresent); // known: not sealed for nothing
+        }
+        // Sealed before the lock, so workers asking `has` do not wait on the cipher.
+        let frame = crypt::seal_frame(self.crypto(), id, frame);
+        let mut packer = self.shared.packer.lock().expect("packer lock");
+        if packer.pending.contains(id) || self.shared.is_indexed(id) {
+            return Ok(Put::AlreadyPresent);
+        }
+        if packer.buf.is_empty() {
+            let room = self.options.pack_size + (1 << 20);
+            if let Some(spare) = self.shared.spare.lock().expect("spare lock").pop() {
+                packer.buf = spare;
+            }
+            if packer.buf.room() < room {
+                packer.buf = PackBuf::with_capacity(room);
+            }
+            packer
+                .buf
+                .appender()
+                .extend_from_slice(&crypt::pack_header(self.crypto()));
+        }
+        let offset = packer.buf.len();
+        if offset + frame.bytes.len() > u32::MAX as usize {
+            return Err(Error::Corrupt {
+                what: format!("chunk {id}"),
+                detail: "frame too large for a pack".into(),
+            });
+        }
+        packer.buf.appender().extend_from_slice(&frame.bytes);
+        packer.entries.push(BlobEntry {
+            id: *id,
+            offset: offset as u32,
+            stored_len: frame.bytes.len() as u32,
+            raw_len: frame.raw_len,
+            compression: frame.compression,
+        });
+        packer.pending.insert(*id);
+        if packer.buf.len() - PACK_HEADER_LEN >= self.options.pack_size {
+            let sealed = take_open_pack(&mut packer);
+            drop(packer);
+            if let Err(e) = self.seal(sealed) {
+                self.shared.set_poison(&e);
+                return Err(e);
+            }
+        }
+        Ok(Put::Stored)
+    }
+
+    fn get(&self, id: &ChunkId) -> Result<Frame> {
+        let mut located = self.locate(id);
+        if located.is_none()
+            && self
+                .shared
+                .packer
+                .lock()
+                .expect("packer lock")
+                .pending
+                .contains(id)
+        {
+            self.flush()?;
+            located = self.locate(id);
+        }
+        let (pack, blob) = located.ok_or_else(|| Error::NotFound {
+            what: format!("chunk {id}"),
+        })?;
+        let bytes = self.shared.backend.get_range(
+            &pack_key(&pack),
+            u64::from(blob.offset),
+            blob.stored_len as usize,
+        )?;
+        Ok(Frame {
+            compression: blob.compression,
+            raw_len: blob.raw_len,
+            bytes: crypt::blob_in(self.crypto(), &pack, id, bytes)?,
+        })
+    }
+
+    fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
+        let located: Vec<_> = ids.iter().map(|id| self.locate(id)).collect();
+        let mut out: Vec<Option<Frame>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
+        for span in pack_spans(&located) {
+            let bytes = self.shared.backend.get_range(
+                &pack_key(&span.pack),
+                span.start,
+                (span.end - span.start) as usize,
+            )?;
+            for (i, frame) in self.split_span(&span, &located, bytes)? {
+                out[i] = Some(frame);
+            }
+        }
+        ids.iter()
+            .zip(out)
+            .map(|(id, frame)| frame.map_or_else(|| self.get(id), Ok))
+            .collect()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.shared.check_poison()?;
+        let result = self.flush_inner();
+        if let Err(e) = &result {
+            self.shared.set_poison(e);
+        }
+        result
+    }
+
+    fn id_key(&self) -> chunker::IdKey {
+        Repository::id_key(self)
+    }
+}
+
+impl Repository {
+    /// Hands the open pack to the writer. Called without the packer lock held: the writer
+    /// takes that lock when a pack becomes durable.
+    pub(super) fn seal(&self, sealed: Option<(PackBuf, Vec<BlobEntry>)>) -> Result<()> {
+        let Some((mut pack, entries)) = sealed else {
+            return Ok(());
+        };
+        let trailer_len = crypt::trailer_out(self.crypto(), pack.appender(), &entries);
+        let buf = pack.bytes_mut();
+        if self.crypto().is_none() {
+            // The footer's salt (see docs/FORMAT.md): a pack with the same contents list as a
+            // condemned one must get a new id, or the fresh copy would land in the condemned
+            // name. (A sealed trailer has a random nonce already.) The low byte stays 0: it
+            // holds the flags of the footer.
+            let salt_at = buf.len() - chunker::format::PACK_FOOTER_LEN + 4;
+            let salt = u32::from_le_bytes(random_bytes::<4>()) & !0xff;
+            buf[salt_at..salt_at + 4].copy_from_slice(&salt.to_le_bytes());
+        }
+        *self.shared.inflight.lock().expect("inflight lock") += 1;
+        let jobs = self.jobs.lock().expect("jobs lock");
+        let tx = jobs
+            .as_ref()
+            .expect("writers run while the repository is open");
+        tx.send(Job {
+            buf: pack,
+            entries,
+            trailer_len,
+        })
+        .map_err(|_| {
+            self.shared.pack_done();
+            Error::Poisoned {
+                first: "pack writer stopped".into(),
+            }
+        })
+    }
+
+    /// Waits until every sealed pack is durable (or has failed).
+    pub(super) fn wait_for_writers(&self) {
+        let mut n = self.shared.inflight.lock().expect("inflight lock");
+        while *n > 0 {
+            n = self.shared.idle.wait(n).expect("inflight lock");
+        }
+    }
+
+    pub(super) fn flush_inner(&self) -> Result<()> {
+        let sealed = take_open_pack(&mut self.shared.packer.lock().expect("packer lock"));
+        self.seal(sealed)?;
+        self.wait_for_writers();
+        self.shared.check_poison()?;
+        let entries = std::mem::take(&mut *self.shared.session.lock().expect("session lock"));
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write_segment(&entries).map(drop)
+    }
+
+    /// Cuts the bytes of `span` (read from its pack) into the frames of its chunks, each with
+    /// its position in the request. A span of one chunk hands its buffer over uncopied.
+    pub(super) fn split_span(
+        &self,
+        span: &Span,
+        located: &[Option<(ObjectId, BlobEntry)>],
+        mut bytes: Vec<u8>,
+    ) -> Result<Vec<(usize, Frame)>> {
+        let mut out = Vec::with_capacity(span.members.len());
+        for &i in &span.members {
+            let (_, blob) = located[i].expect("span members are located");
+            let at = (u64::from(blob.offset) - span.start) as usize;
+            let len = blob.stored_len as usize;
+            let stored = if span.members.len() == 1 && at == 0 && len == bytes.len() {
+                std::mem::take(&mut bytes)
+            } else {
+                bytes[at..at + len].to_vec()
+            };
+            out.push((
+                i,
+                Frame {
+                    compression: blob.compression,
+                    raw_len: blob.raw_len,
+                    bytes: crypt::blob_in(self.crypto(), &span.pack, &blob.id, stored)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
