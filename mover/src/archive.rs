@@ -21,7 +21,7 @@ mod target;
 mod transfer;
 mod write;
 
-pub use catalog::{hex, Catalog, CatalogArchive};
+pub use catalog::{Catalog, CatalogArchive};
 pub use io::{header_for, open_input, open_sink};
 pub use restore::{restore_archive, ArchiveInput, ArchiveRestoreOptions, ArchiveRestoreReport};
 pub use target::ArchiveTarget;

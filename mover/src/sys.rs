@@ -246,7 +246,8 @@ static COMMITTING: AtomicUsize = AtomicUsize::new(0);
 static COMMIT_ENDED_AFTER_SIGNAL: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 /// Files to remove when the watchdog ends the process.
-static CLEANUP: std::sync::Mutex<Vec<(u64, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
+static CLEANUP: std::sync::Mutex<Vec<(u64, std::path::PathBuf)>> =
+    std::sync::Mutex::new(Vec::new());
 static CLEANUP_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn watchdog(on_stuck: fn()) {

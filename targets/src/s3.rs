@@ -203,7 +203,10 @@ impl S3Backend {
     /// Whether the server refuses a create-only put of an existing key (`If-None-Match`).
     /// Writes and removes one probe object under `probe/`.
     pub fn honours_conditional_put(&self) -> Result<bool> {
-        let key = format!("probe/conditional-{}", hex_nonce());
+        let key = format!(
+            "probe/conditional-{}",
+            chunker::hex::encode(&crate::random_bytes::<8>())
+        );
         self.put(&key, b"1")?;
         // The raw conditional PUT, without the HEAD that `put_new` adds.
         let opts = PutOptions {
@@ -219,13 +222,6 @@ impl S3Backend {
             Err(e) => Err(self.error(&key, e)),
         }
     }
-}
-
-fn hex_nonce() -> String {
-    crate::random_bytes::<8>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Whether `e` is a request cut off in flight: the connection reset, aborted or closed in the
@@ -716,7 +712,10 @@ mod server_tests {
             var("SECRET_KEY").expect("secret key set"),
         );
         let bucket = var("BUCKET").expect("bucket set");
-        let prefix = format!("conformance-{}", hex_nonce());
+        let prefix = format!(
+            "conformance-{}",
+            chunker::hex::encode(&crate::random_bytes::<8>())
+        );
         let opts = S3Options {
             endpoint: Some(endpoint),
             region: var("REGION"),

@@ -31,12 +31,21 @@ fn interrupt_while_blocked(env: &Env, mut child: Child, sig: &str, what: &str) {
         took < Duration::from_secs(6),
         "{what}: {sig} took {took:?} to stop mover"
     );
-    assert!(err.contains("interrupted; nothing was committed"), "{what}:\n{err}");
-    assert!(env.snapshots().is_empty(), "{what}: a snapshot was committed");
+    assert!(
+        err.contains("interrupted; nothing was committed"),
+        "{what}:\n{err}"
+    );
+    assert!(
+        env.snapshots().is_empty(),
+        "{what}: a snapshot was committed"
+    );
 }
 
 fn mkfifo(path: &std::path::Path) {
-    let ok = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    let ok = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
     assert!(ok.success(), "mkfifo {}", path.display());
 }
 
@@ -45,10 +54,7 @@ fn sigint_stops_a_backup_of_a_fifo_without_a_writer() {
     let env = Env::new();
     let fifo = env.path("pipe");
     mkfifo(&fifo);
-    let (child, _) = env
-        .cmd("backup", &["--source"])
-        .arg(&fifo)
-        .spawn();
+    let (child, _) = env.cmd("backup", &["--source"]).arg(&fifo).spawn();
     interrupt_while_blocked(&env, child, "-INT", "FIFO without a writer");
 }
 
@@ -100,7 +106,10 @@ fn sigint_stops_a_backup_from_an_nbd_server_that_never_answers() {
         }
     });
     let (child, _) = env
-        .cmd("backup", &["--source", &format!("nbd://127.0.0.1:{port}/x")])
+        .cmd(
+            "backup",
+            &["--source", &format!("nbd://127.0.0.1:{port}/x")],
+        )
         .spawn();
     interrupt_while_blocked(&env, child, "-INT", "silent NBD server");
 }

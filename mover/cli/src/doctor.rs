@@ -233,7 +233,10 @@ pub fn check_repository(
             };
             c.ok(
                 "reachable",
-                format!("repository id {}, {sealing}", hex(&r.config().id[..6])),
+                format!(
+                    "repository id {}, {sealing}",
+                    chunker::hex::encode(&r.config().id[..6])
+                ),
             );
             r
         }
@@ -312,10 +315,6 @@ pub fn check_repository(
         }
     }
     c.out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `mover doctor`.
@@ -419,7 +418,10 @@ pub fn doctor_checks(a: &DoctorArgs, secrets: &Secrets) -> Vec<Check> {
 
 /// Writes, reads back and deletes a probe object.
 fn check_writable(backend: &dyn Backend, c: &mut Checks) {
-    let key = format!("probe/doctor-{}", hex(&targets::random_bytes::<8>()));
+    let key = format!(
+        "probe/doctor-{}",
+        chunker::hex::encode(&targets::random_bytes::<8>())
+    );
     let wrote = backend
         .put(&key, b"mover doctor")
         .and_then(|()| backend.get(&key))

@@ -71,7 +71,7 @@ impl Catalog {
         let Some(hex) = &self.key else {
             return Ok(None);
         };
-        let bytes = unhex(hex).ok_or_else(|| catalog_error(path, "bad key"))?;
+        let bytes = chunker::hex::decode(hex).ok_or_else(|| catalog_error(path, "bad key"))?;
         let location = format!("the archive chain of catalog {}", path.display());
         let password = password.ok_or_else(|| targets::Error::PasswordRequired {
             location: location.clone(),
@@ -87,7 +87,7 @@ impl Catalog {
     /// Records the last archive's manifest (sealed with the chain's key, if any).
     pub fn set_manifest(&mut self, manifest: &Manifest, key: Option<&ArchiveKey>) {
         let plain = manifest.encode();
-        self.manifest = hex(&match key {
+        self.manifest = chunker::hex::encode(&match key {
             Some(k) => chunker::format::seal_object(
                 &k.keys,
                 &chunker::format::MANIFEST_MAGIC,
@@ -96,7 +96,7 @@ impl Catalog {
             ),
             None => plain,
         });
-        self.key = key.map(|k| hex(&k.key_file.encode()));
+        self.key = key.map(|k| chunker::hex::encode(&k.key_file.encode()));
         self.cipher = key.map(|k| k.keys.aead().name().to_string());
     }
 
@@ -109,7 +109,8 @@ impl Catalog {
         if self.chain.is_empty() {
             return Ok(None);
         }
-        let bytes = unhex(&self.manifest).ok_or_else(|| catalog_error(path, "bad manifest"))?;
+        let bytes = chunker::hex::decode(&self.manifest)
+            .ok_or_else(|| catalog_error(path, "bad manifest"))?;
         let bytes = match key {
             Some(k) => chunker::format::open_object(
                 &k.keys,
@@ -166,19 +167,4 @@ fn catalog_error(path: &std::path::Path, detail: &str) -> Error {
         "catalog {}: {detail}; give the catalog file the last archive wrote, or start a new chain with a full archive",
         path.display()
     ))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }

@@ -1,5 +1,6 @@
 //! Map frames: mover's use of the archive format's opaque map payload (see the module above).
 
+use chunker::le::{Reader, Writer};
 use chunker::ChunkId;
 
 pub(super) const MAP_VERSION: u8 = 1;
@@ -18,38 +19,41 @@ pub(super) struct Placed {
 }
 
 pub(super) fn encode_entry(out: &mut Vec<u8>, p: &Placed) {
-    out.extend_from_slice(&p.disk.to_le_bytes());
-    out.extend_from_slice(&p.index.to_le_bytes());
-    out.extend_from_slice(&p.offset.to_le_bytes());
-    out.extend_from_slice(&p.len.to_le_bytes());
-    out.push(u8::from(p.id.is_some()));
-    out.extend_from_slice(p.id.as_ref().map_or(&[0; 32], |id| id.as_bytes()));
+    let mut w = Writer::from_vec(std::mem::take(out));
+    w.u32(p.disk);
+    w.u64(p.index);
+    w.u64(p.offset);
+    w.u32(p.len);
+    w.u8(u8::from(p.id.is_some()));
+    w.bytes(p.id.as_ref().map_or(&[0; 32], |id| id.as_bytes()));
+    *out = w.into_vec();
 }
 
 pub(super) fn decode_map(buf: &[u8]) -> Option<Vec<Placed>> {
-    let (&version, rest) = buf.split_first()?;
-    if version != MAP_VERSION || rest.len() < 4 {
+    let mut r = Reader::new("archive map", buf);
+    if r.u8().ok()? != MAP_VERSION {
         return None;
     }
-    let count = u32::from_le_bytes(rest[..4].try_into().ok()?) as usize;
-    let body = &rest[4..];
-    if body.len() != count.checked_mul(MAP_ENTRY)? {
+    let count = r.u32().ok()? as usize;
+    if buf.len() - 5 != count.checked_mul(MAP_ENTRY)? {
         return None;
     }
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
-    body.chunks_exact(MAP_ENTRY)
-        .map(|e| {
-            let id = match e[24] {
+    (0..count)
+        .map(|_| {
+            let (disk, index, offset, len) =
+                (r.u32().ok()?, r.u64().ok()?, r.u64().ok()?, r.u32().ok()?);
+            let kind = r.u8().ok()?;
+            let id = r.array::<32>().ok()?;
+            let id = match kind {
                 0 => None,
-                1 => Some(ChunkId::from_bytes(e[25..57].try_into().expect("32"))),
+                1 => Some(ChunkId::from_bytes(id)),
                 _ => return None,
             };
             Some(Placed {
-                disk: u32_at(e, 0),
-                index: u64_at(e, 4),
-                offset: u64_at(e, 12),
-                len: u32_at(e, 20),
+                disk,
+                index,
+                offset,
+                len,
                 id,
             })
         })

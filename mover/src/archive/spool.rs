@@ -6,7 +6,6 @@ use std::os::unix::fs::FileExt;
 
 use chunker::{ChunkId, Compression, Decoder, Frame};
 
-use super::hex;
 use crate::{Error, Result};
 
 /// Chunks kept aside (as stored frames) in an unlinked temporary file, for data a later map
@@ -32,7 +31,7 @@ impl Spool {
             let path = dir.join(format!(
                 ".mover-spool-{}-{}",
                 std::process::id(),
-                hex(&targets::random_bytes::<6>())
+                chunker::hex::encode(&targets::random_bytes::<6>())
             ));
             let f = std::fs::OpenOptions::new()
                 .read(true)
