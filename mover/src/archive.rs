@@ -30,7 +30,3 @@ pub use transfer::{
     ExportRequest,
 };
 pub use write::{write_archive, ArchiveFormat};
-
-use map::{decode_map, encode_entry, Placed, MAP_ENTRY, MAP_FLUSH, MAP_VERSION};
-use restore::damage_line;
-use spool::Spool;

@@ -23,6 +23,7 @@ use targets::archive::{ArchiveKey, ArchiveSummary};
 use targets::Repository;
 
 use crate::archive::{write_archive, ArchiveFormat, Catalog, CatalogArchive};
+use crate::nbd::is_nbd;
 use crate::{
     BackupOptions, BackupReport, ChangeMap, DiskInput, DiskJob, Error, FileSource, Hook,
     NbdOptions, NbdSource, Progress, Result, Source, SourceKind,
@@ -200,11 +201,6 @@ impl Opened {
             Opened::Stream(_) => 0,
         }
     }
-}
-
-/// True for an NBD URI.
-pub fn is_nbd(src: &str) -> bool {
-    src.starts_with("nbd://") || src.starts_with("nbd+unix://")
 }
 
 /// The parent and, on an archive, the chain it extends.
@@ -506,18 +502,26 @@ pub fn read_attachments(paths: &[String]) -> Result<Vec<Attachment>> {
             path: path.clone(),
             source: e,
         };
+        let too_large = |len: String| {
+            Error::Usage(format!(
+                "--attach {path}: {len} is too large for an attachment (at most 16 MiB); back it up as a disk"
+            ))
+        };
         let len = std::fs::metadata(p).map_err(unreadable)?.len();
         if len > MAX_ATTACHMENT as u64 {
-            return Err(Error::Usage(format!(
-                "--attach {path}: {len} bytes is too large for an attachment (at most 16 MiB); back it up as a disk"
-            )));
+            return Err(too_large(format!("{len} bytes")));
         }
         if out.iter().any(|x| x.name == name) {
             return Err(Error::Usage(format!(
                 "--attach: two attachments are named {name}"
             )));
         }
-        let data = std::fs::read(p).map_err(unreadable)?;
+        // The size a device or FIFO reports says nothing: the limit holds on what is read.
+        let Some(data) =
+            crate::sys::read_file_to_limit(path, MAX_ATTACHMENT as u64).map_err(unreadable)?
+        else {
+            return Err(too_large("what it gives".into()));
+        };
         out.push(Attachment { name, data });
     }
     Ok(out)

@@ -57,10 +57,10 @@ pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{one_line, Error, Result};
 pub use hooks::Hook;
 pub use job::{
-    is_nbd, read_attachments, run_backup, ArchiveWritten, BackupDestination, BackupHooks,
-    BackupOutcome, BackupRequest, DiskRequest,
+    read_attachments, run_backup, ArchiveWritten, BackupDestination, BackupHooks, BackupOutcome,
+    BackupRequest, DiskRequest,
 };
-pub use nbd::{NbdOptions, NbdSource};
+pub use nbd::{is_nbd, NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;
 pub use restore::{

@@ -41,6 +41,11 @@ const DEFAULT_PORT: u16 = 10809;
 const URI_FORMS: &str =
     "not an NBD URI; use nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH";
 
+/// True for an NBD URI.
+pub fn is_nbd(src: &str) -> bool {
+    src.starts_with("nbd://") || src.starts_with("nbd+unix://")
+}
+
 /// How to connect to an NBD export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NbdOptions {

@@ -323,6 +323,24 @@ impl Drop for CleanupGuard {
     }
 }
 
+/// Reads what `r` gives, at most `limit` bytes: `Ok(None)` when it gives more (a device or
+/// FIFO that never ends, a file larger than it said). Input is never buffered past its
+/// limit, whatever size was reported beforehand.
+pub fn read_to_limit(r: impl io::Read, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    use io::Read;
+    let mut out = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// [`read_to_limit`] on a file by its path (`-`: stdin).
+pub fn read_file_to_limit(path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    match path {
+        "-" => read_to_limit(io::stdin().lock(), limit),
+        _ => read_to_limit(File::open(path)?, limit),
+    }
+}
+
 /// True once SIGINT or SIGTERM was received.
 pub fn interrupted() -> bool {
     SIGNALS.load(Ordering::Relaxed) > 0

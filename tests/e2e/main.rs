@@ -14,6 +14,7 @@ mod encryption;
 mod errors;
 mod faultproxy;
 mod gc_safety;
+mod hostile;
 mod incremental;
 mod integration;
 mod layout;

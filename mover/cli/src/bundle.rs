@@ -129,7 +129,7 @@ pub fn support_bundle(
     cli: &crate::args::Cli,
     secrets: &crate::repo::Secrets,
 ) -> anyhow::Result<crate::Exit> {
-    use crate::doctor::{doctor_checks, doctor_repo_arg};
+    use crate::cmd::doctor::{doctor_checks, doctor_repo_arg};
     use crate::output;
     let quiet = cli.quiet;
     let mut tar = Tar::new();
@@ -180,7 +180,7 @@ pub fn support_bundle(
     }
     let bytes = write(&a.out, tar.finish(), a.force)?;
     if !quiet && a.out != "-" {
-        eprintln!("wrote support bundle {} ({bytes} bytes)", a.out);
+        note!("wrote support bundle {} ({bytes} bytes)", a.out);
     }
     Ok(crate::Exit::Success)
 }

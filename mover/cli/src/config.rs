@@ -353,7 +353,14 @@ impl Config {
             },
         };
         let shown = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
+        // A configuration file is small: one that never ends is not read past 16 MiB.
+        let read = std::fs::File::open(&path).and_then(|f| {
+            let bytes = mover::sys::read_to_limit(f, 16 << 20)?
+                .ok_or_else(|| std::io::Error::other("larger than 16 MiB"))?;
+            String::from_utf8(bytes)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        });
+        let text = match read {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok(Config::default())

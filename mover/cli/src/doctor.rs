@@ -5,12 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chunker::ExtentKind;
-use targets::{Backend, LocalBackend, Repository, RepositoryOptions};
+use targets::{Backend, Repository, RepositoryOptions};
 
-use crate::args::{DoctorArgs, RepoArg};
 use crate::human::bytes;
-use crate::repo::{is_s3, repo_options, s3_backend, Secrets};
-use crate::{output, usage, Exit};
 use mover::{FileSource, NbdOptions, NbdSource, Source, SourceKind};
 
 /// The outcome of one check.
@@ -72,8 +69,7 @@ pub fn check_source(spec: &str, read_for: Duration) -> Vec<Check> {
 /// Opens a source for [`check_source`], saying what it is; `None` when it cannot be read
 /// (or is a stream, which is read once).
 fn open_source(spec: &str, c: &mut Checks) -> Option<Box<dyn Source>> {
-    let is_nbd = spec.starts_with("nbd://") || spec.starts_with("nbd+unix://");
-    if is_nbd {
+    if mover::is_nbd(spec) {
         match NbdSource::connect(spec, &NbdOptions::default()) {
             Ok(n) => {
                 let (min, pref, max) = n.block_size();
@@ -315,105 +311,6 @@ pub fn check_repository(
         }
     }
     c.out
-}
-
-/// `mover doctor`.
-pub fn doctor(a: &DoctorArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
-    if a.source.is_empty() && a.repo.is_none() {
-        return Err(usage("give --source SRC and/or -r REPO to check"));
-    }
-    let checks = doctor_checks(a, secrets);
-    output::doctor_report(&checks, a.json, &mut std::io::stdout().lock())?;
-    Ok(if checks.iter().all(|c| c.ok) {
-        Exit::Success
-    } else {
-        Exit::Failure
-    })
-}
-
-pub fn doctor_repo_arg(a: &DoctorArgs, location: &str) -> RepoArg {
-    RepoArg {
-        repo: location.to_string(),
-        s3_endpoint: a.s3_endpoint.clone(),
-        s3_region: a.s3_region.clone(),
-        s3_virtual_hosted: a.s3_virtual_hosted,
-        s3_allow_http: a.s3_allow_http,
-        s3_retry_timeout: 20,
-        connections: 16,
-    }
-}
-
-pub fn doctor_checks(a: &DoctorArgs, secrets: &Secrets) -> Vec<Check> {
-    let read_for = std::time::Duration::from_secs_f64(a.read_seconds.clamp(0.0, 60.0));
-    let mut checks: Vec<Check> = Vec::new();
-    for src in &a.source {
-        checks.extend(check_source(src, read_for));
-    }
-    if let Some(location) = &a.repo {
-        let repo = doctor_repo_arg(a, location);
-        let subject = format!("repository {location}");
-        let backend: Option<Arc<dyn Backend>> = if is_s3(&repo) {
-            match s3_backend(&repo) {
-                Ok(s3) => {
-                    checks.push(Check {
-                        subject: subject.clone(),
-                        name: "credentials",
-                        ok: true,
-                        detail: "the bucket answers with these credentials".into(),
-                        fix: None,
-                    });
-                    let detail = match s3.honours_conditional_put() {
-                        Ok(true) => "the server honours If-None-Match".to_string(),
-                        Ok(false) => {
-                            "the server ignores If-None-Match (mover does not depend on it)".into()
-                        }
-                        Err(e) => format!("cannot tell ({e})"),
-                    };
-                    checks.push(Check {
-                        subject: subject.clone(),
-                        name: "conditional writes",
-                        ok: true,
-                        detail,
-                        fix: None,
-                    });
-                    Some(Arc::new(s3))
-                }
-                Err(e) => {
-                    let check =
-                        "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the endpoint and the bucket";
-                    let (name, detail, fix) = match e.downcast_ref() {
-                        Some(targets::Error::Misconfigured {
-                            location,
-                            problem,
-                            fix,
-                        }) => (
-                            "configuration",
-                            format!("{location}: {problem}"),
-                            fix.clone(),
-                        ),
-                        _ => ("credentials", crate::one_line(&e), check.to_string()),
-                    };
-                    checks.push(Check {
-                        subject: subject.clone(),
-                        name,
-                        ok: false,
-                        detail,
-                        fix: Some(fix),
-                    });
-                    None
-                }
-            }
-        } else {
-            Some(Arc::new(LocalBackend::new(location)))
-        };
-        if let Some(backend) = backend {
-            let local = (!is_s3(&repo)).then(|| std::path::Path::new(location));
-            let mut options = repo_options(&repo);
-            options.password = secrets.password().unwrap_or(None);
-            checks.extend(check_repository(location, backend, options, local));
-        }
-    }
-    checks
 }
 
 /// Writes, reads back and deletes a probe object.

@@ -77,8 +77,17 @@ pub fn emit(kind: &str, data: Value) {
         Sink::File(f) => f.write_all(line.as_bytes()),
     };
     if let Err(e) = result {
+        WRITE_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::warn!("cannot write an event: {e}");
     }
+}
+
+/// Set once an event could not be written.
+static WRITE_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when an event could not be written (stdout or the events file full or closed).
+pub fn write_failed() -> bool {
+    WRITE_FAILED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// The command running, for events sent from outside its flow.

@@ -6,6 +6,15 @@
 //! library from one module per command group (`cmd`), prints its typed reports (`output`,
 //! `events`) and maps the outcome to an exit code (`Exit`).
 
+/// Writes a line to stderr for people. A stderr that cannot be written (closed, full) is not
+/// the command's failure and never a panic: the exit code still tells.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod bundle;
 mod cmd;
@@ -42,13 +51,13 @@ fn main() -> ExitCode {
         Err(e) => match e.downcast::<clap::Error>() {
             Ok(e) => return usage_error(&e),
             Err(e) => {
-                eprintln!("mover: {}; see `mover --help`", one_line(&e));
+                note!("mover: {}; see `mover --help`", one_line(&e));
                 return ExitCode::from(Exit::Usage as u8);
             }
         },
     };
     if let Err(e) = init_logging(&cli) {
-        eprintln!("mover: {}; see `mover --help`", one_line(&e));
+        note!("mover: {}; see `mover --help`", one_line(&e));
         return ExitCode::from(Exit::Usage as u8);
     }
     mover::sys::install_signal_handlers(events::stuck_on_input);
@@ -84,7 +93,7 @@ fn main() -> ExitCode {
     };
     events::set_command(command);
     if let Err(e) = events::init(cli.events.as_deref(), json, data_on_stdout) {
-        eprintln!("mover: {}; see `mover --help`", one_line(&e));
+        note!("mover: {}; see `mover --help`", one_line(&e));
         return ExitCode::from(Exit::Usage as u8);
     }
     events::emit(
@@ -97,15 +106,15 @@ fn main() -> ExitCode {
         Err(e) => {
             if is_interrupted(&e) {
                 let m = "interrupted; nothing was committed".to_string();
-                eprintln!("mover: {m}");
+                note!("mover: {m}");
                 (Exit::Interrupted, Some(m))
             } else if is_usage(&e) {
                 let u = one_line(&e);
-                eprintln!("mover: {u}; see `mover --help`");
+                note!("mover: {u}; see `mover --help`");
                 (Exit::Usage, Some(u))
             } else {
                 let m = one_line(&e);
-                eprintln!("mover: {m}");
+                note!("mover: {m}");
                 // Settings found unusable before anything was sent: a usage error.
                 let misconfigured = e.chain().any(|c| {
                     c.downcast_ref()
@@ -148,7 +157,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         .collect();
     let first = first.join(" ");
     let first = first.trim_start_matches("error: ");
-    eprintln!("mover: {first}; see `mover --help`");
+    note!("mover: {first}; see `mover --help`");
     ExitCode::from(Exit::Usage as u8)
 }
 
@@ -224,7 +233,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Gc(a) => maintain::gc(a, secrets),
         Command::Check(a) => maintain::check(a, secrets),
         Command::Repair(c) => maintain::repair(c, secrets),
-        Command::Doctor(a) => doctor::doctor(a, secrets),
+        Command::Doctor(a) => cmd::doctor::doctor(a, secrets),
         Command::SupportBundle(a) => bundle::support_bundle(a, cli, secrets),
         Command::Benchmark(a) => maintain::benchmark(a),
         Command::Completions(a) => {

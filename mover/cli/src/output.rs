@@ -169,9 +169,9 @@ pub fn backup_summary(
         return Ok(data);
     }
     if data_on_stdout {
-        eprintln!("{}", m_id(&r.snapshot));
+        note!("{}", m_id(&r.snapshot));
     } else {
-        println!("{}", m_id(&r.snapshot));
+        writeln!(std::io::stdout(), "{}", m_id(&r.snapshot))?;
     }
     if !quiet {
         let unchanged = if r.chunks_unchanged > 0 {
@@ -179,7 +179,7 @@ pub fn backup_summary(
         } else {
             String::new()
         };
-        eprintln!(
+        note!(
             "snapshot {} of {}: {} in {:.1}s ({mbps:.0} MB/s); read {}, new {} stored as {}, {} zero{unchanged}; chunks {} ({} new, {} reused, {} zero)",
             &m_id(&r.snapshot)[..12],
             m.name,
@@ -334,7 +334,7 @@ pub fn restore_summary(
         return Ok(());
     }
     if !quiet && r.bytes_compared > 0 {
-        eprintln!(
+        note!(
             "rolled back to snapshot {}: {} in {:.1}s; compared {}, wrote {} ({} chunks fetched and checked)",
             &id.to_hex()[..12],
             bytes(r.bytes_total),
@@ -344,7 +344,7 @@ pub fn restore_summary(
             r.chunks_fetched
         );
     } else if !quiet {
-        eprintln!(
+        note!(
             "restored snapshot {}: {} in {:.1}s ({mbps:.0} MB/s), {} chunks checked",
             &id.to_hex()[..12],
             bytes(r.bytes_total),
@@ -404,7 +404,7 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
         }
     }
     if !quiet {
-        eprintln!(
+        note!(
             "checked {} of {} chunks ({})",
             r.chunks_checked,
             r.chunks_total,
@@ -483,7 +483,7 @@ pub fn archive_restore_summary(
         }),
     );
     if !as_json && !quiet {
-        eprintln!(
+        note!(
             "restored disk {} from the archive: {} in {seconds:.1}s ({mbps:.0} MB/s), {} chunks checked{}",
             r.disk,
             bytes(r.bytes_total),
@@ -585,24 +585,31 @@ pub fn archive_listing(
     Ok(())
 }
 
-pub fn import_summary(id: &ObjectId, m: &Manifest, new: u64, as_json: bool, quiet: bool) {
+pub fn import_summary(
+    id: &ObjectId,
+    m: &Manifest,
+    new: u64,
+    as_json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     events::emit(
         "summary",
         json!({"command": "archive import", "snapshot_id": id.to_hex(), "name": m.name,
                "source_bytes": m.total_len(), "chunks_new": new}),
     );
     if as_json {
-        return;
+        return Ok(());
     }
-    println!("{}", id.to_hex());
+    writeln!(std::io::stdout(), "{}", id.to_hex())?;
     if !quiet {
-        eprintln!(
+        note!(
             "imported snapshot {} of {} ({} new chunks)",
             &id.to_hex()[..12],
             m.name,
             new
         );
     }
+    Ok(())
 }
 
 pub fn export_summary(
@@ -627,7 +634,7 @@ pub fn export_summary(
         bytes(s.bytes_written),
         s.volumes
     );
-    eprintln!("{line}"); // stderr: the archive may be on stdout
+    note!("{line}"); // stderr: the archive may be on stdout
 }
 
 /// `forget`: rows of (id, name, created ms, kept, reasons).
@@ -717,7 +724,7 @@ pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> any
         }),
     );
     for w in &r.warnings {
-        eprintln!("mover: warning: {w}");
+        note!("mover: warning: {w}");
     }
     if as_json {
         return Ok(());
@@ -812,16 +819,17 @@ pub fn repair_index_report(
                "unreadable": r.unreadable, "recovered": r.recovered}),
     );
     for u in &r.unreadable {
-        eprintln!("mover: warning: {u}; its chunks are not indexed");
+        note!("mover: warning: {u}; its chunks are not indexed");
     }
     for u in &r.recovered {
-        eprintln!("mover: warning: {u}");
+        note!("mover: warning: {u}");
     }
     if as_json {
         return Ok(());
     }
     let verb = if dry_run { "would index" } else { "indexed" };
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{verb} {} chunks from {} packs ({} old segments replaced by {}){}",
         r.chunks,
         r.packs,
@@ -832,7 +840,7 @@ pub fn repair_index_report(
         } else {
             ""
         }
-    );
+    )?;
     Ok(())
 }
 

@@ -119,8 +119,14 @@ pub fn profile_password_file(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
 
 /// The first line of a password file.
 fn read_password_file(path: &Path) -> anyhow::Result<Password> {
-    let mut bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let shown = path.display();
+    // Only the first line counts: a password file that never ends is not read past 64 KiB.
+    let mut bytes = mover::sys::read_to_limit(
+        std::fs::File::open(path).with_context(|| format!("cannot read the password file {shown}"))?,
+        64 << 10,
+    )
+    .with_context(|| format!("cannot read the password file {shown}"))?
+    .ok_or_else(|| usage(format!("the password file {shown} is larger than 64 KiB; give a file whose first line is the password")))?;
     if let Some(end) = bytes.iter().position(|&b| b == b'\n') {
         bytes.truncate(end);
     }
@@ -157,7 +163,11 @@ pub fn prompt(question: &str) -> anyhow::Result<Option<Password>> {
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
-    eprint!("{question}: ");
+    {
+        use std::io::Write as _;
+        let mut err = std::io::stderr();
+        let _ = write!(err, "{question}: ").and_then(|()| err.flush());
+    }
     let line = mover::sys::read_line_without_echo().context("cannot read the password")?;
     if line.is_empty() {
         return Err(usage("no password entered"));

@@ -46,11 +46,16 @@ pub struct CatalogArchive {
 impl Catalog {
     /// Reads a catalog file; a missing file is an empty catalog.
     pub fn load(path: &std::path::Path) -> Result<Catalog> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
             Err(e) => return Err(catalog_error(path, &e.to_string())),
         };
+        // A catalog lists every chunk of its chain: 1 GiB holds some 15 million.
+        let text = crate::sys::read_to_limit(file, 1 << 30)
+            .map_err(|e| catalog_error(path, &e.to_string()))?
+            .ok_or_else(|| catalog_error(path, "larger than 1 GiB; start a new chain"))?;
+        let text = String::from_utf8(text).map_err(|_| catalog_error(path, "not UTF-8 text"))?;
         let c: Catalog =
             serde_json::from_str(&text).map_err(|e| catalog_error(path, &e.to_string()))?;
         if c.version != 1 {

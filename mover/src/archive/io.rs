@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom};
 
 use targets::archive::{ArchiveHeader, ArchiveId, VolumeSink};
 
-use super::ArchiveInput;
+use super::restore::ArchiveInput;
 use crate::{Error, Result};
 
 /// The archive header for a backup of `disks` (name, size).

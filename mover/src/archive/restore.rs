@@ -10,7 +10,8 @@ use chunker::format::{Manifest, ObjectId};
 use chunker::{ChunkId, Decoder, Frame};
 use targets::archive::{ArchiveId, ArchiveReader, Damage, Event, ReaderOptions, Trailer};
 
-use super::{decode_map, Placed, Spool};
+use super::map::{decode_map, Placed};
+use super::spool::Spool;
 use crate::restore::{with_destination, Sink, ZEROS};
 use crate::{Destination, Error, Progress, Result};
 

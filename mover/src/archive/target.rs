@@ -10,7 +10,7 @@ use targets::archive::{
 };
 use targets::Put;
 
-use super::{encode_entry, Placed, MAP_ENTRY, MAP_FLUSH, MAP_VERSION};
+use super::map::{encode_entry, Placed, MAP_ENTRY, MAP_FLUSH, MAP_VERSION};
 use crate::{BackupTarget, Error, Result};
 
 type Writer = ArchiveWriter<Box<dyn VolumeSink + Send>>;

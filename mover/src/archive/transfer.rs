@@ -8,7 +8,8 @@ use chunker::{ChunkId, Decoder, IdKey};
 use targets::archive::{ArchiveHeader, Event, Trailer};
 use targets::{ChunkStore, Put, Repository};
 
-use super::{damage_line, ArchiveInput, ArchiveTarget};
+use super::restore::{damage_line, ArchiveInput};
+use super::target::ArchiveTarget;
 use crate::{BackupTarget, Error, Progress, Result};
 
 /// What `mover archive ls` / `verify` found in an archive.
@@ -245,7 +246,7 @@ pub struct ExportRequest {
     /// The destination: a path, a device, or `-` (stdout).
     pub to: String,
     /// How the archive is written.
-    pub format: super::ArchiveFormat,
+    pub format: super::write::ArchiveFormat,
     /// The password of an encrypted archive (`format.encrypt`).
     pub password: Option<Password>,
 }
@@ -289,9 +290,9 @@ pub fn export_snapshot(
     let chunk = match manifest.disks[0].chunking {
         chunker::format::Chunking::Fixed(s) | chunker::format::Chunking::Cdc(s) => s,
     };
-    let header = super::header_for(&disks, chunk, Vec::new(), &manifest.name);
+    let header = super::io::header_for(&disks, chunk, Vec::new(), &manifest.name);
     let short = &id.to_hex()[..12];
-    let (_, summary, _) = super::write_archive(
+    let (_, summary, _) = super::write::write_archive(
         &request.to,
         &request.format,
         header,

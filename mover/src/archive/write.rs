@@ -6,7 +6,7 @@ use chunker::crypto::Aead;
 use chunker::ChunkId;
 use targets::archive::{ArchiveHeader, ArchiveKey, ArchiveSummary};
 
-use super::ArchiveTarget;
+use super::target::ArchiveTarget;
 use crate::{Hook, Result};
 
 /// How a tape-style archive is written.
@@ -45,7 +45,7 @@ pub fn write_archive<T>(
             command: c.clone(),
             timeout: Duration::from_secs(24 * 3600),
         });
-        let (sink, _) = super::open_sink(path, format.volume_size, hook, format.force)?;
+        let (sink, _) = super::io::open_sink(path, format.volume_size, hook, format.force)?;
         let options = targets::archive::ArchiveOptions {
             block_size: format.block_size,
             volume_size: format.volume_size,

@@ -158,7 +158,7 @@ fn open_delta(
         Some((file, text)) => Some(crate::parse_disk_change_info(text, len, file)?),
         None => None,
     };
-    if crate::is_nbd(to) {
+    if crate::nbd::is_nbd(to) {
         let opts = crate::NbdOptions {
             bitmap: delta.bitmap.clone(),
             ..Default::default()

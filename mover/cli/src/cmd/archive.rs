@@ -46,7 +46,7 @@ pub fn archive(cmd: &ArchiveCommand, secrets: &Secrets, quiet: bool) -> anyhow::
                 let what = format!("import of {}", a.path);
                 e.failed(what, "no snapshot was committed")
             })?;
-            output::import_summary(&id, &m, new, a.json, quiet);
+            output::import_summary(&id, &m, new, a.json, quiet)?;
             Ok(Exit::Success)
         }
         ArchiveCommand::Export(a) => {

@@ -186,7 +186,7 @@ fn print_outcome(
 ) -> anyhow::Result<Exit> {
     let report = &outcome.report;
     for w in &report.warnings {
-        eprintln!("mover: warning: {w}");
+        note!("mover: warning: {w}");
         events::emit("warning", serde_json::json!({"message": w}));
     }
     let extra = outcome
@@ -194,7 +194,10 @@ fn print_outcome(
         .as_ref()
         .map(|w| serde_json::json!({ "archive": w }));
     let data_on_stdout = a.archive.to_archive.as_deref() == Some("-");
-    let summary = output::backup_summary(report, extra, a.json, quiet, data_on_stdout)?;
+    let summary = match output::backup_summary(report, extra, a.json, quiet, data_on_stdout) {
+        Ok(summary) => summary,
+        Err(e) => return Ok(unreported(report, &format!("{e:#}"))),
+    };
     if let Some(path) = &a.catalog_out {
         // The run's catalog entry, for the backup software's own catalog: the summary event's
         // data, as one JSON document (written atomically).
@@ -204,16 +207,30 @@ fn print_outcome(
             let m = format!(
                 "the snapshot is committed, but --catalog-out {path} cannot be written: {e}"
             );
-            eprintln!("mover: warning: {m}");
+            note!("mover: warning: {m}");
             events::emit("warning", serde_json::json!({"message": m}));
             return Ok(Exit::Warnings);
         }
+    }
+    if events::write_failed() {
+        return Ok(unreported(report, "its events cannot be written"));
     }
     Ok(if report.warnings.is_empty() {
         Exit::Success
     } else {
         Exit::Warnings
     })
+}
+
+/// A committed backup whose summary cannot be written (stdout closed or full): the caller
+/// cannot learn its snapshot id from the output, so the run exits 3, with the snapshot
+/// committed.
+fn unreported(report: &mover::BackupReport, why: &str) -> Exit {
+    note!(
+        "mover: warning: snapshot {} is committed, but its summary cannot be written: {why}",
+        report.snapshot.to_hex()
+    );
+    Exit::Warnings
 }
 
 /// The library's archive format from `--block-size`, `--volume-size`, … .

@@ -1,6 +1,7 @@
 //! The repository commands: init, key, snapshots, forget, gc, check, repair, verify, and
 //! benchmark.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -39,18 +40,18 @@ pub fn init(
     if !is_s3(repo) {
         create(backend(repo)?)?;
         if !quiet {
-            eprintln!("created {what} {}", repo.repo);
+            note!("created {what} {}", repo.repo);
         }
         return Ok(Exit::Success);
     }
     let s3 = Arc::new(s3_backend(repo)?);
     create(s3.clone())?;
     if !quiet {
-        eprintln!("created {what} {}", repo.repo);
+        note!("created {what} {}", repo.repo);
         // Worth knowing about a server, though mover never relies on it (docs/FORMAT.md).
         match s3.honours_conditional_put() {
-            Ok(true) => eprintln!("the server honours conditional writes (If-None-Match)"),
-            Ok(false) => eprintln!(
+            Ok(true) => note!("the server honours conditional writes (If-None-Match)"),
+            Ok(false) => note!(
                 "note: the server ignores conditional writes (If-None-Match); mover does not \
                  depend on them, snapshot names are content hashes"
             ),
@@ -76,27 +77,27 @@ pub fn key(cmd: &KeyCommand, secrets: &Secrets, quiet: bool) -> anyhow::Result<E
             let new = new_password(a)?;
             let id = repo.add_key(&new, params)?;
             if !quiet {
-                eprintln!("added key {}", &id[..12]);
+                note!("added key {}", &id[..12]);
             }
-            println!("{id}");
+            writeln!(std::io::stdout(), "{id}")?;
         }
         KeyCommand::Passwd(a) => {
             let repo = open_repo(&a.repo, secrets)?;
             let new = new_password(a)?;
             let id = repo.change_password(&new, params)?;
             if !quiet {
-                eprintln!(
+                note!(
                     "password changed: key {} replaces the one in use",
                     &id[..12]
                 );
             }
-            println!("{id}");
+            writeln!(std::io::stdout(), "{id}")?;
         }
         KeyCommand::Remove(a) => {
             let repo = open_repo(&a.repo, secrets)?;
             let id = repo.remove_key(&a.id)?;
             if !quiet {
-                eprintln!("removed key {}", &id[..12]);
+                note!("removed key {}", &id[..12]);
             }
         }
         KeyCommand::List(a) => {
@@ -170,7 +171,7 @@ pub fn check(a: &args::CheckArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
     if report.errors.is_empty() && repo.warnings().is_empty() {
         Ok(Exit::Success)
     } else {
-        eprintln!(
+        note!(
             "mover: the repository has {} problem(s); see above for what to do",
             report.errors.len() + repo.warnings().len()
         );
@@ -222,7 +223,7 @@ pub fn verify(a: &VerifyArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<
     output::verify_report(&report, a.json, quiet)?;
     let damaged = report.snapshots.iter().filter(|s| !s.is_ok()).count();
     if damaged > 0 {
-        eprintln!(
+        note!(
             "mover: {damaged} of {} snapshots are damaged; they cannot be restored bit-exact",
             report.snapshots.len()
         );

@@ -20,7 +20,7 @@ pub fn restore(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyhow::Resul
         let (_, manifest) = repo.find_snapshot(spec, a.name.as_deref())?;
         let len = mover::save_attachment(&manifest, name, &a.to, a.force)?;
         if !quiet && a.to != "-" {
-            eprintln!("saved attachment {name} ({len} bytes) to {}", a.to);
+            note!("saved attachment {name} ({len} bytes) to {}", a.to);
         }
         return Ok(Exit::Success);
     }
@@ -62,15 +62,24 @@ pub fn restore(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyhow::Resul
     Ok(Exit::Success)
 }
 
-/// The contents of FILE, or of stdin for `-`.
+/// The largest text file (a changed-extent list) read whole.
+const MAX_TEXT: u64 = 256 << 20;
+
+/// The contents of FILE, or of stdin for `-`, at most [`MAX_TEXT`] bytes.
 pub fn read_text(file: &str, what: &str) -> anyhow::Result<String> {
-    if file == "-" {
-        let mut t = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
-            .with_context(|| format!("cannot read the {what} from stdin"))?;
-        return Ok(t);
-    }
-    std::fs::read_to_string(file).with_context(|| format!("cannot read the {what} {file}"))
+    let from = match file {
+        "-" => "stdin".to_string(),
+        _ => file.to_string(),
+    };
+    let bytes = mover::sys::read_file_to_limit(file, MAX_TEXT)
+        .with_context(|| format!("cannot read the {what} {from}"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the {what} {from} is larger than {} MiB; give the file itself, not a device or a stream without end",
+                MAX_TEXT >> 20
+            )
+        })?;
+    String::from_utf8(bytes).with_context(|| format!("the {what} {from} is not UTF-8 text"))
 }
 
 fn restore_from_archive(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
@@ -102,7 +111,7 @@ fn restore_from_archive(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyh
     let report = result.with_context(|| format!("restore from archive to {} failed", a.to))?;
     let seconds = start.elapsed().as_secs_f64();
     for d in &report.damage {
-        eprintln!("mover: warning: {d}");
+        note!("mover: warning: {d}");
         events::emit("warning", serde_json::json!({"message": d}));
     }
     for (off, len) in &report.lost {
@@ -111,7 +120,7 @@ fn restore_from_archive(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyh
             report.disk,
             off + len
         );
-        eprintln!("mover: warning: {m}");
+        note!("mover: warning: {m}");
         events::emit("warning", serde_json::json!({"message": m}));
     }
     output::archive_restore_summary(&report, seconds, a.json, quiet);
