@@ -743,32 +743,10 @@ fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
 fn chunk_size(s: &SizeValue) -> std::result::Result<u32, String> {
     let bytes = match s {
         SizeValue::Bytes(b) => *b,
-        SizeValue::Text(t) => parse_size(t)?,
+        // The command line's parser: the same units, the same limits.
+        SizeValue::Text(t) => crate::args::parse_size(t)?,
     };
     chunker::check_chunk_size(bytes).map_err(|e| e.to_string())
-}
-
-/// `123`, `64KiB`, `64K`, `1MiB`, `2GiB` (binary units), as on the command line.
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("is {s:?}, not a size (try \"1MiB\")"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => {
-            return Err(format!(
-                "is {s:?}, with an unknown unit (use KiB, MiB, GiB)"
-            ))
-        }
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("is {s:?}, too large"))
 }
 
 #[cfg(test)]
