@@ -664,7 +664,9 @@ fn stream_writer(
 
 #[cfg(test)]
 mod tests {
+    use super::delta::{write_differences, DELTA_BLOCK};
     use super::*;
+    use crate::Source;
     use std::sync::Mutex;
 
     /// The bytes, and every write as (offset, length).

@@ -127,12 +127,12 @@ impl DeltaTarget for FileDelta {
 }
 
 /// Granularity of the comparison inside a chunk that differs: a filesystem block.
-const DELTA_BLOCK: usize = 4096;
+pub(super) const DELTA_BLOCK: usize = 4096;
 
 /// Writes the blocks of `want` that differ from `current` (`None`: a hole, all zeros), runs of
 /// neighbours as one write, so a chunk with a few changed blocks costs a few blocks of I/O.
 /// Returns the bytes written.
-fn write_differences(
+pub(super) fn write_differences(
     target: &dyn DeltaTarget,
     offset: u64,
     current: Option<&[u8]>,
