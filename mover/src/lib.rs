@@ -6,6 +6,8 @@
 //!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
 //! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
 //! - [`verify`]: checks that snapshots restore, without writing anything.
+//! - [`SnapshotReader`]: random access to one disk of a snapshot through a shared chunk cache,
+//!   with readahead for sequential readers (what NBD serving reads through).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -41,6 +43,7 @@ mod job;
 mod nbd;
 mod pipeline;
 mod progress;
+mod reader;
 mod restore;
 mod source;
 pub mod sys;
@@ -61,6 +64,7 @@ pub use job::{
 pub use nbd::{NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;
+pub use reader::{ReaderOptions, ReaderStats, Run, SnapshotReader};
 pub use restore::{
     create_destination, restore, restore_delta, restore_snapshot, save_attachment, DeltaRequest,
     DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport, RestoreRequest,
