@@ -8,6 +8,7 @@
 //! - [`verify`]: checks that snapshots restore, without writing anything.
 //! - [`SnapshotReader`]: random access to one disk of a snapshot through a shared chunk cache,
 //!   with readahead for sequential readers (what NBD serving reads through).
+//! - [`serve`]: a snapshot as NBD exports, one per disk, read-only.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -45,6 +46,7 @@ mod pipeline;
 mod progress;
 mod reader;
 mod restore;
+mod serve;
 mod source;
 pub mod sys;
 mod verify;
@@ -70,6 +72,7 @@ pub use restore::{
     DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport, RestoreRequest,
     LOCAL_TASK_BYTES, REMOTE_TASK_BYTES,
 };
+pub use serve::{serve, Listen, ServeRequest, ServedExport, Serving};
 pub use source::{FileSource, Source, SourceKind};
 pub use verify::{verify, verify_repository, SnapshotCheck, Subset, VerifyReport, VerifyRequest};
 

@@ -5,3 +5,4 @@ pub mod archive;
 pub mod backup;
 pub mod maintain;
 pub mod restore;
+pub mod serve;
