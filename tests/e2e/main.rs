@@ -25,5 +25,6 @@ mod props;
 mod recipes;
 mod roundtrip;
 mod s3;
+mod serve;
 mod snapshots;
 mod util;
