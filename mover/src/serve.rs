@@ -35,11 +35,19 @@ use crate::reader::{ReaderOptions, Run, SnapshotReader};
 use crate::{Error, Result};
 
 mod conn;
+mod overlay;
 mod proto;
 
-use crate::nbd::wire::{FLAG_CAN_MULTI_CONN, FLAG_HAS_FLAGS, FLAG_READ_ONLY, FLAG_SEND_FLUSH};
+use overlay::Overlay;
 
+use crate::nbd::wire::{
+    FLAG_CAN_MULTI_CONN, FLAG_HAS_FLAGS, FLAG_READ_ONLY, FLAG_SEND_FLUSH, FLAG_SEND_WRITE_ZEROES,
+};
+
+const FLAG_SEND_FUA: u16 = 1 << 3;
+const FLAG_SEND_TRIM: u16 = 1 << 5;
 const FLAG_SEND_DF: u16 = 1 << 7;
+const FLAG_SEND_FAST_ZERO: u16 = 1 << 11;
 
 /// How often the accept loop looks at the stop flag.
 const POLL: Duration = Duration::from_millis(20);
@@ -112,10 +120,11 @@ impl Fault {
     }
 }
 
-/// One disk as an export.
+/// One disk as an export: the snapshot's bytes, under an overlay when writable.
 pub(crate) struct Export {
     name: String,
     reader: SnapshotReader,
+    overlay: Option<Overlay>,
 }
 
 impl Export {
@@ -124,31 +133,71 @@ impl Export {
     }
 
     fn is_read_only(&self) -> bool {
-        true
+        self.overlay.is_none()
     }
 
+    /// Both kinds announce `CAN_MULTI_CONN`: connections share one overlay, so a flush on
+    /// any of them makes every acknowledged write durable.
     fn flags(&self) -> u16 {
-        FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_DF | FLAG_READ_ONLY | FLAG_CAN_MULTI_CONN
+        let common = FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_DF | FLAG_CAN_MULTI_CONN;
+        match self.overlay {
+            None => common | FLAG_READ_ONLY,
+            Some(_) => {
+                common
+                    | FLAG_SEND_FUA
+                    | FLAG_SEND_TRIM
+                    | FLAG_SEND_WRITE_ZEROES
+                    | FLAG_SEND_FAST_ZERO
+            }
+        }
     }
 
     fn allocation(&self, offset: u64, len: u64) -> Vec<Run> {
-        self.reader.allocation(offset, len)
+        match &self.overlay {
+            None => self.reader.allocation(offset, len),
+            Some(o) => o.allocation(&self.reader, offset, len),
+        }
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Fault> {
-        self.reader.read_at(offset, buf).map_err(|e| Fault::io(&e))
+        match &self.overlay {
+            None => self.reader.read_at(offset, buf),
+            Some(o) => o.read(&self.reader, offset, buf),
+        }
+        .map_err(|e| Fault::io(&e))
     }
 
-    fn write(&self, _offset: u64, _data: &[u8], _fua: bool) -> Result<(), Fault> {
-        Err(Fault::new(conn::EPERM, "the export is read-only"))
+    fn overlay(&self) -> Result<&Overlay, Fault> {
+        self.overlay
+            .as_ref()
+            .ok_or_else(|| Fault::new(conn::EPERM, "the export is read-only"))
     }
 
-    fn zero(&self, _offset: u64, _len: u64, _punch: bool, _fua: bool) -> Result<(), Fault> {
-        Err(Fault::new(conn::EPERM, "the export is read-only"))
+    fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), Fault> {
+        let o = self.overlay()?;
+        o.write(&self.reader, offset, data)
+            .map_err(|e| Fault::io(&e))?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn zero(&self, offset: u64, len: u64, punch: bool, fua: bool) -> Result<(), Fault> {
+        let o = self.overlay()?;
+        o.zero(&self.reader, offset, len, punch)
+            .map_err(|e| Fault::io(&e))?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), Fault> {
-        Ok(())
+        match &self.overlay {
+            None => Ok(()),
+            Some(o) => o.flush().map_err(|e| Fault::io(&e)),
+        }
     }
 }
 
@@ -172,14 +221,26 @@ pub fn serve(
         })?],
         None => manifest.disks.iter().collect(),
     };
+    if request.overlay.is_some() && disks.len() > 1 {
+        let names: Vec<_> = disks.iter().map(|d| d.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "an overlay serves one disk; snapshot {short} holds {}: pick one with --disk NAME",
+            names.join(", ")
+        )));
+    }
     let store: Arc<dyn ChunkStore> = repo;
-    let exports: Vec<Export> = disks
-        .iter()
-        .map(|d| Export {
+    let mut exports = Vec::with_capacity(disks.len());
+    for d in disks {
+        let overlay = match &request.overlay {
+            Some(path) => Some(Overlay::open(path, &snapshot, &d.name, d.source_len)?),
+            None => None,
+        };
+        exports.push(Export {
             name: d.name.clone(),
             reader: SnapshotReader::new(store.clone(), d, &request.reader),
-        })
-        .collect();
+            overlay,
+        });
+    }
     let listener = Listener::bind(&request.listen)?;
     let serving = Serving {
         snapshot,

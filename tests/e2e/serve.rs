@@ -123,6 +123,14 @@ impl Served {
         status.code()
     }
 
+    /// SIGKILL, as a crash.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -343,6 +351,100 @@ fn serve_refuses_bad_input_with_one_line() {
     let _srv = Served::start(&env, "first", &["latest", "--socket", s(&sock)]);
     let out = env.cmd("serve", &["latest", "--socket", s(&sock)]).run();
     out.assert_error(1, &["in use"]);
+}
+
+/// Hashes of every file in the repository, to show that serving never writes it.
+fn repo_state(env: &Env) -> Vec<(PathBuf, blake3::Hash)> {
+    files_under(&env.repo)
+        .into_iter()
+        .map(|p| {
+            let h = blake3::hash(&read(&p));
+            (p, h)
+        })
+        .collect()
+}
+
+#[test]
+fn serve_overlay_takes_writes_that_survive_kill9_after_flush() {
+    if !tools(&["qemu-io", "qemu-img"]) {
+        return;
+    }
+    let env = Env::new();
+    let (img, mut want) = image(&env, "d.img", 51);
+    env.backup(&img, &["--name", "vm"]);
+    let before = repo_state(&env);
+    let sock = env.path("o.sock");
+    let overlay = env.path("vm.overlay");
+    let args = ["latest", "--socket", s(&sock), "--overlay", s(&overlay)];
+    let mut srv = Served::start(&env, "o1", &args);
+    assert_eq!(srv.serving["exports"][0]["read_only"], false);
+    let uri = srv.uri(None);
+    // Partial blocks over data and over holes, a zeroed range, a discarded block.
+    let cmds = [
+        "write -P 0x11 1000 5000",
+        "write -P 0x22 1966080 200000",
+        "write -z 196708 70000",
+        "discard 6291456 131072",
+        "flush",
+    ];
+    let mut args_io = vec!["-f", "raw"];
+    for c in &cmds {
+        args_io.extend_from_slice(&["-c", c]);
+    }
+    args_io.push(&uri);
+    tool("qemu-io", &args_io);
+    want[1000..6000].fill(0x11);
+    want[1_966_080..2_166_080].fill(0x22);
+    want[196_708..266_708].fill(0);
+    want[6_291_456..6_422_528].fill(0);
+    srv.kill9();
+    let mut srv = Served::start(&env, "o2", &args);
+    let out = env.path("after.raw");
+    tool(
+        "qemu-img",
+        &["convert", "-O", "raw", &srv.uri(None), s(&out)],
+    );
+    assert_same(&read(&out), &want, "the export after kill -9 and a restart");
+    // A backup of the served export captures the changes.
+    let mut b = env.cmd(
+        "backup",
+        &["--json", "--name", "changed", "--chunk-size", CHUNK_ARG],
+    );
+    b = b.arg("--source").arg(srv.uri(None));
+    b.run().ok();
+    assert_eq!(srv.stop(), Some(0), "{}", srv.log_text());
+    let restored = env.restore_stdout("latest");
+    assert_same(&restored, &want, "a backup of the overlay export");
+    for (p, h) in &before {
+        assert_eq!(blake3::hash(&read(p)), *h, "{} changed", p.display());
+    }
+}
+
+#[test]
+fn serve_refuses_an_overlay_of_another_snapshot() {
+    let env = Env::new();
+    let (img, _) = image(&env, "d.img", 61);
+    let first = env.backup(&img, &["--name", "a"]);
+    let first = text(&first, "snapshot_id").to_string();
+    env.backup(&img, &["--name", "b"]);
+    let sock = env.path("r.sock");
+    let overlay = env.path("a.overlay");
+    let ok = ["--socket", s(&sock), "--overlay", s(&overlay)];
+    let mut srv = Served::start(&env, "a", &[&[first.as_str()][..], &ok].concat());
+    assert_eq!(srv.stop(), Some(0));
+    let out = env.cmd("serve", &["latest", "--name", "b"]).args(&ok).run();
+    out.assert_error(2, &["made for another snapshot"]);
+    let two = env.path("two.img");
+    write_sparse(&two, MIB as u64, &[(0, b"x")]);
+    env.backup(
+        img_arg("x", &img),
+        &["--source", &img_arg("y", &two), "--name", "multi"],
+    );
+    let out = env
+        .cmd("serve", &["latest", "--name", "multi"])
+        .args(&["--socket", s(&sock), "--overlay", s(&env.path("m.ov"))])
+        .run();
+    out.assert_error(2, &["--disk"]);
 }
 
 // ---- a raw client ----
