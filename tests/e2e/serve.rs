@@ -58,14 +58,20 @@ struct Served {
 impl Served {
     /// `mover serve -r REPO --json ARGS…`; waits for the `serving` event.
     fn start(env: &Env, tag: &str, args: &[&str]) -> Served {
-        let log = env.path(&format!("{tag}.log"));
+        Served::start_in(&env.repo, &env.path(&format!("{tag}.log")), args, &[])
+    }
+
+    /// `mover serve` of the repository `repo` with environment variables `vars`.
+    fn start_in(repo: &Path, log: &Path, args: &[&str], vars: &[(&str, &str)]) -> Served {
+        let log = log.to_path_buf();
         let mut child = Command::new(mover_bin())
             .arg("serve")
             .arg("-r")
-            .arg(&env.repo)
+            .arg(repo)
             .arg("--json")
             .args(args)
             .env_remove("MOVER_REPO")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -445,6 +451,40 @@ fn serve_refuses_an_overlay_of_another_snapshot() {
         .args(&["--socket", s(&sock), "--overlay", s(&env.path("m.ov"))])
         .run();
     out.assert_error(2, &["--disk"]);
+}
+
+#[test]
+fn serve_an_encrypted_repository() {
+    if !tools(&["qemu-img"]) {
+        return;
+    }
+    let env = Env::new();
+    let (img, _) = image(&env, "d.img", 71);
+    let repo = env.path("enc");
+    let pw = ("MOVER_PASSWORD", "correct horse");
+    mover(["init", "--encrypt", "-r"])
+        .arg(&repo)
+        .env(pw.0, pw.1)
+        .run()
+        .ok();
+    mover(["backup", "--name", "vm", "--source"])
+        .arg(&img)
+        .args(&["-r", s(&repo)])
+        .env(pw.0, pw.1)
+        .run()
+        .ok();
+    let sock = env.path("e.sock");
+    let out = mover(["serve", "latest", "--socket", s(&sock), "-r", s(&repo)]).run();
+    assert_ne!(out.exit(), 0, "no password, no service:\n{out}");
+    out.assert_stderr_has(&["password"]);
+    let args = ["latest", "--socket", s(&sock)];
+    let mut srv = Served::start_in(&repo, &env.path("enc.log"), &args, &[pw]);
+    let cmp = tool(
+        "qemu-img",
+        &["compare", "-f", "raw", s(&img), &srv.uri(None)],
+    );
+    assert!(cmp.contains("identical"), "{cmp}");
+    assert_eq!(srv.stop(), Some(0));
 }
 
 // ---- a raw client ----
