@@ -6,6 +6,9 @@
 //!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
 //! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
 //! - [`verify`]: checks that snapshots restore, without writing anything.
+//! - [`SnapshotReader`]: random access to one disk of a snapshot through a shared chunk cache,
+//!   with readahead for sequential readers (what NBD serving reads through).
+//! - [`serve`]: a snapshot as NBD exports, one per disk, read-only.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -43,7 +46,9 @@ mod job;
 mod nbd;
 mod pipeline;
 mod progress;
+mod reader;
 mod restore;
+mod serve;
 mod source;
 pub mod sys;
 mod verify;
@@ -63,11 +68,13 @@ pub use job::{
 pub use nbd::{is_nbd, NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;
+pub use reader::{ReaderOptions, ReaderStats, Run, SnapshotReader};
 pub use restore::{
     create_destination, restore, restore_delta, restore_snapshot, save_attachment, DeltaRequest,
     DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport, RestoreRequest,
     LOCAL_TASK_BYTES, REMOTE_TASK_BYTES,
 };
+pub use serve::{serve, Listen, ServeRequest, ServedExport, Serving};
 pub use source::{FileSource, Source, SourceKind};
 pub use verify::{verify, verify_repository, SnapshotCheck, Subset, VerifyReport, VerifyRequest};
 

@@ -16,7 +16,7 @@
 // NBD's wire format is network byte order (big-endian) throughout.
 #![allow(clippy::big_endian_bytes)]
 
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -29,6 +29,7 @@ mod recipes;
 mod roundtrip;
 mod s3;
 mod s3_config;
+mod serve;
 mod signals;
 mod snapshots;
 mod util;

@@ -55,6 +55,9 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot (or an archive) to a file, a block device or stdout (`-`).
     Restore(RestoreArgs),
+    /// Serve a snapshot as NBD exports (one per disk) for instant access, read-only or with a
+    /// copy-on-write overlay file; runs until SIGINT/SIGTERM.
+    Serve(ServeArgs),
     /// Tape-style archives: list, verify, import into and export from a repository.
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -423,6 +426,42 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub perf: PerfArgs,
     /// Print a JSON summary (on stderr when restoring to stdout).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Snapshot id, unique id prefix, or `latest`.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Pick among snapshots with this name (for `latest`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Serve only this disk of a multi-disk snapshot [default: every disk, one export each].
+    #[arg(long, value_name = "NAME")]
+    pub disk: Option<String>,
+    /// Listen on a unix socket at PATH.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "listen",
+        conflicts_with = "listen"
+    )]
+    pub socket: Option<std::path::PathBuf>,
+    /// Listen on TCP at ADDR:PORT (port 0: any free port; the URI printed names it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Make the export writable: writes go to this sparse overlay file (created if missing,
+    /// reused across restarts for the same snapshot and disk); the repository is never
+    /// written.
+    #[arg(long, value_name = "FILE")]
+    pub overlay: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub perf: PerfArgs,
+    /// Print the `serving` event (and errors) as JSON Lines on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -6,3 +6,4 @@ pub mod backup;
 pub mod doctor;
 pub mod maintain;
 pub mod restore;
+pub mod serve;

@@ -18,67 +18,67 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
-const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+pub(crate) const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+pub(crate) const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+pub(crate) const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
+pub(crate) const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+pub(crate) const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub(crate) const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub(crate) const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
-const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
-const FLAG_NO_ZEROES: u16 = 1 << 1;
+pub(crate) const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+pub(crate) const FLAG_NO_ZEROES: u16 = 1 << 1;
 
-const OPT_EXPORT_NAME: u32 = 1;
-const OPT_ABORT: u32 = 2;
-const OPT_GO: u32 = 7;
-const OPT_STRUCTURED_REPLY: u32 = 8;
-const OPT_LIST_META_CONTEXT: u32 = 9;
-const OPT_SET_META_CONTEXT: u32 = 10;
+pub(crate) const OPT_EXPORT_NAME: u32 = 1;
+pub(crate) const OPT_ABORT: u32 = 2;
+pub(crate) const OPT_GO: u32 = 7;
+pub(crate) const OPT_STRUCTURED_REPLY: u32 = 8;
+pub(crate) const OPT_LIST_META_CONTEXT: u32 = 9;
+pub(crate) const OPT_SET_META_CONTEXT: u32 = 10;
 
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
-const REP_META_CONTEXT: u32 = 4;
-const REP_ERR: u32 = 1 << 31;
-const REP_ERR_UNSUP: u32 = REP_ERR + 1;
-const REP_ERR_POLICY: u32 = REP_ERR + 2;
-const REP_ERR_INVALID: u32 = REP_ERR + 3;
-const REP_ERR_TLS_REQD: u32 = REP_ERR + 5;
-const REP_ERR_UNKNOWN: u32 = REP_ERR + 6;
-const REP_ERR_SHUTDOWN: u32 = REP_ERR + 7;
+pub(crate) const REP_ACK: u32 = 1;
+pub(crate) const REP_INFO: u32 = 3;
+pub(crate) const REP_META_CONTEXT: u32 = 4;
+pub(crate) const REP_ERR: u32 = 1 << 31;
+pub(crate) const REP_ERR_UNSUP: u32 = REP_ERR + 1;
+pub(crate) const REP_ERR_POLICY: u32 = REP_ERR + 2;
+pub(crate) const REP_ERR_INVALID: u32 = REP_ERR + 3;
+pub(crate) const REP_ERR_TLS_REQD: u32 = REP_ERR + 5;
+pub(crate) const REP_ERR_UNKNOWN: u32 = REP_ERR + 6;
+pub(crate) const REP_ERR_SHUTDOWN: u32 = REP_ERR + 7;
 
-const INFO_EXPORT: u16 = 0;
-const INFO_BLOCK_SIZE: u16 = 3;
+pub(crate) const INFO_EXPORT: u16 = 0;
+pub(crate) const INFO_BLOCK_SIZE: u16 = 3;
 
 /// Transmission flags.
-pub(super) const FLAG_HAS_FLAGS: u16 = 1 << 0;
-pub(super) const FLAG_READ_ONLY: u16 = 1 << 1;
-pub(super) const FLAG_SEND_FLUSH: u16 = 1 << 2;
-pub(super) const FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
-pub(super) const FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+pub(crate) const FLAG_HAS_FLAGS: u16 = 1 << 0;
+pub(crate) const FLAG_READ_ONLY: u16 = 1 << 1;
+pub(crate) const FLAG_SEND_FLUSH: u16 = 1 << 2;
+pub(crate) const FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+pub(crate) const FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
-pub(super) const CMD_READ: u16 = 0;
-pub(super) const CMD_WRITE: u16 = 1;
-const CMD_DISC: u16 = 2;
-pub(super) const CMD_FLUSH: u16 = 3;
-pub(super) const CMD_WRITE_ZEROES: u16 = 6;
-pub(super) const CMD_BLOCK_STATUS: u16 = 7;
+pub(crate) const CMD_READ: u16 = 0;
+pub(crate) const CMD_WRITE: u16 = 1;
+pub(crate) const CMD_DISC: u16 = 2;
+pub(crate) const CMD_FLUSH: u16 = 3;
+pub(crate) const CMD_WRITE_ZEROES: u16 = 6;
+pub(crate) const CMD_BLOCK_STATUS: u16 = 7;
 
-const REPLY_FLAG_DONE: u16 = 1 << 0;
-const REPLY_NONE: u16 = 0;
-const REPLY_OFFSET_DATA: u16 = 1;
-const REPLY_OFFSET_HOLE: u16 = 2;
-const REPLY_BLOCK_STATUS: u16 = 5;
-const REPLY_ERROR_BIT: u16 = 1 << 15;
-const REPLY_ERROR_OFFSET: u16 = REPLY_ERROR_BIT + 2;
+pub(crate) const REPLY_FLAG_DONE: u16 = 1 << 0;
+pub(crate) const REPLY_NONE: u16 = 0;
+pub(crate) const REPLY_OFFSET_DATA: u16 = 1;
+pub(crate) const REPLY_OFFSET_HOLE: u16 = 2;
+pub(crate) const REPLY_BLOCK_STATUS: u16 = 5;
+pub(crate) const REPLY_ERROR_BIT: u16 = 1 << 15;
+pub(crate) const REPLY_ERROR_OFFSET: u16 = REPLY_ERROR_BIT + 2;
 
 /// NBD error values (the protocol fixes these numbers).
-pub(super) const EIO: u32 = 5;
+pub(crate) const EIO: u32 = 5;
 
 /// Largest option reply or block status payload accepted: more is a confused server.
-const MAX_REPLY: u32 = 64 << 20;
+pub(crate) const MAX_REPLY: u32 = 64 << 20;
 /// Without `NBD_INFO_BLOCK_SIZE` a client should not send more than this at once.
-const DEFAULT_MAX_BLOCK: u32 = 32 << 20;
+pub(crate) const DEFAULT_MAX_BLOCK: u32 = 32 << 20;
 
 /// Where the server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -738,25 +738,25 @@ fn option_reply(s: &mut Stream, option: u32) -> Result<(u32, Vec<u8>), HsError> 
     Ok((kind, read_bytes(s, len as usize)?))
 }
 
-fn read_bytes(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_bytes(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
     let mut v = vec![0; n];
     r.read_exact(&mut v)?;
     Ok(v)
 }
 
-fn read_u16(r: &mut impl Read) -> io::Result<u16> {
+pub(crate) fn read_u16(r: &mut impl Read) -> io::Result<u16> {
     let mut b = [0; 2];
     r.read_exact(&mut b)?;
     Ok(u16::from_be_bytes(b))
 }
 
-fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+pub(crate) fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0; 4];
     r.read_exact(&mut b)?;
     Ok(u32::from_be_bytes(b))
 }
 
-fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+pub(crate) fn read_u64(r: &mut impl Read) -> io::Result<u64> {
     let mut b = [0; 8];
     r.read_exact(&mut b)?;
     Ok(u64::from_be_bytes(b))

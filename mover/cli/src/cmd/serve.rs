@@ -1,0 +1,81 @@
+//! `mover serve`: a snapshot as NBD exports until SIGINT/SIGTERM.
+//!
+//! Once the server listens, each export's URI goes to stdout, one a line (with `--json`, the
+//! `serving` event carries them instead), and a line for people to stderr.
+
+use std::sync::Arc;
+
+use crate::args::ServeArgs;
+use crate::repo::{fetch_threads, is_s3, open_repo, Secrets};
+use crate::{events, human, Exit};
+
+/// `mover serve`.
+pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
+    let listen = match (&a.socket, &a.listen) {
+        (Some(path), _) => mover::Listen::Unix(path.clone()),
+        (None, Some(addr)) => mover::Listen::Tcp(addr.clone()),
+        (None, None) => unreachable!("clap requires --socket or --listen"),
+    };
+    let repo = Arc::new(open_repo(&a.repo, secrets)?);
+    let request = mover::ServeRequest {
+        snapshot: a.snapshot.clone(),
+        name: a.name.clone(),
+        disk: a.disk.clone(),
+        listen,
+        overlay: a.overlay.clone(),
+        reader: mover::ReaderOptions {
+            memory: a.perf.memory,
+            fetchers: fetch_threads(&a.perf, &a.repo).clamp(2, 16),
+            task_bytes: if is_s3(&a.repo) {
+                mover::REMOTE_TASK_BYTES
+            } else {
+                mover::LOCAL_TASK_BYTES
+            },
+        },
+    };
+    let json = a.json;
+    let mut ready = |s: &mover::Serving| announce(s, json, quiet);
+    mover::serve(repo, &request, &mut ready, &mover::sys::interrupted)?;
+    if !quiet {
+        eprintln!("mover: stopped serving");
+    }
+    Ok(Exit::Success)
+}
+
+fn announce(s: &mover::Serving, json: bool, quiet: bool) {
+    let id = s.snapshot.to_hex();
+    if !json {
+        for e in &s.exports {
+            println!("{}", e.uri);
+        }
+    }
+    if !quiet {
+        for e in &s.exports {
+            let mode = if e.read_only {
+                "read-only"
+            } else {
+                "writable through the overlay"
+            };
+            eprintln!(
+                "mover: serving disk {} of snapshot {} ({}, {mode}) at {}",
+                e.name,
+                &id[..12],
+                human::bytes(e.size),
+                e.uri
+            );
+        }
+        eprintln!("mover: stop with Ctrl-C or SIGTERM");
+    }
+    let exports: Vec<_> = s
+        .exports
+        .iter()
+        .map(|e| {
+            serde_json::json!({"name": e.name, "uri": e.uri, "size": e.size,
+                               "read_only": e.read_only})
+        })
+        .collect();
+    events::emit(
+        "serving",
+        serde_json::json!({"snapshot": id, "exports": exports}),
+    );
+}

@@ -1,0 +1,553 @@
+//! Random access to one disk of a snapshot: what NBD serving and file-level restore read
+//! through (issue 15).
+//!
+//! An offset maps to its chunk through the manifest (a binary search over chunk starts, so
+//! fixed and content-defined chunking both work). Zero chunks are never fetched. Decoded
+//! chunks live in one cache shared by every caller, bounded by the memory budget; a chunk is
+//! fetched once however many callers want it at the same moment.
+//!
+//! Readahead: the reader remembers a few recent streams of reads. A read that continues one
+//! (it starts near where that stream's last read ended) twice in a row makes the stream
+//! sequential, and the chunks ahead of it, up to a window of a quarter of the budget, are
+//! fetched by a small pool of fetch threads, several tasks in flight, neighbouring chunks in
+//! one request ([`ChunkStore::get_many`]). A read spanning several chunks hands all but its
+//! first chunk to the pool before it waits for the first. Readahead never blocks a reader:
+//! when the pool's queue is full, the chunks are simply fetched on demand.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mover::{ReaderOptions, SnapshotReader};
+//! use targets::{LocalBackend, Repository, RepositoryOptions};
+//!
+//! let backend = Arc::new(LocalBackend::new("/srv/backup/repo"));
+//! let repo = Arc::new(Repository::open(backend, RepositoryOptions::default())?);
+//! let (_id, manifest) = repo.find_snapshot("latest", None)?;
+//! let reader = SnapshotReader::new(repo, &manifest.disks[0], &ReaderOptions::default());
+//! let mut sector = [0u8; 512];
+//! reader.read_at(0, &mut sector)?;
+//! for run in reader.allocation(0, reader.len()) {
+//!     println!("{} +{} {}", run.offset, run.len, if run.zero { "zero" } else { "data" });
+//! }
+//! # Ok::<(), mover::Error>(())
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use chunker::format::{Disk, Entry};
+use chunker::{ChunkId, Decoder};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use targets::ChunkStore;
+
+use crate::{Error, Result};
+
+mod cache;
+
+use cache::{Cache, Claim};
+
+/// Settings of a [`SnapshotReader`].
+#[derive(Clone, Debug)]
+pub struct ReaderOptions {
+    /// Bytes of decoded chunks held at once: the cache and the readahead window together.
+    pub memory: u64,
+    /// Threads fetching ahead of sequential readers.
+    pub fetchers: usize,
+    /// Most plaintext bytes of neighbouring chunks fetched with one request.
+    pub task_bytes: u64,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            memory: crate::DEFAULT_MEMORY,
+            fetchers: 4,
+            task_bytes: crate::LOCAL_TASK_BYTES,
+        }
+    }
+}
+
+/// A run of a disk that is all data or all zeros (see [`SnapshotReader::allocation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// Start, bytes from the start of the disk.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// All zeros, never stored (a hole of the source or a zero chunk).
+    pub zero: bool,
+}
+
+/// Counters of a reader's work since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Chunks fetched from the store and decoded (on demand or ahead).
+    pub chunks_fetched: u64,
+    /// Chunk lookups answered from the cache.
+    pub cache_hits: u64,
+    /// Bytes of decoded chunks held now.
+    pub cached_bytes: u64,
+}
+
+/// Positional reads of one disk of a snapshot, from many threads at once.
+///
+/// # Contract
+///
+/// - `read_at` returns exactly the bytes the disk held when it was backed up, each chunk
+///   checked against its id; reads past the end are refused.
+/// - All methods take `&self`; any number of threads may read at once.
+/// - Memory: decoded chunks held stay within [`ReaderOptions::memory`], plus the chunks
+///   callers are copying from at that moment.
+/// - Dropping the reader stops its fetch threads (after the fetches in progress).
+pub struct SnapshotReader {
+    inner: Arc<Inner>,
+    tasks: Option<Sender<Vec<usize>>>,
+    fetchers: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    store: Arc<dyn ChunkStore>,
+    len: u64,
+    /// Start offset of each chunk.
+    starts: Vec<u64>,
+    entries: Vec<Entry>,
+    cache: Cache,
+    decoders: Mutex<Vec<Decoder>>,
+    streams: Mutex<Vec<Stream>>,
+    /// Readahead window, bytes.
+    window: u64,
+    task_bytes: u64,
+    fetched: AtomicU64,
+    hits: AtomicU64,
+}
+
+/// A recent stream of reads: where its next read would start and how many continued it.
+#[derive(Clone, Copy, Default)]
+struct Stream {
+    next: u64,
+    hits: u32,
+    /// Chunks up to (not including) this index were handed to the fetchers.
+    ahead: usize,
+    used: u64,
+}
+
+/// Streams remembered at once (several connections each reading their own area).
+const STREAMS: usize = 16;
+/// Reads in a row that make a stream sequential.
+const SEQUENTIAL_AFTER: u32 = 2;
+
+impl SnapshotReader {
+    /// A reader of `disk` (one disk of a snapshot manifest) on `store`.
+    pub fn new(store: Arc<dyn ChunkStore>, disk: &Disk, opts: &ReaderOptions) -> Self {
+        let mut starts = Vec::with_capacity(disk.entries.len());
+        let mut at = 0u64;
+        for e in &disk.entries {
+            starts.push(at);
+            at += u64::from(e.len);
+        }
+        let max_chunk = disk.entries.iter().map(|e| u64::from(e.len)).max();
+        let inner = Arc::new(Inner {
+            store,
+            len: at,
+            starts,
+            entries: disk.entries.clone(),
+            cache: Cache::new(opts.memory),
+            decoders: Mutex::new(Vec::new()),
+            streams: Mutex::new(vec![Stream::default(); STREAMS]),
+            window: (opts.memory / 4).max(max_chunk.unwrap_or(0)),
+            task_bytes: opts.task_bytes.max(1),
+            fetched: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(opts.fetchers.max(1) * 2);
+        let fetchers = (0..opts.fetchers.max(1))
+            .map(|_| {
+                let (inner, rx): (_, Receiver<Vec<usize>>) = (inner.clone(), rx.clone());
+                std::thread::spawn(move || {
+                    for task in rx {
+                        // A failed readahead is not an error: the reader fetches on demand
+                        // and reports it then.
+                        let _ = inner.fetch_task(&task);
+                    }
+                })
+            })
+            .collect();
+        SnapshotReader {
+            inner,
+            tasks: Some(tx),
+            fetchers,
+        }
+    }
+
+    /// Length of the disk in bytes.
+    pub fn len(&self) -> u64 {
+        self.inner.len
+    }
+
+    /// True for a disk of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// Fills `buf` with the disk's bytes from `offset`.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let inner = &*self.inner;
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= inner.len)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "read of {} bytes at {offset} is past the end of the disk ({} bytes)",
+                    buf.len(),
+                    inner.len
+                ))
+            })?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let first = inner.index_of(offset);
+        let last = inner.index_of(end - 1);
+        self.readahead(offset, end, first, last);
+        for i in first..=last {
+            let (cs, ce) = (
+                inner.starts[i],
+                inner.starts[i] + u64::from(inner.entries[i].len),
+            );
+            let (from, to) = (cs.max(offset), ce.min(end));
+            let out = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            match inner.chunk(i)? {
+                None => out.fill(0),
+                Some(data) => out.copy_from_slice(&data[(from - cs) as usize..(to - cs) as usize]),
+            }
+        }
+        Ok(())
+    }
+
+    /// The runs of data and zeros covering `offset..offset + len` (clipped to the disk),
+    /// neighbouring runs of the same kind merged.
+    pub fn allocation(&self, offset: u64, len: u64) -> Vec<Run> {
+        let inner = &*self.inner;
+        let end = offset.saturating_add(len).min(inner.len);
+        let mut runs: Vec<Run> = Vec::new();
+        if offset >= end {
+            return runs;
+        }
+        let mut i = inner.index_of(offset);
+        while i < inner.entries.len() && inner.starts[i] < end {
+            let cs = inner.starts[i].max(offset);
+            let ce = (inner.starts[i] + u64::from(inner.entries[i].len)).min(end);
+            let zero = inner.entries[i].id.is_none();
+            match runs.last_mut() {
+                Some(r) if r.zero == zero => r.len += ce - cs,
+                _ => runs.push(Run {
+                    offset: cs,
+                    len: ce - cs,
+                    zero,
+                }),
+            }
+            i += 1;
+        }
+        runs
+    }
+
+    /// What the reader did so far.
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            chunks_fetched: self.inner.fetched.load(Ordering::Relaxed),
+            cache_hits: self.inner.hits.load(Ordering::Relaxed),
+            cached_bytes: self.inner.cache.bytes(),
+        }
+    }
+
+    /// Hands chunks to the fetch threads: those of this read after its first, and for a
+    /// sequential stream the window ahead of it.
+    fn readahead(&self, offset: u64, end: u64, first: usize, last: usize) {
+        let inner = &*self.inner;
+        let mut want = (first + 1)..(last + 1);
+        if let Some(ahead) = inner.sequential(offset, end, last) {
+            want = want.start..ahead.end.max(want.end);
+        }
+        let Some(tasks) = &self.tasks else { return };
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        for i in want {
+            let e = inner.entries[i];
+            let Some(id) = e.id else { continue };
+            if !inner.cache.try_claim(&id, u64::from(e.len)) {
+                continue;
+            }
+            group.push(i);
+            bytes += u64::from(e.len);
+            if bytes >= inner.task_bytes {
+                inner.send(tasks, std::mem::take(&mut group));
+                bytes = 0;
+            }
+        }
+        if !group.is_empty() {
+            inner.send(tasks, group);
+        }
+    }
+}
+
+impl Drop for SnapshotReader {
+    fn drop(&mut self) {
+        self.tasks.take();
+        for f in self.fetchers.drain(..) {
+            let _ = f.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Index of the chunk holding `offset` (< len).
+    fn index_of(&self, offset: u64) -> usize {
+        self.starts.partition_point(|&s| s <= offset) - 1
+    }
+
+    /// Records a read of `offset..end`; for a sequential stream, the chunk indices to fetch
+    /// ahead of it that were not handed out before.
+    fn sequential(&self, offset: u64, end: u64, last: usize) -> Option<std::ops::Range<usize>> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let slack = self.window / 2;
+        let tick = streams.iter().map(|s| s.used).max().unwrap_or(0) + 1;
+        let found = streams
+            .iter()
+            .position(|s| s.used > 0 && offset + slack >= s.next && offset <= s.next + slack);
+        let Some(k) = found else {
+            let oldest = (0..streams.len())
+                .min_by_key(|&k| streams[k].used)
+                .expect("streams is not empty");
+            streams[oldest] = Stream {
+                next: end,
+                hits: 0,
+                ahead: last + 1,
+                used: tick,
+            };
+            return None;
+        };
+        let s = &mut streams[k];
+        s.next = s.next.max(end);
+        s.hits += 1;
+        s.used = tick;
+        if s.hits < SEQUENTIAL_AFTER {
+            return None;
+        }
+        let stop = self.index_of((s.next + self.window).min(self.len) - 1) + 1;
+        let start = s.ahead.max(last + 1);
+        s.ahead = stop.max(s.ahead);
+        (start < stop).then_some(start..stop)
+    }
+
+    fn send(&self, tasks: &Sender<Vec<usize>>, task: Vec<usize>) {
+        if let Err(TrySendError::Full(task) | TrySendError::Disconnected(task)) =
+            tasks.try_send(task)
+        {
+            for i in task {
+                if let Some(id) = self.entries[i].id {
+                    self.cache.abandon(&id);
+                }
+            }
+        }
+    }
+
+    /// The decoded chunk `i` (`None` for a zero chunk), from the cache or fetched now.
+    fn chunk(&self, i: usize) -> Result<Option<Arc<[u8]>>> {
+        let Some(id) = self.entries[i].id else {
+            return Ok(None);
+        };
+        match self.cache.claim(&id, u64::from(self.entries[i].len)) {
+            Claim::Ready(data) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(data))
+            }
+            Claim::Fetch => {
+                let result = self
+                    .store
+                    .get(&id)
+                    .map_err(Error::from)
+                    .and_then(|frame| self.decode(&frame, &id));
+                match result {
+                    Ok(data) => {
+                        self.cache.fill(&id, data.clone());
+                        Ok(Some(data))
+                    }
+                    Err(e) => {
+                        self.cache.abandon(&id);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches claimed chunks with one request and stores them; on failure gives up every
+    /// claim left.
+    fn fetch_task(&self, task: &[usize]) -> Result<()> {
+        let ids: Vec<ChunkId> = task.iter().filter_map(|&i| self.entries[i].id).collect();
+        let mut done = 0;
+        let result = (|| {
+            let frames = self.store.get_many(&ids)?;
+            for (frame, id) in frames.iter().zip(&ids) {
+                let data = self.decode(frame, id)?;
+                self.cache.fill(id, data);
+                done += 1;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for id in &ids[done..] {
+                self.cache.abandon(id);
+            }
+        }
+        result
+    }
+
+    fn decode(&self, frame: &chunker::Frame, id: &ChunkId) -> Result<Arc<[u8]>> {
+        let pooled = self
+            .decoders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut decoder = pooled.unwrap_or_else(|| Decoder::with_id_key(self.store.id_key()));
+        let result = decoder.decode(frame, id);
+        self.decoders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(decoder);
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        Ok(result?.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunker::format::{BackupStats, Chunking};
+    use chunker::Encoder;
+    use targets::{LocalBackend, Repository, RepositoryOptions};
+
+    const CH: usize = 4096;
+
+    /// A repository holding a disk of `chunks` chunks; chunk `i` is zero when `i % 3 == 1`.
+    fn disk(chunks: usize) -> (tempfile::TempDir, Arc<Repository>, Disk, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
+        Repository::init(backend.clone()).unwrap();
+        let repo = Arc::new(Repository::open(backend, RepositoryOptions::default()).unwrap());
+        let mut image = Vec::new();
+        let mut entries = Vec::new();
+        for i in 0..chunks {
+            let data: Vec<u8> = if i % 3 == 1 {
+                vec![0; CH]
+            } else {
+                (0..CH).map(|b| (b * 7 + i * 13) as u8 | 1).collect()
+            };
+            let id = (i % 3 != 1).then(|| {
+                let id = ChunkId::of(&data);
+                repo.put(&id, Encoder::new(1).encode(&data)).unwrap();
+                id
+            });
+            entries.push(Entry { len: CH as u32, id });
+            image.extend_from_slice(&data);
+        }
+        repo.flush().unwrap();
+        let disk = Disk {
+            name: "d".into(),
+            source: "test".into(),
+            chunking: Chunking::Fixed(CH as u32),
+            source_len: image.len() as u64,
+            change_token: String::new(),
+            stats: BackupStats::default(),
+            entries,
+        };
+        (dir, repo, disk, image)
+    }
+
+    fn opts(memory: u64) -> ReaderOptions {
+        ReaderOptions {
+            memory,
+            fetchers: 2,
+            task_bytes: 3 * CH as u64,
+        }
+    }
+
+    #[test]
+    fn reads_any_range_exactly() {
+        let (_d, repo, disk, image) = disk(10);
+        let r = SnapshotReader::new(repo, &disk, &opts(1 << 20));
+        assert_eq!(r.len(), image.len() as u64);
+        for (off, len) in [
+            (0, 1),
+            (100, 5000),
+            (4095, 2),
+            (0, 40960),
+            (40959, 1),
+            (8192, 0),
+        ] {
+            let mut buf = vec![0xAA; len];
+            r.read_at(off as u64, &mut buf).unwrap();
+            assert_eq!(buf, image[off..off + len], "{off}+{len}");
+        }
+        assert!(r.read_at(40960, &mut [0]).is_err());
+        assert!(r.read_at(u64::MAX, &mut [0]).is_err());
+    }
+
+    #[test]
+    fn sequential_reads_fetch_ahead_and_memory_stays_bounded() {
+        let (_d, repo, disk, image) = disk(60);
+        let budget = 8 * CH as u64;
+        let r = SnapshotReader::new(repo, &disk, &opts(budget));
+        let mut buf = vec![0; 1024];
+        for off in (0..image.len()).step_by(1024) {
+            r.read_at(off as u64, &mut buf).unwrap();
+            assert_eq!(buf, image[off..off + 1024]);
+            assert!(r.stats().cached_bytes <= budget, "{:?}", r.stats());
+        }
+        let s = r.stats();
+        assert_eq!(s.chunks_fetched, 40, "each data chunk fetched once: {s:?}");
+        assert!(s.cache_hits > 100, "{s:?}");
+    }
+
+    #[test]
+    fn many_threads_read_at_once() {
+        let (_d, repo, disk, image) = disk(30);
+        let r = SnapshotReader::new(repo, &disk, &opts(4 * CH as u64));
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (r, image) = (&r, &image);
+                s.spawn(move || {
+                    for k in 0..200u64 {
+                        let off = (k * 7919 + t * 104_729) % (image.len() as u64 - 6000);
+                        let mut buf = vec![0; 6000];
+                        r.read_at(off, &mut buf).unwrap();
+                        assert_eq!(buf, image[off as usize..off as usize + 6000]);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn allocation_merges_runs() {
+        let (_d, repo, disk, _) = disk(4);
+        let r = SnapshotReader::new(repo, &disk, &opts(1 << 20));
+        let c = CH as u64;
+        let run = |offset, len, zero| Run { offset, len, zero };
+        assert_eq!(
+            r.allocation(0, 4 * c),
+            [run(0, c, false), run(c, c, true), run(2 * c, 2 * c, false)]
+        );
+        assert_eq!(r.allocation(c + 10, 20), [run(c + 10, 20, true)]);
+        assert!(r.allocation(4 * c, 10).is_empty());
+    }
+
+    #[test]
+    fn a_missing_chunk_is_an_error_not_zeros() {
+        let (_d, _repo, disk, _) = disk(3);
+        let (_d2, empty, _, _) = self::disk(0);
+        let r = SnapshotReader::new(empty, &disk, &opts(1 << 20));
+        let mut buf = vec![0; CH];
+        assert!(r.read_at(0, &mut buf).is_err());
+        r.read_at(CH as u64, &mut buf).unwrap();
+    }
+}

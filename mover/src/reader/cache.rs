@@ -1,0 +1,197 @@
+//! The decoded-chunk cache shared by every reader of a snapshot: least recently used chunks
+//! go first once the bytes held pass the budget. A chunk being fetched holds a `Loading` slot
+//! (its bytes counted in advance), so a second caller waits for that fetch instead of
+//! starting its own; when a fetch fails its slot is removed and waiters fetch it themselves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use chunker::ChunkId;
+
+enum Slot {
+    Loading { bytes: u64 },
+    Ready { data: Arc<[u8]>, tick: u64 },
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<ChunkId, Slot>,
+    /// Ready chunks by last use, oldest first.
+    lru: BTreeMap<u64, ChunkId>,
+    tick: u64,
+    /// Bytes of ready and loading chunks.
+    bytes: u64,
+}
+
+/// What [`Cache::claim`] found.
+pub(super) enum Claim {
+    /// The chunk, already decoded.
+    Ready(Arc<[u8]>),
+    /// The caller now owns the fetch: it must call [`Cache::fill`] or [`Cache::abandon`].
+    Fetch,
+}
+
+pub(super) struct Cache {
+    state: Mutex<State>,
+    done: Condvar,
+    budget: u64,
+}
+
+impl Cache {
+    pub(super) fn new(budget: u64) -> Self {
+        Cache {
+            state: Mutex::new(State::default()),
+            done: Condvar::new(),
+            budget,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent between statements: a panicking holder leaves it usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The chunk if it is cached (waiting for a fetch in progress); otherwise a claim to
+    /// fetch it.
+    pub(super) fn claim(&self, id: &ChunkId, bytes: u64) -> Claim {
+        let mut st = self.lock();
+        loop {
+            match st.slots.get(id) {
+                Some(Slot::Ready { data, tick }) => {
+                    let (data, old) = (data.clone(), *tick);
+                    touch(&mut st, id, old);
+                    return Claim::Ready(data);
+                }
+                Some(Slot::Loading { .. }) => {
+                    st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+                }
+                None => {
+                    st.slots.insert(*id, Slot::Loading { bytes });
+                    st.bytes += bytes;
+                    self.evict(&mut st);
+                    return Claim::Fetch;
+                }
+            }
+        }
+    }
+
+    /// Claims the fetch of a chunk only if nobody holds or fetches it (readahead).
+    pub(super) fn try_claim(&self, id: &ChunkId, bytes: u64) -> bool {
+        let mut st = self.lock();
+        if st.slots.contains_key(id) {
+            return false;
+        }
+        st.slots.insert(*id, Slot::Loading { bytes });
+        st.bytes += bytes;
+        self.evict(&mut st);
+        true
+    }
+
+    /// Stores a claimed chunk and wakes its waiters.
+    pub(super) fn fill(&self, id: &ChunkId, data: Arc<[u8]>) {
+        let mut st = self.lock();
+        if let Some(Slot::Loading { bytes }) = st.slots.remove(id) {
+            st.bytes -= bytes;
+        }
+        st.tick += 1;
+        let tick = st.tick;
+        st.bytes += data.len() as u64;
+        st.slots.insert(*id, Slot::Ready { data, tick });
+        st.lru.insert(tick, *id);
+        self.evict(&mut st);
+        drop(st);
+        self.done.notify_all();
+    }
+
+    /// Gives up a claim (the fetch failed); waiters try themselves.
+    pub(super) fn abandon(&self, id: &ChunkId) {
+        let mut st = self.lock();
+        if let Some(Slot::Loading { bytes }) = st.slots.get(id) {
+            let bytes = *bytes;
+            st.slots.remove(id);
+            st.bytes -= bytes;
+        }
+        drop(st);
+        self.done.notify_all();
+    }
+
+    /// Bytes held (ready and loading).
+    pub(super) fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Drops the least recently used ready chunks until the budget holds (loading slots
+    /// cannot go; their callers hold what they fetch anyway).
+    fn evict(&self, st: &mut State) {
+        while st.bytes > self.budget {
+            let Some((_, id)) = st.lru.pop_first() else {
+                break;
+            };
+            if let Some(Slot::Ready { data, .. }) = st.slots.remove(&id) {
+                st.bytes -= data.len() as u64;
+            }
+        }
+    }
+}
+
+fn touch(st: &mut State, id: &ChunkId, old: u64) {
+    st.lru.remove(&old);
+    st.tick += 1;
+    let tick = st.tick;
+    st.lru.insert(tick, *id);
+    if let Some(Slot::Ready { tick: t, .. }) = st.slots.get_mut(id) {
+        *t = tick;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId::of(&[n])
+    }
+
+    impl Cache {
+        fn holds(&self, id: &ChunkId) -> bool {
+            self.lock().slots.contains_key(id)
+        }
+    }
+
+    #[test]
+    fn evicts_least_recently_used_within_budget() {
+        let c = Cache::new(300);
+        for n in 0..3 {
+            assert!(matches!(c.claim(&id(n), 100), Claim::Fetch));
+            c.fill(&id(n), vec![n; 100].into());
+        }
+        // Use 0, so 1 is the oldest.
+        assert!(matches!(c.claim(&id(0), 100), Claim::Ready(_)));
+        assert!(matches!(c.claim(&id(3), 100), Claim::Fetch));
+        c.fill(&id(3), vec![3; 100].into());
+        assert!(c.bytes() <= 300);
+        assert!(c.holds(&id(0)) && !c.holds(&id(1)) && c.holds(&id(2)));
+    }
+
+    #[test]
+    fn waiters_get_the_fetched_chunk_and_abandon_hands_over() {
+        let c = Arc::new(Cache::new(1 << 20));
+        assert!(matches!(c.claim(&id(7), 10), Claim::Fetch));
+        assert!(!c.try_claim(&id(7), 10));
+        let c2 = c.clone();
+        let waiter = std::thread::spawn(move || match c2.claim(&id(7), 10) {
+            Claim::Ready(d) => d.len(),
+            Claim::Fetch => 0,
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        c.fill(&id(7), vec![1; 10].into());
+        assert_eq!(waiter.join().unwrap(), 10);
+
+        assert!(matches!(c.claim(&id(8), 10), Claim::Fetch));
+        let c3 = c.clone();
+        let waiter = std::thread::spawn(move || matches!(c3.claim(&id(8), 10), Claim::Fetch));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        c.abandon(&id(8));
+        assert!(waiter.join().unwrap(), "the waiter takes the fetch over");
+    }
+}
