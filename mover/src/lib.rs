@@ -6,6 +6,7 @@
 //!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
 //! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
 //! - [`verify`]: checks that snapshots restore, without writing anything.
+//! - [`report`]: what each command prints with `--json`, built from the reports above.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -41,6 +42,7 @@ mod job;
 mod nbd;
 mod pipeline;
 mod progress;
+pub mod report;
 mod restore;
 mod source;
 pub mod sys;
