@@ -89,7 +89,7 @@ impl ProgressEvent {
             bytes_done: done,
             bytes_total: total,
             seconds,
-            mb_per_s: done as f64 / seconds / 1e6,
+            mb_per_s: mb_per_s(done, seconds),
         }
     }
 }

@@ -56,6 +56,11 @@ pub fn enabled() -> bool {
     SINK.lock().expect("events lock").is_some()
 }
 
+/// An event's data as JSON: plain structs with string keys, which always serialize.
+fn value<T: serde::Serialize>(data: &T) -> Value {
+    serde_json::to_value(data).expect("an event serializes")
+}
+
 /// The `begin` event of `command`.
 pub fn begin(command: &str) {
     let data = BeginEvent {
@@ -63,10 +68,7 @@ pub fn begin(command: &str) {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
     };
-    emit(
-        "begin",
-        serde_json::to_value(data).expect("an event serializes"),
-    );
+    emit("begin", value(&data));
 }
 
 /// A `warning` event (the caller prints the warning for people).
@@ -74,10 +76,7 @@ pub fn warning(message: &str) {
     let data = WarningEvent {
         message: message.to_string(),
     };
-    emit(
-        "warning",
-        serde_json::to_value(data).expect("an event serializes"),
-    );
+    emit("warning", value(&data));
 }
 
 /// The `error` event that ends a failed run.
@@ -87,10 +86,7 @@ pub fn error(command: &str, message: &str, exit_code: u8) {
         message: message.to_string(),
         exit_code,
     };
-    emit(
-        "error",
-        serde_json::to_value(data).expect("an event serializes"),
-    );
+    emit("error", value(&data));
 }
 
 /// Writes one event; a failure to write it is logged, never fatal to the run.
