@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use chunker::crypto::Aead;
 use chunker::{ChunkId, Decoder, Encoder, ExtentKind, Frame};
-use serde_json::{json, Value};
 
 use crate::{FileSource, NbdOptions, NbdSource, Result, Source, SourceKind};
 
@@ -390,33 +389,6 @@ impl BenchReport {
         }
         out
     }
-
-    /// The report as JSON (the `data` of the `summary` event of `mover benchmark --json`).
-    pub fn to_json(&self) -> Value {
-        let rows: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|r| {
-                json!({"stage": r.stage.key(), "level": r.stage.level(),
-                       "cipher": r.stage.cipher().map(Aead::name), "threads": r.threads,
-                       "bytes": r.bytes, "stored_bytes": r.stored_bytes,
-                       "seconds": r.seconds, "mb_per_s": r.mb_per_s()})
-            })
-            .collect();
-        json!({
-            "command": "benchmark",
-            "threads": self.threads,
-            "seconds_per_row": self.seconds,
-            "level": self.level,
-            "corpus": {"bytes": self.corpus_bytes, "chunk_size": self.chunk_size,
-                       "compressible_fraction": 0.5},
-            "source": self.source.as_ref().map(|s| json!({
-                "spec": s.spec, "len": s.len, "data_bytes": s.data_bytes,
-                "read_whole": s.read_whole})),
-            "rows": rows,
-            "limits": self.limits(),
-        })
-    }
 }
 
 enum Input<'a> {
@@ -701,6 +673,11 @@ fn text_like(len: usize, seed: u64) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The report as `mover benchmark --json` prints it.
+    fn json(r: &BenchReport) -> serde_json::Value {
+        serde_json::to_value(crate::report::BenchmarkSummary::from(r)).unwrap()
+    }
+
     fn tiny() -> BenchOptions {
         BenchOptions {
             seconds: 0.01,
@@ -810,7 +787,7 @@ mod tests {
         if info.data_bytes <= 4 << 20 {
             assert!(info.read_whole && table.contains("page cache"), "{table}");
         }
-        let j = r.to_json();
+        let j = json(&r);
         assert_eq!(j["source"]["len"], 64 << 20);
         assert!(j["rows"]
             .as_array()
@@ -895,12 +872,12 @@ mod tests {
         let t = r.to_table();
         assert!(t.contains("BLAKE3 hash") && t.contains("4000 MB/s"), "{t}");
         assert!(t.contains("zstd level 3") && t.contains("limits:"), "{t}");
-        let j = r.to_json();
+        let j = json(&r);
         assert_eq!(j["command"], "benchmark");
         assert_eq!(j["rows"].as_array().unwrap().len(), 3);
         assert_eq!(j["rows"][1]["stage"], "compress");
         assert_eq!(j["rows"][1]["level"], 3);
-        assert_eq!(j["rows"][0]["level"], Value::Null);
+        assert_eq!(j["rows"][0]["level"], serde_json::Value::Null);
         assert!((j["rows"][0]["mb_per_s"].as_f64().unwrap() - 4000.0).abs() < 1e-6);
         assert_eq!(j["limits"].as_array().unwrap().len(), 2);
     }

@@ -9,6 +9,7 @@
 //! - [`SnapshotReader`]: random access to one disk of a snapshot through a shared chunk cache,
 //!   with readahead for sequential readers (what NBD serving reads through).
 //! - [`serve`]: a snapshot as NBD exports, one per disk, read-only.
+//! - [`report`]: what each command prints with `--json`, built from the reports above.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -47,6 +48,7 @@ mod nbd;
 mod pipeline;
 mod progress;
 mod reader;
+pub mod report;
 mod restore;
 mod serve;
 mod source;

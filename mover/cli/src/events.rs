@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use mover::report::{BeginEvent, ErrorEvent, WarningEvent};
 use serde_json::{json, Value};
 
 use crate::human::timestamp;
@@ -53,6 +54,39 @@ pub fn init(events_file: Option<&str>, json: bool, data_on_stdout: bool) -> anyh
 /// True when events are written somewhere.
 pub fn enabled() -> bool {
     SINK.lock().expect("events lock").is_some()
+}
+
+/// An event's data as JSON: plain structs with string keys, which always serialize.
+fn value<T: serde::Serialize>(data: &T) -> Value {
+    serde_json::to_value(data).expect("an event serializes")
+}
+
+/// The `begin` event of `command`.
+pub fn begin(command: &str) {
+    let data = BeginEvent {
+        command: command.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    };
+    emit("begin", value(&data));
+}
+
+/// A `warning` event (the caller prints the warning for people).
+pub fn warning(message: &str) {
+    let data = WarningEvent {
+        message: message.to_string(),
+    };
+    emit("warning", value(&data));
+}
+
+/// The `error` event that ends a failed run.
+pub fn error(command: &str, message: &str, exit_code: u8) {
+    let data = ErrorEvent {
+        command: command.to_string(),
+        message: message.to_string(),
+        exit_code,
+    };
+    emit("error", value(&data));
 }
 
 /// Writes one event; a failure to write it is logged, never fatal to the run.
@@ -103,9 +137,5 @@ pub fn set_command(command: &'static str) {
 pub fn stuck_on_input() {
     let m = "interrupted; nothing was committed";
     let _ = writeln!(std::io::stderr(), "mover: {m}");
-    let command = COMMAND.get().copied().unwrap_or("");
-    emit(
-        "error",
-        json!({"command": command, "message": m, "exit_code": 130}),
-    );
+    error(COMMAND.get().copied().unwrap_or(""), m, 130);
 }

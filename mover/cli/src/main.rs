@@ -97,11 +97,7 @@ fn main() -> ExitCode {
         note!("mover: {}; see `mover --help`", one_line(&e));
         return ExitCode::from(Exit::Usage as u8);
     }
-    events::emit(
-        "begin",
-        serde_json::json!({"command": command, "version": env!("CARGO_PKG_VERSION"),
-                           "pid": std::process::id()}),
-    );
+    events::begin(command);
     let (code, message) = match run(&cli) {
         Ok(code) => (code, None),
         Err(e) => {
@@ -132,10 +128,7 @@ fn main() -> ExitCode {
     };
     tracing::info!("mover finished with exit code {}", code as u8);
     if let Some(message) = message {
-        events::emit(
-            "error",
-            serde_json::json!({"command": command, "message": message, "exit_code": code as u8}),
-        );
+        events::error(command, &message, code as u8);
     }
     ExitCode::from(code as u8)
 }

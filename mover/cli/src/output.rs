@@ -6,9 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chunker::format::{Chunking, Disk, Manifest, ObjectId};
-use mover::{BackupReport, Progress, RestoreReport, VerifyReport};
-use serde_json::json;
+use chunker::format::{Manifest, ObjectId};
+use mover::report::{
+    ArchiveListingSummary, ArchiveRestoreSummary, BackupSummary, CheckSummary, DoctorCheck,
+    DoctorSummary, ExportSummary, ForgetSummary, GcSummary, ImportSummary, KeyItem, ProgressEvent,
+    RepairIndexSummary, RepairSnapshotsSummary, RestoreSummary, SnapshotItem, VerifySummary,
+};
+use mover::{BackupOutcome, Progress, RestoreReport, VerifyReport};
+use serde::Serialize;
 
 use crate::events;
 use crate::human::{bytes, duration, timestamp};
@@ -51,8 +56,7 @@ fn draw(progress: &Progress, stop: &AtomicBool, what: &str, show: bool) {
             last_event = Instant::now();
             events::emit(
                 "progress",
-                json!({"command": what, "bytes_done": done, "bytes_total": total,
-                       "seconds": secs, "mb_per_s": rate / 1e6}),
+                value(&ProgressEvent::new(what, done, total, secs)),
             );
         }
         if !show {
@@ -83,88 +87,39 @@ fn draw(progress: &Progress, stop: &AtomicBool, what: &str, show: bool) {
     }
 }
 
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+/// A summary as JSON. The summaries are plain structs with string keys: serializing cannot fail.
+fn value<T: Serialize>(summary: &T) -> serde_json::Value {
+    serde_json::to_value(summary).expect("a summary serializes")
+}
+
+/// Emits a command's `summary` event.
+fn summary<T: Serialize>(summary: &T) {
+    events::emit("summary", value(summary));
+}
+
+/// Prints a JSON document (a list, for the listing commands) on stdout, keys sorted.
+fn print_json<T: Serialize>(items: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
+    serde_json::to_writer(&mut out, &value(items))?;
     writeln!(out)?;
     out.flush()?;
     Ok(())
 }
 
-fn chunking(c: Chunking) -> (&'static str, u32) {
-    match c {
-        Chunking::Fixed(s) => ("fixed", s),
-        Chunking::Cdc(s) => ("fastcdc", s),
-    }
-}
-
-fn disk_json(d: &Disk) -> serde_json::Value {
-    let (kind, size) = chunking(d.chunking);
-    json!({
-        "name": d.name,
-        "source": d.source,
-        "source_bytes": d.source_len,
-        "chunking": kind,
-        "chunk_size": size,
-        "chunks": d.entries.len(),
-        "change_token": d.change_token,
-        "bytes_read": d.stats.bytes_read,
-        "bytes_new": d.stats.bytes_new,
-        "bytes_stored": d.stats.bytes_stored,
-        "bytes_zero": d.stats.bytes_zero,
-    })
-}
-
-fn chunks_total(m: &Manifest) -> u64 {
-    m.disks.iter().map(|d| d.entries.len() as u64).sum()
-}
-
+/// Prints a committed backup's summary; returns the summary event's data (the catalog entry).
 pub fn backup_summary(
-    r: &BackupReport,
-    extra: Option<serde_json::Value>,
+    outcome: &BackupOutcome,
     as_json: bool,
     quiet: bool,
     data_on_stdout: bool,
 ) -> anyhow::Result<serde_json::Value> {
+    let r = &outcome.report;
     let m = &r.manifest;
     let s = &m.stats;
-    let chunks_total = chunks_total(m);
-    let total_len = m.total_len();
-    let mbps = total_len as f64 / r.seconds.max(1e-9) / 1e6;
-    let data = {
-        let (kind, size) = chunking(m.disks[0].chunking);
-        let mut data = json!({
-                    "command": "backup",
-                    "snapshot_id": m_id(&r.snapshot),
-                    "name": m.name,
-                    "source": m.disks[0].source,
-                    "parent": m.parent.map(|p| p.to_hex()),
-                    "created": timestamp(m.created_ms),
-                    "source_bytes": total_len,
-                    "bytes_read": s.bytes_read,
-                    "bytes_new": s.bytes_new,
-                    "bytes_stored": s.bytes_stored,
-                    "bytes_zero": s.bytes_zero,
-                    "bytes_unchanged": r.bytes_unchanged,
-                    "chunks_total": chunks_total,
-                    "chunks_new": s.chunks_new,
-                    "chunks_reused": s.chunks_reused,
-                    "chunks_zero": r.chunks_zero,
-                    "chunks_unchanged": r.chunks_unchanged,
-                    "chunking": kind,
-                    "chunk_size": size,
-                    "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
-                    "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
-                    "warnings": r.warnings,
-                    "seconds": r.seconds,
-                    "mb_per_s": mbps,
-        });
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (extra, data.as_object_mut()) {
-            obj.extend(extra);
-        }
-        events::emit("summary", data.clone());
-        data
-    };
+    let typed = BackupSummary::from(outcome);
+    let (chunks_total, total_len, mbps) = (typed.chunks_total, typed.source_bytes, typed.mb_per_s);
+    let data = value(&typed);
+    events::emit("summary", data.clone());
     if as_json {
         return Ok(data);
     }
@@ -205,22 +160,7 @@ fn m_id(id: &ObjectId) -> String {
 /// `mover key list`: one line per key object (or a JSON array).
 pub fn key_list(keys: &[targets::KeyInfo], as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        let items: Vec<_> = keys
-            .iter()
-            .map(|k| {
-                json!({
-                    "id": k.id,
-                    "created": timestamp(k.created_ms),
-                    "created_ms": k.created_ms,
-                    "kdf": "argon2id",
-                    "memory_kib": k.params.memory_kib,
-                    "iterations": k.params.iterations,
-                    "parallelism": k.params.parallelism,
-                    "in_use": k.in_use,
-                })
-            })
-            .collect();
-        return print_json(&serde_json::Value::Array(items));
+        return print_json(&keys.iter().map(KeyItem::from).collect::<Vec<_>>());
     }
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -254,29 +194,9 @@ pub fn snapshot_list(
     if as_json {
         let items: Vec<_> = list
             .iter()
-            .map(|(id, m)| {
-                let (kind, size) = chunking(m.disks[0].chunking);
-                json!({
-                    "id": id.to_hex(),
-                    "short_id": &id.to_hex()[..12],
-                    "name": m.name,
-                    "source": m.disks[0].source,
-                    "created": timestamp(m.created_ms),
-                    "created_ms": m.created_ms,
-                    "source_bytes": m.total_len(),
-                    "bytes_new": m.stats.bytes_new,
-                    "bytes_stored": m.stats.bytes_stored,
-                    "chunking": kind,
-                    "chunk_size": size,
-                    "chunks": chunks_total(m),
-                    "parent": m.parent.map(|p| p.to_hex()),
-                    "damaged": damaged.contains(id),
-                    "disks": m.disks.iter().map(disk_json).collect::<Vec<_>>(),
-                    "attachments": m.attachments.iter().map(|a| json!({"name": a.name, "bytes": a.data.len()})).collect::<Vec<_>>(),
-                })
-            })
+            .map(|(id, m)| SnapshotItem::new(id, m, damaged.contains(id)))
             .collect();
-        return print_json(&serde_json::Value::Array(items));
+        return print_json(&items);
     }
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -316,20 +236,9 @@ pub fn restore_summary(
     as_json: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let mbps = r.bytes_total as f64 / r.seconds.max(1e-9) / 1e6;
-    events::emit(
-        "summary",
-        json!({
-            "command": "restore",
-            "snapshot_id": id.to_hex(),
-            "bytes_total": r.bytes_total,
-            "bytes_written": r.bytes_written,
-            "bytes_compared": r.bytes_compared,
-            "chunks_fetched": r.chunks_fetched,
-            "seconds": r.seconds,
-            "mb_per_s": mbps,
-        }),
-    );
+    let typed = RestoreSummary::new(id, r);
+    let mbps = typed.mb_per_s;
+    summary(&typed);
     if as_json {
         return Ok(());
     }
@@ -356,30 +265,7 @@ pub fn restore_summary(
 }
 
 pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Result<()> {
-    {
-        let snaps: Vec<_> = r
-            .snapshots
-            .iter()
-            .map(|s| {
-                json!({
-                    "id": s.id.to_hex(),
-                    "name": s.name,
-                    "ok": s.is_ok(),
-                    "problems": s.problems,
-                })
-            })
-            .collect();
-        events::emit(
-            "summary",
-            json!({
-                "command": "verify",
-                "chunks_total": r.chunks_total,
-                "chunks_checked": r.chunks_checked,
-                "bytes_checked": r.bytes_checked,
-                "snapshots": snaps,
-            }),
-        );
-    }
+    summary(&VerifySummary::from(r));
     if as_json {
         return Ok(());
     }
@@ -421,17 +307,14 @@ pub fn doctor_report(
 ) -> anyhow::Result<()> {
     let bad = checks.iter().filter(|c| !c.ok).count();
     if as_json {
-        let items: Vec<_> = checks
-            .iter()
-            .map(|c| {
-                json!({"subject": c.subject, "check": c.name, "ok": c.ok,
-                       "detail": c.detail, "fix": c.fix})
-            })
-            .collect();
-        events::emit(
-            "summary",
-            json!({"command": "doctor", "ok": bad == 0, "problems": bad, "checks": items}),
-        );
+        let checks = checks.iter().map(|c| DoctorCheck {
+            subject: c.subject.clone(),
+            check: c.name.to_string(),
+            ok: c.ok,
+            detail: c.detail.clone(),
+            fix: c.fix.clone(),
+        });
+        summary(&DoctorSummary::new(checks.collect()));
         return Ok(());
     }
     let mut subject = "";
@@ -464,24 +347,9 @@ pub fn archive_restore_summary(
     as_json: bool,
     quiet: bool,
 ) {
-    let mbps = r.bytes_total as f64 / seconds.max(1e-9) / 1e6;
-    events::emit(
-        "summary",
-        json!({
-            "command": "restore",
-            "from_archive": true,
-            "disk": r.disk,
-            "snapshot_id": r.snapshot.map(|s| s.to_hex()),
-            "bytes_total": r.bytes_total,
-            "bytes_written": r.bytes_written,
-            "chunks_read": r.chunks_read,
-            "verified": r.verified,
-            "damage": r.damage,
-            "lost": r.lost.iter().map(|(o, l)| json!({"offset": o, "length": l})).collect::<Vec<_>>(),
-            "seconds": seconds,
-            "mb_per_s": mbps,
-        }),
-    );
+    let typed = ArchiveRestoreSummary::new(r, seconds);
+    let mbps = typed.mb_per_s;
+    summary(&typed);
     if !as_json && !quiet {
         note!(
             "restored disk {} from the archive: {} in {seconds:.1}s ({mbps:.0} MB/s), {} chunks checked{}",
@@ -500,41 +368,8 @@ pub fn archive_listing(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let h = l.header.as_ref();
-    // Sizes from the manifest when it was read: a stream source's size is known only there.
-    let sizes: Vec<(String, u64)> = match (&l.manifest, h) {
-        (Some(m), _) => m
-            .disks
-            .iter()
-            .map(|d| (d.name.clone(), d.source_len))
-            .collect(),
-        (None, Some(h)) => h.disks.iter().map(|d| (d.name.clone(), d.size)).collect(),
-        (None, None) => Vec::new(),
-    };
-    let disks: Vec<_> = sizes
-        .iter()
-        .map(|(name, size)| json!({"name": name, "size": size}))
-        .collect();
-    events::emit(
-        "summary",
-        json!({
-            "command": if checked { "archive verify" } else { "archive ls" },
-            "archive_id": h.map(|h| h.id.to_hex()),
-            "tool": h.map(|h| h.tool_version.clone()),
-            "created": h.map(|h| timestamp(h.created_ms)),
-            "chunk_size": h.map(|h| h.chunk_size),
-            "disks": disks,
-            "parents": h.map(|h| h.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>()),
-            "snapshot_name": l.manifest.as_ref().map(|m| m.name.clone()),
-            "volumes": l.volumes,
-            "chunks": l.chunks,
-            "chunk_bytes": l.chunk_bytes,
-            "complete": l.trailer.is_some_and(|t| !t.incomplete),
-            "verified": l.trailer.is_some_and(|t| t.verified),
-            "encrypted": l.cipher.is_some(),
-            "cipher": l.cipher.map(|a| a.name()),
-            "damage": l.damage,
-        }),
-    );
+    let typed = ArchiveListingSummary::new(l, checked);
+    summary(&typed);
     if as_json {
         return Ok(());
     }
@@ -548,8 +383,8 @@ pub fn archive_listing(
                 h.tool_version,
                 timestamp(h.created_ms)
             )?;
-            for (name, size) in &sizes {
-                writeln!(out, "  disk {:<12} {:>12}", name, bytes(*size))?;
+            for d in &typed.disks {
+                writeln!(out, "  disk {:<12} {:>12}", d.name, bytes(d.size))?;
             }
             if let Some(aead) = l.cipher {
                 writeln!(out, "  encrypted ({})", aead.name())?;
@@ -592,11 +427,7 @@ pub fn import_summary(
     as_json: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    events::emit(
-        "summary",
-        json!({"command": "archive import", "snapshot_id": id.to_hex(), "name": m.name,
-               "source_bytes": m.total_len(), "chunks_new": new}),
-    );
+    summary(&ImportSummary::new(id, m, new));
     if as_json {
         return Ok(());
     }
@@ -612,17 +443,9 @@ pub fn import_summary(
     Ok(())
 }
 
-pub fn export_summary(
-    id: &ObjectId,
-    s: &targets::archive::ArchiveSummary,
-    as_json: bool,
-    quiet: bool,
-) {
-    events::emit(
-        "summary",
-        json!({"command": "archive export", "snapshot_id": id.to_hex(), "archive_id": s.id.to_hex(),
-               "volumes": s.volumes, "chunks": s.chunks, "bytes_written": s.bytes_written}),
-    );
+pub fn export_summary(report: &mover::archive::ExportReport, as_json: bool, quiet: bool) {
+    summary(&ExportSummary::from(report));
+    let (id, s) = (&report.snapshot, &report.summary);
     if as_json || quiet {
         return;
     }
@@ -643,16 +466,8 @@ pub fn forget_report(
     dry_run: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let item = |r: &mover::forget::ForgetRow| {
-        json!({"id": r.id.to_hex(), "name": r.name, "created": timestamp(r.created_ms),
-               "created_ms": r.created_ms, "reasons": r.reasons})
-    };
-    let kept: Vec<_> = rows.iter().filter(|r| r.keep).map(item).collect();
-    let removed: Vec<_> = rows.iter().filter(|r| !r.keep).map(item).collect();
-    events::emit(
-        "summary",
-        json!({"command": "forget", "dry_run": dry_run, "kept": kept, "removed": removed}),
-    );
+    let typed = ForgetSummary::new(rows, dry_run);
+    summary(&typed);
     if as_json {
         return Ok(());
     }
@@ -678,7 +493,7 @@ pub fn forget_report(
             reasons.join(", ")
         )?;
     }
-    let n = removed.len();
+    let (n, kept) = (typed.removed.len(), &typed.kept);
     if dry_run {
         writeln!(
             out,
@@ -696,33 +511,7 @@ pub fn forget_report(
 }
 
 pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> anyhow::Result<()> {
-    let pending: Vec<_> = r
-        .pending
-        .iter()
-        .map(|p| json!({"tombstone": p.key, "packs": p.packs, "due": timestamp(p.due_ms), "due_ms": p.due_ms}))
-        .collect();
-    events::emit(
-        "summary",
-        json!({
-            "command": "gc",
-            "dry_run": dry_run,
-            "snapshots": r.snapshots,
-            "live_chunks": r.live_chunks,
-            "packs": r.packs,
-            "swept_packs": r.swept_packs,
-            "reclaimed_bytes": r.swept_bytes,
-            "kept_packs": r.kept_packs,
-            "condemned_packs": r.condemned_packs,
-            "condemned_bytes": r.condemned_bytes,
-            "garbage_bytes": r.garbage_bytes,
-            "repacked_packs": r.repacked_packs,
-            "repacked_bytes": r.repacked_bytes,
-            "index_segments_before": r.segments_before,
-            "index_segments_after": r.segments_after,
-            "pending": pending,
-            "warnings": r.warnings,
-        }),
-    );
+    summary(&GcSummary::new(r, dry_run));
     for w in &r.warnings {
         note!("mover: warning: {w}");
     }
@@ -771,21 +560,8 @@ pub fn check_report(
     open_warnings: &[String],
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let errors: Vec<&String> = open_warnings.iter().chain(&r.errors).collect();
-    events::emit(
-        "summary",
-        json!({
-            "command": "check",
-            "ok": errors.is_empty(),
-            "format_version": r.format_version,
-            "snapshots": r.snapshots,
-            "packs": r.packs,
-            "index_segments": r.segments,
-            "chunks": r.chunks,
-            "errors": errors,
-            "notes": r.notes,
-        }),
-    );
+    let typed = CheckSummary::new(r, open_warnings);
+    summary(&typed);
     if as_json {
         return Ok(());
     }
@@ -795,13 +571,13 @@ pub fn check_report(
         "format {}: {} snapshots, {} packs, {} index segments, {} chunks",
         r.format_version, r.snapshots, r.packs, r.segments, r.chunks
     )?;
-    for e in &errors {
+    for e in &typed.errors {
         writeln!(out, "ERROR  {e}")?;
     }
     for n in &r.notes {
         writeln!(out, "note   {n}")?;
     }
-    if errors.is_empty() {
+    if typed.ok {
         writeln!(out, "no problems found")?;
     }
     Ok(())
@@ -812,12 +588,7 @@ pub fn repair_index_report(
     dry_run: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    events::emit(
-        "summary",
-        json!({"command": "repair index", "dry_run": dry_run, "packs": r.packs, "chunks": r.chunks,
-               "old_segments": r.old_segments, "new_segments": r.new_segments,
-               "unreadable": r.unreadable, "recovered": r.recovered}),
-    );
+    summary(&RepairIndexSummary::new(r, dry_run));
     for u in &r.unreadable {
         note!("mover: warning: {u}; its chunks are not indexed");
     }
@@ -849,17 +620,7 @@ pub fn repair_snapshots_report(
     dry_run: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let items: Vec<_> = r
-        .iter()
-        .map(|d| {
-            json!({"id": d.id.to_hex(), "name": d.name, "missing_chunks": d.missing_chunks,
-                        "bytes_lost": d.bytes_lost})
-        })
-        .collect();
-    events::emit(
-        "summary",
-        json!({"command": "repair snapshots", "dry_run": dry_run, "damaged": items}),
-    );
+    summary(&RepairSnapshotsSummary::new(r, dry_run));
     if as_json {
         return Ok(());
     }
@@ -888,14 +649,7 @@ pub fn repair_snapshots_report(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_utc_civil_dates() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(timestamp(1_795_569_844_000), "2026-11-25T01:24:04Z");
-    }
+/// `mover benchmark --json`: the summary event (the table is the report's own).
+pub fn benchmark_summary(report: &mover::benchmark::BenchReport) {
+    summary(&mover::report::BenchmarkSummary::from(report));
 }

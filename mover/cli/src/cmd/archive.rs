@@ -66,7 +66,7 @@ pub fn archive(cmd: &ArchiveCommand, secrets: &Secrets, quiet: bool) -> anyhow::
             let result = mover::archive::export_snapshot(&repo, &request, &progress);
             bar.finish();
             let report = result?;
-            output::export_summary(&report.snapshot, &report.summary, a.json, quiet);
+            output::export_summary(&report, a.json, quiet);
             Ok(Exit::Success)
         }
     }

@@ -187,14 +187,10 @@ fn print_outcome(
     let report = &outcome.report;
     for w in &report.warnings {
         note!("mover: warning: {w}");
-        events::emit("warning", serde_json::json!({"message": w}));
+        events::warning(w);
     }
-    let extra = outcome
-        .archive
-        .as_ref()
-        .map(|w| serde_json::json!({ "archive": w }));
     let data_on_stdout = a.archive.to_archive.as_deref() == Some("-");
-    let summary = match output::backup_summary(report, extra, a.json, quiet, data_on_stdout) {
+    let summary = match output::backup_summary(outcome, a.json, quiet, data_on_stdout) {
         Ok(summary) => summary,
         Err(e) => return Ok(unreported(report, &format!("{e:#}"))),
     };
@@ -208,7 +204,7 @@ fn print_outcome(
                 "the snapshot is committed, but --catalog-out {path} cannot be written: {e}"
             );
             note!("mover: warning: {m}");
-            events::emit("warning", serde_json::json!({"message": m}));
+            events::warning(&m);
             return Ok(Exit::Warnings);
         }
     }

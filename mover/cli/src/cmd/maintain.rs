@@ -11,7 +11,7 @@ use targets::{Backend, Repository};
 
 use crate::args::{self, KeyCommand, RepairCommand, RepoArg, SnapshotsArgs, VerifyArgs};
 use crate::repo::{backend, fetch_threads, is_s3, new_secret, open_repo, s3_backend, Secrets};
-use crate::{events, output, show_progress, usage, Exit};
+use crate::{output, show_progress, usage, Exit};
 
 /// `mover init`.
 pub fn init(
@@ -249,7 +249,7 @@ pub fn benchmark(a: &args::BenchmarkArgs) -> anyhow::Result<Exit> {
     }
     let report = mover::benchmark::run(&opts)?;
     if a.json {
-        events::emit("summary", report.to_json());
+        output::benchmark_summary(&report);
     } else {
         std::io::stdout()
             .lock()

@@ -112,7 +112,7 @@ fn restore_from_archive(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyh
     let seconds = start.elapsed().as_secs_f64();
     for d in &report.damage {
         note!("mover: warning: {d}");
-        events::emit("warning", serde_json::json!({"message": d}));
+        events::warning(d);
     }
     for (off, len) in &report.lost {
         let m = format!(
@@ -121,7 +121,7 @@ fn restore_from_archive(a: &RestoreArgs, secrets: &Secrets, quiet: bool) -> anyh
             off + len
         );
         note!("mover: warning: {m}");
-        events::emit("warning", serde_json::json!({"message": m}));
+        events::warning(&m);
     }
     output::archive_restore_summary(&report, seconds, a.json, quiet);
     Ok(

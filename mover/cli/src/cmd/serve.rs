@@ -37,7 +37,7 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
     let mut ready = |s: &mover::Serving| announce(s, json, quiet);
     mover::serve(repo, &request, &mut ready, &mover::sys::interrupted)?;
     if !quiet {
-        eprintln!("mover: stopped serving");
+        note!("mover: stopped serving");
     }
     Ok(Exit::Success)
 }
@@ -56,7 +56,7 @@ fn announce(s: &mover::Serving, json: bool, quiet: bool) {
             } else {
                 "writable through the overlay"
             };
-            eprintln!(
+            note!(
                 "mover: serving disk {} of snapshot {} ({}, {mode}) at {}",
                 e.name,
                 &id[..12],
@@ -64,18 +64,11 @@ fn announce(s: &mover::Serving, json: bool, quiet: bool) {
                 e.uri
             );
         }
-        eprintln!("mover: stop with Ctrl-C or SIGTERM");
+        note!("mover: stop with Ctrl-C or SIGTERM");
     }
-    let exports: Vec<_> = s
-        .exports
-        .iter()
-        .map(|e| {
-            serde_json::json!({"name": e.name, "uri": e.uri, "size": e.size,
-                               "read_only": e.read_only})
-        })
-        .collect();
+    let event = mover::report::ServingEvent::from(s);
     events::emit(
         "serving",
-        serde_json::json!({"snapshot": id, "exports": exports}),
+        serde_json::to_value(&event).expect("a serializable event"),
     );
 }
