@@ -139,3 +139,54 @@ fn an_unwritable_stderr_never_panics() {
     let (code, _) = backup_with(&env, &missing, false, false);
     assert_eq!(code, Some(1));
 }
+
+#[test]
+fn quiet_means_errors_only() {
+    let env = Env::new();
+    let image = env.path("disk.img");
+    for seed in [15, 16] {
+        write_file(&image, &random_bytes(1 << 20, seed));
+        env.backup(&image, &[]);
+    }
+    let quiet = |args: &[&str]| mover(["-q"]).args(args).arg("-r").arg(&env.repo);
+    for args in [
+        vec!["check"],
+        vec!["verify"],
+        vec!["forget", "--keep-last", "1"],
+        vec!["gc", "--grace", "0s"],
+        vec!["repair", "index"],
+        vec!["repair", "snapshots"],
+        vec!["doctor"],
+    ] {
+        let out = quiet(&args).run();
+        assert_eq!(out.code, Some(0), "{out}");
+        assert!(
+            out.stdout.is_empty(),
+            "-q {args:?} printed on stdout:\n{out}"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "-q {args:?} printed on stderr:\n{out}"
+        );
+    }
+    // Errors still show: a lost pack is reported by check and verify under -q.
+    for p in env.packs() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let out = quiet(&["check"]).run();
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ERROR"),
+        "{out}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("no problems"),
+        "{out}"
+    );
+    let out = quiet(&["verify"]).run();
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("DAMAGED"),
+        "{out}"
+    );
+}

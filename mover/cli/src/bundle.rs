@@ -142,7 +142,7 @@ pub fn support_bundle(
     tar.add("mover/config.toml", config.as_bytes());
     let checks = doctor_checks(&a.doctor, secrets);
     let mut text = Vec::new();
-    output::doctor_report(&checks, false, &mut text)?;
+    output::doctor_report(&checks, false, false, &mut text)?;
     tar.add("mover/doctor.txt", &text);
     if let Some(location) = &a.doctor.repo {
         let repo = doctor_repo_arg(&a.doctor, location);

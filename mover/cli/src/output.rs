@@ -273,7 +273,9 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
     for s in &r.snapshots {
         let name = s.name.as_deref().unwrap_or("?");
         if s.is_ok() {
-            writeln!(out, "ok       {}  {name}", &s.id.to_hex()[..12])?;
+            if !quiet {
+                writeln!(out, "ok       {}  {name}", &s.id.to_hex()[..12])?;
+            }
         } else {
             writeln!(
                 out,
@@ -300,9 +302,11 @@ pub fn verify_report(r: &VerifyReport, as_json: bool, quiet: bool) -> anyhow::Re
     Ok(())
 }
 
+/// Doctor's checks; with `quiet` only the failed ones and their fixes.
 pub fn doctor_report(
     checks: &[crate::doctor::Check],
     as_json: bool,
+    quiet: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let bad = checks.iter().filter(|c| !c.ok).count();
@@ -318,7 +322,7 @@ pub fn doctor_report(
         return Ok(());
     }
     let mut subject = "";
-    for c in checks {
+    for c in checks.iter().filter(|c| !quiet || !c.ok) {
         if c.subject != subject {
             subject = &c.subject;
             writeln!(out, "{subject}")?;
@@ -329,15 +333,17 @@ pub fn doctor_report(
             writeln!(out, "       {:<18} fix: {fix}", "")?;
         }
     }
-    writeln!(
-        out,
-        "{}",
-        if bad == 0 {
-            "no problems found".to_string()
-        } else {
-            format!("{bad} problem(s) found")
-        }
-    )?;
+    if !quiet {
+        writeln!(
+            out,
+            "{}",
+            if bad == 0 {
+                "no problems found".to_string()
+            } else {
+                format!("{bad} problem(s) found")
+            }
+        )?;
+    }
     Ok(())
 }
 
@@ -465,10 +471,11 @@ pub fn forget_report(
     rows: &[mover::forget::ForgetRow],
     dry_run: bool,
     as_json: bool,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     let typed = ForgetSummary::new(rows, dry_run);
     summary(&typed);
-    if as_json {
+    if as_json || quiet {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -510,12 +517,17 @@ pub fn forget_report(
     Ok(())
 }
 
-pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> anyhow::Result<()> {
+pub fn gc_report(
+    r: &targets::gc::GcReport,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     summary(&GcSummary::new(r, dry_run));
     for w in &r.warnings {
         note!("mover: warning: {w}");
     }
-    if as_json {
+    if as_json || quiet {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -555,10 +567,12 @@ pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> any
     Ok(())
 }
 
+/// Check's findings; with `quiet` only the errors.
 pub fn check_report(
     r: &targets::gc::CheckReport,
     open_warnings: &[String],
     as_json: bool,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     let typed = CheckSummary::new(r, open_warnings);
     summary(&typed);
@@ -566,13 +580,18 @@ pub fn check_report(
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "format {}: {} snapshots, {} packs, {} index segments, {} chunks",
-        r.format_version, r.snapshots, r.packs, r.segments, r.chunks
-    )?;
+    if !quiet {
+        writeln!(
+            out,
+            "format {}: {} snapshots, {} packs, {} index segments, {} chunks",
+            r.format_version, r.snapshots, r.packs, r.segments, r.chunks
+        )?;
+    }
     for e in &typed.errors {
         writeln!(out, "ERROR  {e}")?;
+    }
+    if quiet {
+        return Ok(());
     }
     for n in &r.notes {
         writeln!(out, "note   {n}")?;
@@ -587,6 +606,7 @@ pub fn repair_index_report(
     r: &targets::gc::RepairIndexReport,
     dry_run: bool,
     as_json: bool,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     summary(&RepairIndexSummary::new(r, dry_run));
     for u in &r.unreadable {
@@ -595,7 +615,7 @@ pub fn repair_index_report(
     for u in &r.recovered {
         note!("mover: warning: {u}");
     }
-    if as_json {
+    if as_json || quiet {
         return Ok(());
     }
     let verb = if dry_run { "would index" } else { "indexed" };
@@ -615,10 +635,12 @@ pub fn repair_index_report(
     Ok(())
 }
 
+/// The snapshots marked damaged; with `quiet` only those, without the count.
 pub fn repair_snapshots_report(
     r: &[targets::gc::DamagedSnapshot],
     dry_run: bool,
     as_json: bool,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     summary(&RepairSnapshotsSummary::new(r, dry_run));
     if as_json {
@@ -635,6 +657,9 @@ pub fn repair_snapshots_report(
             d.missing_chunks,
             bytes(d.bytes_lost)
         )?;
+    }
+    if quiet {
+        return Ok(());
     }
     writeln!(
         out,

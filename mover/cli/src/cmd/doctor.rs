@@ -10,12 +10,12 @@ use crate::repo::{is_s3, repo_options, s3_backend, Secrets};
 use crate::{output, usage, Exit};
 
 /// `mover doctor`.
-pub fn doctor(a: &DoctorArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+pub fn doctor(a: &DoctorArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     if a.source.is_empty() && a.repo.is_none() {
         return Err(usage("give --source SRC and/or -r REPO to check"));
     }
     let checks = doctor_checks(a, secrets);
-    output::doctor_report(&checks, a.json, &mut std::io::stdout().lock())?;
+    output::doctor_report(&checks, a.json, quiet, &mut std::io::stdout().lock())?;
     Ok(if checks.iter().all(|c| c.ok) {
         Exit::Success
     } else {

@@ -122,7 +122,7 @@ pub fn snapshots(a: &SnapshotsArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
 }
 
 /// `mover forget`.
-pub fn forget(a: &args::ForgetArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+pub fn forget(a: &args::ForgetArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let request = mover::forget::ForgetRequest {
         snapshots: a.snapshots.clone(),
         name: a.name.clone(),
@@ -141,12 +141,12 @@ pub fn forget(a: &args::ForgetArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
     mover::forget::forget_check(&request)?;
     let repo = open_repo(&a.repo, secrets)?;
     let rows = mover::forget::forget(&repo, &request)?;
-    output::forget_report(&rows, a.dry_run, a.json)?;
+    output::forget_report(&rows, a.dry_run, a.json, quiet)?;
     Ok(Exit::Success)
 }
 
 /// `mover gc`.
-pub fn gc(a: &args::GcArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+pub fn gc(a: &args::GcArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo, secrets)?;
     let opts = targets::gc::GcOptions {
         grace_ms: a.grace,
@@ -155,7 +155,7 @@ pub fn gc(a: &args::GcArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
         ..targets::gc::GcOptions::default()
     };
     let report = targets::gc::collect(&repo, &opts).context("garbage collection stopped")?;
-    output::gc_report(&report, a.dry_run, a.json)?;
+    output::gc_report(&report, a.dry_run, a.json, quiet)?;
     Ok(if report.warnings.is_empty() {
         Exit::Success
     } else {
@@ -164,10 +164,10 @@ pub fn gc(a: &args::GcArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
 }
 
 /// `mover check`.
-pub fn check(a: &args::CheckArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
+pub fn check(a: &args::CheckArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo, secrets)?;
     let report = targets::gc::check(&repo).context("check could not finish")?;
-    output::check_report(&report, repo.warnings(), a.json)?;
+    output::check_report(&report, repo.warnings(), a.json, quiet)?;
     if report.errors.is_empty() && repo.warnings().is_empty() {
         Ok(Exit::Success)
     } else {
@@ -180,12 +180,12 @@ pub fn check(a: &args::CheckArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
 }
 
 /// `mover repair index|snapshots`.
-pub fn repair(c: &RepairCommand, secrets: &Secrets) -> anyhow::Result<Exit> {
+pub fn repair(c: &RepairCommand, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     match c {
         RepairCommand::Index(a) => {
             let repo = open_repo(&a.repo, secrets)?;
             let r = targets::gc::repair_index(&repo, a.dry_run).context("repair index stopped")?;
-            output::repair_index_report(&r, a.dry_run, a.json)?;
+            output::repair_index_report(&r, a.dry_run, a.json, quiet)?;
             Ok(if r.unreadable.is_empty() && r.recovered.is_empty() {
                 Exit::Success
             } else {
@@ -196,7 +196,7 @@ pub fn repair(c: &RepairCommand, secrets: &Secrets) -> anyhow::Result<Exit> {
             let repo = open_repo(&a.repo, secrets)?;
             let r = targets::gc::repair_snapshots(&repo, a.dry_run)
                 .context("repair snapshots stopped")?;
-            output::repair_snapshots_report(&r, a.dry_run, a.json)?;
+            output::repair_snapshots_report(&r, a.dry_run, a.json, quiet)?;
             Ok(if r.is_empty() {
                 Exit::Success
             } else {
