@@ -4,26 +4,10 @@
 
 use chunker::format::{BackupStats, Chunking, Disk, Entry, Manifest, ObjectId};
 use chunker::{ChunkId, Encoder};
+use targets::conformance::chunk;
 use targets::{now_ms, random_bytes, Put};
 
 use crate::BackupTarget;
-
-/// Deterministic, half-compressible bytes for chunk `seed`.
-pub fn chunk(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            if i % 2 == 0 {
-                x as u8
-            } else {
-                (i % 7) as u8
-            }
-        })
-        .collect()
-}
 
 /// Runs every check on `t`, which must be empty and accept one snapshot of one disk of
 /// `chunks` chunks of `chunk_len` bytes (the last one all zero). Returns the committed

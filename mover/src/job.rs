@@ -471,15 +471,7 @@ fn open_disk(src: &str, bitmap: Option<&str>) -> Result<Opened> {
         return Ok(Opened::Nbd(NbdSource::connect(src, &opts)?));
     }
     if src == "-" {
-        use std::os::fd::AsFd;
-        let fd = std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::Source {
-                path: "stdin".into(),
-                source: e,
-            })?;
-        return Ok(Opened::Stream(std::fs::File::from(fd)));
+        return Ok(Opened::Stream(crate::source::stdin_file()?));
     }
     let source = FileSource::open(src)?;
     Ok(match source.kind() {

@@ -49,6 +49,19 @@ pub enum SourceKind {
     Stream,
 }
 
+/// Stdin as a file of its own (a duplicate of descriptor 0), to read as a stream.
+pub fn stdin_file() -> Result<File> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::Source {
+            path: "stdin".into(),
+            source: e,
+        })?;
+    Ok(File::from(fd))
+}
+
 /// A raw image file or a block device.
 pub struct FileSource {
     file: File,

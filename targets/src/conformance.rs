@@ -5,7 +5,8 @@ use chunker::{ChunkId, Decoder, Encoder};
 
 use crate::{Backend, ChunkStore, Error, Put};
 
-fn chunk(seed: u32, len: usize) -> Vec<u8> {
+/// Deterministic test data for chunk `seed`: half of it repeats, so zstd has something to do.
+pub fn chunk(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
     (0..len)
         .map(|i| {

@@ -104,15 +104,7 @@ pub fn open_sink(
 /// exist but `PATH.000` does, the numbered volume set.
 pub fn open_input(path: &str) -> Result<ArchiveInput> {
     if path == "-" {
-        use std::os::fd::AsFd;
-        let fd = std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::Source {
-                path: "stdin".into(),
-                source: e,
-            })?;
-        return Ok(ArchiveInput::Stream(Box::new(File::from(fd))));
+        return Ok(ArchiveInput::Stream(Box::new(crate::source::stdin_file()?)));
     }
     let err = |e| Error::Source {
         path: path.into(),
