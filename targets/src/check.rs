@@ -98,6 +98,9 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
         ));
     }
     check_snapshots(repo, snapshot_ids, held, &mut r)?;
+    let grace_ms = crate::gc::GcOptions::default().grace_ms;
+    let temporaries = crate::temporaries::temporaries(&**backend, grace_ms)?;
+    r.notes.extend(temporaries.describe(grace_ms));
     Ok(r)
 }
 

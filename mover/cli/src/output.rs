@@ -712,6 +712,8 @@ pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> any
             "repacked_bytes": r.repacked_bytes,
             "index_segments_before": r.segments_before,
             "index_segments_after": r.segments_after,
+            "temporaries_removed": r.temporaries_removed,
+            "temporary_bytes": r.temporary_bytes,
             "pending": pending,
             "warnings": r.warnings,
         }),
@@ -745,6 +747,14 @@ pub fn gc_report(r: &targets::gc::GcReport, dry_run: bool, as_json: bool) -> any
         r.repacked_packs,
         bytes(r.repacked_bytes)
     )?;
+    if r.temporaries_removed > 0 {
+        writeln!(
+            out,
+            "temporary files of killed writes: {} {would}removed ({})",
+            r.temporaries_removed,
+            bytes(r.temporary_bytes)
+        )?;
+    }
     for p in &r.pending {
         writeln!(
             out,
