@@ -38,6 +38,7 @@ use crate::{ChunkStore, Error, Repository, Result};
 // `check`, `repair` and the tombstones have their own modules; their public items keep the
 // paths under `targets::gc` that callers use.
 pub use crate::check::{check, CheckReport};
+pub use crate::config_repair::{repair_config, RepairConfigReport};
 pub use crate::layout::damage_key;
 pub use crate::repair::{
     damaged_marks, repair_index, repair_snapshots, DamagedSnapshot, RepairIndexReport,

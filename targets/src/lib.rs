@@ -31,6 +31,7 @@
 pub mod archive;
 mod backend;
 mod check;
+mod config_repair;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod crypt;

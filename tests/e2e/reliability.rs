@@ -170,3 +170,87 @@ fn gc_removes_temporary_files_of_killed_writes_and_check_and_doctor_report_them(
     env.cmd("check", &[] as &[&str]).run().ok();
     assert_same(&env.restore_stdout(&id), &data, "after gc");
 }
+
+// ---- item 9: a damaged config -------------------------------------------------------------
+
+#[test]
+fn a_damaged_config_is_named_and_repair_config_brings_the_repository_back() {
+    let env = Env::new();
+    let (id, data) = one_backup(&env, 91);
+    let config = env.repo.join("config");
+    flip(&config, |_| 60); // a byte of its checksum
+    let out = env.cmd("snapshots", &[] as &[&str]).run();
+    out.assert_error(1, &["config is damaged", "mover repair config"]);
+    assert!(
+        !out.stderr.contains("mover init"),
+        "init is not the fix: {out}"
+    );
+    mover(["init", "-r"])
+        .arg(&env.repo)
+        .run()
+        .assert_error(1, &["config is damaged", "mover repair config"]);
+
+    let before = read(&config);
+    mover(["repair", "config", "--dry-run", "-r"])
+        .arg(&env.repo)
+        .run()
+        .ok();
+    assert_eq!(read(&config), before, "a dry run writes nothing");
+    let out = mover(["repair", "config", "--json", "-r"])
+        .arg(&env.repo)
+        .run()
+        .ok();
+    let d = summary(&out);
+    assert_eq!(d["intact"], false, "{out}");
+    assert!(d["encryption"].is_null(), "{out}");
+    assert_eq!(
+        read(&env.repo.join("config.damaged")),
+        before,
+        "the old one is kept"
+    );
+    env.cmd("check", &[] as &[&str]).run().ok();
+    assert_same(&env.restore_stdout(&id), &data, "after repair config");
+
+    // A lost config: the same.
+    std::fs::remove_file(&config).unwrap();
+    env.cmd("snapshots", &[] as &[&str])
+        .run()
+        .assert_error(1, &["damaged or lost", "mover repair config"]);
+    mover(["repair", "config", "-r"]).arg(&env.repo).run().ok();
+    assert_same(&env.restore_stdout(&id), &data, "after a lost config");
+}
+
+#[test]
+fn repair_config_of_an_encrypted_repository_needs_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let pw = |m: Mover| m.env("MOVER_PASSWORD", "correct horse");
+    pw(mover(["init", "--encrypt", "--cipher", "aes-256-gcm", "-r"]).arg(&repo))
+        .run()
+        .ok();
+    let data = random_bytes(300_000, 92);
+    let out = pw(mover(["backup", "--json", "--source", "-", "-r"]).arg(&repo))
+        .stdin(&data)
+        .run()
+        .ok();
+    let id = text(&summary(&out), "snapshot_id").to_string();
+    std::fs::remove_file(repo.join("config")).unwrap();
+
+    mover(["repair", "config", "-r"])
+        .arg(&repo)
+        .env_remove("MOVER_PASSWORD")
+        .run()
+        .assert_error(1, &["encrypted", "password"]);
+    assert!(
+        !repo.join("config").exists(),
+        "nothing written without the password"
+    );
+    let out = pw(mover(["repair", "config", "--json", "-r"]).arg(&repo))
+        .run()
+        .ok();
+    assert_eq!(summary(&out)["encryption"], "aes-256-gcm", "{out}");
+    let out = pw(mover(["restore", id.as_str(), "--to", "-", "-r"]).arg(&repo))
+        .run()
+        .ok();
+    assert_same(&out.stdout, &data, "after repair config");
+}

@@ -241,11 +241,14 @@ pub fn check_repository(
             r
         }
         Err(e) => {
-            c.bad(
-                "reachable",
-                e.to_string(),
-                "check the location and credentials; create it with `mover init`",
-            );
+            let fix = match e {
+                targets::Error::ConfigDamaged { .. } => {
+                    "run `mover repair config`, which writes a new config from what the \
+                     repository holds"
+                }
+                _ => "check the location and credentials; create it with `mover init`",
+            };
+            c.bad("reachable", e.to_string(), fix);
             return c.out;
         }
     };

@@ -846,6 +846,37 @@ pub fn repair_index_report(
     Ok(())
 }
 
+pub fn repair_config_report(
+    r: &targets::gc::RepairConfigReport,
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let encryption = r.config.encryption.map(|a| a.name());
+    events::emit(
+        "summary",
+        json!({"command": "repair config", "dry_run": dry_run, "intact": r.intact,
+               "id": chunker::hex::encode(&r.config.id), "created_ms": r.config.created_ms,
+               "encryption": encryption, "recovered": r.recovered}),
+    );
+    if as_json {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    if r.intact {
+        writeln!(out, "the config is intact; nothing to do")?;
+        return Ok(());
+    }
+    let verb = if dry_run { "would write" } else { "wrote" };
+    writeln!(out, "{verb} a new config:")?;
+    for line in &r.recovered {
+        writeln!(out, "  {line}")?;
+    }
+    if dry_run {
+        writeln!(out, "dry run: nothing changed")?;
+    }
+    Ok(())
+}
+
 pub fn repair_snapshots_report(
     r: &[targets::gc::DamagedSnapshot],
     dry_run: bool,

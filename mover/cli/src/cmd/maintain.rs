@@ -202,6 +202,13 @@ pub fn repair(c: &RepairCommand, secrets: &Secrets) -> anyhow::Result<Exit> {
                 Exit::Warnings
             })
         }
+        RepairCommand::Config(a) => {
+            let password = secrets.password()?;
+            let r = targets::gc::repair_config(backend(&a.repo)?, password.as_ref(), a.dry_run)
+                .context("repair config stopped")?;
+            output::repair_config_report(&r, a.dry_run, a.json)?;
+            Ok(Exit::Success)
+        }
     }
 }
 
