@@ -254,3 +254,116 @@ fn repair_config_of_an_encrypted_repository_needs_its_password() {
         .ok();
     assert_same(&out.stdout, &data, "after repair config");
 }
+
+// ---- item 10: archives out of order, unrelated or concatenated ----------------------------
+
+/// `backup --to-archive TO` of `src` (with `--catalog`, `--parent latest` when `parent`);
+/// returns the archive id.
+fn archive_of(src: &Path, to: &Path, catalog: &Path, parent: bool) -> String {
+    let mut m = mover(["backup", "--json", "--chunk-size", CHUNK_ARG, "--source"])
+        .arg(src)
+        .arg("--to-archive")
+        .arg(to)
+        .arg("--catalog")
+        .arg(catalog);
+    if parent {
+        m = m.args(&["--parent", "latest"]);
+    }
+    let out = m.run().ok();
+    text(&summary(&out)["archive"], "id").to_string()
+}
+
+struct Archives {
+    dir: tempfile::TempDir,
+    full: std::path::PathBuf,
+    inc: std::path::PathBuf,
+    other: std::path::PathBuf,
+    ids: [String; 3],
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+/// A full archive and an incremental of it, and an unrelated full archive.
+fn archives() -> Archives {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let old = random_bytes(MIB, 1001);
+    let mut new = old.clone();
+    new[CHUNK * 3..CHUNK * 3 + 100].copy_from_slice(&random_bytes(100, 1002));
+    write_file(&p("disk.img"), &old);
+    let full_id = archive_of(&p("disk.img"), &p("full.arc"), &p("cat.json"), false);
+    write_file(&p("disk.img"), &new);
+    let inc_id = archive_of(&p("disk.img"), &p("inc.arc"), &p("cat.json"), true);
+    write_file(&p("other.img"), &random_bytes(MIB / 2, 1003));
+    let other_id = archive_of(&p("other.img"), &p("other.arc"), &p("cat2.json"), false);
+    Archives {
+        full: p("full.arc"),
+        inc: p("inc.arc"),
+        other: p("other.arc"),
+        ids: [full_id, inc_id, other_id],
+        dir,
+        old,
+        new,
+    }
+}
+
+fn restore_from(archives: &[&Path], to: &Path) -> Output {
+    let mut m = mover(["restore"]);
+    for a in archives {
+        m = m.arg("--from-archive").arg(a);
+    }
+    m.arg("--to").arg(to).run()
+}
+
+#[test]
+fn a_chain_out_of_order_or_with_an_unrelated_archive_is_refused_or_warned() {
+    let a = archives();
+    let to = a.dir.path().join("restored.img");
+    // The incremental first, the full last: that would restore the old image silently.
+    let out = restore_from(&[&a.inc, &a.full], &to);
+    out.assert_error(1, &["order", &a.ids[1], &a.ids[0]]);
+    assert!(!to.exists(), "nothing written: {out}");
+    // An unrelated archive before the one restored: restored, with a warning and exit 3.
+    let out = restore_from(&[&a.other, &a.full], &to);
+    assert_eq!(out.exit(), 3, "{out}");
+    out.assert_stderr_has(&[&a.ids[2], "not in the chain"]);
+    assert_same(&read(&to), &a.old, "the full archive");
+    std::fs::remove_file(&to).unwrap();
+    // The right order.
+    restore_from(&[&a.full, &a.inc], &to).ok();
+    assert_same(&read(&to), &a.new, "full, then incremental");
+}
+
+#[test]
+fn archive_ls_and_verify_report_every_archive_of_a_concatenation() {
+    let a = archives();
+    let cat = a.dir.path().join("all.arc");
+    let mut bytes = read(&a.full);
+    bytes.extend(read(&a.inc));
+    bytes.extend(read(&a.other));
+    write_file(&cat, &bytes);
+    for sub in ["ls", "verify"] {
+        let out = mover(["archive", sub, "--json"]).arg(&cat).run().ok();
+        let d = summary(&out);
+        assert_eq!(
+            text(&d, "archive_id"),
+            a.ids[0],
+            "the first archive, as before: {out}"
+        );
+        let ids: Vec<String> = (d["archives"].as_array().unwrap().iter())
+            .map(|e| text(e, "archive_id").to_string())
+            .collect();
+        assert_eq!(ids, a.ids, "`archive {sub}` reports every archive: {out}");
+        let out = mover(["archive", sub]).arg(&cat).run().ok();
+        for id in &a.ids {
+            assert!(out.stdout_str().contains(id.as_str()), "{sub}: {out}");
+        }
+    }
+    // Restoring from the concatenation restores its first archive and says the rest was not
+    // used.
+    let to = a.dir.path().join("first.img");
+    let out = restore_from(&[&cat], &to);
+    assert_eq!(out.exit(), 3, "{out}");
+    out.assert_stderr_has(&["another archive", &a.ids[1]]);
+    assert_same(&read(&to), &a.old, "the first archive of the concatenation");
+}

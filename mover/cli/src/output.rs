@@ -493,15 +493,37 @@ pub fn archive_restore_summary(
     }
 }
 
+/// `archive ls|verify`: one summary for the input, its fields those of the first archive, and
+/// `archives` with every archive of the input (several when archives were concatenated).
 pub fn archive_listing(
-    l: &mover::archive::ArchiveListing,
+    all: &[mover::archive::ArchiveListing],
     checked: bool,
     as_json: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let h = l.header.as_ref();
-    // Sizes from the manifest when it was read: a stream source's size is known only there.
-    let sizes: Vec<(String, u64)> = match (&l.manifest, h) {
+    let command = if checked {
+        "archive verify"
+    } else {
+        "archive ls"
+    };
+    let each: Vec<serde_json::Value> = all.iter().map(archive_json).collect();
+    let mut summary = each.first().cloned().unwrap_or_else(|| json!({}));
+    summary["command"] = json!(command);
+    summary["archives"] = json!(each);
+    events::emit("summary", summary);
+    if as_json {
+        return Ok(());
+    }
+    for l in all {
+        archive_text(l, checked, quiet)?;
+    }
+    Ok(())
+}
+
+/// Disk names and sizes: from the manifest when it was read (a stream source's size is known
+/// only there), else from the header.
+fn archive_disks(l: &mover::archive::ArchiveListing) -> Vec<(String, u64)> {
+    match (&l.manifest, &l.header) {
         (Some(m), _) => m
             .disks
             .iter()
@@ -509,35 +531,41 @@ pub fn archive_listing(
             .collect(),
         (None, Some(h)) => h.disks.iter().map(|d| (d.name.clone(), d.size)).collect(),
         (None, None) => Vec::new(),
-    };
-    let disks: Vec<_> = sizes
+    }
+}
+
+fn archive_json(l: &mover::archive::ArchiveListing) -> serde_json::Value {
+    let h = l.header.as_ref();
+    let disks: Vec<_> = archive_disks(l)
         .iter()
         .map(|(name, size)| json!({"name": name, "size": size}))
         .collect();
-    events::emit(
-        "summary",
-        json!({
-            "command": if checked { "archive verify" } else { "archive ls" },
-            "archive_id": h.map(|h| h.id.to_hex()),
-            "tool": h.map(|h| h.tool_version.clone()),
-            "created": h.map(|h| timestamp(h.created_ms)),
-            "chunk_size": h.map(|h| h.chunk_size),
-            "disks": disks,
-            "parents": h.map(|h| h.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>()),
-            "snapshot_name": l.manifest.as_ref().map(|m| m.name.clone()),
-            "volumes": l.volumes,
-            "chunks": l.chunks,
-            "chunk_bytes": l.chunk_bytes,
-            "complete": l.trailer.is_some_and(|t| !t.incomplete),
-            "verified": l.trailer.is_some_and(|t| t.verified),
-            "encrypted": l.cipher.is_some(),
-            "cipher": l.cipher.map(|a| a.name()),
-            "damage": l.damage,
-        }),
-    );
-    if as_json {
-        return Ok(());
-    }
+    json!({
+        "archive_id": h.map(|h| h.id.to_hex()),
+        "tool": h.map(|h| h.tool_version.clone()),
+        "created": h.map(|h| timestamp(h.created_ms)),
+        "chunk_size": h.map(|h| h.chunk_size),
+        "disks": disks,
+        "parents": h.map(|h| h.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>()),
+        "snapshot_name": l.manifest.as_ref().map(|m| m.name.clone()),
+        "volumes": l.volumes,
+        "chunks": l.chunks,
+        "chunk_bytes": l.chunk_bytes,
+        "complete": l.trailer.is_some_and(|t| !t.incomplete),
+        "verified": l.trailer.is_some_and(|t| t.verified),
+        "encrypted": l.cipher.is_some(),
+        "cipher": l.cipher.map(|a| a.name()),
+        "damage": l.damage,
+    })
+}
+
+fn archive_text(
+    l: &mover::archive::ArchiveListing,
+    checked: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let h = l.header.as_ref();
+    let sizes = archive_disks(l);
     let mut out = std::io::stdout().lock();
     match h {
         Some(h) => {
