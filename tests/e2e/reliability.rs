@@ -367,3 +367,27 @@ fn archive_ls_and_verify_report_every_archive_of_a_concatenation() {
     out.assert_stderr_has(&["another archive", &a.ids[1]]);
     assert_same(&read(&to), &a.old, "the first archive of the concatenation");
 }
+
+// ---- item 11: a damaged archive header ----------------------------------------------------
+
+/// One flipped byte in the header frame: the archive still restores bit-exact (from the
+/// header's copy), with the damage reported and exit 3.
+#[test]
+fn an_archive_with_a_damaged_header_frame_restores_from_its_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, arc) = (dir.path().join("disk.img"), dir.path().join("a.arc"));
+    let data = random_bytes(MIB + 3000, 1101);
+    write_file(&src, &data);
+    archive_of(&src, &arc, &dir.path().join("cat.json"), false);
+    // Past the volume frame (64 + 32 bytes) and the header's frame header: its payload.
+    flip(&arc, |_| 96 + 64 + 30);
+    let to = dir.path().join("restored.img");
+    let out = restore_from(&[&arc], &to);
+    assert_eq!(out.exit(), 3, "the damage is reported: {out}");
+    assert_same(&read(&to), &data, "restored from the header's copy");
+    let out = mover(["archive", "ls", "--json"]).arg(&arc).run();
+    assert!(
+        summary(&out)["archive_id"].is_string(),
+        "ls reads the header: {out}"
+    );
+}
