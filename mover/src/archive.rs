@@ -26,7 +26,7 @@ pub use io::{header_for, open_input, open_sink};
 pub use restore::{restore_archive, ArchiveInput, ArchiveRestoreOptions, ArchiveRestoreReport};
 pub use target::ArchiveTarget;
 pub use transfer::{
-    export_archive, export_snapshot, import_archive, read_archive, ArchiveListing, ExportReport,
-    ExportRequest,
+    export_archive, export_snapshot, import_archive, read_archive, read_archives, ArchiveListing,
+    ExportReport, ExportRequest,
 };
 pub use write::{write_archive, ArchiveFormat};

@@ -15,13 +15,13 @@ mod maintain;
 mod snapshot;
 
 pub use archive::{
-    ArchiveDisk, ArchiveListingSummary, ArchiveRestoreSummary, ExportSummary, ImportSummary,
-    LostRange,
+    ArchiveDisk, ArchiveListed, ArchiveListingSummary, ArchiveRestoreSummary, ExportSummary,
+    ImportSummary, LostRange,
 };
 pub use bench::{BenchCorpus, BenchRow, BenchSource, BenchmarkSummary};
 pub use maintain::{
     CheckSummary, DamagedItem, DoctorCheck, DoctorSummary, ForgetItem, ForgetSummary, GcSummary,
-    KeyItem, PendingTombstone, RepairIndexSummary, RepairSnapshotsSummary,
+    KeyItem, PendingTombstone, RepairConfigSummary, RepairIndexSummary, RepairSnapshotsSummary,
 };
 pub use snapshot::{
     AttachmentSummary, BackupSummary, DiskSummary, RestoreSummary, ServingEvent, ServingExport,

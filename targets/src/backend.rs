@@ -50,6 +50,28 @@ pub trait Backend: Send + Sync + Debug {
     fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
         self.size(key).map(|_| None)
     }
+    /// Temporary objects of writes that have not finished: ones whose writer was killed, and
+    /// ones a running write is filling (see [`Temporary::writer_running`] and
+    /// [`Temporary::modified_ms`]). [`list`](Backend::list) never names them; each can be
+    /// removed with [`delete`](Backend::delete). Backends whose writes leave nothing behind
+    /// return none.
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A temporary object of a write that has not finished (issue 14, item 6): no reader looks
+/// at it; if its writer was killed, it only takes space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Temporary {
+    /// Its key (for a local repository, the file's path below the root).
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was last written, ms since the Unix epoch; `None` when unknown.
+    pub modified_ms: Option<i64>,
+    /// The process that writes it is still running on this machine.
+    pub writer_running: bool,
 }
 
 /// A repository in a local directory.
@@ -63,6 +85,23 @@ pub struct LocalBackend {
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Temporary files are named `.tmp-<pid>-<n>`: the writing process and a counter.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Whether the process that named a temporary file `.tmp-<pid>-<n>` still runs on this
+/// machine. Unknown (no `/proc`, or a name of another shape) counts as not running: the age of
+/// the file then decides.
+fn tmp_writer_running(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix(TMP_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    Path::new("/proc/self").exists() && Path::new("/proc").join(pid.to_string()).exists()
+}
 
 impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
@@ -90,7 +129,7 @@ impl LocalBackend {
             }
         }
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
         let result = (|| {
             let f = match direct_io_suits(data) {
                 true => write_direct(&tmp, data),
@@ -277,6 +316,46 @@ impl Backend for LocalBackend {
                     stack.push(key);
                 } else {
                     out.push(key);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(d) = stack.pop() {
+            let path = self.path(&d);
+            let rd = match fs::read_dir(&path) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", &path, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io("list", &path, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let key = if d.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{d}/{name}")
+                };
+                let ft = entry.file_type().map_err(|e| Error::io("list", &path, e))?;
+                if ft.is_dir() && !name.starts_with('.') {
+                    stack.push(key);
+                } else if ft.is_file() && name.starts_with(TMP_PREFIX) {
+                    // Gone meanwhile: its write finished.
+                    let Ok(meta) = entry.metadata() else { continue };
+                    out.push(Temporary {
+                        key,
+                        bytes: meta.len(),
+                        modified_ms: meta.modified().ok().and_then(|t| {
+                            let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+                            i64::try_from(since.as_millis()).ok()
+                        }),
+                        writer_running: tmp_writer_running(name),
+                    });
                 }
             }
         }

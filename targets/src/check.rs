@@ -73,8 +73,8 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
     }
     r.packs = stored.existing.len();
     let condemned: HashSet<ObjectId> = tombstones.ok.iter().flat_map(|t| t.packs.clone()).collect();
-    let indexed = check_packs(repo, &stored, &condemned, &mut r)?;
-    r.chunks = indexed.len();
+    let held = check_packs(repo, &stored, &condemned, &mut r)?;
+    r.chunks = held.indexed.len();
     let orphans = stored
         .existing
         .iter()
@@ -97,7 +97,10 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
             t.due_ms()
         ));
     }
-    check_snapshots(repo, snapshot_ids, &indexed, &mut r)?;
+    check_snapshots(repo, snapshot_ids, held, &mut r)?;
+    let grace_ms = crate::gc::GcOptions::default().grace_ms;
+    let temporaries = crate::temporaries::temporaries(&**backend, grace_ms)?;
+    r.notes.extend(temporaries.describe(grace_ms));
     Ok(r)
 }
 
@@ -143,15 +146,27 @@ impl Stored {
     }
 }
 
-/// Checks every indexed pack against its own list of contents; returns the chunks indexed in
-/// an intact pack.
+/// Where the chunks are, as far as `check` can tell without reading chunk data.
+#[derive(Default)]
+struct Held {
+    /// Chunks indexed in an intact pack whose own list agrees with the index.
+    indexed: HashSet<ChunkId>,
+    /// Chunks the index places in a pack whose own list does not read (`repair index`
+    /// salvages what it can of such a pack).
+    in_damaged: HashSet<ChunkId>,
+    /// Existing packs whose own list the index does not give in full: named by no segment,
+    /// or with entries that disagree with it.
+    unindexed_packs: Vec<ObjectId>,
+}
+
+/// Checks every indexed pack against its own list of contents; returns where the chunks are.
 fn check_packs(
     repo: &Repository,
     stored: &Stored,
     condemned: &HashSet<ObjectId>,
     r: &mut CheckReport,
-) -> Result<HashSet<ChunkId>> {
-    let mut indexed: HashSet<ChunkId> = HashSet::new();
+) -> Result<Held> {
+    let mut held = Held::default();
     let mut packs: Vec<(&ObjectId, &Vec<BlobEntry>)> = stored.by_pack.iter().collect();
     packs.sort_by_key(|(p, _)| **p);
     for (p, blobs) in packs {
@@ -159,7 +174,8 @@ fn check_packs(
             // A condemned pack already swept: its entries go at the next index rewrite.
             if !condemned.contains(p) {
                 r.errors.push(format!(
-                    "pack {} is missing: the index names {} chunks in it",
+                    "pack {} is missing: the index names {} chunks in it; `mover repair index` \
+                     drops its entries, `mover repair snapshots` marks the snapshots that used it",
                     p.to_hex(),
                     blobs.len()
                 ));
@@ -168,13 +184,13 @@ fn check_packs(
         }
         match repo.pack_contents(p) {
             Ok(trailer) => {
-                let held: HashSet<(ChunkId, u32, u32)> = trailer
+                let own: HashSet<(ChunkId, u32, u32)> = trailer
                     .iter()
                     .map(|b| (b.id, b.offset, b.stored_len))
                     .collect();
                 let wrong = blobs
                     .iter()
-                    .filter(|b| !held.contains(&(b.id, b.offset, b.stored_len)))
+                    .filter(|b| !own.contains(&(b.id, b.offset, b.stored_len)))
                     .count();
                 if wrong > 0 {
                     r.errors.push(format!(
@@ -182,49 +198,121 @@ fn check_packs(
                          `mover repair index`",
                         p.to_hex()
                     ));
+                    held.unindexed_packs.push(*p);
                 } else {
-                    indexed.extend(blobs.iter().map(|b| b.id));
+                    held.indexed.extend(blobs.iter().map(|b| b.id));
                 }
             }
             Err(Error::NotFound { .. }) => {} // swept meanwhile
-            Err(e) if e.is_damage() => r.errors.push(format!(
-                "pack {}: {e}; `mover verify` tells which snapshots it affects",
-                p.to_hex()
-            )),
+            Err(e) if e.is_damage() => {
+                r.errors.push(format!(
+                    "pack {}: {e}; run `mover repair index` (it recovers the entries it can \
+                     prove), then `mover verify` tells which snapshots are still affected",
+                    p.to_hex()
+                ));
+                held.in_damaged.extend(blobs.iter().map(|b| b.id));
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(indexed)
+    let mut orphans: Vec<ObjectId> = (stored.existing.iter())
+        .filter(|p| !stored.by_pack.contains_key(p))
+        .copied()
+        .collect();
+    orphans.sort();
+    held.unindexed_packs.extend(orphans);
+    Ok(held)
 }
 
-/// Checks that every snapshot decodes and that each chunk it references is in `indexed`.
+/// The chunks that `packs` hold by their own lists (packs whose list does not read, or that
+/// are gone meanwhile, give none).
+fn listed_in(repo: &Repository, packs: &[ObjectId]) -> Result<HashSet<ChunkId>> {
+    let mut listed = HashSet::new();
+    for p in packs {
+        match repo.pack_contents(p) {
+            Ok(blobs) => listed.extend(blobs.into_iter().map(|b| b.id)),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) if e.is_damage() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(listed)
+}
+
+/// What fixes a snapshot whose chunks are not all indexed in an intact pack (issue 14, item
+/// 8): chunks that a pack holds although the index does not say so, or that the index places
+/// in a pack with a damaged list, come back with `repair index`; only chunks that no pack
+/// holds make the snapshot damaged.
+fn snapshot_advice(lost: usize, in_packs: usize, in_damaged: usize) -> String {
+    let gone = lost - in_packs - in_damaged;
+    let mut parts = Vec::new();
+    if in_packs > 0 {
+        parts.push(format!(
+            "{in_packs} are in packs the index does not name correctly (an index segment lost \
+             or damaged)"
+        ));
+    }
+    if in_damaged > 0 {
+        parts.push(format!(
+            "{in_damaged} are in packs whose own list is damaged"
+        ));
+    }
+    if gone > 0 {
+        parts.push(format!("{gone} are in no pack"));
+    }
+    let fix = if gone == lost {
+        "`mover repair snapshots` marks it damaged".to_string()
+    } else if gone == 0 && in_damaged == 0 {
+        "run `mover repair index` (nothing is lost)".to_string()
+    } else {
+        "run `mover repair index` first, then `mover repair snapshots` marks it damaged if \
+         chunks are still missing"
+            .to_string()
+    };
+    format!("{}; {fix}", parts.join(", "))
+}
+
+/// Checks that every snapshot decodes and that each chunk it references is indexed in an
+/// intact pack; for those that are not, says which repair brings them back.
 fn check_snapshots(
     repo: &Repository,
     ids: Vec<ObjectId>,
-    indexed: &HashSet<ChunkId>,
+    held: Held,
     r: &mut CheckReport,
 ) -> Result<()> {
+    // What the packs the index misses hold: read once, and only if some snapshot needs it.
+    let mut unindexed: Option<HashSet<ChunkId>> = None;
     for id in ids {
         match repo.load_snapshot(&id) {
             Ok(m) => {
                 r.snapshots += 1;
                 let mut seen = HashSet::new();
-                let lost = m
+                let lost: Vec<ChunkId> = m
                     .disks
                     .iter()
                     .flat_map(|d| &d.entries)
                     .filter_map(|e| e.id)
                     .filter(|c| seen.insert(*c))
-                    .filter(|c| !indexed.contains(c))
-                    .count();
-                if lost > 0 {
-                    r.errors.push(format!(
-                        "snapshot {} ({}): {lost} chunks it references are in no intact pack; \
-                         `mover repair snapshots` marks it damaged",
-                        id.to_hex(),
-                        m.name
-                    ));
+                    .filter(|c| !held.indexed.contains(c))
+                    .collect();
+                if lost.is_empty() {
+                    continue;
                 }
+                let unindexed = match &mut unindexed {
+                    Some(u) => &*u,
+                    None => unindexed.insert(listed_in(repo, &held.unindexed_packs)?),
+                };
+                let in_packs = lost.iter().filter(|c| unindexed.contains(c)).count();
+                let in_damaged = (lost.iter())
+                    .filter(|c| !unindexed.contains(c) && held.in_damaged.contains(c))
+                    .count();
+                r.errors.push(format!(
+                    "snapshot {} ({}): {} chunks it references are indexed in no intact pack: {}",
+                    id.to_hex(),
+                    m.name,
+                    lost.len(),
+                    snapshot_advice(lost.len(), in_packs, in_damaged)
+                ));
             }
             Err(Error::NotFound { .. }) => {} // forgotten meanwhile
             Err(e) if e.is_damage() => {

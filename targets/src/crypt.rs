@@ -109,6 +109,15 @@ impl RepoCrypto {
     pub(crate) fn id_key(&self) -> IdKey {
         self.keys.id_key()
     }
+
+    /// The same master key sealing with `aead` (`repair config` tries each cipher).
+    pub(crate) fn with_aead(&self, aead: chunker::crypto::Aead) -> RepoCrypto {
+        RepoCrypto {
+            keys: Keys::derive(&self.master, aead),
+            master: self.master.clone(),
+            key_in_use: self.key_in_use.clone(),
+        }
+    }
 }
 
 // The hooks below are what `repo.rs` calls where it encodes or decodes an object; each is the

@@ -30,6 +30,15 @@ pub enum Error {
         /// Why not.
         detail: String,
     },
+    /// The location holds a repository whose `config` is damaged or lost; its data may be
+    /// intact. `mover repair config` writes a new config from what the repository holds.
+    #[error("{location} holds a mover repository whose config is damaged or lost ({detail}); the data may be intact: `mover repair config -r {location}` writes a new config from what the repository holds (see docs/FORMAT.md, \"A damaged config\")")]
+    ConfigDamaged {
+        /// Where.
+        location: String,
+        /// What is wrong with the config.
+        detail: String,
+    },
     /// `init` on a location that is not empty.
     #[error("{location} is not empty; choose an empty or new directory for a new repository")]
     NotEmpty {

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::{Backend, Error, Result};
+use crate::{Backend, Error, Result, Temporary};
 
 /// A test double: a backend that fails writes after the first `ok_writes`, as a full disk
 /// would. Reads pass through.
@@ -62,5 +62,8 @@ impl Backend for FaultyBackend {
     fn delete(&self, key: &str) -> Result<()> {
         self.write_allowed(key)?;
         self.inner.delete(key)
+    }
+    fn temporaries(&self) -> Result<Vec<Temporary>> {
+        self.inner.temporaries()
     }
 }

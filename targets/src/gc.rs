@@ -38,10 +38,12 @@ use crate::{ChunkStore, Error, Repository, Result};
 // `check`, `repair` and the tombstones have their own modules; their public items keep the
 // paths under `targets::gc` that callers use.
 pub use crate::check::{check, CheckReport};
+pub use crate::config_repair::{repair_config, RepairConfigReport};
 pub use crate::layout::damage_key;
 pub use crate::repair::{
     damaged_marks, repair_index, repair_snapshots, DamagedSnapshot, RepairIndexReport,
 };
+pub use crate::temporaries::{temporaries, Temporaries};
 pub use crate::tombstones::{
     check_commit, load_tombstones, Tombstone, TombstoneSet, TOMBSTONE_MAGIC, TOMBSTONE_RETENTION_MS,
 };
@@ -113,6 +115,11 @@ pub struct GcReport {
     pub segments_after: usize,
     /// Tombstones still waiting for their grace period after this run.
     pub pending: Vec<Pending>,
+    /// Temporary files of killed writes removed (older than the grace period, their writer
+    /// gone; see `targets::gc::temporaries`).
+    pub temporaries_removed: usize,
+    /// Their bytes.
+    pub temporary_bytes: u64,
     /// Problems that did not stop the run (damaged chunks left in place, damaged tombstones).
     pub warnings: Vec<String>,
 }
@@ -192,6 +199,8 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
             due_ms: created.saturating_add(opts.grace_ms),
         });
     }
+    (report.temporaries_removed, report.temporary_bytes) =
+        crate::temporaries::remove_stale(&**repo.backend(), opts.grace_ms, opts.dry_run)?;
     Ok(report)
 }
 

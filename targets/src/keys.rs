@@ -34,11 +34,7 @@ impl Repository {
         params: KdfParams,
         aead: Aead,
     ) -> Result<Config> {
-        if !backend.list("")?.is_empty() {
-            return Err(Error::NotEmpty {
-                location: backend.location().to_string(),
-            });
-        }
+        crate::repo::refuse_non_empty(&*backend)?;
         let master = MasterKey::random();
         store_key(&*backend, &master, password, params)?;
         let config = Config {

@@ -76,6 +76,40 @@ pub(crate) fn object_ids<C: FromIterator<ObjectId>>(backend: &dyn Backend, dir: 
         .collect())
 }
 
+// A damaged or lost config (issue 14, item 9): what tells it apart from a location that
+// holds no repository. `repo.rs` reports it, `config_repair.rs` repairs it.
+
+/// Whether a location whose config does not decode holds a repository: the config starts with
+/// the config magic, or there are packs, index segments, snapshots or key objects.
+pub(crate) fn holds_repository(backend: &dyn Backend, config: Option<&[u8]>) -> Result<bool> {
+    if config.is_some_and(|c| c.starts_with(&chunker::format::CONFIG_MAGIC)) {
+        return Ok(true);
+    }
+    for dir in [SNAPSHOTS_DIR, INDEX_DIR, KEYS_DIR, PACKS_DIR] {
+        if !backend.list(dir)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether stored config bytes carry a good checksum (the last 32 bytes are BLAKE3 of the
+/// rest): a config from a newer mover does, a damaged one does not.
+pub(crate) fn checksum_holds(bytes: &[u8]) -> bool {
+    bytes.len() > 32 && {
+        let (body, sum) = bytes.split_at(bytes.len() - 32);
+        chunker::format::ObjectId::of(body).0[..] == sum[..]
+    }
+}
+
+/// The error for a repository whose config is damaged or lost.
+pub(crate) fn config_damaged(location: &str, detail: impl Into<String>) -> crate::Error {
+    crate::Error::ConfigDamaged {
+        location: location.to_string(),
+        detail: detail.into(),
+    }
+}
+
 /// Random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     use std::io::Read;

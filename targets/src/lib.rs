@@ -31,6 +31,7 @@
 pub mod archive;
 mod backend;
 mod check;
+mod config_repair;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod crypt;
@@ -46,10 +47,11 @@ mod s3;
 mod salvage;
 mod store;
 mod stored;
+mod temporaries;
 mod tombstones;
 
 pub use archive::{ArchiveReader, ArchiveWriter};
-pub use backend::{fsync_dir, Backend, LocalBackend, DIRECT_IO_ALIGN};
+pub use backend::{fsync_dir, Backend, LocalBackend, Temporary, DIRECT_IO_ALIGN};
 pub use error::{Error, Result};
 #[cfg(any(test, feature = "testing"))]
 pub use faulty::FaultyBackend;

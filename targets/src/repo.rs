@@ -43,8 +43,8 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::crypt::{self, RepoCrypto};
 use crate::layout::{
-    now_ms, object_ids, pack_key, random_bytes, segment_key, snapshot_key, CONFIG_KEY, INDEX_DIR,
-    SNAPSHOTS_DIR,
+    checksum_holds, config_damaged, holds_repository, now_ms, object_ids, pack_key, random_bytes,
+    segment_key, snapshot_key, CONFIG_KEY, INDEX_DIR, SNAPSHOTS_DIR,
 };
 use crate::tombstones::{check_commit, load_tombstones};
 use crate::{Backend, ChunkStore, Error, Result};
@@ -105,14 +105,52 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-impl Repository {
-    /// Creates a new, empty repository. Refuses a location that already holds objects.
-    pub fn init(backend: Arc<dyn Backend>) -> Result<Config> {
-        if !backend.list("")?.is_empty() {
-            return Err(Error::NotEmpty {
-                location: backend.location().to_string(),
-            });
+/// The repository's config. A config that does not decode, or a lost one, in a location that
+/// holds a repository's objects is damage with a remedy (`repair config`), not "no repository"
+/// (issue 14, item 9).
+fn read_config(backend: &dyn Backend, location: &str) -> Result<Config> {
+    match backend.get(CONFIG_KEY) {
+        Ok(bytes) => Config::decode(&bytes).or_else(|e| match e {
+            e @ chunker::Error::UnsupportedVersion { .. } if checksum_holds(&bytes) => {
+                Err(Error::Format(e))
+            }
+            e if holds_repository(backend, Some(&bytes))? => {
+                Err(config_damaged(location, e.to_string()))
+            }
+            e => Err(Error::NotARepository {
+                location: location.to_string(),
+                detail: e.to_string(),
+            }),
+        }),
+        Err(Error::NotFound { .. }) if holds_repository(backend, None)? => {
+            Err(config_damaged(location, "no config found"))
         }
+        Err(Error::NotFound { .. }) => Err(Error::NotARepository {
+            location: location.to_string(),
+            detail: "no config found".into(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// `init` refuses a location that holds objects, and says so when they are a repository whose
+/// config is damaged.
+pub(crate) fn refuse_non_empty(backend: &dyn Backend) -> Result<()> {
+    if backend.list("")?.is_empty() {
+        return Ok(());
+    }
+    let location = backend.location().to_string();
+    Err(match read_config(backend, &location) {
+        Err(e @ Error::ConfigDamaged { .. }) => e,
+        _ => Error::NotEmpty { location },
+    })
+}
+
+impl Repository {
+    /// Creates a new, empty repository. Refuses a location that already holds objects, and
+    /// says so when they are a repository whose config is damaged.
+    pub fn init(backend: Arc<dyn Backend>) -> Result<Config> {
+        refuse_non_empty(&*backend)?;
         let config = Config {
             id: random_bytes(),
             created_ms: now_ms(),
@@ -129,22 +167,7 @@ impl Repository {
     /// Opens an existing repository and loads its index.
     pub fn open(backend: Arc<dyn Backend>, options: RepositoryOptions) -> Result<Self> {
         let location = backend.location().to_string();
-        let config = match backend.get(CONFIG_KEY) {
-            Ok(bytes) => Config::decode(&bytes).map_err(|e| match e {
-                e @ chunker::Error::UnsupportedVersion { .. } => Error::Format(e),
-                e => Error::NotARepository {
-                    location: location.clone(),
-                    detail: e.to_string(),
-                },
-            })?,
-            Err(Error::NotFound { .. }) => {
-                return Err(Error::NotARepository {
-                    location,
-                    detail: "no config found".into(),
-                })
-            }
-            Err(e) => return Err(e),
-        };
+        let config = read_config(&*backend, &location)?;
         let crypto = crypt::unlock(&*backend, &config, options.password.as_ref())?;
         let cache = options
             .cache_dir

@@ -26,6 +26,7 @@ mod operations;
 mod pipes;
 mod props;
 mod recipes;
+mod reliability;
 mod roundtrip;
 mod s3;
 mod s3_config;

@@ -135,6 +135,7 @@ impl Graph {
         while i < bytes.len() {
             let boundary =
                 i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || b"_:".contains(&bytes[i - 1]));
+            // Inside a multi-byte character (`…` in a string) no path starts.
             if !boundary || !text.is_char_boundary(i) {
                 i += 1;
                 continue;

@@ -582,6 +582,10 @@ pub enum RepairCommand {
     Index(RepairArgs),
     /// Mark snapshots that reference chunks no pack holds (deletes nothing).
     Snapshots(RepairArgs),
+    /// Write a new config for a repository whose config is damaged or lost, from what the
+    /// repository holds (an encrypted one needs its password); keeps the damaged one as
+    /// `config.damaged`.
+    Config(RepairArgs),
 }
 
 #[derive(Args, Debug)]

@@ -237,11 +237,14 @@ pub fn check_repository(
             r
         }
         Err(e) => {
-            c.bad(
-                "reachable",
-                e.to_string(),
-                "check the location and credentials; create it with `mover init`",
-            );
+            let fix = match e {
+                targets::Error::ConfigDamaged { .. } => {
+                    "run `mover repair config`, which writes a new config from what the \
+                     repository holds"
+                }
+                _ => "check the location and credentials; create it with `mover init`",
+            };
+            c.bad("reachable", e.to_string(), fix);
             return c.out;
         }
     };
@@ -286,6 +289,7 @@ pub fn check_repository(
         ),
     }
     check_pending_gc(&*backend, &mut c);
+    check_temporaries(&*backend, &mut c);
     match targets::gc::damaged_marks(&*backend) {
         Ok(marks) if !marks.is_empty() => c.bad(
             "damaged snapshots",
@@ -339,6 +343,32 @@ fn check_writable(backend: &dyn Backend, c: &mut Checks) {
             "writable",
             e.to_string(),
             "give this user write access (S3: PutObject, GetObject, DeleteObject)",
+        ),
+    }
+}
+
+/// Temporary files of killed writes (a backup killed while it wrote a pack leaves one of up
+/// to a pack's size), reported against gc's default grace period.
+fn check_temporaries(backend: &dyn Backend, c: &mut Checks) {
+    let grace_ms = targets::gc::GcOptions::default().grace_ms;
+    match targets::gc::temporaries(backend, grace_ms) {
+        Ok(t) if t.stale.is_empty() => c.ok(
+            "temporary files",
+            t.describe(grace_ms).unwrap_or_else(|| "none".to_string()),
+        ),
+        Ok(t) => c.bad(
+            "temporary files",
+            format!(
+                "{} temporary files of killed writes hold {}",
+                t.stale.len(),
+                bytes(t.stale_bytes())
+            ),
+            "run `mover gc`, which removes temporary files older than its grace period",
+        ),
+        Err(e) => c.bad(
+            "temporary files",
+            e.to_string(),
+            "check read access to the repository",
         ),
     }
 }

@@ -78,6 +78,7 @@ fn main() -> ExitCode {
         Command::Check(a) => ("check", a.json, false),
         Command::Repair(RepairCommand::Index(a)) => ("repair index", a.json, false),
         Command::Repair(RepairCommand::Snapshots(a)) => ("repair snapshots", a.json, false),
+        Command::Repair(RepairCommand::Config(a)) => ("repair config", a.json, false),
         Command::Doctor(a) => ("doctor", a.json, false),
         Command::SupportBundle(a) => ("support-bundle", false, a.out == "-"),
         Command::Benchmark(a) => ("benchmark", a.json, false),

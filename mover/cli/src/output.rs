@@ -367,18 +367,31 @@ pub fn archive_restore_summary(
     }
 }
 
+/// `archive ls|verify`: one summary for the input, its fields those of the first archive, and
+/// `archives` with every archive of the input (several when archives were concatenated).
 pub fn archive_listing(
-    l: &mover::archive::ArchiveListing,
+    all: &[mover::archive::ArchiveListing],
     checked: bool,
     as_json: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let h = l.header.as_ref();
-    let typed = ArchiveListingSummary::new(l, checked);
-    summary(&typed);
+    summary(&ArchiveListingSummary::new(all, checked));
     if as_json {
         return Ok(());
     }
+    for l in all {
+        archive_text(l, checked, quiet)?;
+    }
+    Ok(())
+}
+
+fn archive_text(
+    l: &mover::archive::ArchiveListing,
+    checked: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let h = l.header.as_ref();
+    let disks = mover::report::ArchiveDisk::of(l);
     let mut out = std::io::stdout().lock();
     match h {
         Some(h) => {
@@ -389,7 +402,7 @@ pub fn archive_listing(
                 h.tool_version,
                 timestamp(h.created_ms)
             )?;
-            for d in &typed.disks {
+            for d in &disks {
                 writeln!(out, "  disk {:<12} {:>12}", d.name, bytes(d.size))?;
             }
             if let Some(aead) = l.cipher {
@@ -553,6 +566,14 @@ pub fn gc_report(
         r.repacked_packs,
         bytes(r.repacked_bytes)
     )?;
+    if r.temporaries_removed > 0 {
+        writeln!(
+            out,
+            "temporary files of killed writes: {} {would}removed ({})",
+            r.temporaries_removed,
+            bytes(r.temporary_bytes)
+        )?;
+    }
     for p in &r.pending {
         writeln!(
             out,
@@ -632,6 +653,32 @@ pub fn repair_index_report(
             ""
         }
     )?;
+    Ok(())
+}
+
+pub fn repair_config_report(
+    r: &targets::gc::RepairConfigReport,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    summary(&mover::report::RepairConfigSummary::new(r, dry_run));
+    if as_json || quiet {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    if r.intact {
+        writeln!(out, "the config is intact; nothing to do")?;
+        return Ok(());
+    }
+    let verb = if dry_run { "would write" } else { "wrote" };
+    writeln!(out, "{verb} a new config:")?;
+    for line in &r.recovered {
+        writeln!(out, "  {line}")?;
+    }
+    if dry_run {
+        writeln!(out, "dry run: nothing changed")?;
+    }
     Ok(())
 }
 

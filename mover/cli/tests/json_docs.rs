@@ -226,7 +226,7 @@ fn archive_listing() -> ArchiveListingSummary {
         damage: vec!["frame 4: bad checksum".into()],
         cipher: Some(Aead::Aes256Gcm),
     };
-    ArchiveListingSummary::new(&listing, true)
+    ArchiveListingSummary::new(std::slice::from_ref(&listing), true)
 }
 
 fn benchmark() -> BenchmarkSummary {
@@ -329,6 +329,21 @@ fn maintenance() -> BTreeMap<&'static str, BTreeSet<String>> {
         (
             "`mover repair index --json`",
             keys_of(&RepairIndexSummary::new(&repair, false)),
+        ),
+        (
+            "`mover repair config --json`",
+            keys_of(&mover::report::RepairConfigSummary::new(
+                &targets::gc::RepairConfigReport {
+                    intact: false,
+                    config: chunker::format::Config {
+                        id: [7; 32],
+                        created_ms: 1_795_573_444_000,
+                        encryption: Some(Aead::Aes256Gcm),
+                    },
+                    recovered: vec!["not encrypted".into()],
+                },
+                false,
+            )),
         ),
         (
             "`mover serve --json`",

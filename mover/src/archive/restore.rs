@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use chunker::crypto::Password;
 use chunker::format::{Manifest, ObjectId};
 use chunker::{ChunkId, Decoder, Frame};
-use targets::archive::{ArchiveId, ArchiveReader, Damage, Event, ReaderOptions, Trailer};
+use targets::archive::{ArchiveHeader, ArchiveReader, Damage, Event, ReaderOptions, Trailer};
 
 use super::map::{decode_map, Placed};
 use super::spool::Spool;
@@ -92,13 +92,13 @@ pub fn restore_archive(
     let mut report = ArchiveRestoreReport::default();
     let count = inputs.len();
     let mut inputs = inputs.into_iter();
-    let mut chain: Vec<ArchiveId> = Vec::new();
+    let mut chain: Vec<ArchiveHeader> = Vec::new();
     for _ in 1..count {
         let input = inputs.next().expect("count");
         for event in input.reader(opts.strict, opts.password.as_ref()) {
             match event? {
                 Event::Keyed(k, _) => decoder = Decoder::with_id_key(k),
-                Event::Header(h) => chain.push(h.id),
+                Event::Header(h) => chain.push(h),
                 Event::ChunkFrame { id, frame } => {
                     let mut out = Vec::new();
                     decoder.decode_into(&frame, &id, &mut out)?;
@@ -128,12 +128,7 @@ pub fn restore_archive(
                 )),
             }
         };
-    if let Some(missing) = header.parents.iter().find(|p| !chain.contains(p)) {
-        return Err(Error::Incremental(format!(
-            "archive {} is an incremental of archive {missing}, which was not given; give the chain in order: --from-archive FULL --from-archive … --from-archive {}",
-            header.id, header.id
-        )));
-    }
+    check_chain(&header, &chain, &mut report)?;
     let names: Vec<&str> = header.disks.iter().map(|d| d.name.as_str()).collect();
     let disk = match (&opts.disk, header.disks.len()) {
         (Some(n), _) => names.iter().position(|x| x == n).ok_or_else(|| {
@@ -176,6 +171,43 @@ pub fn restore_archive(
         r.run(&mut reader, opts.strict)?;
         Ok(r.report)
     })
+}
+
+/// Checks the archives given before the last against the last one's header (issue 14, item
+/// 10): every archive it is an incremental of must be there; an archive that is an
+/// incremental of the last one means the chain was given out of order (refused: the newest
+/// goes last); one outside the chain is not used, and said so.
+fn check_chain(
+    header: &ArchiveHeader,
+    chain: &[ArchiveHeader],
+    report: &mut ArchiveRestoreReport,
+) -> Result<()> {
+    let order = "give the chain in order, the full archive first and the one to restore last: \
+                 --from-archive FULL --from-archive … --from-archive NEWEST";
+    if let Some(newer) = chain.iter().find(|e| e.parents.contains(&header.id)) {
+        return Err(Error::Incremental(format!(
+            "archive {} is an incremental of archive {}, which was given after it; {order}",
+            newer.id, header.id
+        )));
+    }
+    if let Some(missing) = header
+        .parents
+        .iter()
+        .find(|p| !chain.iter().any(|e| e.id == **p))
+    {
+        return Err(Error::Incremental(format!(
+            "archive {} is an incremental of archive {missing}, which was not given; {order}",
+            header.id
+        )));
+    }
+    for e in chain.iter().filter(|e| !header.parents.contains(&e.id)) {
+        report.damage.push(format!(
+            "archive {} is not in the chain of archive {} (not one of its parents): it was \
+             read but not used",
+            e.id, header.id
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn damage_line(d: &Damage) -> String {
@@ -222,6 +254,7 @@ impl Restorer<'_> {
     fn run(&mut self, reader: &mut ArchiveReader<'_>, strict: bool) -> Result<()> {
         let mut manifest = None;
         let mut trailer: Option<Trailer> = None;
+        let mut more = false;
         for event in reader {
             if crate::sys::interrupted() {
                 return Err(Error::Interrupted);
@@ -230,6 +263,15 @@ impl Restorer<'_> {
             if trailer.is_some() {
                 // Read on to the end, so that the writer of a pipe is not cut off while it
                 // writes its last padding; what follows the trailer is not this archive.
+                if let (Event::Header(h), false) = (&event, more) {
+                    more = true;
+                    self.report.damage.push(format!(
+                        "the input holds another archive ({}) after the one restored; it was \
+                         not used (to restore it, give it on its own, or last after the \
+                         archives of its chain)",
+                        h.id
+                    ));
+                }
                 continue;
             }
             match event {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chunker::crypto::{Aead, Password};
 use chunker::format::{Manifest, ObjectId};
 use chunker::{ChunkId, Decoder, IdKey};
-use targets::archive::{ArchiveHeader, Event, Trailer};
+use targets::archive::{ArchiveHeader, ArchiveId, Event, Trailer};
 use targets::{ChunkStore, Put, Repository};
 
 use super::restore::{damage_line, ArchiveInput};
@@ -34,27 +34,57 @@ pub struct ArchiveListing {
 }
 
 /// Reads a whole archive; with `check`, decodes every chunk and checks it against its id.
+/// An input holding several archives (`cat a b`) gives the first; [`read_archives`] gives
+/// them all.
 pub fn read_archive(
     input: ArchiveInput,
     check: bool,
     progress: &Progress,
     password: Option<&Password>,
 ) -> Result<ArchiveListing> {
+    let all = read_archives(input, check, progress, password)?;
+    Ok(all.into_iter().next().unwrap_or_default())
+}
+
+/// Reads every archive of an input, in order (archives concatenated in one stream, or one
+/// after another on a tape: issue 14, item 10); with `check`, decodes every chunk and checks
+/// it against its id. One listing per archive; damage between two archives belongs to the
+/// first.
+pub fn read_archives(
+    input: ArchiveInput,
+    check: bool,
+    progress: &Progress,
+    password: Option<&Password>,
+) -> Result<Vec<ArchiveListing>> {
+    let mut all = Vec::new();
     let mut l = ArchiveListing::default();
+    let mut current: Option<ArchiveId> = None;
     let mut decoder = Decoder::new();
     let mut out = Vec::new();
     for event in input.reader(false, password) {
         let event = event?;
-        if l.trailer.is_some() {
-            continue; // drain the input (see Restorer::run)
+        // After a trailer, anything but damage (trailing bytes) is the next archive; so is a
+        // volume of another archive (one that starts after a truncated archive).
+        let next = match &event {
+            Event::Damage(_) => false,
+            Event::Volume(v) => current.is_some_and(|c| c != v.archive) || l.trailer.is_some(),
+            _ => l.trailer.is_some(),
+        };
+        if next {
+            all.push(end_listing(std::mem::take(&mut l)));
+            decoder = Decoder::new();
         }
         match event {
             Event::Keyed(k, aead) => {
                 decoder = Decoder::with_id_key(k);
                 l.cipher = Some(aead);
             }
-            Event::Volume(_) => l.volumes += 1,
+            Event::Volume(v) => {
+                current = Some(v.archive);
+                l.volumes += 1;
+            }
             Event::Header(h) => {
+                current = Some(h.id);
                 progress.set_total(h.disks.iter().map(|d| d.size).sum());
                 l.header = Some(h);
             }
@@ -80,11 +110,16 @@ pub fn read_archive(
             _ => {}
         }
     }
+    all.push(end_listing(l));
+    Ok(all)
+}
+
+fn end_listing(mut l: ArchiveListing) -> ArchiveListing {
     if l.trailer.is_none() {
         l.damage
             .push("the archive ends without its trailer (truncated)".into());
     }
-    Ok(l)
+    l
 }
 
 /// Loads an archive's chunks and snapshot into a repository. The snapshot is committed only

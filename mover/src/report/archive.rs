@@ -82,10 +82,9 @@ impl ArchiveDisk {
     }
 }
 
-/// `mover archive ls` and `mover archive verify`'s summary.
+/// One archive as `mover archive ls` and `verify` list it.
 #[derive(Clone, Debug, Serialize)]
-pub struct ArchiveListingSummary {
-    pub command: &'static str,
+pub struct ArchiveListed {
     pub archive_id: Option<String>,
     pub tool: Option<String>,
     pub created: Option<String>,
@@ -103,16 +102,11 @@ pub struct ArchiveListingSummary {
     pub damage: Vec<String>,
 }
 
-impl ArchiveListingSummary {
-    /// A listing read by `archive ls` (or, `checked`, by `archive verify`).
-    pub fn new(l: &ArchiveListing, checked: bool) -> Self {
+impl ArchiveListed {
+    /// One archive of a listing.
+    pub fn new(l: &ArchiveListing) -> Self {
         let h = l.header.as_ref();
-        ArchiveListingSummary {
-            command: if checked {
-                "archive verify"
-            } else {
-                "archive ls"
-            },
+        ArchiveListed {
             archive_id: h.map(|h| h.id.to_hex()),
             tool: h.map(|h| h.tool_version.clone()),
             created: h.map(|h| timestamp(h.created_ms)),
@@ -128,6 +122,37 @@ impl ArchiveListingSummary {
             encrypted: l.cipher.is_some(),
             cipher: l.cipher.map(|a| a.name()),
             damage: l.damage.clone(),
+        }
+    }
+}
+
+/// `mover archive ls` and `mover archive verify`'s summary: the fields of the first archive
+/// of the input, and `archives` with every archive in it (several when archives were
+/// concatenated).
+#[derive(Clone, Debug, Serialize)]
+pub struct ArchiveListingSummary {
+    pub command: &'static str,
+    #[serde(flatten)]
+    pub first: ArchiveListed,
+    pub archives: Vec<ArchiveListed>,
+}
+
+impl ArchiveListingSummary {
+    /// The archives read by `archive ls` (or, `checked`, by `archive verify`).
+    pub fn new(all: &[ArchiveListing], checked: bool) -> Self {
+        let archives: Vec<ArchiveListed> = all.iter().map(ArchiveListed::new).collect();
+        let first = archives
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ArchiveListed::new(&ArchiveListing::default()));
+        ArchiveListingSummary {
+            command: if checked {
+                "archive verify"
+            } else {
+                "archive ls"
+            },
+            first,
+            archives,
         }
     }
 }

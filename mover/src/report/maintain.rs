@@ -81,6 +81,8 @@ pub struct GcSummary {
     pub repacked_bytes: u64,
     pub index_segments_before: usize,
     pub index_segments_after: usize,
+    pub temporaries_removed: usize,
+    pub temporary_bytes: u64,
     pub pending: Vec<PendingTombstone>,
     pub warnings: Vec<String>,
 }
@@ -104,6 +106,8 @@ impl GcSummary {
             repacked_bytes: r.repacked_bytes,
             index_segments_before: r.segments_before,
             index_segments_after: r.segments_after,
+            temporaries_removed: r.temporaries_removed,
+            temporary_bytes: r.temporary_bytes,
             pending: r
                 .pending
                 .iter()
@@ -176,6 +180,33 @@ impl RepairIndexSummary {
             old_segments: r.old_segments,
             new_segments: r.new_segments,
             unreadable: r.unreadable.clone(),
+            recovered: r.recovered.clone(),
+        }
+    }
+}
+
+/// `mover repair config`'s summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct RepairConfigSummary {
+    pub command: &'static str,
+    pub dry_run: bool,
+    pub intact: bool,
+    pub id: String,
+    pub created_ms: i64,
+    pub encryption: Option<&'static str>,
+    pub recovered: Vec<String>,
+}
+
+impl RepairConfigSummary {
+    /// What `repair config` found and wrote (or would write).
+    pub fn new(r: &targets::gc::RepairConfigReport, dry_run: bool) -> Self {
+        RepairConfigSummary {
+            command: "repair config",
+            dry_run,
+            intact: r.intact,
+            id: chunker::hex::encode(&r.config.id),
+            created_ms: r.config.created_ms,
+            encryption: r.config.encryption.map(|a| a.name()),
             recovered: r.recovered.clone(),
         }
     }

@@ -75,6 +75,9 @@ pub enum Kind {
     Catalog = 6,
     /// Totals and the archive hash (last logical frame).
     Trailer = 7,
+    /// A copy of the header, written right after it (issue 14, item 11): an optional type, so
+    /// readers that predate it skip it.
+    HeaderCopy = 0x80,
 }
 
 impl Kind {
@@ -87,6 +90,7 @@ impl Kind {
             5 => Kind::Manifest,
             6 => Kind::Catalog,
             7 => Kind::Trailer,
+            0x80 => Kind::HeaderCopy,
             _ => return None,
         })
     }
@@ -209,8 +213,13 @@ pub struct VolumePayload {
     pub version: u32,
     pub number: u32,
     pub block_size: u32,
+    /// [`VOLUME_HEADER_COPY`]; 0 in archives written before it existed.
+    pub flags: u32,
     pub id: ArchiveId,
 }
+
+/// Volume flag: the archive's header frame is followed by a copy of it (frame type 0x80).
+pub const VOLUME_HEADER_COPY: u32 = 1;
 
 impl VolumePayload {
     pub fn encode(&self) -> Vec<u8> {
@@ -218,7 +227,7 @@ impl VolumePayload {
         o.u32(self.version);
         o.u32(self.number);
         o.u32(self.block_size);
-        o.u32(0);
+        o.u32(self.flags);
         o.bytes(&self.id.0);
         o.into_vec()
     }
@@ -228,10 +237,8 @@ impl VolumePayload {
             version: r.u32()?,
             number: r.u32()?,
             block_size: r.u32()?,
-            id: {
-                r.u32()?;
-                ArchiveId(r.array()?)
-            },
+            flags: r.u32()?,
+            id: ArchiveId(r.array()?),
         };
         r.end()?;
         Ok(v)
@@ -332,6 +339,7 @@ pub fn encode_sealed_header(
     h: &ArchiveHeader,
     block_size: u32,
     key: &super::ArchiveKey,
+    kind: Kind,
     seq: u64,
 ) -> Option<Vec<u8>> {
     let plain = encode_header(h, block_size)?;
@@ -340,11 +348,8 @@ pub fn encode_sealed_header(
     o.u32(block_size);
     o.bytes(&h.id.0);
     o.bytes(&key.key_file.encode());
-    key.keys.seal_into(
-        &frame_aad(&h.id, Kind::Header as u8, seq),
-        &plain,
-        o.as_mut_vec(),
-    );
+    key.keys
+        .seal_into(&frame_aad(&h.id, kind as u8, seq), &plain, o.as_mut_vec());
     Some(o.into_vec())
 }
 
@@ -485,6 +490,7 @@ mod tests {
             version: 1,
             number: 3,
             block_size: 65536,
+            flags: VOLUME_HEADER_COPY,
             id: ArchiveId([5; 16]),
         };
         assert_eq!(v.encode().len(), VOLUME_PAYLOAD_LEN);
@@ -524,7 +530,7 @@ mod tests {
             (chunker::crypto::Aead::Aes256Gcm, 3),
         ] {
             let key = super::super::ArchiveKey::new(&pw, params, aead).unwrap();
-            let sealed = encode_sealed_header(&h, 65536, &key, 0).unwrap();
+            let sealed = encode_sealed_header(&h, 65536, &key, Kind::Header, 0).unwrap();
             assert_eq!(sealed[..4], [version, 0, 0, 0]);
             let (id, got, kf, rest) = split_sealed_header(&sealed).unwrap().unwrap();
             assert_eq!(

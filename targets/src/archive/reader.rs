@@ -203,6 +203,8 @@ struct State {
     encrypted: bool,
     /// Its keys, once the header was read and the password opened its key object.
     key: Option<ArchiveKey>,
+    /// The header was read (from its frame or from its copy).
+    has_header: bool,
 }
 
 impl State {
@@ -222,6 +224,7 @@ impl State {
             id: None,
             encrypted: false,
             key: None,
+            has_header: false,
         }
     }
 }
@@ -629,6 +632,9 @@ impl<'a> ArchiveReader<'a> {
             return self.lost_frame(h, at, detail);
         };
         let malformed = |e: &dyn std::fmt::Display| format!("malformed {kind:?} frame: {e}");
+        if kind == Kind::HeaderCopy && self.arc.as_ref().is_some_and(|a| a.has_header) {
+            return Ok(()); // the header itself was read
+        }
         let opened;
         let payload = match self.open_payload(h, kind, payload)? {
             Ok(Some(plain)) => {
@@ -640,9 +646,10 @@ impl<'a> ArchiveReader<'a> {
         };
         match kind {
             Kind::Volume => unreachable!("handled above"),
-            Kind::Header => match decode_header(payload) {
+            Kind::Header | Kind::HeaderCopy => match decode_header(payload) {
                 Ok((header, version, _)) => {
                     check_header_version(version)?;
+                    self.arc.as_mut().expect("admitted").has_header = true;
                     self.events.push_back(Event::Header(header));
                     Ok(())
                 }
@@ -697,7 +704,7 @@ impl<'a> ArchiveReader<'a> {
         payload: &[u8],
     ) -> Result<Result<Option<Vec<u8>>, String>> {
         let a = self.arc.as_mut().expect("admitted");
-        if kind == Kind::Header {
+        if kind == Kind::Header || kind == Kind::HeaderCopy {
             let Some(split) = split_sealed_header(payload) else {
                 return Ok(Ok(None));
             };

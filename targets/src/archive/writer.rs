@@ -8,7 +8,7 @@ use chunker::{ChunkId, Frame, IdHasher};
 use super::frame::{
     archive_version, chunk_prefix, encode_header, encode_sealed_header, frame_aad, part_prefix,
     Header, Kind, TrailerPayload, VolumePayload, FRAME_HEADER_LEN, MAX_PAYLOAD, PART_PREFIX_LEN,
-    VOLUME_FRAME_LEN,
+    VOLUME_FRAME_LEN, VOLUME_HEADER_COPY,
 };
 use super::{ArchiveHeader, ArchiveId, ArchiveKey, VolumeSink, Written, DEFAULT_BLOCK_SIZE};
 use super::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
@@ -231,17 +231,22 @@ impl<S: VolumeSink> ArchiveWriter<S> {
         key: Option<ArchiveKey>,
     ) -> Result<Self> {
         let capacity = options.capacity()?;
-        let payload = match &key {
-            Some(k) => encode_sealed_header(&header, options.block_size, k, 0),
-            None => encode_header(&header, options.block_size),
-        };
-        let payload =
+        // The header, and its copy right after it (frame 1): one damaged frame no longer loses
+        // the archive (issue 14, item 11). A sealed copy is sealed for its own place.
+        let encode = |kind: Kind, seq: u64| {
+            let payload = match &key {
+                Some(k) => encode_sealed_header(&header, options.block_size, k, kind, seq),
+                None => encode_header(&header, options.block_size),
+            };
             payload
                 .filter(|p| p.len() <= MAX_PAYLOAD)
                 .ok_or_else(|| Error::InvalidArgument {
                     detail: "archive header too large (a string over 64 KiB or too many entries)"
                         .into(),
-                })?;
+                })
+        };
+        let payload = encode(Kind::Header, 0)?;
+        let copy = encode(Kind::HeaderCopy, 1)?;
         let mut w = ArchiveWriter {
             rec: Records {
                 sink,
@@ -268,6 +273,7 @@ impl<S: VolumeSink> ArchiveWriter<S> {
         };
         w.push_volume_frame()?;
         w.emit(Kind::Header, payload, Vec::new())?;
+        w.emit(Kind::HeaderCopy, copy, Vec::new())?;
         Ok(w)
     }
 
@@ -432,6 +438,7 @@ impl<S: VolumeSink> ArchiveWriter<S> {
             version,
             number: self.volume,
             block_size: self.rec.block as u32,
+            flags: VOLUME_HEADER_COPY,
             id: self.id,
         }
         .encode();
@@ -451,7 +458,7 @@ impl<S: VolumeSink> ArchiveWriter<S> {
         }
         // The header payload is sealed as it is made (its key object stays in clear).
         let (prefix, body) = match &self.key {
-            Some(k) if kind != Kind::Header => {
+            Some(k) if kind != Kind::Header && kind != Kind::HeaderCopy => {
                 let aad = frame_aad(&self.id, kind as u8, self.next_seq);
                 let mut plain = prefix;
                 plain.extend_from_slice(&body);

@@ -160,3 +160,25 @@ proptest! {
         }
     }
 }
+
+/// The key lives in the header: a damaged header frame is recovered from its copy, which is
+/// sealed for its own place (issue 14, item 11).
+#[test]
+fn a_damaged_encrypted_header_is_recovered_from_its_copy() {
+    let key = ArchiveKey::new(&Password::new(b"pw".to_vec()), fast(), Aead::Aes256Gcm).unwrap();
+    let chunks = vec![text(1, 300_000), noise(2, 70_000)];
+    let mut bytes = write_encrypted(&opts(None), &chunks, &key);
+    bytes[FRAME_HEADER_LEN + 32 + FRAME_HEADER_LEN + 100] ^= 1; // inside the key object
+    let (mut got, mut damage, mut header) = (Vec::new(), 0, false);
+    for ev in ArchiveReader::new(&bytes[..], with_password(b"pw")) {
+        match ev.unwrap() {
+            Event::Chunk { data, .. } => got.push(data),
+            Event::Header(h) => header = h.labels[0].1 == "SECRET-LABEL",
+            Event::Damage(_) => damage += 1,
+            _ => {}
+        }
+    }
+    assert!(header, "the header is read from its copy");
+    assert_eq!(got, chunks);
+    assert_eq!(damage, 1);
+}

@@ -1,11 +1,20 @@
-//! Golden fixtures: archives written by format version 1 must keep reading, and this build
-//! must keep writing them byte for byte. `MOVER_WRITE_FIXTURES=1` rewrites them (only ever for
-//! a new format version's directory).
+//! Golden fixtures: archives written by every format revision must keep reading, and this
+//! build must keep writing the newest byte for byte. `MOVER_WRITE_FIXTURES=1` rewrites them
+//! (only ever for a new revision's directory).
+//!
+//! - `archive-v1`: format version 1 as first released.
+//! - `archive-v1.1`: version 1 with the header copy (volume flag bit 0, frame type 0x80 after
+//!   the header; issue 14, item 11).
 
 use super::*;
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/archive-v1")
+/// The revision this build writes.
+const NEWEST: &str = "archive-v1.1";
+
+fn fixture_dir(revision: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(revision)
 }
 
 fn fixture_header() -> ArchiveHeader {
@@ -58,8 +67,38 @@ fn check_fixture(got: &Got, split: bool) {
 
 #[test]
 fn golden_archive_v1_single_volume() {
-    let path = fixture_dir().join("small.archive");
-    if std::env::var_os("MOVER_WRITE_FIXTURES").is_some() {
+    golden_single_volume("archive-v1");
+}
+
+#[test]
+fn golden_archive_v1_1_single_volume() {
+    golden_single_volume(NEWEST);
+}
+
+#[test]
+fn golden_archive_v1_two_volumes() {
+    golden_two_volumes("archive-v1");
+}
+
+#[test]
+fn golden_archive_v1_1_two_volumes() {
+    golden_two_volumes(NEWEST);
+}
+
+/// The header copy: the newest revision says so in its volume frames, the first does not.
+#[test]
+fn only_the_newest_revision_carries_the_header_copy_flag() {
+    for (revision, flag) in [("archive-v1", 0u8), (NEWEST, 1)] {
+        let golden = std::fs::read(fixture_dir(revision).join("small.archive")).unwrap();
+        // Volume payload offset 12: flags.
+        assert_eq!(golden[FRAME_HEADER_LEN + 12], flag, "{revision}");
+    }
+}
+
+fn golden_single_volume(revision: &str) {
+    let writes = revision == NEWEST;
+    let path = fixture_dir(revision).join("small.archive");
+    if writes && std::env::var_os("MOVER_WRITE_FIXTURES").is_some() {
         let (chunks, ..) = fixture_content(false);
         let mut enc = Encoder::new(3);
         let frames: Vec<_> = chunks
@@ -67,7 +106,7 @@ fn golden_archive_v1_single_volume() {
             .map(|c| (ChunkId::of(c), enc.encode(c)))
             .collect();
         assert_eq!(frames[0].1.compression, Compression::Zstd);
-        std::fs::create_dir_all(fixture_dir()).unwrap();
+        std::fs::create_dir_all(fixture_dir(revision)).unwrap();
         write_fixture(
             FileVolumesAt(std::fs::File::create(&path).unwrap()),
             false,
@@ -77,6 +116,9 @@ fn golden_archive_v1_single_volume() {
     let golden = std::fs::read(&path).unwrap();
     assert_eq!(golden.len(), B as usize);
     check_fixture(&read_bytes(&golden), false);
+    if !writes {
+        return;
+    }
 
     // Rewriting the same frames gives the same bytes.
     let options = ReaderOptions {
@@ -93,14 +135,14 @@ fn golden_archive_v1_single_volume() {
     write_fixture(StreamSink::new(&mut again, "m"), false, &frames);
     assert!(
         again == golden,
-        "the writer no longer writes format v1 byte for byte"
+        "the writer no longer writes {revision} byte for byte"
     );
 }
 
-#[test]
-fn golden_archive_v1_two_volumes() {
-    let base = fixture_dir().join("split.archive");
-    if std::env::var_os("MOVER_WRITE_FIXTURES").is_some() {
+fn golden_two_volumes(revision: &str) {
+    let writes = revision == NEWEST;
+    let base = fixture_dir(revision).join("split.archive");
+    if writes && std::env::var_os("MOVER_WRITE_FIXTURES").is_some() {
         let (chunks, ..) = fixture_content(true);
         let mut enc = Encoder::new(3);
         let frames: Vec<_> = chunks
@@ -116,6 +158,9 @@ fn golden_archive_v1_two_volumes() {
     let got = read_all(ArchiveReader::from_volumes(set, ReaderOptions::default()));
     assert_eq!(got.volumes, [0, 1]);
     check_fixture(&got, true);
+    if !writes {
+        return;
+    }
 
     let dir = tmp();
     let copy = dir.path().join("split.archive");

@@ -606,7 +606,7 @@ fn a_flipped_byte_loses_one_frame() {
     let d = &got.damage[0];
     assert_eq!(
         (d.input, d.first_lost_frame, d.lost_frames),
-        (0, 3, Some(1))
+        (0, 4, Some(1))
     );
     // The report starts at the damaged frame and covers it.
     let frame_start = find(&bytes, &chunks[1][..64]).unwrap() - 48 - FRAME_HEADER_LEN;
@@ -666,7 +666,7 @@ fn truncation_and_garbage() {
     assert_eq!(got.damage.len(), 1);
     assert_eq!(
         (got.damage[0].first_lost_frame, got.damage[0].lost_frames),
-        (7, None)
+        (8, None)
     );
     assert_eq!(got.chunks.len(), 5);
     assert!(got.trailers.is_empty());
@@ -762,3 +762,36 @@ fn a_newer_format_version_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// A flipped byte anywhere in the header frame (issue 14, item 11): the header is read from
+/// its copy, every chunk and the manifest arrive, and the damage is reported (frame 0 only).
+#[test]
+fn a_damaged_header_frame_is_recovered_from_its_copy() {
+    let chunks = sample_chunks();
+    let clean = write_vec(&opts(None), &chunks, b"m");
+    let want = read_bytes(&clean);
+    let header_at = FRAME_HEADER_LEN + 32; // after the volume frame
+    for offset in [
+        0,
+        9,
+        13,
+        20,
+        40,
+        60,
+        FRAME_HEADER_LEN + 2,
+        FRAME_HEADER_LEN + 30,
+    ] {
+        let mut bytes = clean.clone();
+        bytes[header_at + offset] ^= 0x10;
+        let got = read_bytes(&bytes);
+        assert_eq!(got.header, want.header, "flip at {offset}");
+        assert_eq!(got.chunks, want.chunks, "flip at {offset}");
+        assert_eq!(got.manifest.as_deref(), Some(&b"m"[..]), "flip at {offset}");
+        assert_eq!(got.damage.len(), 1, "flip at {offset}: {:#?}", got.damage);
+        assert_eq!(
+            (got.damage[0].first_lost_frame, got.damage[0].lost_frames),
+            (0, Some(1)),
+            "flip at {offset}"
+        );
+    }
+}

@@ -19,12 +19,19 @@ pub fn archive(cmd: &ArchiveCommand, secrets: &Secrets, quiet: bool) -> anyhow::
             let input = mover::archive::open_input(&a.path)?;
             let bar =
                 output::ProgressBar::start(&progress, check && show_progress(quiet), "verify");
-            let result =
-                mover::archive::read_archive(input, check, &progress, secrets.password()?.as_ref());
+            let result = mover::archive::read_archives(
+                input,
+                check,
+                &progress,
+                secrets.password()?.as_ref(),
+            );
             bar.finish();
-            let listing = result.with_context(|| format!("cannot read archive {}", a.path))?;
-            output::archive_listing(&listing, check, a.json, quiet)?;
-            let ok = listing.damage.is_empty() && listing.trailer.is_some_and(|t| t.verified);
+            let listings = result.with_context(|| format!("cannot read archive {}", a.path))?;
+            // Every archive of the input (`cat a b`), one report each.
+            output::archive_listing(&listings, check, a.json, quiet)?;
+            let ok = listings
+                .iter()
+                .all(|l| l.damage.is_empty() && l.trailer.is_some_and(|t| t.verified));
             Ok(match (ok, check) {
                 (true, _) => Exit::Success,
                 (false, true) => Exit::Failure,

@@ -203,6 +203,13 @@ pub fn repair(c: &RepairCommand, secrets: &Secrets, quiet: bool) -> anyhow::Resu
                 Exit::Warnings
             })
         }
+        RepairCommand::Config(a) => {
+            let password = secrets.password()?;
+            let r = targets::gc::repair_config(backend(&a.repo)?, password.as_ref(), a.dry_run)
+                .context("repair config stopped")?;
+            output::repair_config_report(&r, a.dry_run, a.json, quiet)?;
+            Ok(Exit::Success)
+        }
     }
 }
 
