@@ -47,50 +47,22 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
-/// Days since the Unix epoch → (year, month 1–12, day 1–31), proleptic Gregorian (Howard
-/// Hinnant's civil-from-days; no time-zone database needed).
-pub fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// The ISO week of a day (days since the epoch) as (ISO year, week number).
-fn iso_week(days: i64) -> (i64, i64) {
-    // 1970-01-01 was a Thursday; ISO weekday 1 = Monday.
-    let weekday = (days + 3).rem_euclid(7) + 1;
-    let thursday = days - weekday + 4;
-    let (year, _, _) = civil(thursday);
-    let jan1 = days_from_civil(year, 1, 1);
-    (year, (thursday - jan1) / 7 + 1)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The UTC date and time of `ms` since the epoch. Times outside the calendar's range (a
+/// manifest cannot hold one, but a damaged clock could) count as the epoch.
+pub fn utc(ms: i64) -> jiff::civil::DateTime {
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    t.to_zoned(jiff::tz::TimeZone::UTC).datetime()
 }
 
 /// The bucket labels of a time (ms since the epoch) for each calendar rule.
 fn buckets(ms: i64) -> [String; 5] {
-    let days = ms.div_euclid(86_400_000);
-    let hour = ms.div_euclid(3_600_000).rem_euclid(24);
-    let (y, m, d) = civil(days);
-    let (wy, w) = iso_week(days);
+    let t = utc(ms);
+    let (y, m, d, hour) = (t.year(), t.month(), t.day(), t.hour());
+    let week = t.date().iso_week_date();
     [
         format!("{y:04}-{m:02}-{d:02} {hour:02}h"),
         format!("{y:04}-{m:02}-{d:02}"),
-        format!("{wy:04}-W{w:02}"),
+        format!("{:04}-W{:02}", week.year(), week.week()),
         format!("{y:04}-{m:02}"),
         format!("{y:04}"),
     ]
@@ -163,15 +135,31 @@ mod tests {
     const H: i64 = 3_600_000;
     const D: i64 = 24 * H;
 
+    /// Days since the epoch of a date.
+    fn days_from_civil(y: i16, m: i8, d: i8) -> i64 {
+        let t = jiff::civil::date(y, m, d)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap();
+        t.timestamp().as_second() / 86_400
+    }
+
     #[test]
-    fn calendar_conversions_match_known_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    fn calendar_buckets_match_known_dates() {
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        let at = |y, m, d| buckets(days_from_civil(y, m, d) * D + 5 * H);
+        assert_eq!(buckets(0)[1], "1970-01-01");
+        assert_eq!(at(2024, 2, 29)[0], "2024-02-29 05h");
         // 2021-01-03 is a Sunday in ISO week 53 of 2020; 2021-01-04 starts week 1.
-        assert_eq!(iso_week(days_from_civil(2021, 1, 3)), (2020, 53));
-        assert_eq!(iso_week(days_from_civil(2021, 1, 4)), (2021, 1));
-        assert_eq!(iso_week(days_from_civil(2026, 11, 25)), (2026, 48));
+        assert_eq!(at(2021, 1, 3)[2], "2020-W53");
+        assert_eq!(at(2021, 1, 4)[2], "2021-W01");
+        assert_eq!(at(2026, 11, 25)[2], "2026-W48");
+        assert_eq!(
+            at(2026, 11, 25)[3..],
+            ["2026-11".to_string(), "2026".to_string()]
+        );
+        // Before the epoch, and out of range, still give a label.
+        assert_eq!(buckets(-1)[1], "1969-12-31");
+        assert_eq!(buckets(i64::MAX)[4], "1970");
     }
 
     fn kept(snaps: &[(&str, i64)], p: &Policy) -> Vec<usize> {
