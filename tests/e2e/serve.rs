@@ -5,6 +5,7 @@
 // NBD's wire format is network byte order (big-endian) throughout.
 #![allow(clippy::big_endian_bytes)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -61,8 +62,14 @@ impl Served {
         Served::start_in(&env.repo, &env.path(&format!("{tag}.log")), args, &[])
     }
 
-    /// `mover serve` of the repository `repo` with environment variables `vars`.
-    fn start_in(repo: &Path, log: &Path, args: &[&str], vars: &[(&str, &str)]) -> Served {
+    /// `mover serve` of the repository `repo` (a directory or an `s3://` URL) with
+    /// environment variables `vars`.
+    fn start_in(
+        repo: impl AsRef<OsStr>,
+        log: &Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Served {
         let log = log.to_path_buf();
         let mut child = Command::new(mover_bin())
             .arg("serve")
@@ -485,6 +492,59 @@ fn serve_an_encrypted_repository() {
     );
     assert!(cmp.contains("identical"), "{cmp}");
     assert_eq!(srv.stop(), Some(0));
+}
+
+/// Serves a snapshot from each S3 test server (Garage and s3s-fs, from the `MOVER_TEST_*`
+/// variables `scripts/test.sh` sets; under `CI=true` a missing server fails the test).
+#[test]
+fn serve_a_snapshot_from_s3_bit_exact() {
+    let servers = crate::s3::servers();
+    if servers.is_empty() || !tools(&["qemu-img", "nbdinfo", "nbdcopy"]) {
+        return;
+    }
+    let env = Env::new();
+    let (img, data) = image(&env, "vm.img", 81);
+    for server in &servers {
+        let url = format!("s3://{}/{}", server.bucket, unique_name("serve"));
+        let s3_args = [
+            "--s3-endpoint",
+            server.endpoint.as_str(),
+            "--s3-region",
+            server.region.as_str(),
+            "--s3-allow-http",
+        ];
+        let cache = env.path(&format!("cache-{}", server.name));
+        let vars = [
+            ("AWS_ACCESS_KEY_ID", server.access.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", server.secret.as_str()),
+            ("XDG_CACHE_HOME", s(&cache)),
+        ];
+        let s3 = |sub: &str| {
+            let mut m = mover([sub, "-r", &url]).args(&s3_args);
+            for (k, v) in vars {
+                m = m.env(k, v);
+            }
+            m.timeout(Duration::from_secs(120))
+        };
+        s3("init").run().ok();
+        s3("backup")
+            .args(&["--name", "vm", "--chunk-size", CHUNK_ARG, "--source"])
+            .arg(&img)
+            .run()
+            .ok();
+        let sock = env.path(&format!("{}.sock", server.name));
+        let log = env.path(&format!("{}.log", server.name));
+        let args = [&["latest", "--socket", s(&sock)][..], &s3_args].concat();
+        let mut srv = Served::start_in(&url, &log, &args, &vars);
+        let uri = srv.uri(None);
+        let cmp = tool("qemu-img", &["compare", "-f", "raw", s(&img), &uri]);
+        assert!(cmp.contains("identical"), "{}: {cmp}", server.name);
+        assert_eq!(nbd_map(&uri), expected_map(&data), "{}", server.name);
+        let out = env.path(&format!("{}.raw", server.name));
+        tool("nbdcopy", &["--connections=4", &uri, s(&out)]);
+        assert_same(&read(&out), &data, server.name);
+        assert_eq!(srv.stop(), Some(0), "{}: {}", server.name, srv.log_text());
+    }
 }
 
 // ---- a raw client ----
