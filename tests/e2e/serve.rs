@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -544,6 +545,42 @@ fn serve_a_snapshot_from_s3_bit_exact() {
         tool("nbdcopy", &["--connections=4", &uri, s(&out)]);
         assert_same(&read(&out), &data, server.name);
         assert_eq!(srv.stop(), Some(0), "{}: {}", server.name, srv.log_text());
+    }
+}
+
+/// The README's instant-recovery recipe, as `scripts/instant-recovery.sh` runs it: a served
+/// export mirrored to production storage by QMP `blockdev-mirror` while it is written, the
+/// `qemu-img convert` fallback, and a file system mounted from the export. The script exits 77
+/// when a prerequisite (a tool, root, FUSE) is missing.
+#[test]
+fn serve_instant_recovery_recipe_script() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/instant-recovery.sh");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(&script)
+        .arg("--mover")
+        .arg(mover_bin())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run scripts/instant-recovery.sh");
+    let (status, killed) = wait_timeout(&mut child, Duration::from_secs(180));
+    if killed {
+        // The servers and clients it started are in its process group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+    }
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!killed, "scripts/instant-recovery.sh hung:\n{err}");
+    match status.code() {
+        Some(0) => assert!(err.contains("all checks passed"), "{err}"),
+        Some(77) => {
+            skip("serve", err.trim());
+        }
+        _ => panic!("scripts/instant-recovery.sh failed ({status}):\n{err}"),
     }
 }
 
