@@ -46,6 +46,7 @@ MOVER=$(realpath "$MOVER")
 W=$(mktemp -d -t mover-recovery.XXXXXX)
 SERVE= QSD= FUSE= MNT= LOOPDEV= NBDDEV=
 cleanup() {
+    local rc=$?
     [[ -n $MNT ]] && umount "$MNT" 2>/dev/null
     [[ -n $LOOPDEV ]] && losetup -d "$LOOPDEV" 2>/dev/null
     [[ -n $NBDDEV ]] && nbd-client -d "$NBDDEV" >/dev/null 2>&1
@@ -53,6 +54,7 @@ cleanup() {
     [[ -n $QSD ]] && { kill "$QSD" 2>/dev/null; wait "$QSD" 2>/dev/null; }
     [[ -n $SERVE ]] && { kill "$SERVE" 2>/dev/null; wait "$SERVE" 2>/dev/null; }
     if [[ -n $KEEP ]]; then log "kept $W"; else rm -rf "$W"; fi
+    exit "$rc"
 }
 trap cleanup EXIT
 
@@ -99,7 +101,7 @@ truncate -s 64M "$DISK"
 # One partition from sector 2048 (1 MiB) to 48 MiB, so that the last 16 MiB of the disk are
 # outside the file system and the "guest" can write there without corrupting it.
 PART_START=2048 PART_SECTORS=$(((47 << 20) / 512))
-mkfs.ext4 -q -F -E offset=$((PART_START * 512)) -d "$W/files" "$DISK" 47M
+mkfs.ext4 -q -F -E offset=$((PART_START * 512)) -d "$W/files" "$DISK" 47M >/dev/null
 python3 - "$DISK" "$PART_START" "$PART_SECTORS" <<'PY'
 import struct, sys
 path, start, sectors = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
