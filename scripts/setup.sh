@@ -27,24 +27,29 @@ if [[ $flag == --bench ]]; then
     command -v hyperfine >/dev/null || need+=(hyperfine)
     [[ -x /usr/bin/time ]] || need+=(time)
 fi
+# The demo's packages go in without their recommendations (qemu-system-x86 recommends a GUI).
+demo=()
 if [[ $flag == --demo ]]; then
-    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-    dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
-    command -v cpio >/dev/null || need+=(cpio)
+    command -v qemu-system-x86_64 >/dev/null || demo+=(qemu-system-x86)
+    dpkg -s busybox-static >/dev/null 2>&1 || demo+=(busybox-static)
+    command -v cpio >/dev/null || demo+=(cpio)
 fi
 
 sudo_cmd=()
 [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
 apt_install() {
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "$@" >/dev/null
 }
-if ((${#need[@]})); then
-    echo "setup: installing ${need[*]}" >&2
+if ((${#need[@]} + ${#demo[@]})); then
+    echo "setup: installing ${need[*]} ${demo[*]}" >&2
     "${sudo_cmd[@]}" apt-get update -qq
+fi
+if ((${#need[@]})); then apt_install "${need[@]}"; fi
+if ((${#demo[@]})); then
     # QEMU's system emulator must come from the same release as the installed qemu-utils (a
     # backport of qemu-utils would otherwise be replaced by the older release's version).
     release=()
-    if [[ " ${need[*]} " == *" qemu-system-x86 "* ]] &&
+    if [[ " ${demo[*]} " == *" qemu-system-x86 "* ]] &&
         [[ $(dpkg-query -W -f '${Version}' qemu-utils 2>/dev/null) == *~bpo* ]]; then
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
         if ! apt-cache policy | grep -q "$codename-backports"; then
@@ -55,7 +60,7 @@ if ((${#need[@]})); then
         fi
         release=(-t "$codename-backports")
     fi
-    apt_install "${release[@]}" "${need[@]}"
+    apt_install --no-install-recommends "${release[@]}" "${demo[@]}"
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup)" >&2; exit 1; }
 
