@@ -11,8 +11,12 @@
 #     offsets within 64 MiB read twice; target <= 0.2 ms),
 #     and p99 on a fresh server (uncached: one chunk's fetch and decode each);
 #   - the time from starting `mover serve` to the first byte read (target <= 0.5 s);
-#   - peak RSS of the server (target <= --memory + 64 MiB).
-# Writes DIR/raw.txt (every measurement) and DIR/summary.md (medians).
+#   - peak RSS of the server (target <= --memory + 64 MiB);
+#   - one chunk's fetch and decode, for the uncached target (<= 2x): `mover restore --threads 1
+#     --to -` divided by the snapshot's data chunks (an upper bound: it also writes each chunk);
+#   - with restic and /dev/fuse: reading the image through `restic mount` (target: nbdcopy >= 3x).
+# Writes DIR/README.md (machine, software), DIR/raw.txt (every measurement) and DIR/summary.md
+# (medians, against the targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,12 +41,13 @@ for t in nbdcopy nbdinfo pgrep python3 /usr/bin/time; do
     command -v "$t" >/dev/null || { echo "bench-serve: $t is missing; run scripts/setup.sh --bench" >&2; exit 1; }
 done
 [[ -x $MOVER ]] || { echo "bench-serve: $MOVER not built (cargo build --release -p mover-cli)" >&2; exit 1; }
-OUT=${OUT:-bench/runs/$(date +%Y-%m-%d)-serve}
+OUT=${OUT:-bench/results/$(date -u +%Y%m%d-%H%M%S)-serve}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
-SRV=
+SRV= RESTIC_MNT=
 cleanup() {
     [[ -n $SRV ]] && kill "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null
+    [[ -n $RESTIC_MNT ]] && { umount "$RESTIC_MNT" 2>/dev/null; wait 2>/dev/null; }
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -54,7 +59,20 @@ mkdir -p bench/work
 scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"
 REPO=$WORK/repo
 "$MOVER" init -r "$REPO" -q
-"$MOVER" backup -r "$REPO" --source "$IMG" --name bench -q >/dev/null
+# The disk is named `bench`: that is the export's name.
+"$MOVER" backup -r "$REPO" --source "bench=$IMG" --name bench -q >/dev/null
+DATA_CHUNKS=$("$MOVER" snapshots -r "$REPO" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)[-1]["disks"][0]
+print((d["source_bytes"] - d["bytes_zero"]) // d["chunk_size"])')
+RESTIC=
+if command -v restic >/dev/null && [[ -c /dev/fuse ]]; then
+    RESTIC=1
+    export RESTIC_REPOSITORY=$WORK/restic RESTIC_PASSWORD=bench
+    restic init -q >/dev/null
+    restic backup -q "$(realpath "$IMG")" >/dev/null
+    find "$WORK/restic" -type f -exec cat {} + >/dev/null
+fi
 find "$REPO" -type f -exec cat {} + >/dev/null
 SOCK=$WORK/s.sock
 URI="nbd+unix:///bench?socket=$SOCK"
@@ -85,6 +103,23 @@ for run in $(seq "$RUNS"); do
     t0=$(now)
     "$MOVER" restore -r "$REPO" latest --name bench --to - -q >/dev/null
     echo "restore_s $run $(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')" >>"$RAW"
+    t0=$(now)
+    "$MOVER" restore -r "$REPO" latest --name bench --to - -q --threads 1 >/dev/null
+    echo "chunk_fetch_decode_ms $run $(awk -v a="$t0" -v b="$(now)" -v n="$DATA_CHUNKS" 'BEGIN { print (b - a) * 1000 / n }')" >>"$RAW"
+    if [[ -n $RESTIC ]]; then
+        RESTIC_MNT=$WORK/mnt
+        mkdir -p "$RESTIC_MNT"
+        restic mount -q "$RESTIC_MNT" >/dev/null 2>"$WORK/restic-mount.log" &
+        f=$RESTIC_MNT/snapshots/latest$(realpath "$IMG")
+        for _ in $(seq 600); do [[ -f $f ]] && break; sleep 0.1; done
+        [[ -f $f ]] || { echo "bench-serve: restic mount failed: $(cat "$WORK/restic-mount.log")" >&2; exit 1; }
+        t0=$(now)
+        cat "$f" >/dev/null
+        echo "restic_mount_s $run $(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')" >>"$RAW"
+        umount "$RESTIC_MNT"
+        wait
+        RESTIC_MNT=
+    fi
 
     start_server "$run"
     nbdinfo --map "$URI" >"$WORK/map.txt"
@@ -100,8 +135,34 @@ for run in $(seq "$RUNS"); do
     stop_server "$run"
 done
 
+{
+    echo "# mover serve benchmark: $(basename "$OUT")"
+    echo
+    echo "Produced by \`scripts/bench-serve.sh --runs $RUNS --memory $MEMORY\`; warm page cache"
+    echo "(the repositories are read once first). \`summary.md\` has the medians, \`raw.txt\` every run."
+    echo
+    echo "## Machine"
+    echo
+    echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores online"
+    echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- Kernel: $(uname -sr)"
+    echo "- Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- Date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "## Software"
+    echo
+    echo "- mover commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' (with uncommitted changes)')"
+    echo "- $("$MOVER" --version)"
+    echo "- $(nbdcopy --version | head -1)"
+    [[ -n $RESTIC ]] && echo "- $(restic version)"
+    echo
+    echo "## Parameters"
+    echo
+    echo "- Image: \`$IMG\`, $(stat -c %s "$IMG") bytes, about $DATA_MIB MiB of data in $DATA_CHUNKS data chunks"
+    echo "  ($(cat "$IMG.params" 2>/dev/null || echo 'scripts/make-bench-image.sh'))"
+} >"$OUT/README.md.head"
 python3 - "$RAW" "$IMG" "$MEMORY" >"$OUT/summary.md" <<'PY'
-import os, statistics, sys
+import os, re, statistics, sys
 raw, img, memory = sys.argv[1:]
 vals = {}
 for line in open(raw):
@@ -110,10 +171,27 @@ for line in open(raw):
 med = {k: statistics.median(v) for k, v in vals.items()}
 size = os.path.getsize(img)
 print(f"# mover serve, {size / 2**30:.1f} GiB image, --memory {memory}, warm page cache\n")
-print("| measure | median |\n|---|---|")
+print(f"Medians of {len(vals['restore_s'])} runs.\n")
+print("| measure | median | runs |\n|---|---:|---|")
 for k in sorted(med):
-    print(f"| {k} | {med[k]:.4g} |")
+    print(f"| {k} | {med[k]:.4g} | {', '.join(f'{v:.4g}' for v in vals[k])} |")
+units = {"k": 2**10, "m": 2**20, "g": 2**30}
+m = re.fullmatch(r"(\d+)([kmg])i?b?", memory.lower())
+mem_mib = int(m.group(1)) * units[m.group(2)] / 2**20
+def line(name, value, target, ok):
+    print(f"| {name} | {value} | {target} | {'yes' if ok else 'NO'} |")
+print("\n| target | measured | wanted | met |\n|---|---:|---:|---|")
 ratio = med["restore_s"] / med["nbdcopy_s"]
-print(f"\nnbdcopy rate / restore rate: {ratio:.2f} (target >= 0.7)")
+line("nbdcopy rate / `restore --to -` rate", f"{ratio:.2f}", ">= 0.7", ratio >= 0.7)
+if "restic_mount_s" in med:
+    r = med["restic_mount_s"] / med["nbdcopy_s"]
+    line("nbdcopy rate / `restic mount` rate", f"{r:.1f}", ">= 3", r >= 3)
+line("random 4 KiB, cached, p50", f"{med['cached_p50_ms']:.3f} ms", "<= 0.2 ms", med["cached_p50_ms"] <= 0.2)
+bound = 2 * med["chunk_fetch_decode_ms"]
+line("random 4 KiB, uncached, p99", f"{med['uncached_p99_ms']:.2f} ms", f"<= {bound:.2f} ms (2 x one chunk)", med["uncached_p99_ms"] <= bound)
+line("first byte after start", f"{med['first_byte_s']:.3f} s", "<= 0.5 s", med["first_byte_s"] <= 0.5)
+peak = max(vals["peak_rss_mib"])
+line("peak RSS (the largest run)", f"{peak:.0f} MiB", f"<= {mem_mib + 64:.0f} MiB", peak <= mem_mib + 64)
 PY
+mv "$OUT/README.md.head" "$OUT/README.md"
 cat "$OUT/summary.md"

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing mover needs on a fresh Debian machine. Idempotent: only
 # missing packages are installed.
+#
+#   scripts/setup.sh            build and test
+#   scripts/setup.sh --bench    also the benchmarks' peers and tools (restic, borg, hyperfine)
+#   scripts/setup.sh --demo     also what scripts/instant-recovery-demo.sh boots: QEMU for
+#                               x86-64, busybox-static, cpio, and a Debian kernel unpacked
+#                               (not installed) into $MOVER_DEMO_DIR
+#                               (default ${XDG_CACHE_HOME:-~/.cache}/mover-demo)
 set -euo pipefail
 
+flag=${1:-}
 need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
@@ -13,18 +21,62 @@ command -v curl >/dev/null || need+=(curl)
 command -v qemu-nbd >/dev/null || need+=(qemu-utils)
 command -v nbdkit >/dev/null || need+=(nbdkit)
 command -v nbdinfo >/dev/null || need+=(libnbd-bin)
-if [[ "${1:-}" == "--bench" ]]; then
+if [[ $flag == --bench ]]; then
     command -v restic >/dev/null || need+=(restic)
     command -v borg >/dev/null || need+=(borgbackup)
     command -v hyperfine >/dev/null || need+=(hyperfine)
     [[ -x /usr/bin/time ]] || need+=(time)
 fi
+# The demo's packages go in without their recommendations (qemu-system-x86 recommends a GUI).
+demo=()
+if [[ $flag == --demo ]]; then
+    command -v qemu-system-x86_64 >/dev/null || demo+=(qemu-system-x86)
+    dpkg -s busybox-static >/dev/null 2>&1 || demo+=(busybox-static)
+    command -v cpio >/dev/null || demo+=(cpio)
+fi
 
-if ((${#need[@]})); then
-    echo "setup: installing ${need[*]}" >&2
-    sudo_cmd=()
-    [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+sudo_cmd=()
+[[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "$@" >/dev/null
+}
+if ((${#need[@]} + ${#demo[@]})); then
+    echo "setup: installing ${need[*]} ${demo[*]}" >&2
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ((${#need[@]})); then apt_install "${need[@]}"; fi
+if ((${#demo[@]})); then
+    # QEMU's system emulator must come from the same release as the installed qemu-utils (a
+    # backport of qemu-utils would otherwise be replaced by the older release's version).
+    release=()
+    if [[ " ${demo[*]} " == *" qemu-system-x86 "* ]] &&
+        [[ $(dpkg-query -W -f '${Version}' qemu-utils 2>/dev/null) == *~bpo* ]]; then
+        codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+        if ! apt-cache policy | grep -q "$codename-backports"; then
+            echo "setup: adding $codename-backports to the package sources" >&2
+            printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+                "$codename" | "${sudo_cmd[@]}" tee /etc/apt/sources.list.d/backports.sources >/dev/null
+            "${sudo_cmd[@]}" apt-get update -qq
+        fi
+        release=(-t "$codename-backports")
+    fi
+    apt_install --no-install-recommends "${release[@]}" "${demo[@]}"
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup)" >&2; exit 1; }
+
+if [[ $flag == --demo ]]; then
+    # The guest's kernel and its modules, unpacked from Debian's package without installing it
+    # (no initramfs generation, nothing under /boot or /lib/modules of this machine).
+    dir=${MOVER_DEMO_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mover-demo}
+    if ! compgen -G "$dir/kernel/boot/vmlinuz-*" >/dev/null; then
+        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+        [[ -n $pkg ]] || { echo "setup: no Debian kernel package found (linux-image-amd64)" >&2; exit 1; }
+        echo "setup: unpacking $pkg into $dir/kernel" >&2
+        mkdir -p "$dir"
+        (cd "$dir" && rm -f ./*.deb && apt-get download -qq "$pkg")
+        rm -rf "$dir/kernel.tmp"
+        dpkg-deb -x "$dir"/*.deb "$dir/kernel.tmp"
+        rm -f "$dir"/*.deb
+        mv "$dir/kernel.tmp" "$dir/kernel"
+    fi
+fi

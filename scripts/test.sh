@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh --demo
 cargo build -p mover-cli
 
 state=$(mktemp -d -t mover-s3.XXXXXX)

@@ -8,7 +8,8 @@
 //!
 //! Readahead: the reader remembers a few recent streams of reads. A read that continues one
 //! (it starts near where that stream's last read ended) twice in a row makes the stream
-//! sequential, and the chunks ahead of it, up to a window of a quarter of the budget, are
+//! sequential, if its reads cover at least half of the range they span (random reads that
+//! happen to land near each other do not), and the chunks ahead of it, up to a window of a quarter of the budget, are
 //! fetched by a small pool of fetch threads, several tasks in flight, neighbouring chunks in
 //! one request ([`ChunkStore::get_many`]). A read spanning several chunks hands all but its
 //! first chunk to the pool before it waits for the first. Readahead never blocks a reader:
@@ -125,6 +126,9 @@ struct Inner {
 #[derive(Clone, Copy, Default)]
 struct Stream {
     next: u64,
+    /// Where its lowest read started, and the bytes its reads asked for.
+    start: u64,
+    bytes: u64,
     hits: u32,
     /// Chunks up to (not including) this index were handed to the fetchers.
     ahead: usize,
@@ -319,6 +323,8 @@ impl Inner {
                 .expect("streams is not empty");
             streams[oldest] = Stream {
                 next: end,
+                start: offset,
+                bytes: end - offset,
                 hits: 0,
                 ahead: last + 1,
                 used: tick,
@@ -327,9 +333,13 @@ impl Inner {
         };
         let s = &mut streams[k];
         s.next = s.next.max(end);
+        s.start = s.start.min(offset);
+        s.bytes = s.bytes.saturating_add(end - offset);
         s.hits += 1;
         s.used = tick;
-        if s.hits < SEQUENTIAL_AFTER {
+        // Out-of-order requests of a sequential reader still cover their span densely;
+        // random reads near each other leave most of it unread.
+        if s.hits < SEQUENTIAL_AFTER || s.bytes.saturating_mul(2) < s.next - s.start {
             return None;
         }
         let stop = self.index_of((s.next + self.window).min(self.len) - 1) + 1;
@@ -506,6 +516,35 @@ mod tests {
         let s = r.stats();
         assert_eq!(s.chunks_fetched, 40, "each data chunk fetched once: {s:?}");
         assert!(s.cache_hits > 100, "{s:?}");
+    }
+
+    #[test]
+    fn random_reads_near_each_other_fetch_nothing_ahead() {
+        let (_d, repo, disk, image) = disk(300);
+        let r = SnapshotReader::new(repo, &disk, &opts(64 * CH as u64));
+        let mut buf = vec![0; 512];
+        let mut touched = std::collections::HashSet::new();
+        let mut off = 7u64;
+        for _ in 0..200 {
+            // Within the slack of each other, but far apart compared to what they read.
+            off = off
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let at = ((off >> 24) % (image.len() as u64 - 512)) & !511;
+            r.read_at(at, &mut buf).unwrap();
+            assert_eq!(buf, image[at as usize..at as usize + 512]);
+            let i = at as usize / CH;
+            if i % 3 != 1 {
+                touched.insert(i);
+            }
+        }
+        // Readahead would fetch chunks no read asked for.
+        let fetched = r.stats().chunks_fetched;
+        assert!(
+            fetched <= touched.len() as u64,
+            "{fetched} fetched for {} chunks read",
+            touched.len()
+        );
     }
 
     #[test]

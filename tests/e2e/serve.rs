@@ -5,8 +5,10 @@
 // NBD's wire format is network byte order (big-endian) throughout.
 #![allow(clippy::big_endian_bytes)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -61,8 +63,14 @@ impl Served {
         Served::start_in(&env.repo, &env.path(&format!("{tag}.log")), args, &[])
     }
 
-    /// `mover serve` of the repository `repo` with environment variables `vars`.
-    fn start_in(repo: &Path, log: &Path, args: &[&str], vars: &[(&str, &str)]) -> Served {
+    /// `mover serve` of the repository `repo` (a directory or an `s3://` URL) with
+    /// environment variables `vars`.
+    fn start_in(
+        repo: impl AsRef<OsStr>,
+        log: &Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Served {
         let log = log.to_path_buf();
         let mut child = Command::new(mover_bin())
             .arg("serve")
@@ -485,6 +493,115 @@ fn serve_an_encrypted_repository() {
     );
     assert!(cmp.contains("identical"), "{cmp}");
     assert_eq!(srv.stop(), Some(0));
+}
+
+/// Serves a snapshot from each S3 test server (Garage and s3s-fs, from the `MOVER_TEST_*`
+/// variables `scripts/test.sh` sets; under `CI=true` a missing server fails the test).
+#[test]
+fn serve_a_snapshot_from_s3_bit_exact() {
+    let servers = crate::s3::servers();
+    if servers.is_empty() || !tools(&["qemu-img", "nbdinfo", "nbdcopy"]) {
+        return;
+    }
+    let env = Env::new();
+    let (img, data) = image(&env, "vm.img", 81);
+    for server in &servers {
+        let url = format!("s3://{}/{}", server.bucket, unique_name("serve"));
+        let s3_args = [
+            "--s3-endpoint",
+            server.endpoint.as_str(),
+            "--s3-region",
+            server.region.as_str(),
+            "--s3-allow-http",
+        ];
+        let cache = env.path(&format!("cache-{}", server.name));
+        let vars = [
+            ("AWS_ACCESS_KEY_ID", server.access.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", server.secret.as_str()),
+            ("XDG_CACHE_HOME", s(&cache)),
+        ];
+        let s3 = |sub: &str| {
+            let mut m = mover([sub, "-r", &url]).args(&s3_args);
+            for (k, v) in vars {
+                m = m.env(k, v);
+            }
+            m.timeout(Duration::from_secs(120))
+        };
+        s3("init").run().ok();
+        s3("backup")
+            .args(&["--name", "vm", "--chunk-size", CHUNK_ARG, "--source"])
+            .arg(&img)
+            .run()
+            .ok();
+        let sock = env.path(&format!("{}.sock", server.name));
+        let log = env.path(&format!("{}.log", server.name));
+        let args = [&["latest", "--socket", s(&sock)][..], &s3_args].concat();
+        let mut srv = Served::start_in(&url, &log, &args, &vars);
+        let uri = srv.uri(None);
+        let cmp = tool("qemu-img", &["compare", "-f", "raw", s(&img), &uri]);
+        assert!(cmp.contains("identical"), "{}: {cmp}", server.name);
+        assert_eq!(nbd_map(&uri), expected_map(&data), "{}", server.name);
+        let out = env.path(&format!("{}.raw", server.name));
+        tool("nbdcopy", &["--connections=4", &uri, s(&out)]);
+        assert_same(&read(&out), &data, server.name);
+        assert_eq!(srv.stop(), Some(0), "{}: {}", server.name, srv.log_text());
+    }
+}
+
+/// Runs `scripts/NAME --mover MOVER` in its own process group, with a time limit; returns its
+/// stderr when it passed. Exit 77 means a prerequisite (a tool, root, FUSE, a kernel) is
+/// missing: a loud skip, a failure under `CI=true`.
+fn run_script(name: &str, limit: Duration) -> Option<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(&script)
+        .arg("--mover")
+        .arg(mover_bin())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("run scripts/{name}: {e}"));
+    let (status, killed) = wait_timeout(&mut child, limit);
+    if killed {
+        // The servers, clients and VMs it started are in its process group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+    }
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!killed, "scripts/{name} hung:\n{err}");
+    match status.code() {
+        Some(0) => {
+            assert!(err.contains("all checks passed"), "{err}");
+            Some(err)
+        }
+        Some(77) => {
+            skip("serve", err.trim());
+            None
+        }
+        _ => panic!("scripts/{name} failed ({status}):\n{err}"),
+    }
+}
+
+/// The README's instant-recovery recipe, as `scripts/instant-recovery.sh` runs it: a served
+/// export mirrored to production storage by QMP `blockdev-mirror` while it is written, the
+/// `qemu-img convert` fallback, and a file system mounted from the export.
+#[test]
+fn serve_instant_recovery_recipe_script() {
+    run_script("instant-recovery.sh", Duration::from_secs(180));
+}
+
+/// `scripts/instant-recovery-demo.sh`: a Linux guest booted under TCG from an overlay export
+/// reads a backed-up file and writes one, found in the overlay after it powers off (about 15 s
+/// on two cores; `scripts/setup.sh --demo` installs QEMU and unpacks the kernel).
+#[test]
+fn serve_boots_a_guest_from_its_backup() {
+    run_script("instant-recovery-demo.sh", Duration::from_secs(400));
 }
 
 // ---- a raw client ----
