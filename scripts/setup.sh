@@ -54,8 +54,17 @@ if ((${#demo[@]})); then
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
         if ! apt-cache policy | grep -q "$codename-backports"; then
             echo "setup: adding $codename-backports to the package sources" >&2
-            printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-                "$codename" | "${sudo_cmd[@]}" tee /etc/apt/sources.list.d/backports.sources >/dev/null
+            # The same mirror as the release's own sources (deb822 or one-line format).
+            mirror=$(awk -v s="$codename" '/^URIs:/ { u = $2 } /^Suites:/ && $2 == s { print u; exit }' \
+                /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+            [[ -n $mirror ]] || mirror=$(awk -v s="$codename" '$1 == "deb" && $3 == s { print $2; exit }' \
+                /etc/apt/sources.list 2>/dev/null || true)
+            [[ -n $mirror ]] || {
+                echo "setup: cannot tell this machine's Debian mirror; add $codename-backports to the package sources by hand" >&2
+                exit 1
+            }
+            printf 'Types: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+                "$mirror" "$codename" | "${sudo_cmd[@]}" tee /etc/apt/sources.list.d/backports.sources >/dev/null
             "${sudo_cmd[@]}" apt-get update -qq
         fi
         release=(-t "$codename-backports")
