@@ -61,7 +61,13 @@ fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage as u8);
     }
     mover::sys::install_signal_handlers(events::stuck_on_input);
-    mover::sys::keep_freed_buffers();
+    // Pipelines allocate and free a chunk's buffers at a high rate: keeping freed buffers
+    // in the heap saves page faults. A long-running server instead holds its memory within
+    // its cache's budget, which freed buffers kept per arena would exceed.
+    match cli.command {
+        Command::Serve(_) => mover::sys::release_freed_buffers(),
+        _ => mover::sys::keep_freed_buffers(),
+    }
     let (command, json, data_on_stdout) = match &cli.command {
         Command::Init(_) => ("init", false, false),
         Command::Backup(a) => (
