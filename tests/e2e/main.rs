@@ -28,6 +28,7 @@ mod props;
 mod recipes;
 mod roundtrip;
 mod s3;
+mod s3_cluster;
 mod s3_config;
 mod serve;
 mod signals;
