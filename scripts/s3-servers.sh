@@ -17,6 +17,7 @@ set -euo pipefail
 
 GARAGE_VERSION=2.5.0
 S3S_FS_VERSION=0.14.1
+MOTO_VERSION=5.2.1
 START_TIMEOUT_S=${S3_SERVERS_START_TIMEOUT:-60}
 STOP_GRACE_S=5
 
@@ -67,6 +68,7 @@ cmd_install() {
     install_one s3s-fs "$S3S_FS_VERSION" s3s-fs --version "$S3S_FS_VERSION" --features binary --locked
     GARAGE_BIN=$(find_bin garage "$GARAGE_VERSION")
     S3S_FS_BIN=$(find_bin s3s-fs "$S3S_FS_VERSION")
+    install_moto
 }
 
 # --- helpers -------------------------------------------------------------------------------
@@ -326,11 +328,89 @@ cmd_start_node() { # STATE_DIR N
     done
 }
 
+# --- moto's S3 server (Object Lock) ----------------------------------------------------------
+# moto enforces Object Lock (a locked version cannot be deleted, a retention not shortened),
+# which neither Garage nor s3s-fs implements. Installed with pip into a virtual environment
+# under the cache directory unless a moto_server of that version is on PATH.
+
+MOTO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/mover-test/moto-$MOTO_VERSION"
+
+find_moto() {
+    local c
+    for c in "$MOTO_VENV/bin/moto_server" "$(command -v moto_server 2>/dev/null)"; do
+        [[ -n $c && -x $c ]] || continue
+        local py
+        py=$(head -n1 "$c" | sed 's/^#!//')
+        if [[ -x $py ]] && "$py" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_moto() {
+    if MOTO_BIN=$(find_moto); then
+        log "moto $MOTO_VERSION already installed ($MOTO_BIN)"
+        return 0
+    fi
+    command -v python3 >/dev/null || die "python3 not found; run scripts/setup.sh"
+    log "installing moto[server] $MOTO_VERSION into $MOTO_VENV (pip)"
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" || die "python3 -m venv failed; install python3-venv (scripts/setup.sh)"
+    "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+    MOTO_BIN=$(find_moto) || die "moto $MOTO_VERSION still not found after pip install"
+}
+
+# s3_put URL REGION KEY SECRET [HEADER]: a signed PUT without a body; prints the HTTP status.
+s3_put() {
+    local extra=()
+    [[ -n ${5:-} ]] && extra=(-H "$5")
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PUT \
+        --aws-sigv4 "aws:amz:$2:s3" --user "$3:$4" \
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "${extra[@]}" "$1" || true
+}
+
+start_moto() { # STATE_DIR
+    local state=$1 dir="$1/moto" port pid
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    MOTO_KEY="MOTO$(rand_hex 8)"
+    MOTO_SECRET=$(rand_hex 32)
+    MOTO_BUCKET=mover-lock
+    MOTO_UNLOCKED_BUCKET=mover-plain
+    MOTO_REGION=us-east-1
+    MOTO_ENDPOINT="http://127.0.0.1:$port"
+    log "starting moto on $MOTO_ENDPOINT, log $dir/moto.log"
+    nohup "$MOTO_BIN" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
+    pid=$!
+    disown "$pid"
+    echo "$pid" >"$state/moto.pid"
+    local deadline=$((SECONDS + START_TIMEOUT_S)) code=000
+    while ((SECONDS < deadline)); do
+        alive "$pid" || break
+        code=$(s3_put "$MOTO_ENDPOINT/$MOTO_BUCKET" "$MOTO_REGION" "$MOTO_KEY" "$MOTO_SECRET" \
+            'x-amz-bucket-object-lock-enabled: true')
+        [[ $code == 200 ]] && break
+        sleep 0.3
+    done
+    if [[ $code != 200 ]]; then
+        log "moto did not start (last HTTP status $code); last lines of $dir/moto.log:"
+        tail -n 30 "$dir/moto.log" >&2 || true
+        return 1
+    fi
+    code=$(s3_put "$MOTO_ENDPOINT/$MOTO_UNLOCKED_BUCKET" "$MOTO_REGION" "$MOTO_KEY" "$MOTO_SECRET")
+    [[ $code == 200 ]] || { log "moto: creating $MOTO_UNLOCKED_BUCKET gave HTTP $code"; return 1; }
+    wait_ready moto "$pid" "$dir/moto.log" "$MOTO_ENDPOINT" "$MOTO_REGION" \
+        "$MOTO_KEY" "$MOTO_SECRET" "$MOTO_BUCKET"
+}
+
 write_env() { # STATE_DIR
     local tmp="$1/env.tmp"
     {
         echo "# Written by scripts/s3-servers.sh start; source before running the tests."
-        for s in GARAGE S3S CLUSTER; do
+        for s in GARAGE S3S CLUSTER MOTO; do
             for v in ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION; do
                 local src
                 case $v in
@@ -342,6 +422,9 @@ write_env() { # STATE_DIR
             done
         done
         printf 'export MOVER_TEST_CLUSTER_STATE=%q\n' "$1/cluster"
+        printf 'export MOVER_TEST_MOTO_UNLOCKED_BUCKET=%q\n' "$MOTO_UNLOCKED_BUCKET"
+        # moto's Python has boto3: the lock tests play an attacker with it.
+        printf 'export MOVER_TEST_MOTO_PYTHON=%q\n' "$(head -n1 "$MOTO_BIN" | sed 's/^#!//')"
     } >"$tmp"
     chmod 600 "$tmp"
     mv "$tmp" "$1/env"
@@ -371,6 +454,7 @@ cmd_stop() { # STATE_DIR
     [[ -d $state ]] || return 0
     stop_pidfile "$state/garage.pid" garage
     stop_pidfile "$state/s3s-fs.pid" s3s-fs
+    stop_pidfile "$state/moto.pid" moto
     local i
     for i in $(seq 1 $CLUSTER_NODES); do
         stop_pidfile "$state/cluster/node$i.pid" "cluster node $i"
@@ -396,6 +480,10 @@ cmd_start() { # STATE_DIR
     if ! start_cluster "$state"; then
         cmd_stop "$state"
         die "the garage cluster failed to start"
+    fi
+    if ! start_moto "$state"; then
+        cmd_stop "$state"
+        die "moto failed to start"
     fi
     write_env "$state"
     log "all servers ready in $((SECONDS - t0)) s; environment in $state/env"

@@ -30,6 +30,7 @@ mod roundtrip;
 mod s3;
 mod s3_cluster;
 mod s3_config;
+mod s3_lock;
 mod serve;
 mod signals;
 mod snapshots;
