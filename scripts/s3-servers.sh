@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Installs (cached), starts and stops two real S3-compatible servers on loopback for the
-# test suite: Garage (single node, sqlite metadata) and s3s-fs (S3 over a local directory).
+# Installs (cached), starts and stops the real S3-compatible servers the test suite runs
+# against, all on loopback: Garage (single node, sqlite metadata), s3s-fs (S3 over a local
+# directory), a three-node Garage cluster (replication factor 3) and moto's S3 server (which
+# enforces Object Lock).
 #
-#   scripts/s3-servers.sh install            install both binaries if missing
-#   scripts/s3-servers.sh start STATE_DIR    install if needed, start both, write STATE_DIR/env
-#   scripts/s3-servers.sh stop STATE_DIR     stop both (TERM, then KILL); idempotent
+#   scripts/s3-servers.sh install            install the servers if missing
+#   scripts/s3-servers.sh start STATE_DIR    install if needed, start all, write STATE_DIR/env
+#   scripts/s3-servers.sh stop STATE_DIR     stop all (TERM, then KILL); idempotent
+#   scripts/s3-servers.sh start-node STATE_DIR N   (re)start cluster node N (1-3), wait for it
 #
-# STATE_DIR/env holds `export MOVER_TEST_{GARAGE,S3S}_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION}=...`
-# lines; source it before `cargo test`. Every start begins from empty server state. See
-# docs/S3-TESTING.md for the servers' quirks (conditional writes, part sizes, path style).
+# STATE_DIR/env holds `export MOVER_TEST_{GARAGE,S3S,CLUSTER,MOTO}_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION}=...`
+# lines (and MOVER_TEST_CLUSTER_STATE, MOVER_TEST_MOTO_UNLOCKED_BUCKET); source it before
+# `cargo test`. Every start begins from empty server state. See docs/S3-TESTING.md for the
+# servers' quirks (conditional writes, part sizes, path style) and the cluster's files.
 set -euo pipefail
 
 GARAGE_VERSION=2.5.0
 S3S_FS_VERSION=0.14.1
+MOTO_VERSION=5.2.1
 START_TIMEOUT_S=${S3_SERVERS_START_TIMEOUT:-60}
 STOP_GRACE_S=5
 
@@ -22,7 +27,7 @@ log() { echo "s3-servers: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-    sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '7,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -63,6 +68,7 @@ cmd_install() {
     install_one s3s-fs "$S3S_FS_VERSION" s3s-fs --version "$S3S_FS_VERSION" --features binary --locked
     GARAGE_BIN=$(find_bin garage "$GARAGE_VERSION")
     S3S_FS_BIN=$(find_bin s3s-fs "$S3S_FS_VERSION")
+    install_moto
 }
 
 # --- helpers -------------------------------------------------------------------------------
@@ -201,11 +207,210 @@ start_s3s() { # STATE_DIR
         "$S3S_KEY" "$S3S_SECRET" "$S3S_BUCKET"
 }
 
+# --- the three-node Garage cluster ----------------------------------------------------------
+# STATE_DIR/cluster/nodeN/ (N = 1..3) holds node N's garage.toml, metadata, data and log;
+# STATE_DIR/cluster/nodeN.pid its PID and STATE_DIR/cluster/nodeN.ports "S3_PORT RPC_PORT";
+# STATE_DIR/cluster/garage the binary's path. Tests kill nodes by PID and restart them with
+# `start-node`. Every node serves S3 for the whole cluster; the tests talk to node 1.
+
+CLUSTER_NODES=3
+
+# alive PID: whether PID runs (a killed process whose parent has not reaped it yet is not).
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ $(awk '{print $3}' <<<"$stat") != Z ]]
+}
+
+# start_cluster_node STATE_DIR N: starts node N from its existing config (no wait).
+start_cluster_node() {
+    local dir="$1/cluster/node$2" pid
+    RUST_LOG=${RUST_LOG:-garage=info} NO_COLOR=1 \
+        nohup "$(<"$1/cluster/garage")" -c "$dir/garage.toml" server \
+        </dev/null >>"$dir/garage.log" 2>&1 &
+    pid=$!
+    disown "$pid" # no "Killed" job notices from this shell
+    echo "$pid" >"$1/cluster/node$2.pid"
+}
+
+# node_cli STATE_DIR N ARGS...: a garage CLI command through node N's RPC.
+node_cli() {
+    local state=$1 n=$2
+    shift 2
+    "$(<"$state/cluster/garage")" -c "$state/cluster/node$n/garage.toml" "$@"
+}
+
+# wait_node STATE_DIR N: waits until node N answers on its RPC port.
+wait_node() {
+    local dir="$1/cluster/node$2" deadline=$((SECONDS + START_TIMEOUT_S))
+    while ((SECONDS < deadline)); do
+        if ! alive "$(<"$1/cluster/node$2.pid")"; then
+            log "cluster node $2 exited; last lines of $dir/garage.log:"
+            tail -n 30 "$dir/garage.log" >&2 || true
+            return 1
+        fi
+        node_cli "$1" "$2" node id -q >/dev/null 2>&1 && return 0
+        sleep 0.3
+    done
+    log "cluster node $2 did not answer within ${START_TIMEOUT_S} s"
+    return 1
+}
+
+start_cluster() { # STATE_DIR
+    local state=$1 dir="$1/cluster" i secret ids=()
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    echo "$GARAGE_BIN" >"$dir/garage"
+    secret=$(rand_hex 32)
+    for i in $(seq 1 $CLUSTER_NODES); do
+        local rpc_port s3_port
+        rpc_port=$(free_port)
+        s3_port=$(free_port)
+        mkdir -p "$dir/node$i/meta" "$dir/node$i/data"
+        echo "$s3_port $rpc_port" >"$dir/node$i.ports"
+        cat >"$dir/node$i/garage.toml" <<EOF
+metadata_dir = "$dir/node$i/meta"
+data_dir = "$dir/node$i/data"
+db_engine = "sqlite"
+replication_factor = $CLUSTER_NODES
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$secret"
+
+[s3_api]
+api_bind_addr = "127.0.0.1:$s3_port"
+s3_region = "garage"
+EOF
+        chmod 600 "$dir/node$i/garage.toml"
+        start_cluster_node "$state" "$i"
+    done
+    for i in $(seq 1 $CLUSTER_NODES); do
+        wait_node "$state" "$i" || return 1
+        ids+=("$(node_cli "$state" "$i" node id -q 2>/dev/null)")
+    done
+    for i in $(seq 2 $CLUSTER_NODES); do
+        node_cli "$state" 1 node connect "${ids[$((i - 1))]}" >/dev/null
+    done
+    # The layout: every node in one zone, replication factor 3, so each object is on all three
+    # and a write or read needs two of them (Garage's quorum).
+    node_cli "$state" 1 layout assign -z dc1 -c 1G "${ids[@]%%@*}" >/dev/null
+    node_cli "$state" 1 layout apply --version 1 >/dev/null
+    CLUSTER_KEY="GK$(rand_hex 12)"
+    CLUSTER_SECRET=$(rand_hex 32)
+    CLUSTER_BUCKET=mover-test
+    CLUSTER_REGION=garage
+    CLUSTER_ENDPOINT="http://127.0.0.1:$(cut -d' ' -f1 "$dir/node1.ports")"
+    node_cli "$state" 1 key import --yes -n mover "$CLUSTER_KEY" "$CLUSTER_SECRET" >/dev/null
+    node_cli "$state" 1 bucket create "$CLUSTER_BUCKET" >/dev/null
+    node_cli "$state" 1 bucket allow --read --write --owner "$CLUSTER_BUCKET" \
+        --key "$CLUSTER_KEY" >/dev/null
+    log "garage cluster of $CLUSTER_NODES nodes, S3 on $CLUSTER_ENDPOINT (node 1), state $dir"
+    wait_ready garage-cluster "$(<"$dir/node1.pid")" "$dir/node1/garage.log" "$CLUSTER_ENDPOINT" \
+        "$CLUSTER_REGION" "$CLUSTER_KEY" "$CLUSTER_SECRET" "$CLUSTER_BUCKET"
+}
+
+cmd_start_node() { # STATE_DIR N
+    local state=$1 n=$2
+    [[ -f $state/cluster/node$n/garage.toml ]] || die "no cluster node $n in $state"
+    if [[ -f $state/cluster/node$n.pid ]] && alive "$(<"$state/cluster/node$n.pid")"; then
+        die "cluster node $n is running already"
+    fi
+    start_cluster_node "$state" "$n"
+    wait_node "$state" "$n"
+    # Tell node 1 at once (it would find the node again by itself, but only after a while),
+    # then wait until it sees every node healthy.
+    ((n == 1)) || node_cli "$state" 1 node connect "$(node_cli "$state" "$n" node id -q)" >/dev/null
+    local deadline=$((SECONDS + START_TIMEOUT_S))
+    until ! node_cli "$state" 1 status 2>/dev/null | grep -q 'FAILED NODES'; do
+        ((SECONDS < deadline)) || die "cluster node $n did not rejoin within ${START_TIMEOUT_S} s"
+        sleep 0.3
+    done
+}
+
+# --- moto's S3 server (Object Lock) ----------------------------------------------------------
+# moto enforces Object Lock (a locked version cannot be deleted, a retention not shortened),
+# which neither Garage nor s3s-fs implements. Installed with pip into a virtual environment
+# under the cache directory unless a moto_server of that version is on PATH.
+
+MOTO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/mover-test/moto-$MOTO_VERSION"
+
+find_moto() {
+    local c
+    for c in "$MOTO_VENV/bin/moto_server" "$(command -v moto_server 2>/dev/null)"; do
+        [[ -n $c && -x $c ]] || continue
+        local py
+        py=$(head -n1 "$c" | sed 's/^#!//')
+        if [[ -x $py ]] && "$py" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_moto() {
+    if MOTO_BIN=$(find_moto); then
+        log "moto $MOTO_VERSION already installed ($MOTO_BIN)"
+        return 0
+    fi
+    command -v python3 >/dev/null || die "python3 not found; run scripts/setup.sh"
+    log "installing moto[server] $MOTO_VERSION into $MOTO_VENV (pip)"
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" || die "python3 -m venv failed; install python3-venv (scripts/setup.sh)"
+    "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+    MOTO_BIN=$(find_moto) || die "moto $MOTO_VERSION still not found after pip install"
+}
+
+# s3_put URL REGION KEY SECRET [HEADER]: a signed PUT without a body; prints the HTTP status.
+s3_put() {
+    local extra=()
+    [[ -n ${5:-} ]] && extra=(-H "$5")
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PUT \
+        --aws-sigv4 "aws:amz:$2:s3" --user "$3:$4" \
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "${extra[@]}" "$1" || true
+}
+
+start_moto() { # STATE_DIR
+    local state=$1 dir="$1/moto" port pid
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    MOTO_KEY="MOTO$(rand_hex 8)"
+    MOTO_SECRET=$(rand_hex 32)
+    MOTO_BUCKET=mover-lock
+    MOTO_UNLOCKED_BUCKET=mover-plain
+    MOTO_REGION=us-east-1
+    MOTO_ENDPOINT="http://127.0.0.1:$port"
+    log "starting moto on $MOTO_ENDPOINT, log $dir/moto.log"
+    nohup "$MOTO_BIN" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
+    pid=$!
+    disown "$pid"
+    echo "$pid" >"$state/moto.pid"
+    local deadline=$((SECONDS + START_TIMEOUT_S)) code=000
+    while ((SECONDS < deadline)); do
+        alive "$pid" || break
+        code=$(s3_put "$MOTO_ENDPOINT/$MOTO_BUCKET" "$MOTO_REGION" "$MOTO_KEY" "$MOTO_SECRET" \
+            'x-amz-bucket-object-lock-enabled: true')
+        [[ $code == 200 ]] && break
+        sleep 0.3
+    done
+    if [[ $code != 200 ]]; then
+        log "moto did not start (last HTTP status $code); last lines of $dir/moto.log:"
+        tail -n 30 "$dir/moto.log" >&2 || true
+        return 1
+    fi
+    code=$(s3_put "$MOTO_ENDPOINT/$MOTO_UNLOCKED_BUCKET" "$MOTO_REGION" "$MOTO_KEY" "$MOTO_SECRET")
+    [[ $code == 200 ]] || { log "moto: creating $MOTO_UNLOCKED_BUCKET gave HTTP $code"; return 1; }
+    wait_ready moto "$pid" "$dir/moto.log" "$MOTO_ENDPOINT" "$MOTO_REGION" \
+        "$MOTO_KEY" "$MOTO_SECRET" "$MOTO_BUCKET"
+}
+
 write_env() { # STATE_DIR
     local tmp="$1/env.tmp"
     {
         echo "# Written by scripts/s3-servers.sh start; source before running the tests."
-        for s in GARAGE S3S; do
+        for s in GARAGE S3S CLUSTER MOTO; do
             for v in ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION; do
                 local src
                 case $v in
@@ -216,6 +421,10 @@ write_env() { # STATE_DIR
                 printf 'export MOVER_TEST_%s_%s=%q\n' "$s" "$v" "${!src}"
             done
         done
+        printf 'export MOVER_TEST_CLUSTER_STATE=%q\n' "$1/cluster"
+        printf 'export MOVER_TEST_MOTO_UNLOCKED_BUCKET=%q\n' "$MOTO_UNLOCKED_BUCKET"
+        # moto's Python has boto3: the lock tests play an attacker with it.
+        printf 'export MOVER_TEST_MOTO_PYTHON=%q\n' "$(head -n1 "$MOTO_BIN" | sed 's/^#!//')"
     } >"$tmp"
     chmod 600 "$tmp"
     mv "$tmp" "$1/env"
@@ -225,14 +434,14 @@ stop_pidfile() { # PIDFILE NAME
     local pidfile=$1 name=$2 pid i
     [[ -f $pidfile ]] || return 0
     pid=$(<"$pidfile")
-    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+    if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid"; then
         log "stopping $name (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < STOP_GRACE_S * 10; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             log "$name (pid $pid) ignored TERM; sending KILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -245,6 +454,11 @@ cmd_stop() { # STATE_DIR
     [[ -d $state ]] || return 0
     stop_pidfile "$state/garage.pid" garage
     stop_pidfile "$state/s3s-fs.pid" s3s-fs
+    stop_pidfile "$state/moto.pid" moto
+    local i
+    for i in $(seq 1 $CLUSTER_NODES); do
+        stop_pidfile "$state/cluster/node$i.pid" "cluster node $i"
+    done
     rm -f "$state/env"
 }
 
@@ -263,8 +477,16 @@ cmd_start() { # STATE_DIR
         cmd_stop "$state"
         die "s3s-fs failed to start"
     fi
+    if ! start_cluster "$state"; then
+        cmd_stop "$state"
+        die "the garage cluster failed to start"
+    fi
+    if ! start_moto "$state"; then
+        cmd_stop "$state"
+        die "moto failed to start"
+    fi
     write_env "$state"
-    log "both servers ready in $((SECONDS - t0)) s; environment in $state/env"
+    log "all servers ready in $((SECONDS - t0)) s; environment in $state/env"
     log "stop them with: $0 stop $state"
 }
 
@@ -272,5 +494,6 @@ case "${1:-}" in
     install) [[ $# -eq 1 ]] || usage; cmd_install ;;
     start) [[ $# -eq 2 ]] || usage; cmd_start "$2" ;;
     stop) [[ $# -eq 2 ]] || usage; cmd_stop "$2" ;;
+    start-node) [[ $# -eq 3 ]] || usage; cmd_start_node "$(cd "$2" && pwd)" "$3" ;;
     *) usage ;;
 esac

@@ -16,6 +16,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# moto's S3 server (Object Lock tests) is installed with pip into a virtual environment.
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)
 # NBD sources and incrementals are tested against the real QEMU and nbdkit tools.
 command -v qemu-nbd >/dev/null || need+=(qemu-utils)

@@ -284,6 +284,8 @@ pub fn forget(
         true => named_rows(repo, request, &all)?,
         false => policy_rows(repo, request, &all)?,
     };
+    let mut rows = rows;
+    keep_locked(repo, &mut rows)?;
     if !request.dry_run {
         let backend = repo.backend();
         for row in rows.iter().filter(|r| !r.keep) {
@@ -295,6 +297,29 @@ pub fn forget(
         }
     }
     Ok(rows)
+}
+
+/// In a repository with Object Lock, a snapshot whose lock has not ended is kept, with the
+/// reason `locked until <time>`: its removal waits until a later `forget` (issue 18).
+fn keep_locked(repo: &targets::Repository, rows: &mut [ForgetRow]) -> crate::Result<()> {
+    let backend = repo.backend();
+    if backend.lock_policy()?.is_none() {
+        return Ok(());
+    }
+    let now = targets::now_ms();
+    for row in rows.iter_mut().filter(|r| !r.keep) {
+        let key = format!("snapshots/{}", row.id.to_hex());
+        match backend.locked_until_ms(&key) {
+            Ok(Some(until)) if until > now => {
+                row.keep = true;
+                let when = crate::report::timestamp(until);
+                row.reasons = vec![format!("locked until {when}")];
+            }
+            Ok(_) | Err(targets::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 type Listed = [(chunker::format::ObjectId, chunker::format::Manifest)];

@@ -58,6 +58,22 @@ pub trait Backend: Send + Sync + Debug {
     fn temporaries(&self) -> Result<Vec<Temporary>> {
         Ok(Vec::new())
     }
+    /// The lock every object written here gets (S3 Object Lock, see [`crate::lock`]);
+    /// `None` where objects are not locked.
+    fn lock_policy(&self) -> Result<Option<crate::lock::LockPolicy>> {
+        Ok(None)
+    }
+    /// Until when the object may be neither deleted nor overwritten, ms since the Unix epoch;
+    /// `None` when it is not locked.
+    fn locked_until_ms(&self, key: &str) -> Result<Option<i64>> {
+        self.size(key).map(|_| None)
+    }
+    /// Extends the object's lock to `until_ms` (never shortens it). Nothing where objects are
+    /// not locked.
+    fn extend_lock(&self, key: &str, until_ms: i64) -> Result<()> {
+        let _ = (key, until_ms);
+        Ok(())
+    }
 }
 
 /// A temporary object of a write that has not finished (issue 14, item 6): no reader looks

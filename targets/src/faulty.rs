@@ -56,6 +56,16 @@ impl Backend for FaultyBackend {
     fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
         self.inner.modified_ms(key)
     }
+    fn lock_policy(&self) -> Result<Option<crate::lock::LockPolicy>> {
+        self.inner.lock_policy()
+    }
+    fn locked_until_ms(&self, key: &str) -> Result<Option<i64>> {
+        self.inner.locked_until_ms(key)
+    }
+    fn extend_lock(&self, key: &str, until_ms: i64) -> Result<()> {
+        self.write_allowed(key)?;
+        self.inner.extend_lock(key, until_ms)
+    }
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         self.inner.list(dir)
     }

@@ -9,6 +9,7 @@
 //! snapshots/<id>         snapshot manifests
 //! gc/<id>                tombstones of garbage collection
 //! damaged/<snapshot id>  damage marks written by `repair snapshots`
+//! lock                   Object Lock policy (`mode=…`, `days=…`) of an immutable S3 repository
 //! ```
 
 use chunker::format::ObjectId;

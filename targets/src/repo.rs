@@ -316,6 +316,13 @@ impl Repository {
             return Err(e);
         }
         check_commit(&tombstones.ok, manifest, |id| self.locate(id).map(|l| l.0))?;
+        // In a locked repository every pack the snapshot needs is locked as long as it is.
+        if self.shared.backend.lock_policy()?.is_some() {
+            let packs = crate::lock::packs_of(manifest, |id| self.locate(id).map(|l| l.0));
+            let cache = (self.options().cache_dir.as_ref())
+                .map(|d| d.join(ObjectId(self.config().id).to_hex()).join("locks"));
+            crate::lock::cover_packs(&*self.shared.backend, &packs, cache.as_deref())?;
+        }
         let bytes = crypt::manifest_out(self.crypto(), manifest.encode());
         let id = ObjectId::of(&bytes);
         let key = snapshot_key(&id);

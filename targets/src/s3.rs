@@ -22,9 +22,12 @@ use object_store::{
     RetryConfig, WriteMultipart,
 };
 
-use crate::{Backend, Error, Result};
+use crate::lock::{LockPolicy, LOCK_KEY};
+use crate::{now_ms, Backend, Error, Result};
 
+mod lock;
 mod settings;
+mod sigv4;
 
 use settings::{allow_http_from_env, misconfiguration, Settings};
 
@@ -58,6 +61,11 @@ pub struct S3Backend {
     runtime: tokio::runtime::Runtime,
     /// How long a create-only PUT or a DELETE cut off in flight is asked again.
     retry_timeout: Duration,
+    /// Object Lock's requests, which `object_store` cannot send (`None` without static
+    /// credentials).
+    lock: Option<lock::LockClient>,
+    /// The repository's lock policy once read (`Some(None)`: not locked).
+    policy: std::sync::Mutex<Option<Option<LockPolicy>>>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -134,6 +142,7 @@ impl S3Backend {
         if let Some(wrong) = misconfiguration(&Settings::of(&b, allow_http)) {
             return Err(misconfigured(wrong));
         }
+        let lock = lock::lock_client(&b, &bucket, allow_http);
         let store = b.build().map_err(|e| {
             misconfigured((
                 format!(
@@ -160,6 +169,8 @@ impl S3Backend {
             location,
             runtime,
             retry_timeout,
+            lock,
+            policy: std::sync::Mutex::new(None),
         })
     }
 
@@ -221,6 +232,121 @@ impl S3Backend {
             Err(object_store::Error::AlreadyExists { .. }) => Ok(true),
             Err(e) => Err(self.error(&key, e)),
         }
+    }
+
+    /// Makes this (new) repository immutable for `policy`'s window: checks that the bucket
+    /// has Object Lock, writes the policy, and locks every object written so far.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misconfigured`] when the bucket has no Object Lock, the credentials are not
+    /// static, or the window is shorter than `grace_ms` (gc's grace period).
+    pub fn enable_lock(&self, policy: LockPolicy, grace_ms: i64) -> Result<()> {
+        self.check_lock(policy, grace_ms)?;
+        let client = self.lock_client()?;
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(Some(policy));
+        self.put(LOCK_KEY, policy.encode().as_bytes())?;
+        let until = now_ms() + policy.window_ms();
+        for key in self.list("")? {
+            self.block_on(client.retain(&self.key_path(&key), policy.mode, until))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a lock policy this bucket cannot keep, writing nothing: see
+    /// [`enable_lock`](Self::enable_lock).
+    ///
+    /// # Errors
+    ///
+    /// As `enable_lock`.
+    pub fn check_lock(&self, policy: LockPolicy, grace_ms: i64) -> Result<()> {
+        policy.check_grace(&self.location, grace_ms)?;
+        let client = self.lock_client()?;
+        if !self.block_on(client.bucket_lock_enabled())? {
+            return Err(Error::Misconfigured {
+                location: self.location.clone(),
+                problem: "the bucket has no Object Lock, so its objects cannot be made \
+                          immutable"
+                    .into(),
+                fix: "use a bucket created with Object Lock enabled, or init without \
+                      --lock-days"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn lock_client(&self) -> Result<&lock::LockClient> {
+        self.lock.as_ref().ok_or_else(|| Error::Misconfigured {
+            location: self.location.clone(),
+            problem: "Object Lock needs static credentials, and none are set".into(),
+            fix: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+        })
+    }
+
+    /// The key with the repository's prefix, as the bucket names it.
+    fn key_path(&self, key: &str) -> String {
+        self.path(key).to_string()
+    }
+
+    /// After a write: the new object gets its retain-until date, if the repository is locked.
+    fn lock_written(&self, key: &str) -> Result<()> {
+        // Probe objects (`doctor`, `init`) are no part of the repository: never locked.
+        if key.starts_with("probe/") {
+            return Ok(());
+        }
+        let Some(policy) = self.lock_policy()? else {
+            return Ok(());
+        };
+        // A pack starts a generation at once (see `crate::lock`): the backup that wrote it
+        // then need not extend it before its commit.
+        let generation = match key.starts_with("packs/") {
+            true => crate::lock::GENERATION_MS,
+            false => 0,
+        };
+        let until = now_ms() + policy.window_ms() + generation;
+        let client = self.lock_client()?;
+        self.block_on(client.retain(&self.key_path(key), policy.mode, until))
+    }
+
+    /// Deletes in a locked repository: an object still locked stays (and `Ok`: deletion waits
+    /// until the lock ends, and gc finds it again then); one whose lock ended is deleted for
+    /// good, its version and not only its name.
+    fn delete_locked(&self, key: &str) -> Result<()> {
+        let client = self.lock_client()?;
+        let path = self.key_path(key);
+        let head = match self.block_on(client.head(&path)) {
+            Err(Error::NotFound { .. }) => return Ok(()),
+            other => other?,
+        };
+        if let Some(until) = head.until_ms.filter(|u| *u > now_ms()) {
+            tracing::info!(
+                "{key} is locked until {}: left for a later run",
+                sigv4::iso8601(until)
+            );
+            return Ok(());
+        }
+        match head.version {
+            Some(v) if v != "null" => {
+                if !self.block_on(client.delete_version(&path, &v))? {
+                    tracing::info!("{key} is locked: left for a later run");
+                }
+                Ok(())
+            }
+            _ => self.delete_unlocked(key),
+        }
+    }
+
+    fn delete_unlocked(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        // A delete cut off in flight is asked again: deleting twice is deleting once.
+        let deleted = until_settled(self.retry_timeout, |_| {
+            Try::Done(match self.block_on(self.store.delete(&path)) {
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
+                r => r,
+            })
+        });
+        deleted.map_err(|e| self.error(key, e))
     }
 }
 
@@ -369,7 +495,8 @@ impl Backend for S3Backend {
                 writer.finish().await.map(|_| ())
             }
         })
-        .map_err(|e| self.error(key, e))
+        .map_err(|e| self.error(key, e))?;
+        self.lock_written(key)
     }
 
     /// A HEAD first, then a conditional PUT. Servers that honour `If-None-Match` make this
@@ -417,7 +544,11 @@ impl Backend for S3Backend {
                 }
             })
         });
-        created.map_err(|e| self.error(key, e))
+        let created = created.map_err(|e| self.error(key, e))?;
+        if created {
+            self.lock_written(key)?;
+        }
+        Ok(created)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -497,15 +628,45 @@ impl Backend for S3Backend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key);
-        // A delete cut off in flight is asked again: deleting twice is deleting once.
-        let deleted = until_settled(self.retry_timeout, |_| {
-            Try::Done(match self.block_on(self.store.delete(&path)) {
-                Err(object_store::Error::NotFound { .. }) => Ok(()),
-                r => r,
-            })
-        });
-        deleted.map_err(|e| self.error(key, e))
+        match self.lock_policy()? {
+            Some(_) if !key.starts_with("probe/") => self.delete_locked(key),
+            _ => self.delete_unlocked(key),
+        }
+    }
+
+    /// Read once from the repository's `lock` object.
+    fn lock_policy(&self) -> Result<Option<LockPolicy>> {
+        let mut cached = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = *cached {
+            return Ok(p);
+        }
+        let policy = match self.get(LOCK_KEY) {
+            Ok(bytes) => Some(
+                LockPolicy::decode(&String::from_utf8_lossy(&bytes)).ok_or_else(|| {
+                    Error::Corrupt {
+                        what: format!("{}/{LOCK_KEY}", self.location),
+                        detail: "not a lock policy".into(),
+                    }
+                })?,
+            ),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        *cached = Some(policy);
+        Ok(policy)
+    }
+
+    fn locked_until_ms(&self, key: &str) -> Result<Option<i64>> {
+        let client = self.lock_client()?;
+        Ok(self.block_on(client.head(&self.key_path(key)))?.until_ms)
+    }
+
+    fn extend_lock(&self, key: &str, until_ms: i64) -> Result<()> {
+        let Some(policy) = self.lock_policy()? else {
+            return Ok(());
+        };
+        let client = self.lock_client()?;
+        self.block_on(client.retain(&self.key_path(key), policy.mode, until_ms))
     }
 }
 

@@ -21,7 +21,7 @@ pub(crate) struct Server {
     pub(crate) region: String,
 }
 
-fn server(name: &'static str) -> Option<Server> {
+pub(crate) fn server(name: &'static str) -> Option<Server> {
     let var = |k: &str| std::env::var(format!("MOVER_TEST_{name}_{k}")).ok();
     let Some(endpoint) = var("ENDPOINT") else {
         assert!(

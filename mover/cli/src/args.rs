@@ -138,6 +138,14 @@ pub struct InitArgs {
     /// xchacha20-poly1305 elsewhere, unless given.
     #[arg(long, value_name = "CIPHER", value_parser = parse_cipher, requires = "encrypt")]
     pub cipher: Option<Aead>,
+    /// Make the repository immutable (S3 only, on a bucket with Object Lock): every object
+    /// is locked for DAYS after it is written, and the packs a backup reuses are extended.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub lock_days: Option<u32>,
+    /// The Object Lock mode of --lock-days: governance (users with the bypass permission may
+    /// still delete) or compliance (nobody may).
+    #[arg(long, value_name = "MODE", requires = "lock_days", value_parser = ["governance", "compliance"])]
+    pub lock_mode: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

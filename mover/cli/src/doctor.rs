@@ -256,6 +256,7 @@ pub fn check_repository(
         );
     }
     check_writable(&*backend, &mut c);
+    check_locks(&repo, &mut c);
     match repo.snapshot_ids() {
         Ok(ids) => {
             let damaged = ids
@@ -318,6 +319,26 @@ pub fn check_repository(
 }
 
 /// Writes, reads back and deletes a probe object.
+/// In a repository with Object Lock: how much is locked (issue 18).
+fn check_locks(repo: &Repository, c: &mut Checks) {
+    match targets::lock_coverage(repo) {
+        Ok(cov) => match crate::human::lock_line(&cov) {
+            Some(line) if cov.exposed == 0 => c.ok("lock", line),
+            Some(line) => c.bad(
+                "lock",
+                line,
+                "run a backup: it extends the locks of the packs it reuses",
+            ),
+            None => {}
+        },
+        Err(e) => c.bad(
+            "lock",
+            e.to_string(),
+            "check that the credentials may read object retention (s3:GetObjectRetention)",
+        ),
+    }
+}
+
 fn check_writable(backend: &dyn Backend, c: &mut Checks) {
     let key = format!(
         "probe/doctor-{}",

@@ -29,6 +29,32 @@ pub fn duration(secs: f64) -> String {
 
 pub use mover::report::timestamp;
 
+/// The lock coverage line of `check` (`None`: the repository is not locked).
+pub fn lock_line(c: &targets::LockCoverage) -> Option<String> {
+    let policy = c.policy?;
+    let until = c
+        .earliest_until_ms
+        .map(|ms| format!(", the earliest lock ends {}", mover::report::timestamp(ms)))
+        .unwrap_or_default();
+    let exposed = match c.exposed {
+        0 => String::new(),
+        n => format!(
+            "; ERROR: {n} snapshot(s) younger than {} days are not wholly locked: run a backup \
+             (it extends the locks) and check again",
+            policy.days
+        ),
+    };
+    Some(format!(
+        "lock: {} days, {} mode: {} of {} snapshots and {} of {} packs locked{until}{exposed}",
+        policy.days,
+        policy.mode.s3_name().to_ascii_lowercase(),
+        c.snapshots_locked,
+        c.snapshots,
+        c.packs_locked,
+        c.packs,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,6 +222,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Init(a) => maintain::init(
             &a.repo,
             a.encrypt.then(|| a.cipher.unwrap_or_else(Aead::preferred)),
+            maintain::lock_policy(a),
             secrets,
             quiet,
         ),

@@ -7,19 +7,35 @@ use std::sync::Arc;
 use anyhow::Context;
 use chunker::crypto::Aead;
 use mover::Progress;
+use targets::lock::{LockMode, LockPolicy};
 use targets::{Backend, Repository};
 
 use crate::args::{self, KeyCommand, RepairCommand, RepoArg, SnapshotsArgs, VerifyArgs};
 use crate::repo::{backend, fetch_threads, is_s3, new_secret, open_repo, s3_backend, Secrets};
 use crate::{output, show_progress, usage, Exit};
 
+/// The lock policy `--lock-days` and `--lock-mode` ask for.
+pub fn lock_policy(a: &args::InitArgs) -> Option<LockPolicy> {
+    let mode = a.lock_mode.as_deref().and_then(LockMode::parse);
+    a.lock_days.map(|days| LockPolicy {
+        days,
+        mode: mode.unwrap_or(LockMode::Governance),
+    })
+}
+
 /// `mover init`.
 pub fn init(
     repo: &RepoArg,
     encrypt: Option<Aead>,
+    lock: Option<LockPolicy>,
     secrets: &Secrets,
     quiet: bool,
 ) -> anyhow::Result<Exit> {
+    if lock.is_some() && !is_s3(repo) {
+        return Err(usage(
+            "--lock-days needs an S3 repository on a bucket with Object Lock",
+        ));
+    }
     let key = match encrypt {
         Some(aead) => Some((secrets.password_for_new("the new repository")?, aead)),
         None => None,
@@ -45,7 +61,21 @@ pub fn init(
         return Ok(Exit::Success);
     }
     let s3 = Arc::new(s3_backend(repo)?);
+    if let Some(policy) = lock {
+        // Refused before anything is written: a bucket without Object Lock, a short lock.
+        s3.check_lock(policy, targets::gc::GcOptions::default().grace_ms)?;
+    }
     create(s3.clone())?;
+    if let Some(policy) = lock {
+        s3.enable_lock(policy, targets::gc::GcOptions::default().grace_ms)?;
+        if !quiet {
+            note!(
+                "every object is locked for {} days ({} mode)",
+                policy.days,
+                policy.mode.s3_name().to_ascii_lowercase()
+            );
+        }
+    }
     if !quiet {
         note!("created {what} {}", repo.repo);
         // Worth knowing about a server, though mover never relies on it (docs/FORMAT.md).
@@ -148,6 +178,9 @@ pub fn forget(a: &args::ForgetArgs, secrets: &Secrets, quiet: bool) -> anyhow::R
 /// `mover gc`.
 pub fn gc(a: &args::GcArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let repo = open_repo(&a.repo, secrets)?;
+    if let Some(policy) = repo.backend().lock_policy()? {
+        policy.check_grace(repo.location(), a.grace)?;
+    }
     let opts = targets::gc::GcOptions {
         grace_ms: a.grace,
         dry_run: a.dry_run,
@@ -168,7 +201,13 @@ pub fn check(a: &args::CheckArgs, secrets: &Secrets, quiet: bool) -> anyhow::Res
     let repo = open_repo(&a.repo, secrets)?;
     let report = targets::gc::check(&repo).context("check could not finish")?;
     output::check_report(&report, repo.warnings(), a.json, quiet)?;
-    if report.errors.is_empty() && repo.warnings().is_empty() {
+    let locks = targets::lock_coverage(&repo).context("check could not read the locks")?;
+    if !quiet || locks.exposed > 0 {
+        if let Some(line) = crate::human::lock_line(&locks) {
+            note!("{line}");
+        }
+    }
+    if report.errors.is_empty() && repo.warnings().is_empty() && locks.exposed == 0 {
         Ok(Exit::Success)
     } else {
         note!(
