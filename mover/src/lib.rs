@@ -6,6 +6,8 @@
 //!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
 //! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
 //! - [`verify`]: checks that snapshots restore, without writing anything.
+//! - [`list_files`], [`cat_file`], [`extract_files`], [`find_files`]: files inside the disks
+//!   of a snapshot (partitions, ext2/3/4, FAT), read without restoring the disk.
 //! - [`SnapshotReader`]: random access to one disk of a snapshot through a shared chunk cache,
 //!   with readahead for sequential readers (what NBD serving reads through).
 //!
@@ -37,6 +39,7 @@ mod backup;
 pub mod benchmark;
 mod changes;
 mod error;
+mod files;
 pub mod forget;
 mod hooks;
 mod job;
@@ -56,6 +59,10 @@ pub use backup::{
 };
 pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{one_line, Error, Result};
+pub use files::{
+    cat_file, extract_files, find_files, list_files, CatRequest, ExtractReport, ExtractRequest,
+    FileEntry, FileKind, FindHit, FindReport, FindRequest, LsReport, LsRequest,
+};
 pub use hooks::Hook;
 pub use job::{
     is_nbd, read_attachments, run_backup, ArchiveWritten, BackupDestination, BackupHooks,

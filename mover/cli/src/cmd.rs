@@ -3,5 +3,6 @@
 
 pub mod archive;
 pub mod backup;
+pub mod files;
 pub mod maintain;
 pub mod restore;
