@@ -508,3 +508,41 @@ fn find_reads_every_snapshot_newest_first() {
     let deep = env.cmd("find", &["etc/**.conf"]).run().ok();
     assert_eq!(deep.stdout_str().lines().count(), 2, "{deep}");
 }
+
+#[test]
+fn a_multi_disk_snapshot_lists_its_disks_first() {
+    let env = Env::new();
+    let src = env.path("src");
+    source_tree(&src);
+    let (a, b) = (env.path("a.img"), env.path("b.img"));
+    if !ext4_image(&src, &a, 4, "first") {
+        return;
+    }
+    let mut blank = vec![0u8; 2 * MIB as usize];
+    blank[0x10040..0x10048].copy_from_slice(b"_BHRfS_M");
+    write_file(&b, &blank);
+    let sda = format!("sda={}", a.display());
+    let sdb = format!("sdb={}", b.display());
+    env.cmd(
+        "backup",
+        &["--source", &sda, "--source", &sdb, "--name", "vm"],
+    )
+    .run()
+    .ok();
+    let disks = ls(&env, "", &[]);
+    assert_eq!(names(&disks), ["sda", "sdb"], "{disks:?}");
+    assert_eq!(disks[0]["type"], "disk");
+    assert_eq!(disks[0]["fs_type"], "ext4");
+    assert_eq!(disks[0]["label"], "first");
+    assert_eq!(disks[1]["fs_type"], "Btrfs");
+    let cat = env.cmd("cat", &["latest", "sda/etc/fstab"]).run().ok();
+    assert_eq!(cat.stdout, b"/dev/sda2 / ext4 defaults 0 1\n");
+    let all = env.cmd("ls", &["latest", "-R"]).run().ok();
+    assert!(
+        all.stdout_str().contains("sda/home/user/notes.txt"),
+        "{all}"
+    );
+    all.assert_stderr_has(&["sdb holds Btrfs", "mover serve"]);
+    let none = env.cmd("ls", &["latest", "sdc/etc"]).run();
+    none.assert_error(1, &["no disk sdc", "sda, sdb"]);
+}
