@@ -23,6 +23,11 @@ command -v curl >/dev/null || need+=(curl)
 command -v qemu-nbd >/dev/null || need+=(qemu-utils)
 command -v nbdkit >/dev/null || need+=(nbdkit)
 command -v nbdinfo >/dev/null || need+=(libnbd-bin)
+# File-level restore is tested on images made with the real partitioning and mkfs tools.
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v sgdisk >/dev/null || need+=(gdisk)
+command -v sfdisk >/dev/null || need+=(fdisk)
 if [[ $flag == --bench ]]; then
     command -v restic >/dev/null || need+=(restic)
     command -v borg >/dev/null || need+=(borgbackup)

@@ -6,6 +6,8 @@
 //!   compresses and packs a source into a [`targets::Repository`], then commits a snapshot.
 //! - [`restore`]: the parallel, verifying restore to a sparse file, a device or a stream.
 //! - [`verify`]: checks that snapshots restore, without writing anything.
+//! - [`list_files`], [`cat_file`], [`extract_files`], [`find_files`]: files inside the disks
+//!   of a snapshot (partitions, ext2/3/4, FAT), read without restoring the disk.
 //! - [`SnapshotReader`]: random access to one disk of a snapshot through a shared chunk cache,
 //!   with readahead for sequential readers (what NBD serving reads through).
 //! - [`serve`]: a snapshot as NBD exports, one per disk, read-only.
@@ -41,6 +43,7 @@ mod changes;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod error;
+mod files;
 pub mod forget;
 mod hooks;
 mod job;
@@ -62,6 +65,10 @@ pub use backup::{
 };
 pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{one_line, Error, Result};
+pub use files::{
+    cat_file, extract_files, find_files, list_files, CatRequest, ExtractReport, ExtractRequest,
+    FileEntry, FileKind, FindHit, FindReport, FindRequest, LsReport, LsRequest,
+};
 pub use hooks::Hook;
 pub use job::{
     read_attachments, run_backup, ArchiveWritten, BackupDestination, BackupHooks, BackupOutcome,

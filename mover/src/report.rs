@@ -11,6 +11,7 @@ use serde::Serialize;
 
 mod archive;
 mod bench;
+mod files;
 mod maintain;
 mod snapshot;
 
@@ -19,6 +20,7 @@ pub use archive::{
     ImportSummary, LostRange,
 };
 pub use bench::{BenchCorpus, BenchRow, BenchSource, BenchmarkSummary};
+pub use files::{ExtractSummary, FileItem, FoundItem};
 pub use maintain::{
     CheckSummary, DamagedItem, DoctorCheck, DoctorSummary, ForgetItem, ForgetSummary, GcSummary,
     KeyItem, PendingTombstone, RepairConfigSummary, RepairIndexSummary, RepairSnapshotsSummary,

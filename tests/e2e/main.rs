@@ -13,6 +13,7 @@ mod diskfull;
 mod encryption;
 mod errors;
 mod faultproxy;
+mod files;
 mod gc_safety;
 mod hostile;
 mod incremental;

@@ -5,6 +5,9 @@ use chunker::crypto::Aead;
 use clap::{Args, Parser, Subcommand};
 use mover::Subset;
 
+mod files;
+pub use files::*;
+
 /// A high-throughput streaming data mover for disk images: back up raw images and block
 /// devices into a deduplicating, compressing repository and restore them bit-exact.
 #[derive(Parser, Debug)]
@@ -88,6 +91,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout.
     Man,
+    #[command(flatten)]
+    Files(FilesCommand),
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod backup;
 pub mod doctor;
+pub mod files;
 pub mod maintain;
 pub mod restore;
 pub mod serve;

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         Command::Key(KeyCommand::List(_)) => ("key list", false, false),
         Command::Key(KeyCommand::Remove(_)) => ("key remove", false, false),
         Command::Key(KeyCommand::Passwd(_)) => ("key passwd", false, false),
+        Command::Files(c) => c.describe(),
     };
     events::set_command(command);
     if let Err(e) = events::init(cli.events.as_deref(), json, data_on_stdout) {
@@ -250,6 +251,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Archive(c) => archive::archive(c, secrets, quiet),
+        Command::Files(c) => cmd::files::files(c, secrets, quiet),
     }
 }
 

@@ -346,6 +346,31 @@ fn maintenance() -> BTreeMap<&'static str, BTreeSet<String>> {
             )),
         ),
         (
+            "`mover ls --json`, `mover find --json`",
+            keys_of(&mover::report::FoundItem::from(&mover::FindHit {
+                snapshot: id(5),
+                snapshot_name: "vm1".into(),
+                created_ms: 1_795_573_444_000,
+                entry: file_entry(),
+            })),
+        ),
+        (
+            "`mover extract --json`",
+            keys_of(&mover::report::ExtractSummary::new(
+                &mover::ExtractReport {
+                    snapshot: Some(id(5)),
+                    files: 1,
+                    dirs: 1,
+                    symlinks: 1,
+                    hard_links: 1,
+                    bytes: 1,
+                    notes: vec!["n".into()],
+                },
+                "restored",
+                0.5,
+            )),
+        ),
+        (
             "`mover serve --json`",
             keys_of(&mover::report::ServingEvent::from(&serving)),
         ),
@@ -362,6 +387,22 @@ fn maintenance() -> BTreeMap<&'static str, BTreeSet<String>> {
             keys_of(&DoctorSummary::new(vec![doctor])),
         ),
     ])
+}
+
+/// A listing entry with every optional field set.
+fn file_entry() -> mover::FileEntry {
+    let mut e = mover::FileEntry::default();
+    e.path = "p2/etc/fstab".into();
+    e.name = "fstab".into();
+    e.kind = mover::FileKind::File;
+    e.size = 512;
+    e.mode = 0o644;
+    e.mtime = (1_795_569_844, 5);
+    e.target = Some("x".into());
+    e.part_type = Some("Linux filesystem".into());
+    e.fs_type = Some("ext4".into());
+    e.label = Some("root".into());
+    e
 }
 
 /// The keys each section's tables must document, by heading.

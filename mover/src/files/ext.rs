@@ -1,0 +1,144 @@
+//! ext2, ext3 and ext4 through `ext4-view`: read-only by construction, with the journal
+//! replayed in memory when the file system was not unmounted cleanly (the disk is never
+//! written).
+//!
+//! `ext4-view` does not expose inode numbers, so hard links are told by their inode's full
+//! metadata (size, mode, owner and the four timestamps to the nanosecond): the extract
+//! links two names only when that key matches and their contents are equal too.
+
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+
+use ext4_view::{Ext4, Ext4Error, Metadata};
+
+use super::view::RangeReader;
+use super::{FileEntry, FileKind, Volume};
+use crate::{Error, Result};
+
+/// An opened ext2/3/4 file system.
+pub(crate) struct ExtVolume {
+    fs: Ext4,
+    kind: &'static str,
+}
+
+impl ExtVolume {
+    /// Opens the file system behind `r` (its superblock at byte 1024).
+    pub(crate) fn open(mut r: RangeReader, what: &str) -> Result<Self> {
+        let mut sb = [0u8; 0x68];
+        r.read_exact_at(1024, &mut sb)
+            .map_err(|e| Error::Refused(format!("{what}: cannot read the ext superblock: {e}")))?;
+        let compat = u32::from_le_bytes(sb[0x5C..0x60].try_into().expect("4 bytes"));
+        let incompat = u32::from_le_bytes(sb[0x60..0x64].try_into().expect("4 bytes"));
+        // Extents, 64-bit or flex_bg make it ext4; a journal without them ext3.
+        let kind = if incompat & (0x40 | 0x80 | 0x200) != 0 {
+            "ext4"
+        } else if compat & 0x4 != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
+        let fs = Ext4::load(Box::new(r)).map_err(|e| damaged(what, kind, &e))?;
+        Ok(ExtVolume { fs, kind })
+    }
+
+    fn err(&self, path: &str, e: Ext4Error) -> Error {
+        match e {
+            Ext4Error::NotFound => super::not_found(path),
+            Ext4Error::NotADirectory => Error::Refused(format!("{path} is not a directory")),
+            Ext4Error::IsADirectory => Error::Refused(format!("{path} is a directory")),
+            Ext4Error::IsASpecialFile => Error::Refused(format!(
+                "{path} is a device, FIFO or socket: it holds no data to read"
+            )),
+            Ext4Error::Encrypted => Error::Refused(format!(
+                "{path} is encrypted (fscrypt); it cannot be read here"
+            )),
+            e => damaged(path, self.kind, &e),
+        }
+    }
+}
+
+fn damaged(what: &str, kind: &str, e: &Ext4Error) -> Error {
+    match e {
+        Ext4Error::Io(io) => {
+            Error::Refused(format!("{what}: cannot read the {kind} file system: {io}"))
+        }
+        Ext4Error::Incompatible(i) => Error::Refused(format!(
+            "{what}: the {kind} file system uses what mover cannot read: {i}"
+        )),
+        e => Error::Refused(format!("{what}: the {kind} file system is damaged: {e}")),
+    }
+}
+
+/// The entry for `name` with the inode metadata `m`.
+fn entry(name: String, m: &Metadata) -> FileEntry {
+    let t = m.file_type();
+    let kind = if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_regular_file() {
+        FileKind::File
+    } else if t.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::Other
+    };
+    let mut key = std::collections::hash_map::DefaultHasher::new();
+    m.hash(&mut key);
+    let (mt, at) = (m.modified(), m.accessed());
+    FileEntry {
+        name,
+        kind,
+        size: m.len(),
+        mode: u32::from(m.mode()) & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: (mt.seconds(), mt.nanoseconds()),
+        atime: (at.seconds(), at.nanoseconds()),
+        link: (kind == FileKind::File).then(|| key.finish()),
+        ..FileEntry::default()
+    }
+}
+
+impl Volume for ExtVolume {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn label(&self) -> Option<String> {
+        let l = self.fs.label().to_str().ok()?.to_string();
+        (!l.is_empty()).then_some(l)
+    }
+
+    fn stat(&self, path: &str) -> Result<FileEntry> {
+        let m = self
+            .fs
+            .symlink_metadata(path)
+            .map_err(|e| self.err(path, e))?;
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        Ok(entry(name, &m))
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<FileEntry>> {
+        let mut out = Vec::new();
+        for e in self.fs.read_dir(path).map_err(|e| self.err(path, e))? {
+            let e = e.map_err(|e| self.err(path, e))?;
+            let name = e.file_name();
+            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let m = e.metadata().map_err(|e| self.err(path, e))?;
+            out.push(entry(name, &m));
+        }
+        Ok(out)
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+        let f = self.fs.open(path).map_err(|e| self.err(path, e))?;
+        Ok(Box::new(f))
+    }
+
+    fn read_link(&self, path: &str) -> Result<String> {
+        let t = self.fs.read_link(path).map_err(|e| self.err(path, e))?;
+        Ok(String::from_utf8_lossy(t.as_ref()).into_owned())
+    }
+}

@@ -1,0 +1,297 @@
+//! `ls`, `cat` and `find`: request structs in, typed reports out.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use chunker::format::ObjectId;
+use targets::Repository;
+
+use super::tree::{join, Snapshot, Target};
+use super::{glob, FileEntry, FileKind, Volume};
+use crate::{Error, ReaderOptions, Result};
+
+/// `mover ls`: what a path of a snapshot holds.
+#[derive(Clone, Debug)]
+pub struct LsRequest {
+    /// The snapshot: an id, a unique prefix, or `latest`.
+    pub snapshot: String,
+    /// With `latest`: the snapshot name to choose among.
+    pub name: Option<String>,
+    /// The path in the snapshot (empty for its top).
+    pub path: String,
+    /// Everything below the path too, each entry before what it holds.
+    pub recursive: bool,
+    /// The reader's cache and readahead.
+    pub reader: ReaderOptions,
+}
+
+/// What [`list_files`] found.
+#[derive(Clone, Debug)]
+pub struct LsReport {
+    /// The snapshot listed.
+    pub snapshot: ObjectId,
+    /// The entries of the directory (or the one entry of a file), sorted by name within
+    /// each directory.
+    pub entries: Vec<FileEntry>,
+    /// Places a recursive listing could not enter (a partition without a readable file
+    /// system), one line each.
+    pub notes: Vec<String>,
+}
+
+/// Lists `request.path` of a snapshot: a directory's entries, or a file itself.
+pub fn list_files(repo: &Arc<Repository>, request: &LsRequest) -> Result<LsReport> {
+    let snap = Snapshot::open(
+        repo,
+        &request.snapshot,
+        request.name.as_deref(),
+        &request.reader,
+    )?;
+    let mut report = LsReport {
+        snapshot: snap.id,
+        entries: Vec::new(),
+        notes: Vec::new(),
+    };
+    let target = snap.resolve(&request.path)?;
+    walk(&snap, target, request.recursive, &mut report, true)?;
+    Ok(report)
+}
+
+/// Adds what `target` holds to `report` (the target itself when it is no directory).
+fn walk(
+    snap: &Snapshot,
+    target: Target,
+    recursive: bool,
+    report: &mut LsReport,
+    top: bool,
+) -> Result<()> {
+    match target {
+        Target::Virtual { mut children, .. } => {
+            children.sort_by(|a, b| natural(&a.name, &b.name));
+            for child in children {
+                let path = child.path.clone();
+                report.entries.push(child);
+                if recursive {
+                    match snap.resolve(&path) {
+                        Ok(t) => walk(snap, t, true, report, false)?,
+                        Err(e) => report.notes.push(crate::one_line(&e)),
+                    }
+                }
+            }
+            Ok(())
+        }
+        Target::Fs { vol, prefix, inner } => {
+            let at = in_place(&prefix, vol.stat(&inner))?;
+            if at.kind != FileKind::Dir {
+                if top {
+                    report.entries.push(finish(&*vol, &prefix, &inner, at)?);
+                }
+                return Ok(());
+            }
+            list_dir(&*vol, &prefix, &inner, recursive, &mut report.entries)
+        }
+    }
+}
+
+/// Sorts `p2` before `p10`, else by bytes.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    let num = |s: &str| s.strip_prefix('p').and_then(|n| n.parse::<u32>().ok());
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+/// The entries of directory `inner`, and with `recursive` those below, in preorder.
+fn list_dir(
+    vol: &dyn Volume,
+    prefix: &str,
+    inner: &str,
+    recursive: bool,
+    out: &mut Vec<FileEntry>,
+) -> Result<()> {
+    let mut children = in_place(prefix, vol.list(inner))?;
+    children.sort_by(|a, b| a.name.cmp(&b.name));
+    for child in children {
+        let path = join(inner, &child.name);
+        let child = finish(vol, prefix, &format!("/{path}"), child)?;
+        let dir = child.kind == FileKind::Dir;
+        out.push(child);
+        if recursive && dir {
+            list_dir(vol, prefix, &format!("/{path}"), true, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `e` (at `inner`) with its snapshot path and, for a symbolic link, its target.
+pub(crate) fn finish(
+    vol: &dyn Volume,
+    prefix: &str,
+    inner: &str,
+    mut e: FileEntry,
+) -> Result<FileEntry> {
+    if e.name.contains('/') || e.name.contains('\0') {
+        return Err(Error::Refused(format!(
+            "{}: a directory entry has the impossible name {:?}; the file system is damaged",
+            join(prefix, inner),
+            e.name
+        )));
+    }
+    e.path = join(prefix, inner);
+    if e.name.is_empty() {
+        e.name = e.path.rsplit('/').next().unwrap_or_default().to_string();
+    }
+    if e.kind == FileKind::Symlink {
+        e.target = Some(in_place(prefix, vol.read_link(inner))?);
+    }
+    Ok(e)
+}
+
+/// Puts the snapshot place before a file system's message (`sdb/p2: /etc/x: …`).
+pub(crate) fn in_place<T>(prefix: &str, r: Result<T>) -> Result<T> {
+    r.map_err(|e| match e {
+        Error::Refused(m) if !prefix.is_empty() => Error::Refused(format!("{prefix}: {m}")),
+        e => e,
+    })
+}
+
+/// `mover cat`: one file of a snapshot.
+#[derive(Clone, Debug)]
+pub struct CatRequest {
+    /// The snapshot: an id, a unique prefix, or `latest`.
+    pub snapshot: String,
+    /// With `latest`: the snapshot name to choose among.
+    pub name: Option<String>,
+    /// The file's path in the snapshot (a symbolic link is followed).
+    pub path: String,
+    /// The reader's cache and readahead.
+    pub reader: ReaderOptions,
+}
+
+/// Writes the file at `request.path` to `out`; returns the bytes written.
+pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Write) -> Result<u64> {
+    let snap = Snapshot::open(
+        repo,
+        &request.snapshot,
+        request.name.as_deref(),
+        &request.reader,
+    )?;
+    let (vol, prefix, inner) = match snap.resolve(&request.path)? {
+        Target::Fs { vol, prefix, inner } => (vol, prefix, inner),
+        Target::Virtual { .. } => {
+            return Err(Error::Refused(format!(
+                "{}: this lists disks or partitions, not a file; see `mover ls`, or `mover restore` a whole disk",
+                request.path
+            )))
+        }
+    };
+    let mut file = in_place(&prefix, vol.open(&inner))?;
+    copy(&mut *file, out, &join(&prefix, &inner))
+}
+
+/// Copies `from` to `out` in large pieces; returns the bytes copied.
+pub(crate) fn copy(from: &mut dyn std::io::Read, out: &mut dyn Write, what: &str) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Refused(format!("{what}: cannot read the file: {e}"))),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|source| Error::Destination {
+                path: "the output".into(),
+                source,
+            })?;
+        total += n as u64;
+    }
+}
+
+/// `mover find`: which snapshots hold a path matching a pattern.
+#[derive(Clone, Debug)]
+pub struct FindRequest {
+    /// Only snapshots of this name.
+    pub name: Option<String>,
+    /// A shell pattern: matched against the last component of each path, or against the
+    /// whole path when it holds a `/`.
+    pub pattern: String,
+    /// The reader's cache and readahead.
+    pub reader: ReaderOptions,
+}
+
+/// One match of [`find_files`].
+#[derive(Clone, Debug)]
+pub struct FindHit {
+    /// The snapshot holding it.
+    pub snapshot: ObjectId,
+    /// The snapshot's name.
+    pub snapshot_name: String,
+    /// The snapshot's creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// The entry (path, size, mtime…).
+    pub entry: FileEntry,
+}
+
+/// What [`find_files`] found.
+#[derive(Clone, Debug, Default)]
+pub struct FindReport {
+    /// Matches, newest snapshot first, in listing order within one.
+    pub hits: Vec<FindHit>,
+    /// Snapshots searched.
+    pub snapshots: usize,
+    /// Places that could not be searched, one line each.
+    pub notes: Vec<String>,
+}
+
+/// Searches every snapshot (of `request.name`, if given), newest first, reading each
+/// file system's directories.
+pub fn find_files(repo: &Arc<Repository>, request: &FindRequest) -> Result<FindReport> {
+    let mut snapshots: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, m)| request.name.as_ref().is_none_or(|n| *n == m.name))
+        .collect();
+    snapshots.sort_by_key(|(_, m)| std::cmp::Reverse(m.created_ms));
+    let pattern = request.pattern.trim_start_matches('/');
+    let whole = pattern.contains('/');
+    let mut report = FindReport {
+        snapshots: snapshots.len(),
+        ..FindReport::default()
+    };
+    for (id, manifest) in snapshots {
+        let (name, created_ms) = (manifest.name.clone(), manifest.created_ms);
+        let snap = Snapshot::with(repo, id, manifest, &request.reader);
+        let mut listing = LsReport {
+            snapshot: id,
+            entries: Vec::new(),
+            notes: Vec::new(),
+        };
+        let short = &id.to_hex()[..12];
+        match snap.resolve("") {
+            Ok(t) => walk(&snap, t, true, &mut listing, true).unwrap_or_else(|e| {
+                listing.notes.push(crate::one_line(&e));
+            }),
+            Err(e) => listing.notes.push(crate::one_line(&e)),
+        }
+        report.notes.extend(
+            listing
+                .notes
+                .into_iter()
+                .map(|n| format!("snapshot {short}: {n}")),
+        );
+        for entry in listing.entries {
+            let text = if whole { &entry.path } else { &entry.name };
+            if glob::matches(pattern, text) {
+                report.hits.push(FindHit {
+                    snapshot: id,
+                    snapshot_name: name.clone(),
+                    created_ms,
+                    entry,
+                });
+            }
+        }
+    }
+    Ok(report)
+}

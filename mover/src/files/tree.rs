@@ -1,0 +1,256 @@
+//! Paths in a snapshot: disks, then partitions, then a file system's own path.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chunker::format::{Manifest, ObjectId};
+use targets::{ChunkStore, Repository};
+
+use super::ext::ExtVolume;
+use super::fat::FatVolume;
+use super::probe::{self, Found, Layout, Part};
+use super::view::RangeReader;
+use super::{FileEntry, FileKind, Volume};
+use crate::{Error, ReaderOptions, Result, SnapshotReader};
+
+/// One snapshot opened for reading files, with one reader (and chunk cache) per disk.
+pub(crate) struct Snapshot {
+    pub id: ObjectId,
+    pub manifest: Manifest,
+    store: Arc<dyn ChunkStore>,
+    options: ReaderOptions,
+    readers: RefCell<HashMap<usize, Arc<SnapshotReader>>>,
+}
+
+/// What a path names.
+pub(crate) enum Target {
+    /// A list made by mover, not a file system: the disks of a snapshot or the partitions of
+    /// a disk.
+    Virtual { children: Vec<FileEntry> },
+    /// A path in a file system; the snapshot path is `prefix` joined with `inner`.
+    Fs {
+        vol: Box<dyn Volume>,
+        prefix: String,
+        inner: String,
+    },
+}
+
+/// `a` and `b` joined with one slash (either may be empty).
+pub(crate) fn join(a: &str, b: &str) -> String {
+    let b = b.trim_start_matches('/');
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (false, true) => a.to_string(),
+        (false, false) => format!("{a}/{b}"),
+    }
+}
+
+/// The components of a snapshot path (`.` and empty ones dropped; `..` refused).
+fn components(path: &str) -> Result<Vec<&str>> {
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if comps.contains(&"..") {
+        return Err(Error::Refused(format!(
+            "{path}: `..` is not allowed in a snapshot path; name the place from the top"
+        )));
+    }
+    Ok(comps)
+}
+
+impl Snapshot {
+    /// Opens snapshot `spec` (an id, a unique prefix or `latest`, among `name` if given).
+    pub(crate) fn open(
+        repo: &Arc<Repository>,
+        spec: &str,
+        name: Option<&str>,
+        options: &ReaderOptions,
+    ) -> Result<Self> {
+        let (id, manifest) = repo.find_snapshot(spec, name)?;
+        Ok(Self::with(repo, id, manifest, options))
+    }
+
+    /// The snapshot `id` whose manifest is loaded.
+    pub(crate) fn with(
+        repo: &Arc<Repository>,
+        id: ObjectId,
+        manifest: Manifest,
+        options: &ReaderOptions,
+    ) -> Self {
+        Snapshot {
+            id,
+            manifest,
+            store: repo.clone(),
+            options: options.clone(),
+            readers: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn reader(&self, disk: usize) -> Arc<SnapshotReader> {
+        let mut readers = self.readers.borrow_mut();
+        readers
+            .entry(disk)
+            .or_insert_with(|| {
+                Arc::new(SnapshotReader::new(
+                    self.store.clone(),
+                    &self.manifest.disks[disk],
+                    &self.options,
+                ))
+            })
+            .clone()
+    }
+
+    /// What `path` names.
+    pub(crate) fn resolve(&self, path: &str) -> Result<Target> {
+        let comps = components(path)?;
+        let disks = &self.manifest.disks;
+        if disks.len() == 1 {
+            return self.disk_level(0, "", &comps);
+        }
+        let Some(first) = comps.first() else {
+            let children = (0..disks.len())
+                .map(|i| self.disk_entry(i))
+                .collect::<Result<_>>()?;
+            return Ok(Target::Virtual { children });
+        };
+        let Some(i) = disks.iter().position(|d| d.name == *first) else {
+            let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+            return Err(Error::Refused(format!(
+                "{path}: the snapshot has no disk {first}; its disks are {}",
+                names.join(", ")
+            )));
+        };
+        self.disk_level(i, first, &comps[1..])
+    }
+
+    fn disk_entry(&self, i: usize) -> Result<FileEntry> {
+        let disk = &self.manifest.disks[i];
+        let r = self.reader(i);
+        let mut view = RangeReader::new(r.clone(), 0, r.len());
+        let layout = probe::layout(&mut view).map_err(|e| refused(&disk.name, &e))?;
+        let (fs_type, label) = match layout {
+            Layout::Table { scheme, .. } => (scheme.to_string(), None),
+            Layout::Whole(found) => self.describe(found, view, &disk.name),
+        };
+        Ok(FileEntry {
+            path: disk.name.clone(),
+            name: disk.name.clone(),
+            kind: FileKind::Disk,
+            size: disk.source_len,
+            fs_type: Some(fs_type),
+            label,
+            ..FileEntry::default()
+        })
+    }
+
+    /// The kind and label of what `view` holds.
+    fn describe(&self, found: Found, view: RangeReader, what: &str) -> (String, Option<String>) {
+        match found {
+            Found::Other(name) => (name.to_string(), None),
+            Found::Empty => ("empty".to_string(), None),
+            Found::Unknown => ("unknown".to_string(), None),
+            f => match open_volume(f, view, what) {
+                Ok(vol) => (vol.kind().to_string(), vol.label()),
+                Err(_) => ("damaged".to_string(), None),
+            },
+        }
+    }
+
+    /// Disk `i` (named `prefix` in paths), then `rest`.
+    fn disk_level(&self, i: usize, prefix: &str, rest: &[&str]) -> Result<Target> {
+        let r = self.reader(i);
+        let what = if prefix.is_empty() {
+            "the disk"
+        } else {
+            prefix
+        };
+        let mut view = RangeReader::new(r.clone(), 0, r.len());
+        let layout = probe::layout(&mut view).map_err(|e| refused(what, &e))?;
+        let (scheme, parts) = match layout {
+            Layout::Whole(found) => {
+                let vol = open_volume(found, view, what)?;
+                return Ok(fs_target(vol, prefix, rest));
+            }
+            Layout::Table { scheme, parts } => (scheme, parts),
+        };
+        let Some(first) = rest.first() else {
+            let children = parts
+                .iter()
+                .map(|p| self.part_entry(&r, prefix, p))
+                .collect();
+            return Ok(Target::Virtual { children });
+        };
+        let numbers: Vec<String> = parts.iter().map(|p| format!("p{}", p.number)).collect();
+        let part = first
+            .strip_prefix('p')
+            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(|n| parts.iter().find(|p| p.number == n))
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "{}: {what} is partitioned ({scheme}) and has no partition {first}; its partitions are {}",
+                    join(prefix, &rest.join("/")),
+                    if numbers.is_empty() { "none".to_string() } else { numbers.join(", ") }
+                ))
+            })?;
+        let name = join(prefix, &format!("p{}", part.number));
+        let mut view = RangeReader::new(r, part.start, part.len);
+        let found = probe::file_system(&mut view).map_err(|e| refused(&name, &e))?;
+        let vol = open_volume(found, view, &name)?;
+        Ok(fs_target(vol, &name, &rest[1..]))
+    }
+
+    fn part_entry(&self, r: &Arc<SnapshotReader>, prefix: &str, p: &Part) -> FileEntry {
+        let name = format!("p{}", p.number);
+        let path = join(prefix, &name);
+        let mut view = RangeReader::new(r.clone(), p.start, p.len);
+        let (fs_type, label) = match probe::file_system(&mut view) {
+            Ok(found) => self.describe(found, view, &path),
+            Err(_) => ("unreadable".to_string(), None),
+        };
+        FileEntry {
+            path,
+            name,
+            kind: FileKind::Partition,
+            size: p.len,
+            part_type: Some(p.kind.clone()),
+            fs_type: Some(fs_type),
+            label: label.or_else(|| (!p.name.is_empty()).then(|| p.name.clone())),
+            ..FileEntry::default()
+        }
+    }
+}
+
+fn fs_target(vol: Box<dyn Volume>, prefix: &str, rest: &[&str]) -> Target {
+    Target::Fs {
+        vol,
+        prefix: prefix.to_string(),
+        inner: format!("/{}", rest.join("/")),
+    }
+}
+
+fn refused(what: &str, e: &std::io::Error) -> Error {
+    Error::Refused(format!("{what}: {e}"))
+}
+
+/// Opens the file system `found` behind `view`, or says why it cannot be read here.
+pub(crate) fn open_volume(found: Found, view: RangeReader, what: &str) -> Result<Box<dyn Volume>> {
+    let serve = "export the snapshot with `mover serve` and mount it to reach its files";
+    match found {
+        Found::Ext => Ok(Box::new(ExtVolume::open(view, what)?)),
+        Found::Fat => Ok(Box::new(FatVolume::open(view, what)?)),
+        Found::Ntfs => Err(Error::Refused(format!(
+            "{what} holds NTFS, which mover does not read file by file yet; {serve}"
+        ))),
+        Found::Other(name) => Err(Error::Refused(format!(
+            "{what} holds {name}, which mover does not read file by file; {serve}"
+        ))),
+        Found::Empty => Err(Error::Refused(format!(
+            "{what} holds no file system (its first 64 KiB are zeros)"
+        ))),
+        Found::Unknown => Err(Error::Refused(format!(
+            "{what} holds no file system mover knows (ext2/3/4, FAT, NTFS, XFS, Btrfs, LVM, LUKS, swap); {serve}"
+        ))),
+    }
+}
