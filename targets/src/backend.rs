@@ -50,6 +50,12 @@ pub trait Backend: Send + Sync + Debug {
     fn modified_ms(&self, key: &str) -> Result<Option<i64>> {
         self.size(key).map(|_| None)
     }
+    /// The local file holding the object, when the backend keeps objects in local files (the
+    /// index reads its segments in place: issue 17); `None` otherwise.
+    fn local_file(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// A repository in a local directory.
@@ -212,6 +218,10 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(Error::io("link into", &path, e)),
         }
+    }
+
+    fn local_file(&self, key: &str) -> Option<PathBuf> {
+        Some(self.path(key))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {

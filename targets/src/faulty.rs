@@ -63,4 +63,7 @@ impl Backend for FaultyBackend {
         self.write_allowed(key)?;
         self.inner.delete(key)
     }
+    fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_file(key)
+    }
 }
