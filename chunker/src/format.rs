@@ -17,7 +17,7 @@ mod sorted;
 
 pub use config::{Config, CONFIG_LEN, CONFIG_VERSION_AES, CONFIG_VERSION_ENCRYPTED};
 pub use filter::{BlockFilter, FILTER_BITS_PER_KEY, FILTER_BLOCK_LEN};
-pub use index::{decode_index, encode_index, encode_index_v1, index_version, IndexEntry};
+pub use index::{encode_index_v1, IndexEntry};
 pub use manifest::{
     Attachment, BackupStats, Chunking, Disk, Entry, Manifest, MANIFEST_VERSION, MAX_ATTACHMENT,
 };
@@ -31,8 +31,9 @@ pub use sealed::{
     SEALED_HEADER_LEN,
 };
 pub use sorted::{
-    decode_sorted, encode_sorted, SegmentBuilder, SortedLayout, SortedSegment,
-    INDEX_VERSION_SORTED, SORTED_ENTRY_LEN, SORTED_HEAD_LEN, SORTED_TAIL_LEN,
+    decode_index, decode_sorted, encode_index, encode_sorted, index_version, SegmentBuilder,
+    SortedLayout, SortedSegment, INDEX_VERSION_SORTED, SORTED_ENTRY_LEN, SORTED_HEAD_LEN,
+    SORTED_TAIL_LEN,
 };
 
 use crate::le::Reader;

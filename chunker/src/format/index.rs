@@ -14,28 +14,6 @@ pub struct IndexEntry {
     pub blob: BlobEntry,
 }
 
-/// Encodes an index segment in the current form, sorted (version 3, see
-/// [`super::encode_sorted`]).
-pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
-    super::sorted::encode_sorted(entries)
-}
-
-/// Decodes and checks an index segment of any version a plain repository holds (1 or 3).
-pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>> {
-    if index_version(buf) == Some(super::INDEX_VERSION_SORTED) {
-        return super::sorted::decode_sorted(buf);
-    }
-    decode_index_v1(buf)
-}
-
-/// The version field of an index segment, if it has the index magic.
-pub fn index_version(buf: &[u8]) -> Option<u32> {
-    if buf.len() < 12 || buf[..8] != INDEX_MAGIC {
-        return None;
-    }
-    Some(u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")))
-}
-
 /// An index segment of version 1 (read only since version 3; written here for tests of
 /// that reading): which pack holds which chunk, in the order written.
 ///
@@ -64,7 +42,7 @@ pub fn encode_index_v1(entries: &[IndexEntry]) -> Vec<u8> {
 }
 
 /// Decodes and checks an index segment of version 1.
-fn decode_index_v1(buf: &[u8]) -> Result<Vec<IndexEntry>> {
+pub(super) fn decode_index_v1(buf: &[u8]) -> Result<Vec<IndexEntry>> {
     const W: &str = "index segment";
     let (mut r, _) = open(W, buf, &INDEX_MAGIC, true, FORMAT_VERSION)?;
     let count = r.u32()? as usize;

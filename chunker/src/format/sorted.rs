@@ -184,6 +184,28 @@ pub fn encode_sorted(entries: &[IndexEntry]) -> Vec<u8> {
     builder.finish()
 }
 
+/// Encodes an index segment in the current form, sorted (version 3, see
+/// [`super::encode_sorted`]).
+pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+    encode_sorted(entries)
+}
+
+/// Decodes and checks an index segment of any version a plain repository holds (1 or 3).
+pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>> {
+    if index_version(buf) == Some(INDEX_VERSION_SORTED) {
+        return decode_sorted(buf);
+    }
+    super::index::decode_index_v1(buf)
+}
+
+/// The version field of an index segment, if it has the index magic.
+pub fn index_version(buf: &[u8]) -> Option<u32> {
+    if buf.len() < 12 || buf[..8] != INDEX_MAGIC {
+        return None;
+    }
+    Some(u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")))
+}
+
 /// Where the parts of a sorted segment lie, from its first and last bytes.
 #[derive(Clone, Debug)]
 pub struct SortedLayout {
