@@ -50,7 +50,9 @@ use crate::layout::{
 use crate::tombstones::{check_commit, load_tombstones};
 use crate::{Backend, ChunkStore, Error, Result};
 use index::Index;
-use segments::{load_segment, open_segment, store_cached, Source};
+pub(crate) use segment_file::SegmentFile;
+use segments::{load_segment, store_cached};
+pub(crate) use segments::{open_segment, Source};
 use writer::{pack_writer, Job, PackBuf, Packer, Shared};
 
 /// Settings of an open repository.
