@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! index-bench build DIR CHUNKS [--segment-entries 4194304] [--chunks-per-pack 32]
-//! index-bench probe DIR CHUNKS [--seconds 2]
+//! index-bench probe DIR CHUNKS [--segment-entries 4194304] [--seconds 2]
 //! ```
 //!
 //! `build` makes a repository in DIR whose index names CHUNKS chunks (no packs: lookups never
@@ -21,7 +21,7 @@ use targets::{Backend, ChunkStore, LocalBackend, Repository, RepositoryOptions};
 
 const USAGE: &str = "\
 usage: index-bench build DIR CHUNKS [--segment-entries N] [--chunks-per-pack N]
-       index-bench probe DIR CHUNKS [--seconds S]";
+       index-bench probe DIR CHUNKS [--segment-entries N] [--seconds S]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,7 +58,12 @@ fn run(args: &[String]) -> Result<(), String> {
             flag(args, "--segment-entries", 4 << 20)?,
             flag(args, "--chunks-per-pack", 32)?,
         ),
-        "probe" => probe(backend, chunks, flag(args, "--seconds", 2)?),
+        "probe" => probe(
+            backend,
+            chunks,
+            flag(args, "--segment-entries", 4 << 20)?,
+            flag(args, "--seconds", 2)?,
+        ),
         _ => Err(format!("unknown command {cmd}")),
     }
 }
@@ -134,9 +139,8 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn probe(backend: Arc<dyn Backend>, chunks: u64, seconds: u64) -> Result<(), String> {
-    let segments_hint = backend.list("index").map_err(|e| e.to_string())?.len() as u64;
-    let per = chunks.div_ceil(segments_hint.max(1));
+fn probe(backend: Arc<dyn Backend>, chunks: u64, per: u64, seconds: u64) -> Result<(), String> {
+    let segments_hint = chunks.div_ceil(per);
     // Ids to look up, made before opening so they are in the baseline.
     let n = 1 << 20;
     let hits: Vec<ChunkId> = (0..n)
@@ -182,7 +186,7 @@ fn probe(backend: Arc<dyn Backend>, chunks: u64, seconds: u64) -> Result<(), Str
         "{{\"chunks\":{chunks},\"segments\":{segments},\"open_s\":{open_s:.3},\
          \"rss_before_kib\":{before},\"rss_after_open_kib\":{after},\
          \"rss_bytes_per_chunk\":{:.2},\"table_bytes\":{tables},\"table_bytes_per_chunk\":{:.2},\
-         \"misses_per_s\":{miss_rate:.0},\"false_positives\":{miss_yes},\"miss_calls\":{miss_calls},\
+         \"misses_per_s\":{miss_rate:.0},\"misses_found\":{miss_yes},\"miss_calls\":{miss_calls},\
          \"hits_per_s\":{hit_rate:.0},\"locates_per_s\":{locate_rate:.0},\"rss_end_kib\":{}}}",
         grown as f64 / chunks as f64,
         tables as f64 / chunks as f64,
