@@ -8,13 +8,16 @@
 //! hex BLAKE3 of their bytes, so any copy can be checked against its own name.
 
 mod config;
+mod filter;
 mod index;
 mod manifest;
 mod pack;
 mod sealed;
+mod sorted;
 
 pub use config::{Config, CONFIG_LEN, CONFIG_VERSION_AES, CONFIG_VERSION_ENCRYPTED};
-pub use index::{decode_index, encode_index, IndexEntry};
+pub use filter::{BlockFilter, FILTER_BITS_PER_KEY, FILTER_BLOCK_LEN};
+pub use index::{encode_index_v1, IndexEntry};
 pub use manifest::{
     Attachment, BackupStats, Chunking, Disk, Entry, Manifest, MANIFEST_VERSION, MAX_ATTACHMENT,
 };
@@ -26,6 +29,11 @@ pub use sealed::{
     open_blob, open_object, read_sealed_pack_trailer, seal_blob, seal_object, sealed_pack_header,
     write_sealed_pack_trailer, INDEX_VERSION_SEALED, MANIFEST_VERSION_SEALED, PACK_VERSION_SEALED,
     SEALED_HEADER_LEN,
+};
+pub use sorted::{
+    decode_index, decode_sorted, encode_index, encode_sorted, index_version, SegmentBuilder,
+    SortedLayout, SortedSegment, INDEX_VERSION_SORTED, SORTED_ENTRY_LEN, SORTED_HEAD_LEN,
+    SORTED_TAIL_LEN,
 };
 
 use crate::le::Reader;

@@ -74,6 +74,12 @@ pub trait Backend: Send + Sync + Debug {
         let _ = (key, until_ms);
         Ok(())
     }
+    /// The local file holding the object, when the backend keeps objects in local files (the
+    /// index reads its segments in place: issue 17); `None` otherwise.
+    fn local_file(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// A temporary object of a write that has not finished (issue 14, item 6): no reader looks
@@ -267,6 +273,10 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(Error::io("link into", &path, e)),
         }
+    }
+
+    fn local_file(&self, key: &str) -> Option<PathBuf> {
+        Some(self.path(key))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {

@@ -76,4 +76,7 @@ impl Backend for FaultyBackend {
     fn temporaries(&self) -> Result<Vec<Temporary>> {
         self.inner.temporaries()
     }
+    fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.local_file(key)
+    }
 }

@@ -31,6 +31,7 @@
 pub mod archive;
 mod backend;
 mod check;
+pub mod compact;
 mod config_repair;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -26,6 +26,7 @@
 
 mod chunk_store;
 mod index;
+mod segment_file;
 mod segments;
 mod spans;
 mod writer;
@@ -49,7 +50,9 @@ use crate::layout::{
 use crate::tombstones::{check_commit, load_tombstones};
 use crate::{Backend, ChunkStore, Error, Result};
 use index::Index;
+pub(crate) use segment_file::SegmentFile;
 use segments::{load_segment, store_cached};
+pub(crate) use segments::{open_segment, Source};
 use writer::{pack_writer, Job, PackBuf, Packer, Shared};
 
 /// Settings of an open repository.
@@ -195,8 +198,13 @@ impl Repository {
                 if loaded.contains(&key) {
                     continue;
                 }
-                match load_segment(&*backend, &key, cache.as_deref(), crypto.as_ref()) {
-                    Ok(entries) => entries.iter().for_each(|e| index.insert(e)),
+                let src = Source {
+                    backend: &*backend,
+                    cache: cache.as_deref(),
+                    crypto: crypto.as_ref(),
+                };
+                match open_segment(&src, &key, None) {
+                    Ok(segment) => index.segments.push(segment),
                     Err(Error::NotFound { .. }) if attempt < 2 => vanished = true,
                     Err(e) if e.is_damage() => {
                         tracing::warn!("skipping index segment {key}: {e}");
@@ -211,9 +219,9 @@ impl Repository {
             }
         }
         tracing::debug!(
-            chunks = index.map.len(),
-            packs = index.packs.len(),
-            "index loaded"
+            segments = index.segments.len(),
+            memory = index.memory(),
+            "index opened"
         );
         let shared = Arc::new(Shared {
             backend,
@@ -286,24 +294,35 @@ impl Repository {
         &self.warnings
     }
 
-    /// Number of chunks in the index.
+    /// Number of chunks in the index (with a copy in a pack that is not condemned). This
+    /// reads every segment: it is for reports, not for loops.
     pub fn chunk_count(&self) -> usize {
-        self.shared.index.read().expect("index lock").map.len()
+        let index = self.shared.index.read().expect("index lock");
+        index.live_count().unwrap_or_else(|e| {
+            tracing::warn!("cannot count the chunks of the index: {e}");
+            0
+        })
+    }
+
+    /// Index segments open, and the bytes of memory their tables take.
+    pub fn index_footprint(&self) -> (usize, usize) {
+        let index = self.shared.index.read().expect("index lock");
+        (index.segments.len(), index.memory())
+    }
+
+    /// The pack and blob entry holding a chunk, if indexed. A segment that cannot be read
+    /// counts as not holding it (with a warning); [`Repository::try_locate`] says why.
+    pub fn locate(&self, id: &ChunkId) -> Option<(ObjectId, BlobEntry)> {
+        self.try_locate(id).unwrap_or_else(|e| {
+            tracing::warn!("index lookup of chunk {id} failed: {e}");
+            None
+        })
     }
 
     /// The pack and blob entry holding a chunk, if indexed.
-    pub fn locate(&self, id: &ChunkId) -> Option<(ObjectId, BlobEntry)> {
+    pub fn try_locate(&self, id: &ChunkId) -> Result<Option<(ObjectId, BlobEntry)>> {
         let index = self.shared.index.read().expect("index lock");
-        index.get(id).map(|l| {
-            let blob = BlobEntry {
-                id: *id,
-                offset: l.offset,
-                stored_len: l.stored_len,
-                raw_len: l.raw_len,
-                compression: l.compression,
-            };
-            (index.packs[l.pack as usize], blob)
-        })
+        Ok(index.find(id)?.map(|f| (f.entry.pack, f.entry.blob)))
     }
 
     /// Flushes every chunk, then publishes `manifest`. Returns the snapshot id.
@@ -370,14 +389,37 @@ impl Repository {
 
     /// Stores an index segment naming `entries`; returns its key.
     pub fn write_segment(&self, entries: &[IndexEntry]) -> Result<String> {
-        let bytes = crypt::index_out(self.crypto(), encode_index(entries));
+        self.store_segment(encode_index(entries), false)
+            .map(|(key, _)| key)
+    }
+
+    /// Stores the index segment `plain`; returns its key, and with `keep` the plain bytes
+    /// (for a remote repository without a cache, where they cannot be read back in place).
+    pub(crate) fn store_segment(
+        &self,
+        plain: Vec<u8>,
+        keep: bool,
+    ) -> Result<(String, Option<Vec<u8>>)> {
+        let local = self.crypto().is_none() && self.shared.backend.local_file("").is_some();
+        let keep = keep && (self.cache.is_none() || self.crypto().is_some()) && !local;
+        let kept = keep.then(|| plain.clone());
+        let bytes = crypt::index_out(self.crypto(), plain);
         let name = ObjectId::of(&bytes).to_hex();
         let key = segment_key(&name);
         self.shared.backend.put(&key, &bytes)?;
         if let Some(cache) = &self.cache {
             store_cached(cache, &name, &bytes);
         }
-        Ok(key)
+        Ok((key, kept))
+    }
+
+    /// Where this repository's segments come from.
+    pub(crate) fn segment_source(&self) -> Source<'_> {
+        Source {
+            backend: &*self.shared.backend,
+            cache: self.cache.as_deref(),
+            crypto: self.crypto(),
+        }
     }
 
     /// What a pack says it holds: the entries of its trailer, checked against its checksum

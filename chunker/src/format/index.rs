@@ -14,7 +14,8 @@ pub struct IndexEntry {
     pub blob: BlobEntry,
 }
 
-/// An index segment: which pack holds which chunk, for the packs one backup wrote.
+/// An index segment of version 1 (read only since version 3; written here for tests of
+/// that reading): which pack holds which chunk, in the order written.
 ///
 /// | offset | size | field |
 /// |---|---|---|
@@ -23,7 +24,7 @@ pub struct IndexEntry {
 /// | 12 | 4 | entry count N |
 /// | 16 | 80 × N | chunk id 32, pack id 32, offset u32, stored length u32, raw length u32, compression u8, reserved 3 |
 /// | end − 32 | 32 | BLAKE3 of all preceding bytes |
-pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+pub fn encode_index_v1(entries: &[IndexEntry]) -> Vec<u8> {
     let mut o = Writer::with_capacity(16 + 80 * entries.len() + 32);
     o.bytes(&INDEX_MAGIC);
     o.u32(FORMAT_VERSION);
@@ -40,8 +41,8 @@ pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
     o.into_checksummed()
 }
 
-/// Decodes and checks an index segment.
-pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>> {
+/// Decodes and checks an index segment of version 1.
+pub(super) fn decode_index_v1(buf: &[u8]) -> Result<Vec<IndexEntry>> {
     const W: &str = "index segment";
     let (mut r, _) = open(W, buf, &INDEX_MAGIC, true, FORMAT_VERSION)?;
     let count = r.u32()? as usize;

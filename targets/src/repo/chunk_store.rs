@@ -1,9 +1,10 @@
 //! The repository as a [`ChunkStore`]: putting chunks into packs, reading them back, and
 //! flushing (see the commit order in `repo.rs`).
 
-use chunker::format::{BlobEntry, ObjectId, PACK_HEADER_LEN};
+use chunker::format::{encode_index, BlobEntry, ObjectId, PACK_HEADER_LEN};
 use chunker::{ChunkId, Frame};
 
+use super::segments::open_segment;
 use super::spans::{pack_spans, Span};
 use super::writer::{take_open_pack, Job, PackBuf};
 use super::Repository;
@@ -191,7 +192,19 @@ impl Repository {
         if entries.is_empty() {
             return Ok(());
         }
-        self.write_segment(&entries).map(drop)
+        let (key, plain) = self.store_segment(encode_index(&entries), true)?;
+        // The new chunks leave the in-memory delta for the segment just written, read in
+        // place like every other; if it cannot be opened they simply stay in the delta.
+        match open_segment(&self.segment_source(), &key, plain) {
+            Ok(segment) => self
+                .shared
+                .index
+                .write()
+                .expect("index lock")
+                .attach(segment, &entries),
+            Err(e) => tracing::debug!("keeping the chunks of {key} in memory: {e}"),
+        }
+        Ok(())
     }
 
     /// Cuts the bytes of `span` (read from its pack) into the frames of its chunks, each with

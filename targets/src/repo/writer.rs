@@ -107,7 +107,7 @@ impl Shared {
     }
     /// Whether a durable, indexed copy of the chunk exists.
     pub(super) fn is_indexed(&self, id: &ChunkId) -> bool {
-        self.index.read().expect("index lock").map.contains_key(id)
+        self.index.read().expect("index lock").has_live(id)
     }
     pub(super) fn pack_done(&self) {
         let mut n = self.inflight.lock().expect("inflight lock");
