@@ -60,7 +60,6 @@ fn main() -> ExitCode {
         note!("mover: {}; see `mover --help`", one_line(&e));
         return ExitCode::from(Exit::Usage as u8);
     }
-    mover::sys::install_signal_handlers(events::stuck_on_input);
     // Pipelines allocate and free a chunk's buffers at a high rate: keeping freed buffers
     // in the heap saves page faults. A long-running server instead holds its memory within
     // its cache's budget, which freed buffers kept per arena would exceed.
@@ -68,6 +67,8 @@ fn main() -> ExitCode {
         Command::Serve(_) => mover::sys::release_freed_buffers(),
         _ => mover::sys::keep_freed_buffers(),
     }
+    // After the allocator's settings: the handlers start the watchdog thread.
+    mover::sys::install_signal_handlers(events::stuck_on_input);
     let (command, json, data_on_stdout) = match &cli.command {
         Command::Init(_) => ("init", false, false),
         Command::Backup(a) => (
