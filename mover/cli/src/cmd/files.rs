@@ -133,9 +133,10 @@ fn find(a: &FindArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     notes(&report.notes, quiet);
     if !quiet && !a.json {
         note!(
-            "{} matches in {} snapshots",
+            "{} matches in {} snapshots ({} answered from their file catalog)",
             report.hits.len(),
-            report.snapshots
+            report.snapshots,
+            report.from_catalog
         );
     }
     Ok(Exit::Success)
