@@ -51,6 +51,7 @@ pub fn write_catalog(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) 
 fn build(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) -> Result<Option<usize>> {
     let options = ReaderOptions {
         memory: READER_MEMORY,
+        window: Some(0),
         ..ReaderOptions::default()
     };
     let snap = Snapshot::with(repo, id, manifest.clone(), &options);

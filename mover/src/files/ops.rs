@@ -65,6 +65,7 @@ pub fn list_files(repo: &Arc<Repository>, request: &LsRequest) -> Result<LsRepor
         &mut report.notes,
         true,
     )?;
+    snap.log_reads();
     Ok(report)
 }
 
