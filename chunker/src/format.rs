@@ -7,6 +7,7 @@
 //! Objects are named by content: a pack, an index segment and a snapshot are stored under the
 //! hex BLAKE3 of their bytes, so any copy can be checked against its own name.
 
+mod catalog;
 mod config;
 mod filter;
 mod index;
@@ -15,6 +16,10 @@ mod pack;
 mod sealed;
 mod sorted;
 
+pub use catalog::{
+    decode_catalog, encode_catalog, CatalogEntry, CatalogKind, CATALOG_MAGIC, CATALOG_VERSION,
+    MAX_CATALOG_BODY,
+};
 pub use config::{Config, CONFIG_LEN, CONFIG_VERSION_AES, CONFIG_VERSION_ENCRYPTED};
 pub use filter::{BlockFilter, FILTER_BITS_PER_KEY, FILTER_BLOCK_LEN};
 pub use index::{encode_index_v1, IndexEntry};

@@ -15,26 +15,28 @@
 //! `mover serve` and a mount.
 //!
 //! The requests: [`list_files`] (`mover ls`), [`cat_file`] (`mover cat`),
-//! [`extract_files`] (`mover extract`) and [`find_files`] (`mover find`).
+//! [`extract_files`] (`mover extract`) and [`find_files`] (`mover find`), which answers from
+//! the file catalog a backup records with each snapshot ([`write_catalog`]) where it can.
 
 use std::io::Read;
 
 use crate::{Error, Result};
 
+mod catalog;
 mod ext;
 mod extract;
 mod fat;
+mod find;
 mod glob;
 mod ops;
 mod probe;
 mod tree;
 mod view;
 
+pub use catalog::{write_catalog, CATALOG_MAX_ENTRIES};
 pub use extract::{extract_files, ExtractReport, ExtractRequest};
-pub use ops::{
-    cat_file, find_files, list_files, CatRequest, FindHit, FindReport, FindRequest, LsReport,
-    LsRequest,
-};
+pub use find::{find_files, FindHit, FindReport, FindRequest};
+pub use ops::{cat_file, list_files, CatRequest, LsReport, LsRequest};
 
 /// What an entry of a listing is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -294,6 +294,11 @@ pub fn forget(
                 crate::Error::from(e).failed(format!("removal of snapshot {}", &hex[..12]), "")
             })?;
             backend.delete(&targets::gc::damage_key(&row.id))?;
+            // A catalog that stays (a lock that outlives the snapshot's by seconds) is an
+            // orphan that gc removes later.
+            if let Err(e) = backend.delete(&targets::catalog_key(&row.id)) {
+                tracing::info!("the file catalog of snapshot {} stays: {e}", &hex[..12]);
+            }
         }
     }
     Ok(rows)

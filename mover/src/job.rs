@@ -16,6 +16,7 @@
 //!    warning of a committed backup.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chunker::crypto::{Aead, KdfParams, Password};
 use chunker::format::{Attachment, Manifest, ObjectId, MAX_ATTACHMENT};
@@ -53,8 +54,8 @@ pub struct BackupHooks {
 
 /// Where a backup goes.
 pub enum BackupDestination<'a> {
-    /// A repository, opened by the caller.
-    Repository(&'a Repository),
+    /// A repository, opened by the caller. The snapshot's file catalog is written there too.
+    Repository(&'a Arc<Repository>),
     /// A tape-style archive.
     Archive {
         /// A path, a device, or `-` (stdout).
@@ -263,7 +264,10 @@ fn run_job(
     req.options.parent = parent.found;
     let (mut report, archive) = match &req.destination {
         BackupDestination::Repository(repo) => {
-            let report = crate::backup(*repo, jobs, &req.options, progress).map_err(failed)?;
+            let report = crate::backup(&***repo, jobs, &req.options, progress).map_err(failed)?;
+            // After the commit, and never failing the backup: `find` reads the disks of a
+            // snapshot without a catalog.
+            crate::files::write_catalog(repo, report.snapshot, &report.manifest);
             (report, None)
         }
         BackupDestination::Archive {

@@ -66,8 +66,9 @@ pub use backup::{
 pub use changes::{merge as merge_ranges, parse_disk_change_info};
 pub use error::{one_line, Error, Result};
 pub use files::{
-    cat_file, extract_files, find_files, list_files, CatRequest, ExtractReport, ExtractRequest,
-    FileEntry, FileKind, FindHit, FindReport, FindRequest, LsReport, LsRequest,
+    cat_file, extract_files, find_files, list_files, write_catalog, CatRequest, ExtractReport,
+    ExtractRequest, FileEntry, FileKind, FindHit, FindReport, FindRequest, LsReport, LsRequest,
+    CATALOG_MAX_ENTRIES,
 };
 pub use hooks::Hook;
 pub use job::{

@@ -56,6 +56,10 @@ pub struct ReaderOptions {
     pub fetchers: usize,
     /// Most plaintext bytes of neighbouring chunks fetched with one request.
     pub task_bytes: u64,
+    /// Bytes fetched ahead of a sequential reader; `None` for a quarter of `memory`. Readers
+    /// that jump around (file-system metadata: directories, inodes) want 0, so that only the
+    /// chunks they read are fetched.
+    pub window: Option<u64>,
 }
 
 impl Default for ReaderOptions {
@@ -64,6 +68,7 @@ impl Default for ReaderOptions {
             memory: crate::DEFAULT_MEMORY,
             fetchers: 4,
             task_bytes: crate::LOCAL_TASK_BYTES,
+            window: None,
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct Run {
 pub struct ReaderStats {
     /// Chunks fetched from the store and decoded (on demand or ahead).
     pub chunks_fetched: u64,
+    /// Stored bytes (compressed frames) of the chunks fetched.
+    pub bytes_fetched: u64,
     /// Chunk lookups answered from the cache.
     pub cache_hits: u64,
     /// Bytes of decoded chunks held now.
@@ -119,6 +126,7 @@ struct Inner {
     window: u64,
     task_bytes: u64,
     fetched: AtomicU64,
+    fetched_bytes: AtomicU64,
     hits: AtomicU64,
 }
 
@@ -158,9 +166,10 @@ impl SnapshotReader {
             cache: Cache::new(opts.memory),
             decoders: Mutex::new(Vec::new()),
             streams: Mutex::new(vec![Stream::default(); STREAMS]),
-            window: (opts.memory / 4).max(max_chunk.unwrap_or(0)),
+            window: (opts.window.unwrap_or(opts.memory / 4)).max(max_chunk.unwrap_or(0)),
             task_bytes: opts.task_bytes.max(1),
             fetched: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         });
         let (tx, rx) = crossbeam_channel::bounded(opts.fetchers.max(1) * 2);
@@ -258,6 +267,7 @@ impl SnapshotReader {
     pub fn stats(&self) -> ReaderStats {
         ReaderStats {
             chunks_fetched: self.inner.fetched.load(Ordering::Relaxed),
+            bytes_fetched: self.inner.fetched_bytes.load(Ordering::Relaxed),
             cache_hits: self.inner.hits.load(Ordering::Relaxed),
             cached_bytes: self.inner.cache.bytes(),
         }
@@ -425,6 +435,7 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .push(decoder);
         self.fetched.fetch_add(1, Ordering::Relaxed);
+        (self.fetched_bytes).fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
         Ok(result?.into())
     }
 }
@@ -478,6 +489,7 @@ mod tests {
             memory,
             fetchers: 2,
             task_bytes: 3 * CH as u64,
+            window: None,
         }
     }
 

@@ -253,3 +253,40 @@ pub(crate) fn manifest_in(
         None => Ok(stored),
     }
 }
+
+/// Version of a sealed file catalog (the plain one inside has its own).
+const CATALOG_VERSION_SEALED: u32 = 2;
+
+/// The stored form of a file catalog.
+pub(crate) fn catalog_out(c: Option<&RepoCrypto>, plain: &[u8]) -> Vec<u8> {
+    match c {
+        Some(c) => seal_object(
+            &c.keys,
+            &chunker::format::CATALOG_MAGIC,
+            CATALOG_VERSION_SEALED,
+            plain,
+        ),
+        None => plain.to_vec(),
+    }
+}
+
+/// The plain encoding of the file catalog of snapshot `id`.
+pub(crate) fn catalog_in(
+    c: Option<&RepoCrypto>,
+    id: &ObjectId,
+    stored: Vec<u8>,
+) -> Result<Vec<u8>> {
+    match c {
+        Some(c) => open_object(
+            &c.keys,
+            "",
+            &chunker::format::CATALOG_MAGIC,
+            CATALOG_VERSION_SEALED,
+            &stored,
+        )
+        .map_err(|_| Error::Tampered {
+            object: format!("file catalog of snapshot {}", id.to_hex()),
+        }),
+        None => Ok(stored),
+    }
+}

@@ -201,7 +201,30 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
     }
     (report.temporaries_removed, report.temporary_bytes) =
         crate::temporaries::remove_stale(&**repo.backend(), opts.grace_ms, opts.dry_run)?;
+    if !opts.dry_run {
+        remove_orphan_catalogs(repo, &mut report)?;
+    }
     Ok(report)
+}
+
+/// Removes the file catalogs of snapshots that are gone (forgotten by a `forget` that could
+/// not remove the catalog, or by hand). Catalogs are listed before snapshots: a catalog is
+/// written after its snapshot, so one listed first whose snapshot is then missing is an orphan.
+fn remove_orphan_catalogs(repo: &Repository, report: &mut GcReport) -> Result<()> {
+    let catalogs = repo.catalog_ids()?;
+    if catalogs.is_empty() {
+        return Ok(());
+    }
+    let snapshots: HashSet<ObjectId> = repo.snapshot_ids()?.into_iter().collect();
+    for id in catalogs.iter().filter(|id| !snapshots.contains(id)) {
+        if let Err(e) = repo.backend().delete(&crate::layout::catalog_key(id)) {
+            report.warnings.push(format!(
+                "the file catalog of forgotten snapshot {} stays: {e}",
+                &id.to_hex()[..12]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The readable tombstones. Damaged ones are removed (they condemn nothing: no run can read

@@ -30,6 +30,8 @@ pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 pub(crate) const GC_DIR: &str = "gc";
 /// Damage marks of snapshots.
 pub(crate) const DAMAGED_DIR: &str = "damaged";
+/// File catalogs of snapshots.
+pub(crate) const CATALOGS_DIR: &str = "catalogs";
 
 /// The key of a pack.
 pub fn pack_key(id: &ObjectId) -> String {
@@ -60,6 +62,11 @@ pub(crate) fn tombstone_key(id: &ObjectId) -> String {
 /// The key of a snapshot's damage mark.
 pub fn damage_key(id: &ObjectId) -> String {
     format!("{DAMAGED_DIR}/{}", id.to_hex())
+}
+
+/// The key of a snapshot's file catalog.
+pub fn catalog_key(id: &ObjectId) -> String {
+    format!("{CATALOGS_DIR}/{}", id.to_hex())
 }
 
 /// The last part of a key (`index/<name>` → `<name>`).

@@ -58,7 +58,7 @@ pub use error::{Error, Result};
 #[cfg(any(test, feature = "testing"))]
 pub use faulty::FaultyBackend;
 pub use keys::KeyInfo;
-pub use layout::{now_ms, pack_key, random_bytes};
+pub use layout::{catalog_key, now_ms, pack_key, random_bytes};
 pub use lock::{lock_coverage, LockCoverage};
 pub use repo::{Repository, RepositoryOptions};
 pub use s3::{parse_s3_url, S3Backend, S3Options};

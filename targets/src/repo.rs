@@ -24,6 +24,7 @@
 //! A pack id is the BLAKE3 of its trailer (which lists the ids of every chunk in it, and so
 //! covers its contents); each chunk is checked against its own id when read.
 
+mod catalogs;
 mod chunk_store;
 mod index;
 mod segment_file;

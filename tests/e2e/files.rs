@@ -546,3 +546,77 @@ fn a_multi_disk_snapshot_lists_its_disks_first() {
     let none = env.cmd("ls", &["latest", "sdc/etc"]).run();
     none.assert_error(1, &["no disk sdc", "sda, sdb"]);
 }
+
+/// The lines of `find --json`, parsed.
+fn find_json(env: &Env, pattern: &str) -> (Vec<serde_json::Value>, Output) {
+    let out = env.cmd("find", &[pattern, "--json"]).run().ok();
+    let hits = (out.stdout_str().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (hits, out)
+}
+
+#[test]
+fn find_answers_from_catalogs_without_reading_packs() {
+    let env = Env::new();
+    let src = env.path("src");
+    source_tree(&src);
+    let image = env.path("root.img");
+    if !ext4_image(&src, &image, 4, "r") {
+        return;
+    }
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        write_file(&src.join(format!("home/user/day-{i}.txt")), b"x\n");
+        fs::remove_file(&image).unwrap();
+        ext4_image(&src, &image, 4, "r");
+        std::thread::sleep(Duration::from_millis(20));
+        ids.push(text(&env.backup(&image, &["--name", "vm"]), "snapshot_id").to_string());
+    }
+    let catalog = |id: &str| env.repo.join("catalogs").join(id);
+    for id in &ids {
+        assert!(catalog(id).is_file(), "no catalog for {id}");
+    }
+    let (all, out) = find_json(&env, "*.txt");
+    let plain = env.cmd("find", &["*.txt"]).run().ok();
+    plain.assert_stderr_has(&["9 matches in 3 snapshots (3 answered from their file catalog)"]);
+    // notes.txt in each snapshot, day-0 in three, day-1 in two, day-2 in one.
+    assert_eq!(all.len(), 3 + 3 + 2 + 1, "{out}");
+    assert_eq!(all[0]["snapshot_id"], ids[2].as_str());
+    assert_eq!(all[0]["path"], "home/user/day-0.txt");
+    assert_eq!(all[0]["size"], 2);
+    assert_eq!(all[0]["mode"], "0644");
+
+    // A snapshot without a catalog is read on demand, with the same answer.
+    let kept = env.path("kept-catalog");
+    fs::rename(catalog(&ids[0]), &kept).unwrap();
+    let (on_demand, out) = find_json(&env, "*.txt");
+    let plain = env.cmd("find", &["*.txt"]).run().ok();
+    plain.assert_stderr_has(&["(2 answered from their file catalog)"]);
+    assert_eq!(on_demand, all, "{out}");
+
+    // With every catalog present, no pack is read: find answers with the packs gone.
+    fs::rename(&kept, catalog(&ids[0])).unwrap();
+    fs::rename(env.repo.join("packs"), env.path("packs-away")).unwrap();
+    let (catalogs_only, out) = find_json(&env, "*.txt");
+    assert_eq!(catalogs_only, all, "{out}");
+    let deep = env.cmd("find", &["etc/**.conf"]).run().ok();
+    assert_eq!(deep.stdout_str().lines().count(), 3, "{deep}");
+    fs::rename(env.path("packs-away"), env.repo.join("packs")).unwrap();
+
+    // forget removes a snapshot's catalog with it.
+    env.cmd("forget", &[ids[1].as_str()]).run().ok();
+    assert!(!catalog(&ids[1]).exists());
+    assert!(catalog(&ids[0]).is_file());
+}
+
+#[test]
+fn a_snapshot_without_a_file_system_gets_no_catalog() {
+    let env = Env::new();
+    let image = env.path("noise.img");
+    write_file(&image, &random_bytes(2 * MIB as usize, 3));
+    let id = text(&env.backup(&image, &["--name", "noise"]), "snapshot_id").to_string();
+    assert!(!env.repo.join("catalogs").join(&id).exists());
+    let out = env.cmd("find", &["*"]).run().ok();
+    out.assert_stderr_has(&["0 matches in 1 snapshots"]);
+}

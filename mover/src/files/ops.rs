@@ -7,7 +7,7 @@ use chunker::format::ObjectId;
 use targets::Repository;
 
 use super::tree::{join, Snapshot, Target};
-use super::{glob, FileEntry, FileKind, Volume};
+use super::{FileEntry, FileKind, Volume};
 use crate::{Error, ReaderOptions, Result};
 
 /// `mover ls`: what a path of a snapshot holds.
@@ -52,16 +52,34 @@ pub fn list_files(repo: &Arc<Repository>, request: &LsRequest) -> Result<LsRepor
         notes: Vec::new(),
     };
     let target = snap.resolve(&request.path)?;
-    walk(&snap, target, request.recursive, &mut report, true)?;
+    let entries = &mut report.entries;
+    let mut sink = |e: FileEntry| {
+        entries.push(e);
+        Ok(())
+    };
+    walk(
+        &snap,
+        target,
+        request.recursive,
+        &mut sink,
+        &mut report.notes,
+        true,
+    )?;
+    snap.log_reads();
     Ok(report)
 }
 
-/// Adds what `target` holds to `report` (the target itself when it is no directory).
-fn walk(
+/// Where a walk puts each entry it finds, in listing order.
+pub(crate) type Sink<'a> = dyn FnMut(FileEntry) -> Result<()> + 'a;
+
+/// Gives `sink` what `target` holds (the target itself when it is no directory); places a
+/// recursive walk cannot enter go to `notes`.
+pub(crate) fn walk(
     snap: &Snapshot,
     target: Target,
     recursive: bool,
-    report: &mut LsReport,
+    sink: &mut Sink<'_>,
+    notes: &mut Vec<String>,
     top: bool,
 ) -> Result<()> {
     match target {
@@ -69,11 +87,11 @@ fn walk(
             children.sort_by(|a, b| natural(&a.name, &b.name));
             for child in children {
                 let path = child.path.clone();
-                report.entries.push(child);
+                sink(child)?;
                 if recursive {
                     match snap.resolve(&path) {
-                        Ok(t) => walk(snap, t, true, report, false)?,
-                        Err(e) => report.notes.push(crate::one_line(&e)),
+                        Ok(t) => walk(snap, t, true, sink, notes, false)?,
+                        Err(e) => notes.push(crate::one_line(&e)),
                     }
                 }
             }
@@ -83,11 +101,11 @@ fn walk(
             let at = in_place(&prefix, vol.stat(&inner))?;
             if at.kind != FileKind::Dir {
                 if top {
-                    report.entries.push(finish(&*vol, &prefix, &inner, at)?);
+                    sink(finish(&*vol, &prefix, &inner, at)?)?;
                 }
                 return Ok(());
             }
-            list_dir(&*vol, &prefix, &inner, recursive, &mut report.entries)
+            list_dir(&*vol, &prefix, &inner, recursive, sink)
         }
     }
 }
@@ -107,7 +125,7 @@ fn list_dir(
     prefix: &str,
     inner: &str,
     recursive: bool,
-    out: &mut Vec<FileEntry>,
+    sink: &mut Sink<'_>,
 ) -> Result<()> {
     let mut children = in_place(prefix, vol.list(inner))?;
     children.sort_by(|a, b| a.name.cmp(&b.name));
@@ -115,9 +133,9 @@ fn list_dir(
         let path = join(inner, &child.name);
         let child = finish(vol, prefix, &format!("/{path}"), child)?;
         let dir = child.kind == FileKind::Dir;
-        out.push(child);
+        sink(child)?;
         if recursive && dir {
-            list_dir(vol, prefix, &format!("/{path}"), true, out)?;
+            list_dir(vol, prefix, &format!("/{path}"), true, sink)?;
         }
     }
     Ok(())
@@ -207,91 +225,4 @@ pub(crate) fn copy(from: &mut dyn std::io::Read, out: &mut dyn Write, what: &str
             })?;
         total += n as u64;
     }
-}
-
-/// `mover find`: which snapshots hold a path matching a pattern.
-#[derive(Clone, Debug)]
-pub struct FindRequest {
-    /// Only snapshots of this name.
-    pub name: Option<String>,
-    /// A shell pattern: matched against the last component of each path, or against the
-    /// whole path when it holds a `/`.
-    pub pattern: String,
-    /// The reader's cache and readahead.
-    pub reader: ReaderOptions,
-}
-
-/// One match of [`find_files`].
-#[derive(Clone, Debug)]
-pub struct FindHit {
-    /// The snapshot holding it.
-    pub snapshot: ObjectId,
-    /// The snapshot's name.
-    pub snapshot_name: String,
-    /// The snapshot's creation time, ms since the Unix epoch.
-    pub created_ms: i64,
-    /// The entry (path, size, mtime…).
-    pub entry: FileEntry,
-}
-
-/// What [`find_files`] found.
-#[derive(Clone, Debug, Default)]
-pub struct FindReport {
-    /// Matches, newest snapshot first, in listing order within one.
-    pub hits: Vec<FindHit>,
-    /// Snapshots searched.
-    pub snapshots: usize,
-    /// Places that could not be searched, one line each.
-    pub notes: Vec<String>,
-}
-
-/// Searches every snapshot (of `request.name`, if given), newest first, reading each
-/// file system's directories.
-pub fn find_files(repo: &Arc<Repository>, request: &FindRequest) -> Result<FindReport> {
-    let mut snapshots: Vec<_> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, m)| request.name.as_ref().is_none_or(|n| *n == m.name))
-        .collect();
-    snapshots.sort_by_key(|(_, m)| std::cmp::Reverse(m.created_ms));
-    let pattern = request.pattern.trim_start_matches('/');
-    let whole = pattern.contains('/');
-    let mut report = FindReport {
-        snapshots: snapshots.len(),
-        ..FindReport::default()
-    };
-    for (id, manifest) in snapshots {
-        let (name, created_ms) = (manifest.name.clone(), manifest.created_ms);
-        let snap = Snapshot::with(repo, id, manifest, &request.reader);
-        let mut listing = LsReport {
-            snapshot: id,
-            entries: Vec::new(),
-            notes: Vec::new(),
-        };
-        let short = &id.to_hex()[..12];
-        match snap.resolve("") {
-            Ok(t) => walk(&snap, t, true, &mut listing, true).unwrap_or_else(|e| {
-                listing.notes.push(crate::one_line(&e));
-            }),
-            Err(e) => listing.notes.push(crate::one_line(&e)),
-        }
-        report.notes.extend(
-            listing
-                .notes
-                .into_iter()
-                .map(|n| format!("snapshot {short}: {n}")),
-        );
-        for entry in listing.entries {
-            let text = if whole { &entry.path } else { &entry.name };
-            if glob::matches(pattern, text) {
-                report.hits.push(FindHit {
-                    snapshot: id,
-                    snapshot_name: name.clone(),
-                    created_ms,
-                    entry,
-                });
-            }
-        }
-    }
-    Ok(report)
 }

@@ -102,6 +102,19 @@ impl Snapshot {
             .clone()
     }
 
+    /// Logs (at info) what the readers fetched: chunks and their stored bytes.
+    pub(crate) fn log_reads(&self) {
+        let readers = self.readers.borrow();
+        let (chunks, bytes) = readers.values().fold((0, 0), |(c, b), r| {
+            let s = r.stats();
+            (c + s.chunks_fetched, b + s.bytes_fetched)
+        });
+        tracing::info!(
+            "snapshot {}: read {chunks} chunks, {bytes} stored bytes",
+            &self.id.to_hex()[..12]
+        );
+    }
+
     /// What `path` names.
     pub(crate) fn resolve(&self, path: &str) -> Result<Target> {
         let comps = components(path)?;

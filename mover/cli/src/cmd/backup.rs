@@ -127,7 +127,7 @@ pub fn backup(a: &BackupArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<
             ))
         }
         None => {
-            repo = open_repo(&a.repo, secrets)?;
+            repo = std::sync::Arc::new(open_repo(&a.repo, secrets)?);
             mover::BackupDestination::Repository(&repo)
         }
         Some(path) => {

@@ -22,9 +22,12 @@ pub fn files(c: &FilesCommand, secrets: &Secrets, quiet: bool) -> anyhow::Result
     }
 }
 
-fn reader(repo: &RepoArg, memory: u64) -> ReaderOptions {
+/// Reader options; `browse` for commands that only walk directories (`ls`, `find`), which
+/// fetch no chunk ahead.
+fn reader(repo: &RepoArg, memory: u64, browse: bool) -> ReaderOptions {
     ReaderOptions {
         memory,
+        window: browse.then_some(0),
         task_bytes: if is_s3(repo) {
             mover::REMOTE_TASK_BYTES
         } else {
@@ -41,7 +44,7 @@ fn ls(a: &LsArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
         name: a.name.clone(),
         path: a.path.clone(),
         recursive: a.recursive,
-        reader: reader(&a.repo, a.memory),
+        reader: reader(&a.repo, a.memory, true),
     };
     let report = mover::list_files(&repo, &request)?;
     let mut out = std::io::stdout().lock();
@@ -64,7 +67,7 @@ fn cat(a: &CatArgs, secrets: &Secrets) -> anyhow::Result<Exit> {
         snapshot: a.snapshot.clone(),
         name: a.name.clone(),
         path: a.path.clone(),
-        reader: reader(&a.repo, a.memory),
+        reader: reader(&a.repo, a.memory, false),
     };
     let mut out = std::io::stdout().lock();
     mover::cat_file(&repo, &request, &mut out)?;
@@ -80,7 +83,7 @@ fn extract(a: &ExtractArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
         paths: a.paths.clone(),
         to: a.to.clone().into(),
         force: a.force,
-        reader: reader(&a.repo, a.memory),
+        reader: reader(&a.repo, a.memory, false),
     };
     let start = std::time::Instant::now();
     let r = mover::extract_files(&repo, &request)?;
@@ -110,7 +113,7 @@ fn find(a: &FindArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let request = mover::FindRequest {
         name: a.name.clone(),
         pattern: a.pattern.clone(),
-        reader: reader(&a.repo, a.memory),
+        reader: reader(&a.repo, a.memory, true),
     };
     let report = mover::find_files(&repo, &request)?;
     let mut out = std::io::stdout().lock();
@@ -133,9 +136,10 @@ fn find(a: &FindArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     notes(&report.notes, quiet);
     if !quiet && !a.json {
         note!(
-            "{} matches in {} snapshots",
+            "{} matches in {} snapshots ({} answered from their file catalog)",
             report.hits.len(),
-            report.snapshots
+            report.snapshots,
+            report.from_catalog
         );
     }
     Ok(Exit::Success)

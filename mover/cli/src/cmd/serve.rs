@@ -31,6 +31,7 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
             } else {
                 mover::LOCAL_TASK_BYTES
             },
+            window: None,
         },
     };
     let json = a.json;

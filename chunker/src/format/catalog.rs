@@ -1,0 +1,237 @@
+//! The file catalog of a snapshot (`catalogs/<snapshot id>`): every path of the file systems
+//! mover reads in the snapshot's disks, with size, modification time and inode, so that
+//! `mover find` answers without reading the disks. See docs/FORMAT.md, "File catalog".
+//!
+//! Paths are sorted by their bytes and each stores only what differs from the one before
+//! (the length of the shared prefix, then the rest); numbers are LEB128 varints; the whole
+//! body is one zstd frame.
+
+use super::{open, ObjectId};
+use crate::le::{Reader, Writer};
+use crate::{Error, Result};
+
+// DO NOT MODIFY: the magic identifies catalogs written by every earlier release.
+/// Magic of a file catalog: BLAKE3("mover catalog v1")[..8].
+pub const CATALOG_MAGIC: [u8; 8] = [0xf7, 0x43, 0xce, 0xa6, 0xa9, 0xe5, 0x1c, 0x26];
+/// Catalog version written by this build, and the highest it reads.
+pub const CATALOG_VERSION: u32 = 1;
+/// Largest body a reader accepts (uncompressed), bytes.
+pub const MAX_CATALOG_BODY: u64 = 1 << 30;
+const WHAT: &str = "file catalog";
+const HEAD_LEN: usize = 64;
+
+/// What a catalog entry is (the byte stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CatalogKind {
+    /// A directory.
+    Dir = 0,
+    /// A regular file.
+    File = 1,
+    /// A symbolic link.
+    Symlink = 2,
+    /// A device node, FIFO or socket.
+    Other = 3,
+    /// A disk of a multi-disk snapshot.
+    Disk = 4,
+    /// A partition.
+    Partition = 5,
+}
+
+impl CatalogKind {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => CatalogKind::Dir,
+            1 => CatalogKind::File,
+            2 => CatalogKind::Symlink,
+            3 => CatalogKind::Other,
+            4 => CatalogKind::Disk,
+            5 => CatalogKind::Partition,
+            _ => return None,
+        })
+    }
+}
+
+/// One path of a catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// The path in the snapshot, as `mover ls` names it (no leading slash).
+    pub path: String,
+    /// What it is.
+    pub kind: CatalogKind,
+    /// Bytes of data.
+    pub size: u64,
+    /// Last modification: seconds since the Unix epoch and nanoseconds.
+    pub mtime: (i64, u32),
+    /// Permission bits (`0o7777` at most; 0 where the file system has none).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// The inode (or file record) number; 0 where the reader does not know it.
+    pub inode: u64,
+}
+
+fn put_varint(o: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        o.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    o.push(v as u8);
+}
+
+fn get_varint(r: &mut Reader) -> Result<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = r.u8()?;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(r.error("a varint is longer than 10 bytes"))
+}
+
+/// Encodes the catalog of snapshot `snapshot`; sorts `entries` by path and drops repeated
+/// paths first.
+pub fn encode_catalog(snapshot: &ObjectId, entries: &mut Vec<CatalogEntry>, level: i32) -> Vec<u8> {
+    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    entries.dedup_by(|a, b| a.path == b.path);
+    let mut body = Vec::with_capacity(entries.len() * 24);
+    let mut prev: &[u8] = &[];
+    for e in entries.iter() {
+        let p = e.path.as_bytes();
+        let shared = prev.iter().zip(p).take_while(|(a, b)| a == b).count();
+        put_varint(&mut body, shared as u64);
+        put_varint(&mut body, (p.len() - shared) as u64);
+        body.extend_from_slice(&p[shared..]);
+        body.push(e.kind as u8);
+        put_varint(&mut body, e.size);
+        put_varint(&mut body, ((e.mtime.0 << 1) ^ (e.mtime.0 >> 63)) as u64);
+        put_varint(&mut body, u64::from(e.mtime.1));
+        put_varint(&mut body, u64::from(e.mode));
+        put_varint(&mut body, u64::from(e.uid));
+        put_varint(&mut body, u64::from(e.gid));
+        put_varint(&mut body, e.inode);
+        prev = p;
+    }
+    let frame = zstd::bulk::compress(&body, level).expect("zstd compresses into a Vec");
+    let mut w = Writer::with_capacity(HEAD_LEN + frame.len() + 32);
+    w.bytes(&CATALOG_MAGIC);
+    w.u32(CATALOG_VERSION);
+    w.u32(0);
+    w.bytes(&snapshot.0);
+    w.u64(entries.len() as u64);
+    w.u64(body.len() as u64);
+    w.bytes(&frame);
+    w.into_checksummed()
+}
+
+/// Decodes a catalog, checking that it belongs to snapshot `snapshot`.
+pub fn decode_catalog(buf: &[u8], snapshot: &ObjectId) -> Result<Vec<CatalogEntry>> {
+    let (mut r, _) = open(WHAT, buf, &CATALOG_MAGIC, true, CATALOG_VERSION)?;
+    let _flags = r.u32()?;
+    if r.array::<32>()? != snapshot.0 {
+        return Err(Error::structure(WHAT, "it belongs to another snapshot"));
+    }
+    let count = r.u64()?;
+    let body_len = r.u64()?;
+    if body_len > MAX_CATALOG_BODY || count > body_len / 9 + 1 {
+        return Err(Error::structure(WHAT, "its lengths are out of range"));
+    }
+    let body = zstd::bulk::decompress(r.rest(), body_len as usize)
+        .map_err(|e| Error::structure(WHAT, format!("its body does not decompress: {e}")))?;
+    if body.len() as u64 != body_len {
+        return Err(Error::structure(WHAT, "its body has the wrong length"));
+    }
+    let mut r = Reader::new(WHAT, &body);
+    let mut out = Vec::with_capacity(count as usize);
+    let mut prev: Vec<u8> = Vec::new();
+    for _ in 0..count {
+        let shared = get_varint(&mut r)? as usize;
+        let rest = get_varint(&mut r)? as usize;
+        if shared > prev.len() {
+            return Err(r.error("a path shares more than the previous path holds"));
+        }
+        prev.truncate(shared);
+        prev.extend_from_slice(r.take(rest)?);
+        let path = std::str::from_utf8(&prev)
+            .map_err(|_| r.error("a path is not UTF-8"))?
+            .to_string();
+        let kind = CatalogKind::from_u8(r.u8()?).ok_or_else(|| r.error("unknown entry kind"))?;
+        let size = get_varint(&mut r)?;
+        let z = get_varint(&mut r)?;
+        let secs = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let nanos = u32::try_from(get_varint(&mut r)?)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)
+            .ok_or_else(|| r.error("nanoseconds out of range"))?;
+        let mut small = || {
+            let v = get_varint(&mut r)?;
+            u32::try_from(v).map_err(|_| r.error("mode, uid or gid out of range"))
+        };
+        let (mode, uid, gid) = (small()?, small()?, small()?);
+        let inode = get_varint(&mut r)?;
+        if out
+            .last()
+            .is_some_and(|l: &CatalogEntry| l.path.as_bytes() >= path.as_bytes())
+        {
+            return Err(r.error("paths are not sorted"));
+        }
+        out.push(CatalogEntry {
+            path,
+            kind,
+            size,
+            mtime: (secs, nanos),
+            mode,
+            uid,
+            gid,
+            inode,
+        });
+    }
+    r.end()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_is_a_blake3_prefix() {
+        assert_eq!(
+            blake3::hash(b"mover catalog v1").as_bytes()[..8],
+            CATALOG_MAGIC
+        );
+    }
+
+    #[test]
+    fn round_trip_sorts_and_checks() {
+        let e = |p: &str, kind, size, t: i64| CatalogEntry {
+            path: p.into(),
+            kind,
+            size,
+            mtime: (t, 5),
+            mode: 0o644,
+            uid: 1000,
+            gid: 0,
+            inode: 0,
+        };
+        let mut entries = vec![
+            e("etc/fstab", CatalogKind::File, 120, 1_700_000_000),
+            e("etc", CatalogKind::Dir, 4096, -3),
+            e("etc/fstab", CatalogKind::File, 120, 1_700_000_000),
+            e("etc/fs", CatalogKind::Symlink, 5, 0),
+            e("p1", CatalogKind::Partition, 1 << 40, 0),
+        ];
+        let id = ObjectId([7; 32]);
+        let bytes = encode_catalog(&id, &mut entries, 3);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(decode_catalog(&bytes, &id).unwrap(), entries);
+        assert!(decode_catalog(&bytes, &ObjectId([8; 32])).is_err());
+        let mut bad = bytes.clone();
+        bad[HEAD_LEN] ^= 1;
+        assert!(decode_catalog(&bad, &id).is_err());
+    }
+}
