@@ -396,17 +396,16 @@ pub fn keep_freed_buffers() {
     }
 }
 
-/// The opposite of [`keep_freed_buffers`], for a long-running process that must stay within
-/// its memory budget: buffers of a chunk's size are always mapped and unmapped (a fixed mmap
-/// threshold turns off glibc's growing one, under which freed chunk buffers would stay in each
-/// thread's arena).
-pub fn release_freed_buffers() {
+/// [`keep_freed_buffers`] for a long-running process that must stay within its memory
+/// budget: freed chunk buffers are kept, but in one shared arena, where any thread reuses
+/// them, instead of one arena per thread, each keeping its own.
+pub fn keep_freed_buffers_shared() {
+    keep_freed_buffers();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        const MMAP_THRESHOLD: libc::c_int = 256 << 10;
         // SAFETY: as in keep_freed_buffers.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }

@@ -61,10 +61,10 @@ fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage as u8);
     }
     // Pipelines allocate and free a chunk's buffers at a high rate: keeping freed buffers
-    // in the heap saves page faults. A long-running server instead holds its memory within
-    // its cache's budget, which freed buffers kept per arena would exceed.
+    // in the heap saves page faults. A long-running server must also stay within its cache's
+    // budget, which freed buffers kept in one arena per thread would exceed: one arena.
     match cli.command {
-        Command::Serve(_) => mover::sys::release_freed_buffers(),
+        Command::Serve(_) => mover::sys::keep_freed_buffers_shared(),
         _ => mover::sys::keep_freed_buffers(),
     }
     // After the allocator's settings: the handlers start the watchdog thread.
