@@ -183,7 +183,7 @@ done
     echo "# mover against a distant S3 store: $STAMP"
     echo
     echo "Produced by \`scripts/bench-s3.sh $ARGS\`: Garage $(garage --version 2>/dev/null |
-        awk '{print $2; exit}') (single node, on loopback) behind \`link-emu\`"
+        awk '{sub(/^cargo:/, "", $2); print $2; exit}') (single node, on loopback) behind \`link-emu\`"
     echo "(bench/src/link.rs: half the round trip added in each direction, a token bucket per"
     echo "direction shared by all connections). Every timed command ran $RUNS time(s);"
     echo "\`summary.md\` gives medians, \`raw.jsonl\` every run. Warm page cache for the image."
