@@ -266,8 +266,9 @@ mod tests {
         addr
     }
 
-    /// The added round trip is twice the one-way delay (plus at most 20 ms of scheduling),
-    /// and a bulk transfer runs at the cap (not over it by more than its burst, and not under it by more than 20% on a loaded machine); the echo sees every byte in order.
+    /// The added round trip is twice the one-way delay (plus at most 20 ms of scheduling), and
+    /// a bulk transfer runs at the cap: over it by no more than the burst allows, under it by
+    /// no more than 20% on a loaded machine. The echo sees every byte in order.
     #[test]
     fn delay_and_rate_are_honoured() {
         let delay = Duration::from_millis(25);
@@ -300,7 +301,7 @@ mod tests {
             "round trip {median:?} shorter than 2 × {delay:?}"
         );
         assert!(
-            median < 2 * delay + Duration::from_millis(15),
+            median < 2 * delay + Duration::from_millis(20),
             "round trip {median:?}"
         );
 
@@ -322,7 +323,7 @@ mod tests {
         let measured = len as f64 / secs;
         let ratio = measured / rate as f64;
         assert!(
-            (0.85..=1.15).contains(&ratio),
+            (0.8..=1.1).contains(&ratio),
             "{measured:.0} B/s through a {rate} B/s cap"
         );
         assert_eq!(link.counters().up.load(Ordering::Relaxed), len as u64 + 5);
