@@ -13,7 +13,8 @@ loud() {
 
 # measure TOOL OP RUN REPO_OR_- STDIN_OR_- STDOUT_OR_- -- COMMAND...
 # Runs COMMAND under /usr/bin/time -v and appends one JSON line to raw.jsonl: wall seconds,
-# peak RSS, exit code, the last line of its stdout (when captured) and the repository size.
+# peak RSS, user and system CPU seconds of COMMAND and its children (the rusage wait4 returns:
+# the utime and stime of /proc/PID/stat, all threads, at exit), exit code, the last line of its stdout (when captured) and the repository size.
 # mover writes packs with direct I/O, past the page cache: read a repository once so that
 # restores run on a warm cache, as the peers' restores do after their backups.
 warm() {
@@ -38,10 +39,14 @@ measure() {
 import json, sys
 tool, op, run, us, rc, repo, tfile, ofile, efile, cmd, root = sys.argv[1:]
 cmd = cmd.replace(root, "")  # no paths of this machine in results
-rss = None
+rss = user = sys_ = None
 for line in open(tfile, errors="replace"):
     if "Maximum resident set size" in line:
         rss = int(line.rsplit(":", 1)[1])
+    elif "User time (seconds)" in line:
+        user = float(line.rsplit(":", 1)[1])
+    elif "System time (seconds)" in line:
+        sys_ = float(line.rsplit(":", 1)[1])
 last = [l for l in open(ofile, errors="replace").read().splitlines() if l.strip()]
 stdout = None
 if last:
@@ -50,7 +55,7 @@ if last:
     except ValueError:
         stdout = last[-1][:500]
 rec = {"tool": tool, "op": op, "run": int(run), "seconds": int(us) / 1e6, "max_rss_kib": rss,
-       "exit_code": int(rc), "repo_bytes": None if repo == "null" else int(repo),
+       "user_s": user, "sys_s": sys_, "exit_code": int(rc), "repo_bytes": None if repo == "null" else int(repo),
        "command": cmd, "stdout_last": stdout}
 if int(rc) != 0:
     rec["stderr_tail"] = open(efile, errors="replace").read()[-2000:].replace(root, "")

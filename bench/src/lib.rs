@@ -4,6 +4,11 @@
 //! ([`chunker::Encoder`]) the non-zero chunks of an image costs when every core works on it and
 //! nothing else happens: no reads (chunks are loaded before timing), no writes, no index. A
 //! backup cannot be faster than this; `scripts/bench.sh` divides mover's throughput by it.
+//!
+//! [`link`] is the link emulator that `scripts/bench-s3.sh` puts between mover and an S3
+//! server: added delay in each direction and a rate cap.
+
+pub mod link;
 
 use std::fs::File;
 use std::io::{self, Read};
