@@ -75,6 +75,16 @@ impl SegmentFile {
         self.table.len()
     }
 
+    /// The first and last chunk ids it holds; `None` when it holds none.
+    pub(crate) fn id_range(&self) -> Option<(ChunkId, ChunkId)> {
+        self.table.id_range()
+    }
+
+    /// False when the segment surely does not hold `id` (its range and filter, no read).
+    pub(crate) fn may_contain(&self, id: &ChunkId) -> bool {
+        self.table.may_contain(id)
+    }
+
     /// Bytes of memory its tables take.
     pub(crate) fn memory(&self) -> usize {
         self.table.memory()
