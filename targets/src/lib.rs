@@ -40,6 +40,7 @@ mod error;
 #[cfg(any(test, feature = "testing"))]
 mod faulty;
 pub mod gc;
+mod idsort;
 mod keys;
 mod layout;
 pub mod lock;

@@ -50,7 +50,7 @@ use crate::layout::{
 use crate::tombstones::{check_commit, load_tombstones};
 use crate::{Backend, ChunkStore, Error, Result};
 use index::Index;
-pub(crate) use segment_file::SegmentFile;
+pub(crate) use segment_file::{Merged, SegmentFile};
 use segments::{load_segment, store_cached};
 pub(crate) use segments::{open_segment, Source};
 use writer::{pack_writer, Job, PackBuf, Packer, Shared};

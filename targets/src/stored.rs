@@ -4,13 +4,18 @@
 
 use std::collections::HashSet;
 
-use chunker::format::{BlobEntry, IndexEntry, ObjectId};
+use chunker::format::{IndexEntry, ObjectId, SegmentBuilder};
 
 use crate::layout::{object_ids, INDEX_DIR, PACKS_DIR};
+use crate::repo::{open_segment, Merged, SegmentFile};
 use crate::{Backend, Error, Repository, Result};
 
 /// Index entries per rewritten index segment.
 const SEGMENT_ENTRIES: usize = 100_000;
+
+/// Index entries per segment of a merged rewrite (sorted, over disjoint id ranges: not small
+/// enough for compaction to merge again; 49 MiB while written).
+const MERGED_ENTRIES: usize = 1 << 20;
 
 /// Segment keys loaded, their entries, and damaged segments with what is wrong.
 pub(crate) type Segments = (Vec<String>, Vec<IndexEntry>, Vec<(String, Error)>);
@@ -45,6 +50,80 @@ pub(crate) fn load_segments(repo: &Repository) -> Result<Segments> {
     Ok((loaded, entries, damaged))
 }
 
+/// Segments opened, and damaged segments with what is wrong.
+pub(crate) type OpenSegments = (Vec<SegmentFile>, Vec<(String, Error)>);
+
+/// Every index segment opened for streaming, each checked whole against its checksum (read
+/// a block at a time, never held), and the damaged segments. Retries a listing like
+/// [`load_segments`].
+pub(crate) fn open_segments(repo: &Repository) -> Result<OpenSegments> {
+    let mut loaded: Vec<SegmentFile> = Vec::new();
+    let mut damaged = Vec::new();
+    for attempt in 0..4 {
+        let mut vanished = false;
+        for key in repo.backend().list(INDEX_DIR)? {
+            if loaded.iter().any(|s| s.key == key) || damaged.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            match open_segment(&repo.segment_source(), &key, None).and_then(|s| {
+                s.verify()?;
+                Ok(s)
+            }) {
+                Ok(s) => loaded.push(s),
+                Err(Error::NotFound { .. }) if attempt < 3 => vanished = true,
+                Err(e) if e.is_damage() => damaged.push((key, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        if !vanished {
+            break;
+        }
+    }
+    Ok((loaded, damaged))
+}
+
+/// Rewrites the index as the entries of `old` that `keep` accepts, merged in id order (each
+/// chunk once a pack), in segments of at most [`MERGED_ENTRIES`]; then removes `old`.
+/// Returns the number of segments written.
+pub(crate) fn rewrite_merged(
+    repo: &Repository,
+    old: &[SegmentFile],
+    keep: impl Fn(&IndexEntry) -> bool,
+) -> Result<usize> {
+    let mut written = HashSet::new();
+    let mut builder = SegmentBuilder::new(MERGED_ENTRIES);
+    let mut last: Option<chunker::ChunkId> = None;
+    // Packs already written for the chunk `last`.
+    let mut packs: Vec<ObjectId> = Vec::new();
+    for e in Merged::new(old) {
+        let e = e?;
+        if !keep(&e) {
+            continue;
+        }
+        if last != Some(e.blob.id) {
+            packs.clear();
+            if builder.len() >= MERGED_ENTRIES as u64 {
+                let full = std::mem::replace(&mut builder, SegmentBuilder::new(MERGED_ENTRIES));
+                written.insert(repo.store_segment(full.finish(), false)?.0);
+            }
+        } else if packs.contains(&e.pack) {
+            continue;
+        }
+        packs.push(e.pack);
+        builder.push(&e);
+        last = Some(e.blob.id);
+    }
+    if !builder.is_empty() {
+        written.insert(repo.store_segment(builder.finish(), false)?.0);
+    }
+    for s in old {
+        if !written.contains(&s.key) {
+            repo.backend().delete(&s.key)?;
+        }
+    }
+    Ok(written.len())
+}
+
 pub(crate) fn existing_packs(backend: &dyn Backend) -> Result<HashSet<ObjectId>> {
     object_ids(backend, PACKS_DIR)
 }
@@ -58,13 +137,12 @@ pub(crate) fn unless_gone<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
-/// Size of a pack from its index entries (packs are header, blobs back to back, trailer).
-pub(crate) fn pack_bytes(entries: &[BlobEntry]) -> u64 {
-    let blobs: u64 = entries.iter().map(|b| u64::from(b.stored_len)).sum();
-    (chunker::format::PACK_HEADER_LEN
-        + chunker::format::PACK_FOOTER_LEN
-        + entries.len() * chunker::format::PACK_ENTRY_LEN) as u64
-        + blobs
+/// Size of a pack of `chunks` blobs of `stored` bytes in all (packs are header, blobs back
+/// to back, trailer).
+pub(crate) fn pack_size(chunks: u64, stored: u64) -> u64 {
+    (chunker::format::PACK_HEADER_LEN + chunker::format::PACK_FOOTER_LEN) as u64
+        + chunks * chunker::format::PACK_ENTRY_LEN as u64
+        + stored
 }
 
 /// Rewrites the index as `entries` (in segments), then removes the segments in `old`.
