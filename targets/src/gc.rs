@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use chunker::format::{BlobEntry, ObjectId};
 use chunker::ChunkId;
 
+use crate::compact::CompactOptions;
 use crate::idsort::{IdSorter, SortedIds, RUN_IDS};
 use crate::layout::{now_ms, pack_key, tombstone_key, INDEX_DIR};
 use crate::repo::{Merged, SegmentFile};
@@ -61,6 +62,9 @@ pub struct GcOptions {
     pub max_repack_bytes: u64,
     /// A pack whose live share of bytes is below this is repacked.
     pub repack_below: f64,
+    /// The index's small segments (one per backup) are compacted when there are at least
+    /// this many (`targets::compact`, with this run's grace period); 0: never.
+    pub compact_segments: usize,
 }
 
 impl Default for GcOptions {
@@ -70,6 +74,7 @@ impl Default for GcOptions {
             dry_run: false,
             max_repack_bytes: u64::MAX,
             repack_below: 0.5,
+            compact_segments: 16,
         }
     }
 }
@@ -115,6 +120,10 @@ pub struct GcReport {
     pub segments_before: usize,
     /// Index segments after the run.
     pub segments_after: usize,
+    /// Small index segments this run merged into large ones (compaction).
+    pub segments_merged: usize,
+    /// Segments merged by an earlier run that this run deleted (their grace period over).
+    pub segments_removed: usize,
     /// Tombstones still waiting for their grace period after this run.
     pub pending: Vec<Pending>,
     /// Temporary files of killed writes removed (older than the grace period, their writer
@@ -201,6 +210,18 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
     }
     (report.temporaries_removed, report.temporary_bytes) =
         crate::temporaries::remove_stale(&**repo.backend(), opts.grace_ms, opts.dry_run)?;
+    if !opts.dry_run && opts.compact_segments > 0 {
+        let compact = CompactOptions {
+            grace_ms: opts.grace_ms,
+            min_segments: opts.compact_segments,
+            ..CompactOptions::default()
+        };
+        let c = crate::compact::compact(repo, &compact)?;
+        (report.segments_merged, report.segments_removed) = (c.merged, c.removed);
+        if c.merged > 0 || c.removed > 0 {
+            report.segments_after = repo.backend().list(INDEX_DIR)?.len();
+        }
+    }
     Ok(report)
 }
 
