@@ -89,20 +89,28 @@ impl Index {
             }
             condemned = Some(*e);
         }
-        // At most one segment a layer may hold it; take them in segment order.
-        let mut candidates: Vec<usize> = Vec::new();
+        // At most one segment a layer may hold it; they are taken in segment order. The
+        // filter is asked first, so a miss reads and allocates nothing, and the common case,
+        // one candidate, allocates no list.
+        let (mut one, mut more) = (None, Vec::new());
         for layer in &self.layers {
             let i = layer.partition_point(|s| s.first <= *id);
             if let Some(s) = i.checked_sub(1).map(|i| &layer[i]) {
-                // The filter first: a miss costs no allocation.
                 if *id <= s.last && self.segments[s.at].may_contain(id) {
-                    candidates.push(s.at);
+                    match one {
+                        None => one = Some(s.at),
+                        Some(_) => more.push(s.at),
+                    }
                 }
             }
         }
-        candidates.sort_unstable();
-        for at in candidates {
-            for e in self.segments[at].lookup(id)? {
+        let single = one.filter(|_| more.is_empty());
+        if !more.is_empty() {
+            more.extend(one);
+            more.sort_unstable();
+        }
+        for at in single.into_iter().chain(more) {
+            for e in self.segments[at].lookup_unfiltered(id)? {
                 if self.is_live(&e) {
                     return Ok(Some(Found {
                         entry: e,

@@ -105,6 +105,11 @@ impl SegmentFile {
         if !self.table.may_contain(id) {
             return Ok(Vec::new());
         }
+        self.lookup_unfiltered(id)
+    }
+
+    /// The entries naming `id`, read from its bucket without asking the filter.
+    pub(crate) fn lookup_unfiltered(&self, id: &ChunkId) -> Result<Vec<IndexEntry>> {
         let (at, len) = self.table.bucket(id);
         if len == 0 {
             return Ok(Vec::new());
