@@ -10,11 +10,8 @@ use crate::layout::{object_ids, INDEX_DIR, PACKS_DIR};
 use crate::repo::{open_segment, Merged, SegmentFile};
 use crate::{Backend, Error, Repository, Result};
 
-/// Index entries per rewritten index segment.
-const SEGMENT_ENTRIES: usize = 100_000;
-
-/// Index entries per segment of a merged rewrite (sorted, over disjoint id ranges: not small
-/// enough for compaction to merge again; 49 MiB while written).
+/// Index entries per rewritten segment (49 MiB while written; those of a merge cover disjoint
+/// id ranges and are not small enough for compaction to merge again).
 const MERGED_ENTRIES: usize = 1 << 20;
 
 /// Segment keys loaded, their entries, and damaged segments with what is wrong.
@@ -145,20 +142,53 @@ pub(crate) fn pack_size(chunks: u64, stored: u64) -> u64 {
         + stored
 }
 
-/// Rewrites the index as `entries` (in segments), then removes the segments in `old`.
-pub(crate) fn rewrite_index(
-    repo: &Repository,
-    entries: &[IndexEntry],
-    old: &[String],
-) -> Result<usize> {
-    let mut written = HashSet::new();
-    for part in entries.chunks(SEGMENT_ENTRIES) {
-        written.insert(repo.write_segment(part)?);
-    }
-    for key in old {
-        if !written.contains(key) {
-            repo.backend().delete(key)?;
+/// Writes index segments of at most [`MERGED_ENTRIES`] entries as entries come, holding one
+/// segment's worth; [`SegmentWriter::finish`] then removes the old segments.
+pub(crate) struct SegmentWriter<'a> {
+    repo: &'a Repository,
+    batch: Vec<IndexEntry>,
+    written: HashSet<String>,
+    dry_run: bool,
+}
+
+impl<'a> SegmentWriter<'a> {
+    /// With `dry_run`, nothing is written nor removed.
+    pub(crate) fn new(repo: &'a Repository, dry_run: bool) -> Self {
+        SegmentWriter {
+            repo,
+            batch: Vec::new(),
+            written: HashSet::new(),
+            dry_run,
         }
     }
-    Ok(written.len())
+
+    pub(crate) fn push(&mut self, e: IndexEntry) -> Result<()> {
+        self.batch.push(e);
+        if self.batch.len() >= MERGED_ENTRIES {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<()> {
+        if !self.dry_run && !self.batch.is_empty() {
+            self.written.insert(self.repo.write_segment(&self.batch)?);
+        }
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Writes what is left, then removes the segments of `old` not written again; returns the
+    /// number of segments written.
+    pub(crate) fn finish(mut self, old: &[String]) -> Result<usize> {
+        self.write()?;
+        if !self.dry_run {
+            for key in old {
+                if !self.written.contains(key) {
+                    self.repo.backend().delete(key)?;
+                }
+            }
+        }
+        Ok(self.written.len())
+    }
 }

@@ -78,7 +78,12 @@ fn run(args: &[String]) -> Result<(), String> {
         "gc-build" => {
             let per = flag(args, "--segment-entries", 4 << 20)?;
             build(&backend, chunks, per, 32)?;
-            gc_build(&backend, chunks, per, flag(args, "--snapshot-chunks", 1 << 20)?)
+            gc_build(
+                &backend,
+                chunks,
+                per,
+                flag(args, "--snapshot-chunks", 1 << 20)?,
+            )
         }
         "gc" => gc(backend, chunks),
         _ => Err(format!("unknown command {cmd}")),
