@@ -1,11 +1,11 @@
-//! Sets of chunk ids larger than memory (issue 17): an external sort. Ids are gathered in runs
-//! of bounded size; each run is sorted, deduplicated and spilled to an unlinked temporary
-//! file; the runs are then merged into one sorted, deduplicated file, which is read as a
-//! stream (in id order) or searched for one id through a sparse table of every
-//! [`FENCE`]-th id kept in memory.
+//! Sets of chunk ids (or other fixed-size records) larger than memory (issue 17): an external
+//! sort. Records are gathered in runs of bounded size; each run is sorted, deduplicated and
+//! spilled to an unlinked temporary file; the runs are then merged into one sorted,
+//! deduplicated file, which is read as a stream (in order) or searched for one record through
+//! a sparse table of every [`FENCE`]-th record kept in memory.
 //!
-//! Memory: one run ([`RUN_IDS`] ids, 32 MiB) while gathering, a read buffer per run while
-//! merging, and 1/[`FENCE`] of the ids (about 0.13 bytes an id) afterwards.
+//! Memory: one run ([`RUN_IDS`] records, 32 MiB of chunk ids) while gathering, a read buffer
+//! per run while merging, and 1/[`FENCE`] of the records afterwards.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,25 +20,56 @@ use chunker::ChunkId;
 use crate::layout::random_bytes;
 use crate::{Error, Result};
 
-/// Ids in one run (32 bytes each).
+/// Records in one run.
 pub(crate) const RUN_IDS: usize = 1 << 20;
 
-/// One id in this many is kept in memory to search the merged file.
+/// One record in this many is kept in memory to search the merged file.
 const FENCE: usize = 256;
 
+/// A fixed-size record the sorter spills; its order is the sort's.
+pub(crate) trait Record: Ord + Copy {
+    /// Encoded length, at most 128.
+    const LEN: usize;
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Decodes [`Record::LEN`] bytes.
+    fn decode(b: &[u8]) -> Self;
+}
+
+impl Record for ChunkId {
+    const LEN: usize = 32;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(b: &[u8]) -> Self {
+        ChunkId::from_bytes(b.try_into().expect("32 bytes"))
+    }
+}
+
 /// Gathers chunk ids, in any order and with repeats.
-pub(crate) struct IdSorter {
+pub(crate) type IdSorter = Sorter<ChunkId>;
+
+/// A sorted set of distinct chunk ids.
+pub(crate) type SortedIds = Sorted<ChunkId>;
+
+/// Gathers records, in any order and with repeats.
+pub(crate) struct Sorter<T> {
     dir: PathBuf,
-    run: Vec<ChunkId>,
+    run: Vec<T>,
     max: usize,
     runs: Vec<File>,
 }
 
-impl IdSorter {
-    /// A sorter spilling runs of `max` ids into unlinked files in the system's temporary
+fn write_all<T: Record>(out: &mut impl Write, r: &T, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    r.encode(buf);
+    out.write_all(buf)
+}
+
+impl<T: Record> Sorter<T> {
+    /// A sorter spilling runs of `max` records into unlinked files in the system's temporary
     /// directory.
     pub(crate) fn new(max: usize) -> Self {
-        IdSorter {
+        Sorter {
             dir: std::env::temp_dir(),
             run: Vec::new(),
             max: max.max(1),
@@ -46,9 +77,9 @@ impl IdSorter {
         }
     }
 
-    /// Adds one id.
-    pub(crate) fn push(&mut self, id: ChunkId) -> Result<()> {
-        self.run.push(id);
+    /// Adds one record.
+    pub(crate) fn push(&mut self, r: T) -> Result<()> {
+        self.run.push(r);
         if self.run.len() >= self.max {
             self.spill()?;
         }
@@ -60,9 +91,9 @@ impl IdSorter {
         self.run.dedup();
         let file = unlinked_file(&self.dir)?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
-        for id in self.run.drain(..) {
-            out.write_all(id.as_bytes())
-                .map_err(|e| Error::io("write", &self.dir, e))?;
+        let mut buf = Vec::with_capacity(T::LEN);
+        for r in self.run.drain(..) {
+            write_all(&mut out, &r, &mut buf).map_err(|e| Error::io("write", &self.dir, e))?;
         }
         let mut file = out
             .into_inner()
@@ -73,12 +104,12 @@ impl IdSorter {
         Ok(())
     }
 
-    /// The sorted, deduplicated set of the ids pushed.
-    pub(crate) fn finish(mut self) -> Result<SortedIds> {
+    /// The sorted, deduplicated set of the records pushed.
+    pub(crate) fn finish(mut self) -> Result<Sorted<T>> {
         if self.runs.is_empty() {
             self.run.sort_unstable();
             self.run.dedup();
-            return Ok(SortedIds {
+            return Ok(Sorted {
                 file: None,
                 len: self.run.len() as u64,
                 fences: self.run,
@@ -88,10 +119,7 @@ impl IdSorter {
             self.spill()?;
         }
         let dir = self.dir.clone();
-        let io = |what: &'static str| {
-            let dir = dir.clone();
-            move |e: std::io::Error| Error::io(what, dir, e)
-        };
+        let io = |e: std::io::Error| Error::io("merge sorted runs", dir.clone(), e);
         let mut readers: Vec<_> = self
             .runs
             .into_iter()
@@ -99,29 +127,30 @@ impl IdSorter {
             .collect();
         let mut heap = BinaryHeap::new();
         for (n, r) in readers.iter_mut().enumerate() {
-            if let Some(id) = read_id(r).map_err(io("read"))? {
-                heap.push(Reverse((id, n)));
+            if let Some(first) = read_record::<T>(r).map_err(io)? {
+                heap.push(Reverse((first, n)));
             }
         }
         let file = unlinked_file(&self.dir)?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         let (mut len, mut last, mut fences) = (0u64, None, Vec::new());
-        while let Some(Reverse((id, n))) = heap.pop() {
-            if let Some(next) = read_id(&mut readers[n]).map_err(io("read"))? {
+        let mut buf = Vec::with_capacity(T::LEN);
+        while let Some(Reverse((r, n))) = heap.pop() {
+            if let Some(next) = read_record::<T>(&mut readers[n]).map_err(io)? {
                 heap.push(Reverse((next, n)));
             }
-            if last == Some(id) {
+            if last == Some(r) {
                 continue;
             }
             if len % FENCE as u64 == 0 {
-                fences.push(id);
+                fences.push(r);
             }
-            out.write_all(id.as_bytes()).map_err(io("write"))?;
-            last = Some(id);
+            write_all(&mut out, &r, &mut buf).map_err(io)?;
+            last = Some(r);
             len += 1;
         }
-        let file = out.into_inner().map_err(|e| io("write")(e.into_error()))?;
-        Ok(SortedIds {
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        Ok(Sorted {
             file: Some(file),
             len,
             fences,
@@ -142,55 +171,57 @@ fn unlinked_file(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-fn read_id(r: &mut impl Read) -> std::io::Result<Option<ChunkId>> {
-    let mut buf = [0u8; 32];
-    match r.read_exact(&mut buf) {
-        Ok(()) => Ok(Some(ChunkId::from_bytes(buf))),
+fn read_record<T: Record>(r: &mut impl Read) -> std::io::Result<Option<T>> {
+    let mut buf = [0u8; 128];
+    let buf = &mut buf[..T::LEN];
+    match r.read_exact(buf) {
+        Ok(()) => Ok(Some(T::decode(buf))),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// A sorted set of distinct chunk ids: in memory when it fit in one run, else in an unlinked
-/// file with every [`FENCE`]-th id in memory.
-pub(crate) struct SortedIds {
+/// A sorted set of distinct records: in memory when it fit in one run, else in an unlinked
+/// file with every [`FENCE`]-th record in memory.
+pub(crate) struct Sorted<T> {
     file: Option<File>,
     len: u64,
-    /// Every id (no file), or every [`FENCE`]-th one.
-    fences: Vec<ChunkId>,
+    /// Every record (no file), or every [`FENCE`]-th one.
+    fences: Vec<T>,
 }
 
-impl SortedIds {
-    /// Distinct ids.
+impl<T: Record> Sorted<T> {
+    /// Distinct records.
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
     fn io(e: std::io::Error) -> Error {
-        Error::io("read", "sorted chunk ids", e)
+        Error::io("read", "sorted records", e)
     }
 
-    /// Whether `id` is in the set: at most one read of [`FENCE`] ids.
-    pub(crate) fn contains(&self, id: &ChunkId) -> Result<bool> {
+    /// Whether `r` is in the set: at most one read of [`FENCE`] records.
+    pub(crate) fn contains(&self, r: &T) -> Result<bool> {
         let Some(file) = &self.file else {
-            return Ok(self.fences.binary_search(id).is_ok());
+            return Ok(self.fences.binary_search(r).is_ok());
         };
-        let block = match self.fences.binary_search(id) {
+        let block = match self.fences.binary_search(r) {
             Ok(_) => return Ok(true),
             Err(0) => return Ok(false),
             Err(i) => i - 1,
         };
         let start = (block * FENCE) as u64;
         let end = (start + FENCE as u64).min(self.len);
-        let mut buf = vec![0u8; (end - start) as usize * 32];
-        file.read_exact_at(&mut buf, start * 32).map_err(Self::io)?;
-        Ok(buf.chunks_exact(32).any(|b| b == &id.as_bytes()[..]))
+        let mut buf = vec![0u8; (end - start) as usize * T::LEN];
+        file.read_exact_at(&mut buf, start * T::LEN as u64)
+            .map_err(Self::io)?;
+        Ok(buf.chunks_exact(T::LEN).any(|b| T::decode(b) == *r))
     }
 
-    /// The ids in order.
-    pub(crate) fn iter(&self) -> SortedIdsIter<'_> {
-        SortedIdsIter {
-            ids: self,
+    /// The records in order.
+    pub(crate) fn iter(&self) -> SortedIter<'_, T> {
+        SortedIter {
+            set: self,
             next: 0,
             block: Vec::new(),
             at: 0,
@@ -198,45 +229,41 @@ impl SortedIds {
     }
 }
 
-/// Streams a [`SortedIds`] in order.
-pub(crate) struct SortedIdsIter<'a> {
-    ids: &'a SortedIds,
+/// Streams a [`Sorted`] in order.
+pub(crate) struct SortedIter<'a, T> {
+    set: &'a Sorted<T>,
     next: u64,
     block: Vec<u8>,
     at: usize,
 }
 
-impl Iterator for SortedIdsIter<'_> {
-    type Item = Result<ChunkId>;
+impl<T: Record> Iterator for SortedIter<'_, T> {
+    type Item = Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Some(file) = &self.ids.file else {
-            let id = self.ids.fences.get(self.next as usize).copied();
+        let Some(file) = &self.set.file else {
+            let r = self.set.fences.get(self.next as usize).copied();
             self.next += 1;
-            return id.map(Ok);
+            return r.map(Ok);
         };
         if self.at == self.block.len() {
-            if self.next == self.ids.len {
+            if self.next == self.set.len {
                 return None;
             }
-            let end = (self.next + 4096).min(self.ids.len);
-            self.block = vec![0; (end - self.next) as usize * 32];
-            if let Err(e) = file.read_exact_at(&mut self.block, self.next * 32) {
-                self.next = self.ids.len;
+            let end = (self.next + 4096).min(self.set.len);
+            self.block = vec![0; (end - self.next) as usize * T::LEN];
+            if let Err(e) = file.read_exact_at(&mut self.block, self.next * T::LEN as u64) {
+                self.next = self.set.len;
                 self.block.clear();
                 self.at = 0;
-                return Some(Err(SortedIds::io(e)));
+                return Some(Err(Sorted::<T>::io(e)));
             }
             self.next = end;
             self.at = 0;
         }
-        let id = ChunkId::from_bytes(
-            self.block[self.at..self.at + 32]
-                .try_into()
-                .expect("32 bytes"),
-        );
-        self.at += 32;
-        Some(Ok(id))
+        let r = T::decode(&self.block[self.at..self.at + T::LEN]);
+        self.at += T::LEN;
+        Some(Ok(r))
     }
 }
 

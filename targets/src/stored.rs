@@ -14,45 +14,12 @@ use crate::{Backend, Error, Repository, Result};
 /// id ranges and are not small enough for compaction to merge again).
 const MERGED_ENTRIES: usize = 1 << 20;
 
-/// Segment keys loaded, their entries, and damaged segments with what is wrong.
-pub(crate) type Segments = (Vec<String>, Vec<IndexEntry>, Vec<(String, Error)>);
-
-/// Every index segment's entries, and the damaged segments. A segment listed but gone when
-/// read was replaced by a concurrent `gc` (which writes its replacement first): the listing
-/// is read again.
-pub(crate) fn load_segments(repo: &Repository) -> Result<Segments> {
-    let mut loaded = Vec::new();
-    let mut entries = Vec::new();
-    let mut damaged = Vec::new();
-    for attempt in 0..4 {
-        let mut vanished = false;
-        for key in repo.backend().list(INDEX_DIR)? {
-            if loaded.contains(&key) {
-                continue;
-            }
-            match repo.segment_entries(&key) {
-                Ok(e) => {
-                    entries.extend(e);
-                    loaded.push(key);
-                }
-                Err(Error::NotFound { .. }) if attempt < 3 => vanished = true,
-                Err(e) if e.is_damage() => damaged.push((key, e)),
-                Err(e) => return Err(e),
-            }
-        }
-        if !vanished {
-            break;
-        }
-    }
-    Ok((loaded, entries, damaged))
-}
-
 /// Segments opened, and damaged segments with what is wrong.
 pub(crate) type OpenSegments = (Vec<SegmentFile>, Vec<(String, Error)>);
 
 /// Every index segment opened for streaming, each checked whole against its checksum (read
 /// a block at a time, never held), and the damaged segments. Retries a listing like
-/// [`load_segments`].
+/// `Repository::open` does.
 pub(crate) fn open_segments(repo: &Repository) -> Result<OpenSegments> {
     let mut loaded: Vec<SegmentFile> = Vec::new();
     let mut damaged = Vec::new();
