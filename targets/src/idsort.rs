@@ -27,9 +27,10 @@ pub(crate) const RUN_IDS: usize = 1 << 20;
 const FENCE: usize = 256;
 
 /// A fixed-size record the sorter spills; its order is the sort's.
-pub(crate) trait Record: Ord + Copy {
+pub trait Record: Ord + Copy {
     /// Encoded length, at most 128.
     const LEN: usize;
+    /// Appends its [`Record::LEN`] bytes.
     fn encode(&self, out: &mut Vec<u8>);
     /// Decodes [`Record::LEN`] bytes.
     fn decode(b: &[u8]) -> Self;
@@ -51,8 +52,9 @@ pub(crate) type IdSorter = Sorter<ChunkId>;
 /// A sorted set of distinct chunk ids.
 pub(crate) type SortedIds = Sorted<ChunkId>;
 
-/// Gathers records, in any order and with repeats.
-pub(crate) struct Sorter<T> {
+/// Gathers records, in any order and with repeats, into a [`Sorted`] set, in runs of bounded
+/// size spilled to unlinked temporary files.
+pub struct Sorter<T> {
     dir: PathBuf,
     run: Vec<T>,
     max: usize,
@@ -68,7 +70,7 @@ fn write_all<T: Record>(out: &mut impl Write, r: &T, buf: &mut Vec<u8>) -> std::
 impl<T: Record> Sorter<T> {
     /// A sorter spilling runs of `max` records into unlinked files in the system's temporary
     /// directory.
-    pub(crate) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         Sorter {
             dir: std::env::temp_dir(),
             run: Vec::new(),
@@ -78,7 +80,7 @@ impl<T: Record> Sorter<T> {
     }
 
     /// Adds one record.
-    pub(crate) fn push(&mut self, r: T) -> Result<()> {
+    pub fn push(&mut self, r: T) -> Result<()> {
         self.run.push(r);
         if self.run.len() >= self.max {
             self.spill()?;
@@ -105,7 +107,7 @@ impl<T: Record> Sorter<T> {
     }
 
     /// The sorted, deduplicated set of the records pushed.
-    pub(crate) fn finish(mut self) -> Result<Sorted<T>> {
+    pub fn finish(mut self) -> Result<Sorted<T>> {
         if self.runs.is_empty() {
             self.run.sort_unstable();
             self.run.dedup();
@@ -183,7 +185,7 @@ fn read_record<T: Record>(r: &mut impl Read) -> std::io::Result<Option<T>> {
 
 /// A sorted set of distinct records: in memory when it fit in one run, else in an unlinked
 /// file with every [`FENCE`]-th record in memory.
-pub(crate) struct Sorted<T> {
+pub struct Sorted<T> {
     file: Option<File>,
     len: u64,
     /// Every record (no file), or every [`FENCE`]-th one.
@@ -192,8 +194,13 @@ pub(crate) struct Sorted<T> {
 
 impl<T: Record> Sorted<T> {
     /// Distinct records.
-    pub(crate) fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     fn io(e: std::io::Error) -> Error {
@@ -201,7 +208,7 @@ impl<T: Record> Sorted<T> {
     }
 
     /// Whether `r` is in the set: at most one read of [`FENCE`] records.
-    pub(crate) fn contains(&self, r: &T) -> Result<bool> {
+    pub fn contains(&self, r: &T) -> Result<bool> {
         let Some(file) = &self.file else {
             return Ok(self.fences.binary_search(r).is_ok());
         };
@@ -219,7 +226,7 @@ impl<T: Record> Sorted<T> {
     }
 
     /// The records in order.
-    pub(crate) fn iter(&self) -> SortedIter<'_, T> {
+    pub fn iter(&self) -> SortedIter<'_, T> {
         SortedIter {
             set: self,
             next: 0,
@@ -230,7 +237,7 @@ impl<T: Record> Sorted<T> {
 }
 
 /// Streams a [`Sorted`] in order.
-pub(crate) struct SortedIter<'a, T> {
+pub struct SortedIter<'a, T> {
     set: &'a Sorted<T>,
     next: u64,
     block: Vec<u8>,
