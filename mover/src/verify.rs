@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use chunker::format::{Manifest, ObjectId};
 use chunker::{ChunkId, Decoder};
-use targets::{ChunkStore, Repository};
+use targets::{ChunkStore, Record, Repository, Sorted, Sorter};
 
 use crate::pipeline::FirstError;
 use crate::{Progress, Result};
@@ -42,80 +42,118 @@ pub struct VerifyReport {
 }
 
 /// A chunk to check: where it lives (pack, offset; `None` when not indexed), its id, and its
-/// plaintext length.
-type Work = (Option<(ObjectId, u32)>, ChunkId, u64);
+/// plaintext length. Ordered by place, so chunks are read in pack order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Work {
+    at: Option<(ObjectId, u32)>,
+    id: ChunkId,
+    len: u64,
+}
+
+impl Record for Work {
+    const LEN: usize = 77;
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (flag, pack, offset) = match self.at {
+            Some((p, o)) => (1u8, p.0, o),
+            None => (0, [0; 32], 0),
+        };
+        out.push(flag);
+        out.extend_from_slice(&pack);
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+    }
+    fn decode(b: &[u8]) -> Self {
+        let pack = ObjectId(b[1..33].try_into().expect("32 bytes"));
+        let offset = u32::from_le_bytes(b[33..37].try_into().expect("4 bytes"));
+        Work {
+            at: (b[0] == 1).then_some((pack, offset)),
+            id: ChunkId::decode(&b[37..69]),
+            len: u64::from_le_bytes(b[69..77].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// Records in one run of verify's external sorts (about 80 MiB of work records).
+const RUN: usize = 1 << 20;
+
+/// Loads a snapshot's manifest; `Err(problem)` when it is damaged.
+type Load<'a> = dyn Fn(&ObjectId) -> Result<std::result::Result<Manifest, String>> + 'a;
 
 /// Checks `snapshots` (a manifest that failed to load counts as damaged). Every distinct
 /// chunk for which `select` is true is read once, in pack order (`|_| true` reads them all).
 pub fn verify(
     repo: &Repository,
-    snapshots: Vec<(ObjectId, Result<Manifest, String>)>,
+    snapshots: Vec<(ObjectId, std::result::Result<Manifest, String>)>,
     threads: usize,
     progress: &Progress,
     select: &(dyn Fn(&ChunkId) -> bool + Sync),
 ) -> Result<VerifyReport> {
-    let mut unique: HashSet<ChunkId> = HashSet::new();
-    for (_, m) in &snapshots {
-        if let Ok(m) = m {
-            unique.extend(m.disks.iter().flat_map(|d| &d.entries).filter_map(|e| e.id));
+    let ids: Vec<ObjectId> = snapshots.iter().map(|(id, _)| *id).collect();
+    let load = |id: &ObjectId| {
+        let (_, m) = snapshots.iter().find(|(s, _)| s == id).expect("listed");
+        Ok(m.clone())
+    };
+    verify_each(repo, &ids, &load, threads, progress, select)
+}
+
+/// [`verify`] with each manifest loaded when needed (twice: to gather the chunks, then to
+/// report), so that memory holds one at a time (issue 17): the distinct chunks and the work
+/// list are sorted outside memory.
+fn verify_each(
+    repo: &Repository,
+    snapshots: &[ObjectId],
+    load: &Load<'_>,
+    threads: usize,
+    progress: &Progress,
+    select: &(dyn Fn(&ChunkId) -> bool + Sync),
+) -> Result<VerifyReport> {
+    let mut unique = Sorter::new(RUN);
+    for id in snapshots {
+        if let Ok(m) = load(id)? {
+            for c in m.disks.iter().flat_map(|d| &d.entries).filter_map(|e| e.id) {
+                unique.push(c)?;
+            }
         }
     }
-    let chunks_total = unique.len() as u64;
-    unique.retain(|id| select(id));
+    let unique: Sorted<ChunkId> = unique.finish()?;
     // Read in pack order: sequential I/O, each pack opened while it is hot.
-    let mut work: Vec<Work> = unique
-        .into_iter()
-        .map(|id| match repo.locate(&id) {
-            Some((pack, blob)) => (Some((pack, blob.offset)), id, u64::from(blob.raw_len)),
-            None => (None, id, 0),
-        })
-        .collect();
-    work.sort_unstable_by_key(|w| w.0);
-    progress.set_total(work.iter().map(|w| w.2).sum());
-    let bad: Mutex<HashMap<ChunkId, String>> = Mutex::default();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let errors = FirstError::default();
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                errors.run(|| {
-                    let mut decoder = Decoder::with_id_key(repo.id_key());
-                    let mut buf = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= work.len() || errors.should_stop() {
-                            return Ok(());
-                        }
-                        let (_, id, len) = work[i];
-                        let checked = repo
-                            .get(&id)
-                            .map_err(crate::Error::from)
-                            .and_then(|f| Ok(decoder.decode_into(&f, &id, &mut buf)?));
-                        match checked {
-                            Ok(()) => {}
-                            Err(e) if e.is_damage() => {
-                                bad.lock().expect("bad lock").insert(id, e.to_string());
-                            }
-                            Err(e) => return Err(e),
-                        }
-                        progress.add(len);
-                    }
-                })
-            });
+    let mut work = Sorter::new(RUN);
+    let (mut chunks_checked, mut bytes_checked) = (0u64, 0u64);
+    for id in unique.iter() {
+        let id = id?;
+        if !select(&id) {
+            continue;
         }
-    });
-    errors.into_result()?;
-    let bad = bad.into_inner().expect("bad lock");
+        let w = match repo.locate(&id) {
+            Some((pack, blob)) => Work {
+                at: Some((pack, blob.offset)),
+                id,
+                len: u64::from(blob.raw_len),
+            },
+            None => Work {
+                at: None,
+                id,
+                len: 0,
+            },
+        };
+        chunks_checked += 1;
+        bytes_checked += w.len;
+        work.push(w)?;
+    }
+    let work: Sorted<Work> = work.finish()?;
+    progress.set_total(bytes_checked);
+    let bad = check_chunks(repo, &work, threads, progress)?;
     let mut report = VerifyReport {
-        chunks_total,
-        chunks_checked: work.len() as u64,
-        bytes_checked: work.iter().map(|w| w.2).sum(),
+        chunks_total: unique.len(),
+        chunks_checked,
+        bytes_checked,
         snapshots: Vec::new(),
     };
-    for (id, m) in snapshots {
-        let check = match m {
+    for id in snapshots {
+        let check = match load(id)? {
             Err(problem) => SnapshotCheck {
-                id,
+                id: *id,
                 name: None,
                 problems: vec![problem],
             },
@@ -126,11 +164,11 @@ pub fn verify(
                     .iter()
                     .flat_map(|d| &d.entries)
                     .filter_map(|e| e.id)
-                    .filter(|id| seen.insert(*id))
-                    .filter_map(|id| bad.get(&id).cloned())
+                    .filter(|c| bad.contains_key(c) && seen.insert(*c))
+                    .filter_map(|c| bad.get(&c).cloned())
                     .collect();
                 SnapshotCheck {
-                    id,
+                    id: *id,
                     name: Some(m.name),
                     problems,
                 }
@@ -140,6 +178,58 @@ pub fn verify(
     }
     Ok(report)
 }
+
+/// Reads every chunk of `work` on `threads` workers, taking it in batches in order; returns
+/// the damaged or missing ones with what is wrong.
+fn check_chunks(
+    repo: &Repository,
+    work: &Sorted<Work>,
+    threads: usize,
+    progress: &Progress,
+) -> Result<HashMap<ChunkId, String>> {
+    let bad: Mutex<HashMap<ChunkId, String>> = Mutex::default();
+    let queue = Mutex::new(work.iter());
+    let errors = FirstError::default();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                errors.run(|| {
+                    let mut decoder = Decoder::with_id_key(repo.id_key());
+                    let mut buf = Vec::new();
+                    loop {
+                        let batch: Vec<_> = queue
+                            .lock()
+                            .expect("queue lock")
+                            .by_ref()
+                            .take(64)
+                            .collect();
+                        if batch.is_empty() || errors.should_stop() {
+                            return Ok(());
+                        }
+                        for w in batch {
+                            let Work { id, len, .. } = w?;
+                            let checked = repo
+                                .get(&id)
+                                .map_err(crate::Error::from)
+                                .and_then(|f| Ok(decoder.decode_into(&f, &id, &mut buf)?));
+                            match checked {
+                                Ok(()) => {}
+                                Err(e) if e.is_damage() => {
+                                    bad.lock().expect("bad lock").insert(id, e.to_string());
+                                }
+                                Err(e) => return Err(e),
+                            }
+                            progress.add(len);
+                        }
+                    }
+                })
+            });
+        }
+    });
+    errors.into_result()?;
+    Ok(bad.into_inner().expect("bad lock"))
+}
+
 /// Which chunks `verify --subset` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Subset {
@@ -170,22 +260,33 @@ pub fn verify_repository(
     progress: &Progress,
 ) -> Result<VerifyReport> {
     let name = request.name.as_deref();
-    let selected = match &request.snapshot {
+    // The snapshots to check; their manifests are loaded again by verify, one at a time.
+    let (selected, one) = match &request.snapshot {
         Some(spec) => {
             let (id, m) = repo.find_snapshot(spec, name)?;
-            vec![(id, Ok(m))]
+            (vec![id], Some(m))
         }
         None => {
             let mut all = Vec::new();
             for id in repo.snapshot_ids()? {
                 match repo.load_snapshot(&id) {
                     Ok(m) if name.is_some_and(|n| m.name != n) => {}
-                    Ok(m) => all.push((id, Ok(m))),
-                    Err(e) if e.is_damage() => all.push((id, Err(e.to_string()))),
+                    Ok(_) => all.push(id),
+                    Err(e) if e.is_damage() => all.push(id),
                     Err(e) => return Err(e.into()),
                 }
             }
-            all
+            (all, None)
+        }
+    };
+    let load = |id: &ObjectId| -> Result<std::result::Result<Manifest, String>> {
+        if let Some(m) = &one {
+            return Ok(Ok(m.clone()));
+        }
+        match repo.load_snapshot(id) {
+            Ok(m) => Ok(Ok(m)),
+            Err(e) if e.is_damage() => Ok(Err(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     };
     let seed = u64::from_le_bytes(targets::random_bytes());
@@ -198,5 +299,6 @@ pub fn verify_repository(
             Some(Subset::Percent(p)) => (((word(0) ^ seed) % 1_000_000) as f64) < p * 10_000.0,
         }
     };
-    verify(repo, selected, request.threads, progress, &select).map_err(|e| e.failed("verify", ""))
+    verify_each(repo, &selected, &load, request.threads, progress, &select)
+        .map_err(|e| e.failed("verify", ""))
 }

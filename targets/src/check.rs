@@ -1,12 +1,14 @@
 //! `check`: the repository's structure, read without chunk data.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use chunker::format::{BlobEntry, IndexEntry, ObjectId};
+use chunker::format::ObjectId;
 use chunker::ChunkId;
 
+use crate::idsort::{IdSorter, Record, Sorted, SortedIds, Sorter, RUN_IDS};
 use crate::layout::{now_ms, pack_key};
-use crate::stored::{existing_packs, load_segments};
+use crate::repo::SegmentFile;
+use crate::stored::{existing_packs, open_segments};
 use crate::tombstones::load_tombstones;
 use crate::{Error, Repository, Result};
 
@@ -74,11 +76,11 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
     r.packs = stored.existing.len();
     let condemned: HashSet<ObjectId> = tombstones.ok.iter().flat_map(|t| t.packs.clone()).collect();
     let held = check_packs(repo, &stored, &condemned, &mut r)?;
-    r.chunks = held.indexed.len();
+    r.chunks = held.indexed.len() as usize;
     let orphans = stored
         .existing
         .iter()
-        .filter(|p| !stored.by_pack.contains_key(p))
+        .filter(|p| !stored.named.contains(p))
         .count();
     if orphans > 0 {
         r.notes.push(format!(
@@ -104,34 +106,76 @@ fn scan(repo: &Repository) -> Result<CheckReport> {
     Ok(r)
 }
 
-/// The index as stored, by pack, and the packs that exist.
+/// One index entry, ordered by pack: what `check` compares with the pack's own list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PackEntry {
+    pack: ObjectId,
+    id: ChunkId,
+    offset: u32,
+    stored_len: u32,
+}
+
+impl Record for PackEntry {
+    const LEN: usize = 72;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.pack.0);
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+    }
+    fn decode(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        PackEntry {
+            pack: ObjectId(b[..32].try_into().expect("32 bytes")),
+            id: ChunkId::decode(&b[32..64]),
+            offset: u32_at(64),
+            stored_len: u32_at(68),
+        }
+    }
+}
+
+/// The index as stored, sorted by pack outside memory (issue 17), and the packs that exist.
 struct Stored {
-    segments: Vec<String>,
+    segments: Vec<SegmentFile>,
     damaged: Vec<(String, Error)>,
-    by_pack: HashMap<ObjectId, Vec<BlobEntry>>,
+    by_pack: Sorted<PackEntry>,
+    /// Packs the index names.
+    named: HashSet<ObjectId>,
     existing: HashSet<ObjectId>,
+}
+
+/// The entries of `segments` sorted by pack, and the packs they name.
+fn by_pack_of(segments: &[SegmentFile]) -> Result<(Sorted<PackEntry>, HashSet<ObjectId>)> {
+    let mut sorter = Sorter::new(RUN_IDS / 2);
+    let mut named = HashSet::new();
+    for segment in segments {
+        for e in segment.entries() {
+            let e = e?;
+            named.insert(e.pack);
+            sorter.push(PackEntry {
+                pack: e.pack,
+                id: e.blob.id,
+                offset: e.blob.offset,
+                stored_len: e.blob.stored_len,
+            })?;
+        }
+    }
+    Ok((sorter.finish()?, named))
 }
 
 impl Stored {
     fn load(repo: &Repository) -> Result<Self> {
         let backend = repo.backend();
-        let by_pack_of = |entries: Vec<IndexEntry>| {
-            let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-            for e in entries {
-                by_pack.entry(e.pack).or_default().push(e.blob);
-            }
-            by_pack
-        };
-        let (mut segments, entries, mut damaged) = load_segments(repo)?;
-        let mut by_pack = by_pack_of(entries);
+        let (mut segments, mut damaged) = open_segments(repo)?;
+        let (mut by_pack, mut named) = by_pack_of(&segments)?;
         let mut existing = existing_packs(&**backend)?;
-        if by_pack.keys().any(|p| !existing.contains(p)) {
+        if named.iter().any(|p| !existing.contains(p)) {
             // A pack the index named is gone: a concurrent gc swept it after rewriting the
             // index. Read the index again (it now names where those chunks live) and ask about
             // packs written since the listing one by one.
-            let (s2, e2, d2) = load_segments(repo)?;
-            (segments, damaged, by_pack) = (s2, d2, by_pack_of(e2));
-            for p in by_pack.keys() {
+            (segments, damaged) = open_segments(repo)?;
+            (by_pack, named) = by_pack_of(&segments)?;
+            for p in &named {
                 if !existing.contains(p) && backend.size(&pack_key(p)).is_ok() {
                     existing.insert(*p);
                 }
@@ -141,19 +185,36 @@ impl Stored {
             segments,
             damaged,
             by_pack,
+            named,
             existing,
         })
+    }
+
+    /// Calls `f` with each pack the index names and its entries (each once), in pack order.
+    fn each_pack(&self, mut f: impl FnMut(&ObjectId, &[PackEntry]) -> Result<()>) -> Result<()> {
+        let mut group: Vec<PackEntry> = Vec::new();
+        for e in self.by_pack.iter() {
+            let e = e?;
+            if group.first().is_some_and(|g| g.pack != e.pack) {
+                f(&group[0].pack, &group)?;
+                group.clear();
+            }
+            group.push(e);
+        }
+        if let Some(first) = group.first() {
+            f(&first.pack, &group)?;
+        }
+        Ok(())
     }
 }
 
 /// Where the chunks are, as far as `check` can tell without reading chunk data.
-#[derive(Default)]
 struct Held {
     /// Chunks indexed in an intact pack whose own list agrees with the index.
-    indexed: HashSet<ChunkId>,
+    indexed: SortedIds,
     /// Chunks the index places in a pack whose own list does not read (`repair index`
     /// salvages what it can of such a pack).
-    in_damaged: HashSet<ChunkId>,
+    in_damaged: SortedIds,
     /// Existing packs whose own list the index does not give in full: named by no segment,
     /// or with entries that disagree with it.
     unindexed_packs: Vec<ObjectId>,
@@ -166,10 +227,10 @@ fn check_packs(
     condemned: &HashSet<ObjectId>,
     r: &mut CheckReport,
 ) -> Result<Held> {
-    let mut held = Held::default();
-    let mut packs: Vec<(&ObjectId, &Vec<BlobEntry>)> = stored.by_pack.iter().collect();
-    packs.sort_by_key(|(p, _)| **p);
-    for (p, blobs) in packs {
+    let mut indexed = IdSorter::new(RUN_IDS);
+    let mut in_damaged = IdSorter::new(RUN_IDS);
+    let mut unindexed_packs = Vec::new();
+    stored.each_pack(|p, blobs| {
         if !stored.existing.contains(p) {
             // A condemned pack already swept: its entries go at the next index rewrite.
             if !condemned.contains(p) {
@@ -180,7 +241,7 @@ fn check_packs(
                     blobs.len()
                 ));
             }
-            continue;
+            return Ok(());
         }
         match repo.pack_contents(p) {
             Ok(trailer) => {
@@ -198,9 +259,11 @@ fn check_packs(
                          `mover repair index`",
                         p.to_hex()
                     ));
-                    held.unindexed_packs.push(*p);
+                    unindexed_packs.push(*p);
                 } else {
-                    held.indexed.extend(blobs.iter().map(|b| b.id));
+                    for b in blobs {
+                        indexed.push(b.id)?;
+                    }
                 }
             }
             Err(Error::NotFound { .. }) => {} // swept meanwhile
@@ -210,18 +273,25 @@ fn check_packs(
                      prove), then `mover verify` tells which snapshots are still affected",
                     p.to_hex()
                 ));
-                held.in_damaged.extend(blobs.iter().map(|b| b.id));
+                for b in blobs {
+                    in_damaged.push(b.id)?;
+                }
             }
             Err(e) => return Err(e),
         }
-    }
+        Ok(())
+    })?;
     let mut orphans: Vec<ObjectId> = (stored.existing.iter())
-        .filter(|p| !stored.by_pack.contains_key(p))
+        .filter(|p| !stored.named.contains(p))
         .copied()
         .collect();
     orphans.sort();
-    held.unindexed_packs.extend(orphans);
-    Ok(held)
+    unindexed_packs.extend(orphans);
+    Ok(Held {
+        indexed: indexed.finish()?,
+        in_damaged: in_damaged.finish()?,
+        unindexed_packs,
+    })
 }
 
 /// The chunks that `packs` hold by their own lists (packs whose list does not read, or that
@@ -272,6 +342,38 @@ fn snapshot_advice(lost: usize, in_packs: usize, in_damaged: usize) -> String {
     format!("{}; {fix}", parts.join(", "))
 }
 
+/// The distinct chunks `m` references that `set` lacks: the snapshot's ids sorted, read
+/// beside the set in order.
+fn not_in(m: &chunker::format::Manifest, set: &SortedIds) -> Result<Vec<ChunkId>> {
+    let mut ids: Vec<ChunkId> = (m.disks.iter())
+        .flat_map(|d| &d.entries)
+        .filter_map(|e| e.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut lost = Vec::new();
+    let mut stream = set.iter().peekable();
+    for id in ids {
+        let mut found = false;
+        while let Some(next) = stream.peek() {
+            match next {
+                Ok(s) if *s < id => {
+                    stream.next();
+                }
+                Ok(s) => {
+                    found = *s == id;
+                    break;
+                }
+                Err(_) => return Err(stream.next().expect("peeked").expect_err("an error")),
+            }
+        }
+        if !found {
+            lost.push(id);
+        }
+    }
+    Ok(lost)
+}
+
 /// Checks that every snapshot decodes and that each chunk it references is indexed in an
 /// intact pack; for those that are not, says which repair brings them back.
 fn check_snapshots(
@@ -286,15 +388,7 @@ fn check_snapshots(
         match repo.load_snapshot(&id) {
             Ok(m) => {
                 r.snapshots += 1;
-                let mut seen = HashSet::new();
-                let lost: Vec<ChunkId> = m
-                    .disks
-                    .iter()
-                    .flat_map(|d| &d.entries)
-                    .filter_map(|e| e.id)
-                    .filter(|c| seen.insert(*c))
-                    .filter(|c| !held.indexed.contains(c))
-                    .collect();
+                let lost = not_in(&m, &held.indexed)?;
                 if lost.is_empty() {
                     continue;
                 }
@@ -303,9 +397,10 @@ fn check_snapshots(
                     None => unindexed.insert(listed_in(repo, &held.unindexed_packs)?),
                 };
                 let in_packs = lost.iter().filter(|c| unindexed.contains(c)).count();
-                let in_damaged = (lost.iter())
-                    .filter(|c| !unindexed.contains(c) && held.in_damaged.contains(c))
-                    .count();
+                let mut in_damaged = 0;
+                for c in lost.iter().filter(|c| !unindexed.contains(c)) {
+                    in_damaged += usize::from(held.in_damaged.contains(c)?);
+                }
                 r.errors.push(format!(
                     "snapshot {} ({}): {} chunks it references are indexed in no intact pack: {}",
                     id.to_hex(),

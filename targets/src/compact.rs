@@ -47,6 +47,8 @@ pub struct CompactOptions {
     pub max_entries: u64,
     /// Replaced segments are deleted by a run this long after the merge, ms.
     pub grace_ms: i64,
+    /// Small segments are merged only when there are at least this many (2 or more).
+    pub min_segments: usize,
 }
 
 impl Default for CompactOptions {
@@ -55,6 +57,7 @@ impl Default for CompactOptions {
             small_entries: 1 << 20,
             max_entries: 4 << 20,
             grace_ms: 3_600_000,
+            min_segments: 2,
         }
     }
 }
@@ -194,7 +197,7 @@ pub fn compact(repo: &Repository, options: &CompactOptions) -> Result<CompactRep
             Err(e) => return Err(e),
         }
     }
-    if small.len() < 2 {
+    if small.len() < options.min_segments.max(2) {
         return Ok(report);
     }
     let written = merge(repo, &small, options.max_entries.max(1), &mut report)?;
@@ -332,6 +335,7 @@ mod tests {
             small_entries: 100,
             max_entries: 200,
             grace_ms: 3_600_000,
+            min_segments: 2,
         };
         let report = compact(&repo, &options).unwrap();
         assert_eq!(

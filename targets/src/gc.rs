@@ -27,12 +27,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chunker::format::{BlobEntry, IndexEntry, ObjectId};
+use chunker::format::{BlobEntry, ObjectId};
 use chunker::ChunkId;
 
+use crate::compact::CompactOptions;
+use crate::idsort::{IdSorter, SortedIds, RUN_IDS};
 use crate::layout::{now_ms, pack_key, tombstone_key, INDEX_DIR};
+use crate::repo::{Merged, SegmentFile};
 use crate::salvage::embedded_trailer;
-use crate::stored::{existing_packs, load_segments, pack_bytes, rewrite_index, unless_gone};
+use crate::stored::{existing_packs, open_segments, pack_size, rewrite_merged, unless_gone};
 use crate::{ChunkStore, Error, Repository, Result};
 
 // `check`, `repair` and the tombstones have their own modules; their public items keep the
@@ -59,6 +62,9 @@ pub struct GcOptions {
     pub max_repack_bytes: u64,
     /// A pack whose live share of bytes is below this is repacked.
     pub repack_below: f64,
+    /// The index's small segments (one per backup) are compacted when there are at least
+    /// this many (`targets::compact`, with this run's grace period); 0: never.
+    pub compact_segments: usize,
 }
 
 impl Default for GcOptions {
@@ -68,6 +74,7 @@ impl Default for GcOptions {
             dry_run: false,
             max_repack_bytes: u64::MAX,
             repack_below: 0.5,
+            compact_segments: 16,
         }
     }
 }
@@ -113,6 +120,10 @@ pub struct GcReport {
     pub segments_before: usize,
     /// Index segments after the run.
     pub segments_after: usize,
+    /// Small index segments this run merged into large ones (compaction).
+    pub segments_merged: usize,
+    /// Segments merged by an earlier run that this run deleted (their grace period over).
+    pub segments_removed: usize,
     /// Tombstones still waiting for their grace period after this run.
     pub pending: Vec<Pending>,
     /// Temporary files of killed writes removed (older than the grace period, their writer
@@ -124,29 +135,25 @@ pub struct GcReport {
     pub warnings: Vec<String>,
 }
 
-/// The repository's index as stored: every segment with its entries.
-struct StoredIndex {
-    segments: Vec<String>,
-    entries: Vec<IndexEntry>,
-}
-
-fn load_index(repo: &Repository) -> Result<StoredIndex> {
-    let (segments, entries, damaged) = load_segments(repo)?;
+/// The repository's index as stored, every segment opened to be streamed (issue 17: its
+/// entries are never all in memory).
+fn load_index(repo: &Repository) -> Result<Vec<SegmentFile>> {
+    let (segments, damaged) = open_segments(repo)?;
     if let Some((key, e)) = damaged.into_iter().next() {
         return Err(Error::Corrupt {
             what: format!("index segment {key}"),
             detail: format!("{e}; run `mover repair index` first"),
         });
     }
-    Ok(StoredIndex { segments, entries })
+    Ok(segments)
 }
 
-/// Every chunk referenced by a snapshot. Fails when a snapshot cannot be read: its
-/// references are unknown, so nothing could be collected safely.
-fn live_chunks(repo: &Repository) -> Result<(usize, HashSet<ChunkId>)> {
+/// Every chunk referenced by a snapshot, sorted and deduplicated outside memory. Fails when a
+/// snapshot cannot be read: its references are unknown, so nothing could be collected safely.
+fn live_chunks(repo: &Repository) -> Result<(usize, SortedIds)> {
     let ids = repo.snapshot_ids()?;
     let mut count = 0;
-    let mut live = HashSet::new();
+    let mut live = IdSorter::new(RUN_IDS);
     for id in &ids {
         let m = match repo.load_snapshot(id) {
             Err(Error::NotFound { .. }) => continue, // forgotten meanwhile
@@ -164,9 +171,11 @@ fn live_chunks(repo: &Repository) -> Result<(usize, HashSet<ChunkId>)> {
             e => e,
         })?;
         count += 1;
-        live.extend(m.disks.iter().flat_map(|d| &d.entries).filter_map(|e| e.id));
+        for id in m.disks.iter().flat_map(|d| &d.entries).filter_map(|e| e.id) {
+            live.push(id)?;
+        }
     }
-    Ok((count, live))
+    Ok((count, live.finish()?))
 }
 
 /// Runs garbage collection: sweeps tombstones whose grace period is over, then condemns
@@ -203,6 +212,18 @@ pub fn collect(repo: &Repository, opts: &GcOptions) -> Result<GcReport> {
         crate::temporaries::remove_stale(&**repo.backend(), opts.grace_ms, opts.dry_run)?;
     if !opts.dry_run {
         remove_orphan_catalogs(repo, &mut report)?;
+    }
+    if !opts.dry_run && opts.compact_segments > 0 {
+        let compact = CompactOptions {
+            grace_ms: opts.grace_ms,
+            min_segments: opts.compact_segments,
+            ..CompactOptions::default()
+        };
+        let c = crate::compact::compact(repo, &compact)?;
+        (report.segments_merged, report.segments_removed) = (c.merged, c.removed);
+        if c.merged > 0 || c.removed > 0 {
+            report.segments_after = repo.backend().list(INDEX_DIR)?.len();
+        }
     }
     Ok(report)
 }
@@ -249,20 +270,99 @@ fn usable_tombstones(
     Ok(tombstones.ok)
 }
 
-/// What one run sees of the repository.
+/// What one run sees of the repository. Its memory grows with the packs, not the chunks:
+/// the index is read from its segments as a stream or one chunk at a time, and the chunks in
+/// use are a sorted file.
 struct View {
     now: i64,
     /// Packs that exist.
     existing: HashSet<ObjectId>,
-    index: StoredIndex,
+    /// The index segments.
+    index: Vec<SegmentFile>,
     /// Chunks referenced by a snapshot.
-    live: HashSet<ChunkId>,
+    live: SortedIds,
     /// What the index says each pack holds (each chunk once).
-    by_pack: HashMap<ObjectId, Vec<BlobEntry>>,
-    /// The packs the index places each chunk in.
-    holders: HashMap<ChunkId, Vec<ObjectId>>,
+    by_pack: HashMap<ObjectId, PackStat>,
     /// Packs listed by any readable tombstone.
     condemned: HashSet<ObjectId>,
+}
+
+/// What the index says a pack holds, counting each chunk once.
+#[derive(Clone, Copy, Debug, Default)]
+struct PackStat {
+    chunks: u64,
+    /// Stored bytes of its chunks.
+    stored: u64,
+    /// Stored bytes of its chunks that a snapshot references.
+    in_use: u64,
+    /// Chunks a snapshot references that the index places in no other pack that exists and
+    /// is not condemned.
+    needed: u64,
+}
+
+impl PackStat {
+    fn bytes(&self) -> u64 {
+        pack_size(self.chunks, self.stored)
+    }
+}
+
+/// Reads the index once, in id order beside the chunks in use, and sums up each pack.
+fn pack_stats(
+    index: &[SegmentFile],
+    live: &SortedIds,
+    existing: &HashSet<ObjectId>,
+    condemned: &HashSet<ObjectId>,
+) -> Result<HashMap<ObjectId, PackStat>> {
+    let mut stats: HashMap<ObjectId, PackStat> = HashMap::new();
+    let mut live_ids = live.iter().peekable();
+    // The packs holding the current chunk, each once, with its stored length there.
+    let mut group: Vec<(ObjectId, u32)> = Vec::new();
+    let mut current: Option<ChunkId> = None;
+    let mut flush = |id: ChunkId, group: &mut Vec<(ObjectId, u32)>| -> Result<()> {
+        let mut in_use = false;
+        while let Some(next) = live_ids.peek() {
+            match next {
+                Ok(l) if *l < id => {
+                    live_ids.next();
+                }
+                Ok(l) => {
+                    in_use = *l == id;
+                    break;
+                }
+                Err(_) => return Err(live_ids.next().expect("peeked").expect_err("an error")),
+            }
+        }
+        let good = |q: &ObjectId| existing.contains(q) && !condemned.contains(q);
+        for (p, len) in group.iter() {
+            let s = stats.entry(*p).or_default();
+            s.chunks += 1;
+            s.stored += u64::from(*len);
+            if in_use {
+                s.in_use += u64::from(*len);
+                if !group.iter().any(|(q, _)| q != p && good(q)) {
+                    s.needed += 1;
+                }
+            }
+        }
+        group.clear();
+        Ok(())
+    };
+    for e in Merged::new(index) {
+        let e = e?;
+        if current != Some(e.blob.id) {
+            if let Some(id) = current {
+                flush(id, &mut group)?;
+            }
+            current = Some(e.blob.id);
+        }
+        if !group.iter().any(|(q, _)| *q == e.pack) {
+            group.push((e.pack, e.blob.stored_len));
+        }
+    }
+    if let Some(id) = current {
+        flush(id, &mut group)?;
+    }
+    Ok(stats)
 }
 
 impl View {
@@ -275,28 +375,19 @@ impl View {
         let existing = existing_packs(&**repo.backend())?;
         report.packs = existing.len();
         let index = load_index(repo)?;
-        report.segments_before = index.segments.len();
-        report.segments_after = index.segments.len();
+        report.segments_before = index.len();
+        report.segments_after = index.len();
         let (snapshots, live) = live_chunks(repo)?;
         report.snapshots = snapshots;
-        report.live_chunks = live.len();
-        let mut by_pack: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-        let mut holders: HashMap<ChunkId, Vec<ObjectId>> = HashMap::new();
-        for e in &index.entries {
-            let blobs = by_pack.entry(e.pack).or_default();
-            if !blobs.iter().any(|b| b.id == e.blob.id) {
-                blobs.push(e.blob);
-                holders.entry(e.blob.id).or_default().push(e.pack);
-            }
-        }
+        report.live_chunks = live.len() as usize;
         let condemned = tombstones.iter().flat_map(|t| t.packs.clone()).collect();
+        let by_pack = pack_stats(&index, &live, &existing, &condemned)?;
         Ok(View {
             now,
             existing,
             index,
             live,
             by_pack,
-            holders,
             condemned,
         })
     }
@@ -304,22 +395,48 @@ impl View {
     /// Size of a pack: from its index entries, or asked of the backend for one no index names.
     fn size_of(&self, repo: &Repository, p: &ObjectId) -> Result<u64> {
         match self.by_pack.get(p) {
-            Some(b) => Ok(pack_bytes(b)),
+            Some(s) => Ok(s.bytes()),
             None => repo.backend().size(&pack_key(p)),
         }
     }
 
     /// Whether a chunk has a copy in a pack other than `p` that exists, is not condemned and
-    /// is not in `gone`.
-    fn copied_elsewhere(&self, id: &ChunkId, p: &ObjectId, gone: &HashSet<ObjectId>) -> bool {
-        self.holders.get(id).is_some_and(|packs| {
-            packs.iter().any(|q| {
-                q != p
+    /// is not in `gone` (asked of every segment: a filter, then one bucket read).
+    fn copied_elsewhere(
+        &self,
+        id: &ChunkId,
+        p: &ObjectId,
+        gone: &HashSet<ObjectId>,
+    ) -> Result<bool> {
+        for segment in &self.index {
+            for e in segment.lookup(id)? {
+                let q = &e.pack;
+                if q != p
                     && self.existing.contains(q)
                     && !self.condemned.contains(q)
                     && !gone.contains(q)
-            })
-        })
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The chunks of `listed` a snapshot references that have no copy outside `p` and `gone`.
+    fn needed(
+        &self,
+        listed: &[BlobEntry],
+        p: &ObjectId,
+        gone: &HashSet<ObjectId>,
+    ) -> Result<Vec<BlobEntry>> {
+        let mut needed = Vec::new();
+        for b in listed {
+            if self.live.contains(&b.id)? && !self.copied_elsewhere(&b.id, p, gone)? {
+                needed.push(*b);
+            }
+        }
+        Ok(needed)
     }
 }
 
@@ -339,12 +456,7 @@ fn sweep(
         if !seen.insert(*p) || !view.existing.contains(p) {
             continue;
         }
-        let safe = view.by_pack.get(p).is_none_or(|blobs| {
-            blobs
-                .iter()
-                .filter(|b| view.live.contains(&b.id))
-                .all(|b| view.copied_elsewhere(&b.id, p, &none))
-        });
+        let safe = view.by_pack.get(p).is_none_or(|s| s.needed == 0);
         // The index may not tell everything a pack holds (a lost segment): its own list is
         // asked as well.
         let safe = safe && {
@@ -395,19 +507,10 @@ fn drop_stale_entries(
     let gone = |p: &ObjectId| {
         deleted.contains(p) || (view.condemned.contains(p) && !view.existing.contains(p))
     };
-    if !view.index.entries.iter().any(|e| gone(&e.pack)) {
+    if !view.by_pack.keys().any(gone) {
         return Ok(());
     }
-    let mut kept: Vec<IndexEntry> = view
-        .index
-        .entries
-        .iter()
-        .filter(|e| !gone(&e.pack))
-        .copied()
-        .collect();
-    kept.sort_by_key(|e| (e.pack, e.blob.offset));
-    kept.dedup();
-    report.segments_after = rewrite_index(repo, &kept, &view.index.segments)?;
+    report.segments_after = rewrite_merged(repo, &view.index, |e| !gone(&e.pack))?;
     Ok(())
 }
 
@@ -432,7 +535,7 @@ fn mark(
         .collect();
     candidates.sort();
     for p in candidates {
-        let Some(blobs) = view.by_pack.get(p) else {
+        let Some(stat) = view.by_pack.get(p) else {
             // None: removed meanwhile.
             let Some(modified) = unless_gone(repo.backend().modified_ms(&pack_key(p)))? else {
                 continue;
@@ -450,17 +553,12 @@ fn mark(
             }
             continue;
         };
-        let total: u64 = blobs.iter().map(|b| u64::from(b.stored_len)).sum();
-        let in_use: u64 = blobs
-            .iter()
-            .filter(|b| view.live.contains(&b.id))
-            .map(|b| u64::from(b.stored_len))
-            .sum();
+        let (total, in_use) = (stat.stored, stat.in_use);
         if in_use == 0 {
             if may_remove(repo, view, p, &HashSet::new(), report)? != Some(true) {
                 continue;
             }
-            report.condemned_bytes += pack_bytes(blobs);
+            report.condemned_bytes += stat.bytes();
             report.garbage_bytes += total;
             condemn.push(*p);
         } else if (in_use as f64) < opts.repack_below * total as f64 && in_use <= repack_budget {
@@ -490,7 +588,7 @@ fn repack_packs(
     let mut decoder = chunker::Decoder::with_id_key(repo.id_key());
     let repacking: HashSet<ObjectId> = repack.iter().copied().collect();
     for p in repack {
-        let blobs = &view.by_pack[p];
+        let bytes = view.by_pack[p].bytes();
         // What the pack holds by its own list, which the index may not tell in full.
         let listed = match own_contents(repo, p)? {
             Contents::Listed(listed) => listed,
@@ -502,11 +600,7 @@ fn repack_packs(
         };
         // Live chunks without another good copy (one may exist from an earlier repack that
         // crashed before its tombstone).
-        let wanted: Vec<BlobEntry> = listed
-            .iter()
-            .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, &repacking))
-            .copied()
-            .collect();
+        let wanted = view.needed(&listed, p, &repacking)?;
         let result = if opts.dry_run {
             Ok(wanted.iter().map(|b| u64::from(b.stored_len)).sum())
         } else {
@@ -516,8 +610,8 @@ fn repack_packs(
             Ok(copied) => {
                 report.repacked_packs += 1;
                 report.repacked_bytes += copied;
-                report.condemned_bytes += pack_bytes(blobs);
-                report.garbage_bytes += pack_bytes(blobs).saturating_sub(copied);
+                report.condemned_bytes += bytes;
+                report.garbage_bytes += bytes.saturating_sub(copied);
                 done.push(*p);
             }
             // Swept by a concurrent run after this one listed it: nothing to do.
@@ -597,9 +691,9 @@ fn may_remove(
             return Ok(Some(false));
         }
     };
-    let needed: HashSet<ChunkId> = listed
+    let needed: HashSet<ChunkId> = view
+        .needed(&listed, p, gone)?
         .iter()
-        .filter(|b| view.live.contains(&b.id) && !view.copied_elsewhere(&b.id, p, gone))
         .map(|b| b.id)
         .collect();
     if needed.is_empty() {

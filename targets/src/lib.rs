@@ -40,6 +40,7 @@ mod error;
 #[cfg(any(test, feature = "testing"))]
 mod faulty;
 pub mod gc;
+mod idsort;
 mod keys;
 mod layout;
 pub mod lock;
@@ -57,6 +58,7 @@ pub use backend::{fsync_dir, Backend, LocalBackend, Temporary, DIRECT_IO_ALIGN};
 pub use error::{Error, Result};
 #[cfg(any(test, feature = "testing"))]
 pub use faulty::FaultyBackend;
+pub use idsort::{Record, Sorted, SortedIter, Sorter};
 pub use keys::KeyInfo;
 pub use layout::{catalog_key, now_ms, pack_key, random_bytes};
 pub use lock::{lock_coverage, LockCoverage};

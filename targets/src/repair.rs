@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use chunker::format::{BlobEntry, IndexEntry, ObjectId};
 
+use crate::idsort::{IdSorter, RUN_IDS};
 use crate::layout::{damage_key, now_ms, object_ids, DAMAGED_DIR, INDEX_DIR};
 use crate::salvage::salvage;
-use crate::stored::{existing_packs, load_segments, rewrite_index};
+use crate::stored::{existing_packs, open_segments, SegmentWriter};
 use crate::{Backend, Error, Repository, Result};
 
 /// What `repair index` did.
@@ -38,50 +39,72 @@ pub struct RepairIndexReport {
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     let backend = repo.backend();
     let old = backend.list(INDEX_DIR)?;
-    let mut known: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
-    for e in load_segments(repo)?.1 {
-        known.entry(e.pack).or_default().push(e.blob);
-    }
     let mut packs: Vec<ObjectId> = existing_packs(&**backend)?.into_iter().collect();
     packs.sort();
-    let mut entries = Vec::new();
     let mut r = RepairIndexReport {
         packs: packs.len(),
         old_segments: old.len(),
         ..RepairIndexReport::default()
     };
+    // Written as the packs are read (issue 17): one segment's worth in memory, the distinct
+    // chunks counted by an external sort.
+    let mut out = SegmentWriter::new(repo, dry_run);
+    let mut ids = IdSorter::new(RUN_IDS);
+    let mut add = |p: &ObjectId, blobs: &[BlobEntry]| -> Result<()> {
+        for &blob in blobs {
+            ids.push(blob.id)?;
+            out.push(IndexEntry { pack: *p, blob })?;
+        }
+        Ok(())
+    };
+    let mut damaged = Vec::new();
     for p in &packs {
         match repo.pack_contents(p) {
-            Ok(blobs) => {
-                entries.extend(blobs.into_iter().map(|blob| IndexEntry { pack: *p, blob }))
-            }
-            Err(e) if e.is_damage() => {
-                let known = known.get(p).map_or(&[][..], Vec::as_slice);
-                match salvage(repo, p, known) {
-                    Ok(s) if !s.entries().is_empty() => {
-                        r.recovered.push(s.describe(p));
-                        let found = s.entries().iter();
-                        entries.extend(found.map(|&blob| IndexEntry { pack: *p, blob }));
-                    }
-                    Ok(_) => r.unreadable.push(format!("pack {}: {e}", p.to_hex())),
-                    Err(e2) if e2.is_damage() || matches!(e2, Error::NotFound { .. }) => {
-                        r.unreadable.push(format!("pack {}: {e}", p.to_hex()))
-                    }
-                    Err(e2) => return Err(e2),
-                }
-            }
+            Ok(blobs) => add(p, &blobs)?,
+            Err(e) if e.is_damage() => damaged.push((*p, e)),
             Err(e) => return Err(e),
         }
     }
-    r.chunks = entries
-        .iter()
-        .map(|e| e.blob.id)
-        .collect::<HashSet<_>>()
-        .len();
-    if !dry_run {
-        r.new_segments = rewrite_index(repo, &entries, &old)?;
+    let known = known_entries(repo, &damaged)?;
+    for (p, e) in &damaged {
+        let known = known.get(p).map_or(&[][..], Vec::as_slice);
+        match salvage(repo, p, known) {
+            Ok(s) if !s.entries().is_empty() => {
+                r.recovered.push(s.describe(p));
+                add(p, s.entries())?;
+            }
+            Ok(_) => r.unreadable.push(format!("pack {}: {e}", p.to_hex())),
+            Err(e2) if e2.is_damage() || matches!(e2, Error::NotFound { .. }) => {
+                r.unreadable.push(format!("pack {}: {e}", p.to_hex()))
+            }
+            Err(e2) => return Err(e2),
+        }
     }
+    r.chunks = ids.finish()?.len() as usize;
+    r.new_segments = out.finish(&old)?;
     Ok(r)
+}
+
+/// What the old index says the packs of `damaged` hold (read as a stream; segments that do
+/// not read give nothing).
+fn known_entries(
+    repo: &Repository,
+    damaged: &[(ObjectId, Error)],
+) -> Result<HashMap<ObjectId, Vec<BlobEntry>>> {
+    let mut known: HashMap<ObjectId, Vec<BlobEntry>> = HashMap::new();
+    if damaged.is_empty() {
+        return Ok(known);
+    }
+    let wanted: HashSet<ObjectId> = damaged.iter().map(|(p, _)| *p).collect();
+    for segment in open_segments(repo)?.0 {
+        for e in segment.entries() {
+            let e = e?;
+            if wanted.contains(&e.pack) {
+                known.entry(e.pack).or_default().push(e.blob);
+            }
+        }
+    }
+    Ok(known)
 }
 
 /// A snapshot `repair snapshots` found damaged.

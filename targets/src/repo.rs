@@ -51,7 +51,7 @@ use crate::layout::{
 use crate::tombstones::{check_commit, load_tombstones};
 use crate::{Backend, ChunkStore, Error, Result};
 use index::Index;
-pub(crate) use segment_file::SegmentFile;
+pub(crate) use segment_file::{Merged, SegmentFile};
 use segments::{load_segment, store_cached};
 pub(crate) use segments::{open_segment, Source};
 use writer::{pack_writer, Job, PackBuf, Packer, Shared};
@@ -205,7 +205,7 @@ impl Repository {
                     crypto: crypto.as_ref(),
                 };
                 match open_segment(&src, &key, None) {
-                    Ok(segment) => index.segments.push(segment),
+                    Ok(segment) => index.push(segment),
                     Err(Error::NotFound { .. }) if attempt < 2 => vanished = true,
                     Err(e) if e.is_damage() => {
                         tracing::warn!("skipping index segment {key}: {e}");
@@ -220,7 +220,7 @@ impl Repository {
             }
         }
         tracing::debug!(
-            segments = index.segments.len(),
+            segments = index.segment_count(),
             memory = index.memory(),
             "index opened"
         );
@@ -308,7 +308,7 @@ impl Repository {
     /// Index segments open, and the bytes of memory their tables take.
     pub fn index_footprint(&self) -> (usize, usize) {
         let index = self.shared.index.read().expect("index lock");
-        (index.segments.len(), index.memory())
+        (index.segment_count(), index.memory())
     }
 
     /// The pack and blob entry holding a chunk, if indexed. A segment that cannot be read

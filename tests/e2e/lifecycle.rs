@@ -477,3 +477,36 @@ fn verify_reads_a_subset_when_asked() {
         .count();
     assert_eq!(failures, 1, "exactly one part holds the damaged chunk");
 }
+
+#[test]
+fn gc_compacts_the_index_once_it_has_many_small_segments() {
+    let env = Env::new();
+    let img = env.path("a.img");
+    let segments = || std::fs::read_dir(env.repo.join("index")).unwrap().count();
+    let mut last = String::new();
+    for seed in 0..4 {
+        write_file(&img, &random_bytes(MIB, 10 + seed));
+        last = text(&env.backup(&img, &["--name", "a"]), "snapshot_id").to_string();
+    }
+    assert_eq!(segments(), 4, "one segment a backup");
+    // Below the threshold nothing is merged.
+    let d = gc_now(&env);
+    assert_eq!(num(&d, "index_segments_merged"), 0, "{d}");
+    // At it, the four are merged into one; they stay beside it for the grace period...
+    let args = ["--grace", "0s", "--compact-segments", "4", "--json"];
+    let d = summary(&env.cmd("gc", &args).run().ok());
+    assert_eq!(num(&d, "index_segments_merged"), 4, "{d}");
+    assert_eq!(num(&d, "index_segments_after"), 5, "{d}");
+    assert_eq!(segments(), 5);
+    // ...and a later run removes them.
+    let d = summary(&env.cmd("gc", &args).run().ok());
+    assert_eq!(num(&d, "index_segments_removed"), 4, "{d}");
+    assert_eq!(num(&d, "index_segments_merged"), 0, "{d}");
+    assert_eq!(segments(), 1);
+    // The compacted index serves check, verify, restore and deduplication.
+    env.cmd("check", &[] as &[&str]).run().ok();
+    env.cmd("verify", &[] as &[&str]).run().ok();
+    assert_eq!(env.restore_stdout(&last), read(&img));
+    let again = env.backup(&img, &["--name", "a"]);
+    assert_eq!(num(&again, "chunks_new"), 0, "{again}");
+}

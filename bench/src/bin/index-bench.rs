@@ -3,6 +3,8 @@
 //! ```text
 //! index-bench build DIR CHUNKS [--segment-entries 4194304] [--chunks-per-pack 32]
 //! index-bench probe DIR CHUNKS [--segment-entries 4194304] [--seconds 2]
+//! index-bench gc-build DIR CHUNKS [--segment-entries 4194304] [--snapshot-chunks 1048576]
+//! index-bench gc DIR CHUNKS
 //! ```
 //!
 //! `build` makes a repository in DIR whose index names CHUNKS chunks (no packs: lookups never
@@ -10,6 +12,13 @@
 //! `probe` opens it in a fresh process and prints one JSON object: open time, resident memory
 //! before and after opening, and single-threaded lookup rates for chunks it does not hold
 //! (misses, as a backup of new data asks) and for chunks it holds (hits, `has` and `locate`).
+//!
+//! `gc-build` makes the same index, plus an empty object for every pack it names and
+//! snapshots (of `--snapshot-chunks` chunks each, a 1 TiB disk at 1 MiB chunks) that reference
+//! every chunk; `gc` runs garbage collection over it in a fresh process and prints its time
+//! and peak resident memory. Nothing is garbage: the run reads every snapshot, every segment
+//! and the pack listing, sorts the chunks in use and sums up each pack, which is the part of
+//! gc whose memory grows with the repository.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,7 +30,9 @@ use targets::{Backend, ChunkStore, LocalBackend, Repository, RepositoryOptions};
 
 const USAGE: &str = "\
 usage: index-bench build DIR CHUNKS [--segment-entries N] [--chunks-per-pack N]
-       index-bench probe DIR CHUNKS [--segment-entries N] [--seconds S]";
+       index-bench probe DIR CHUNKS [--segment-entries N] [--seconds S]
+       index-bench gc-build DIR CHUNKS [--segment-entries N] [--snapshot-chunks N]
+       index-bench gc DIR CHUNKS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +75,17 @@ fn run(args: &[String]) -> Result<(), String> {
             flag(args, "--segment-entries", 4 << 20)?,
             flag(args, "--seconds", 2)?,
         ),
+        "gc-build" => {
+            let per = flag(args, "--segment-entries", 4 << 20)?;
+            build(&backend, chunks, per, 32)?;
+            gc_build(
+                &backend,
+                chunks,
+                per,
+                flag(args, "--snapshot-chunks", 1 << 20)?,
+            )
+        }
+        "gc" => gc(backend, chunks),
         _ => Err(format!("unknown command {cmd}")),
     }
 }
@@ -191,6 +213,93 @@ fn probe(backend: Arc<dyn Backend>, chunks: u64, per: u64, seconds: u64) -> Resu
         grown as f64 / chunks as f64,
         tables as f64 / chunks as f64,
         rss_kib()
+    );
+    Ok(())
+}
+
+/// Empty pack objects for the packs `build` named, and snapshots referencing every chunk.
+fn gc_build(backend: &Arc<dyn Backend>, chunks: u64, per: u64, snap: u64) -> Result<(), String> {
+    use chunker::format::{BackupStats, Chunking, Disk, Entry, Manifest};
+    let started = Instant::now();
+    for p in 0..chunks.div_ceil(32) {
+        let key = targets::pack_key(&ObjectId(random32(u64::MAX / 2 + p)));
+        backend.put(&key, b"").map_err(|e| e.to_string())?;
+    }
+    let repo = Repository::open(Arc::clone(backend), RepositoryOptions::default())
+        .map_err(|e| e.to_string())?;
+    let segments = chunks.div_ceil(per);
+    let mut k = 0;
+    while k < chunks {
+        let n = snap.min(chunks - k);
+        let entries: Vec<Entry> = (k..k + n)
+            .map(|i| Entry {
+                len: 1 << 20,
+                id: Some(chunk_id(i, per, segments)),
+            })
+            .collect();
+        let name = format!("disk{}", k / snap);
+        let manifest = Manifest {
+            created_ms: targets::now_ms(),
+            nonce: targets::random_bytes(),
+            parent: None,
+            stats: BackupStats::default(),
+            name: name.clone(),
+            disks: vec![Disk {
+                name,
+                source: "synthetic".into(),
+                chunking: Chunking::Fixed(1 << 20),
+                source_len: n << 20,
+                change_token: String::new(),
+                stats: BackupStats::default(),
+                entries,
+            }],
+            attachments: Vec::new(),
+        };
+        repo.commit_snapshot(&manifest).map_err(|e| e.to_string())?;
+        k += n;
+    }
+    println!(
+        "{{\"gc_built\":{chunks},\"snapshots\":{},\"seconds\":{:.1}}}",
+        chunks.div_ceil(snap),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs gc over a repository `gc-build` made.
+fn gc(backend: Arc<dyn Backend>, chunks: u64) -> Result<(), String> {
+    let before = rss_kib();
+    let started = Instant::now();
+    let repo =
+        Repository::open(backend, RepositoryOptions::default()).map_err(|e| e.to_string())?;
+    let options = targets::gc::GcOptions {
+        compact_segments: 0,
+        ..targets::gc::GcOptions::default()
+    };
+    let r = targets::gc::collect(&repo, &options).map_err(|e| e.to_string())?;
+    if r.live_chunks as u64 != chunks {
+        return Err(format!("{} chunks in use, not {chunks}", r.live_chunks));
+    }
+    println!(
+        "{{\"chunks\":{chunks},\"snapshots\":{},\"packs\":{},\"segments\":{},\
+         \"seconds\":{:.1},\"rss_before_kib\":{before},\"peak_rss_kib\":{},\
+         \"condemned_packs\":{},\"warnings\":{}}}",
+        r.snapshots,
+        r.packs,
+        r.segments_before,
+        started.elapsed().as_secs_f64(),
+        peak_rss_kib(),
+        r.condemned_packs,
+        r.warnings.len()
     );
     Ok(())
 }

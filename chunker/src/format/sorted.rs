@@ -329,6 +329,11 @@ impl SortedSegment {
         self.packs.len() * 32 + self.fanout.len() * 4 + self.filter.len() * FILTER_BLOCK_LEN
     }
 
+    /// The first and last chunk ids it holds; `None` when it holds none.
+    pub fn id_range(&self) -> Option<(ChunkId, ChunkId)> {
+        (!self.is_empty()).then_some((self.layout.first, self.layout.last))
+    }
+
     /// False when the segment surely does not hold `id` (no disk read needed).
     pub fn may_contain(&self, id: &ChunkId) -> bool {
         !self.is_empty()

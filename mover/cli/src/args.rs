@@ -572,6 +572,10 @@ pub struct GcArgs {
     /// Live bytes this run may copy out of mostly-garbage packs [default: no limit].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_repack: Option<u64>,
+    /// Compact the index when it has at least this many small segments (one per backup):
+    /// merge them into large sorted ones, removed a grace period later; 0: never.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub compact_segments: usize,
     /// Print what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -566,6 +566,13 @@ pub fn gc_report(
         r.repacked_packs,
         bytes(r.repacked_bytes)
     )?;
+    if r.segments_merged > 0 || r.segments_removed > 0 {
+        writeln!(
+            out,
+            "index: {} small segments merged, {} merged earlier removed; {} segments now",
+            r.segments_merged, r.segments_removed, r.segments_after
+        )?;
+    }
     if r.temporaries_removed > 0 {
         writeln!(
             out,

@@ -81,6 +81,8 @@ pub struct GcSummary {
     pub repacked_bytes: u64,
     pub index_segments_before: usize,
     pub index_segments_after: usize,
+    pub index_segments_merged: usize,
+    pub index_segments_removed: usize,
     pub temporaries_removed: usize,
     pub temporary_bytes: u64,
     pub pending: Vec<PendingTombstone>,
@@ -106,6 +108,8 @@ impl GcSummary {
             repacked_bytes: r.repacked_bytes,
             index_segments_before: r.segments_before,
             index_segments_after: r.segments_after,
+            index_segments_merged: r.segments_merged,
+            index_segments_removed: r.segments_removed,
             temporaries_removed: r.temporaries_removed,
             temporary_bytes: r.temporary_bytes,
             pending: r

@@ -6,6 +6,13 @@
 //! table), not with their entries. A chunk named by several segments, or twice in one, is
 //! found at its first live copy in segment order; a chunk whose only copies are in condemned
 //! packs is still found (reads work until the sweep) but does not count as stored.
+//!
+//! A lookup does not visit every segment: the segments are kept in layers, each a list of
+//! segments whose id ranges do not overlap, sorted by range, and a lookup binary-searches
+//! each layer for the one segment whose range may hold the id. Compacted segments cover
+//! disjoint ranges and share a layer; a small segment of one backup spans nearly the whole id
+//! space and takes a layer of its own. The cost of a lookup grows with the number of layers
+//! (one plus the small segments not yet compacted) and the logarithm of the segments.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -18,7 +25,9 @@ use crate::Result;
 
 #[derive(Default)]
 pub(super) struct Index {
-    pub(super) segments: Vec<SegmentFile>,
+    segments: Vec<SegmentFile>,
+    /// Positions in `segments`, in layers of disjoint id ranges, each sorted by range.
+    layers: Vec<Vec<Layered>>,
     /// Chunks of packs this process wrote that no open segment names yet.
     delta: HashMap<ChunkId, IndexEntry, IdHasher>,
     condemned: HashSet<ObjectId>,
@@ -30,7 +39,35 @@ pub(super) struct Found {
     pub(super) live: bool,
 }
 
+/// A segment in a layer: its id range and its position in segment order.
+struct Layered {
+    first: ChunkId,
+    last: ChunkId,
+    at: usize,
+}
+
 impl Index {
+    /// Adds a segment after those already open (it comes last in segment order).
+    pub(super) fn push(&mut self, segment: SegmentFile) {
+        let at = self.segments.len();
+        if let Some((first, last)) = segment.id_range() {
+            let entry = Layered { first, last, at };
+            match self.layers.iter_mut().find(|l| fits(l, &entry)) {
+                Some(layer) => {
+                    let i = layer.partition_point(|s| s.first < first);
+                    layer.insert(i, entry);
+                }
+                None => self.layers.push(vec![entry]),
+            }
+        }
+        self.segments.push(segment);
+    }
+
+    /// Open segments.
+    pub(super) fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Marks packs as condemned: their chunks stop counting as stored.
     pub(super) fn condemn(&mut self, packs: &[ObjectId]) {
         self.condemned.extend(packs.iter().copied());
@@ -52,8 +89,28 @@ impl Index {
             }
             condemned = Some(*e);
         }
-        for segment in &self.segments {
-            for e in segment.lookup(id)? {
+        // At most one segment a layer may hold it; they are taken in segment order. The
+        // filter is asked first, so a miss reads and allocates nothing, and the common case,
+        // one candidate, allocates no list.
+        let (mut one, mut more) = (None, Vec::new());
+        for layer in &self.layers {
+            let i = layer.partition_point(|s| s.first <= *id);
+            if let Some(s) = i.checked_sub(1).map(|i| &layer[i]) {
+                if *id <= s.last && self.segments[s.at].may_contain(id) {
+                    match one {
+                        None => one = Some(s.at),
+                        Some(_) => more.push(s.at),
+                    }
+                }
+            }
+        }
+        let single = one.filter(|_| more.is_empty());
+        if !more.is_empty() {
+            more.extend(one);
+            more.sort_unstable();
+        }
+        for at in single.into_iter().chain(more) {
+            for e in self.segments[at].lookup_unfiltered(id)? {
                 if self.is_live(&e) {
                     return Ok(Some(Found {
                         entry: e,
@@ -90,7 +147,7 @@ impl Index {
                 self.delta.remove(&e.blob.id);
             }
         }
-        self.segments.push(segment);
+        self.push(segment);
     }
 
     /// Bytes of memory the segments' tables take.
@@ -129,6 +186,14 @@ impl Index {
         }
         Ok(count)
     }
+}
+
+/// Whether `entry`'s range overlaps no range of `layer`.
+fn fits(layer: &[Layered], entry: &Layered) -> bool {
+    let i = layer.partition_point(|s| s.first < entry.first);
+    let before = i.checked_sub(1).is_none_or(|i| layer[i].last < entry.first);
+    let after = layer.get(i).is_none_or(|s| entry.last < s.first);
+    before && after
 }
 
 impl SegmentFile {
@@ -205,6 +270,42 @@ mod tests {
             let in_both = ChunkId::of(&u32::to_le_bytes(60));
             assert!(repo.has(&in_both).unwrap());
             assert_eq!(repo.locate(&in_both).unwrap().0, ObjectId([2; 32]));
+        }
+    }
+
+    #[test]
+    fn disjoint_and_overlapping_segments_are_searched_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        Repository::init(Arc::clone(&backend)).unwrap();
+        // Chunks 0..300 in pack 1, split by id into three segments over disjoint ranges;
+        // chunks 100..200 in pack 2 in one segment that overlaps them all.
+        let mut sorted: Vec<IndexEntry> = (0..300).map(|i| entry(i, 1)).collect();
+        sorted.sort_by_key(|e| e.blob.id);
+        for part in sorted.chunks(100) {
+            put(&*backend, &encode_index(part));
+        }
+        put(
+            &*backend,
+            &encode_index(&(100..200).map(|i| entry(i, 2)).collect::<Vec<_>>()),
+        );
+        let repo = Repository::open(Arc::clone(&backend), RepositoryOptions::default()).unwrap();
+        assert_eq!(repo.index_footprint().0, 4);
+        assert_eq!(repo.chunk_count(), 300);
+        for i in 0..300 {
+            let id = ChunkId::of(&u32::to_le_bytes(i));
+            assert_eq!(repo.locate(&id).expect("indexed").1.id, id);
+        }
+        for i in 300..1300 {
+            assert!(!repo.has(&ChunkId::of(&u32::to_le_bytes(i))).unwrap());
+        }
+        repo.condemn(&[ObjectId([1; 32])]);
+        assert_eq!(repo.chunk_count(), 100);
+        for i in 0..300 {
+            let id = ChunkId::of(&u32::to_le_bytes(i));
+            assert_eq!(repo.has(&id).unwrap(), (100..200).contains(&i));
+            let pack = if (100..200).contains(&i) { 2 } else { 1 };
+            assert_eq!(repo.locate(&id).unwrap().0, ObjectId([pack; 32]));
         }
     }
 }

@@ -5,6 +5,8 @@
 //! of the process's memory; nothing here caches entries. A lookup of a chunk the segment does
 //! not hold is answered by the filter, with no read at all.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -75,6 +77,16 @@ impl SegmentFile {
         self.table.len()
     }
 
+    /// The first and last chunk ids it holds; `None` when it holds none.
+    pub(crate) fn id_range(&self) -> Option<(ChunkId, ChunkId)> {
+        self.table.id_range()
+    }
+
+    /// False when the segment surely does not hold `id` (its range and filter, no read).
+    pub(crate) fn may_contain(&self, id: &ChunkId) -> bool {
+        self.table.may_contain(id)
+    }
+
     /// Bytes of memory its tables take.
     pub(crate) fn memory(&self) -> usize {
         self.table.memory()
@@ -93,6 +105,11 @@ impl SegmentFile {
         if !self.table.may_contain(id) {
             return Ok(Vec::new());
         }
+        self.lookup_unfiltered(id)
+    }
+
+    /// The entries naming `id`, read from its bucket without asking the filter.
+    pub(crate) fn lookup_unfiltered(&self, id: &ChunkId) -> Result<Vec<IndexEntry>> {
         let (at, len) = self.table.bucket(id);
         if len == 0 {
             return Ok(Vec::new());
@@ -102,6 +119,30 @@ impl SegmentFile {
             what: format!("index segment {}", self.key),
             detail: e.to_string(),
         })
+    }
+
+    /// Checks the whole segment against its trailing BLAKE3, reading it a block at a time.
+    pub(crate) fn verify(&self) -> Result<()> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat index segment", &self.key, e))?
+            .len();
+        let body = len.saturating_sub(32);
+        let mut hasher = blake3::Hasher::new();
+        let mut at = 0;
+        while at < body {
+            let n = (body - at).min(1 << 20) as usize;
+            hasher.update(&self.read(at, n)?);
+            at += n as u64;
+        }
+        if hasher.finalize().as_bytes()[..] != self.read(body, 32)?[..] {
+            return Err(Error::Corrupt {
+                what: format!("index segment {}", self.key),
+                detail: "checksum mismatch".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Every entry, in id order, read a block at a time.
@@ -149,5 +190,63 @@ impl Iterator for SegmentEntries<'_> {
         let e = &self.block[self.at..self.at + SORTED_ENTRY_LEN];
         self.at += SORTED_ENTRY_LEN;
         Some(self.segment.table.decode(e).map_err(Error::Format))
+    }
+}
+
+/// The entries of several segments merged in id order; the entries of one chunk in segment
+/// order, then in the order each segment holds them (the first copy stays first).
+pub(crate) struct Merged<'a> {
+    streams: Vec<SegmentEntries<'a>>,
+    heads: Vec<Option<IndexEntry>>,
+    heap: BinaryHeap<Reverse<(ChunkId, usize)>>,
+    started: bool,
+    failed: bool,
+}
+
+impl<'a> Merged<'a> {
+    pub(crate) fn new(segments: &'a [SegmentFile]) -> Self {
+        Merged {
+            streams: segments.iter().map(SegmentFile::entries).collect(),
+            heads: vec![None; segments.len()],
+            heap: BinaryHeap::new(),
+            started: false,
+            failed: false,
+        }
+    }
+
+    fn advance(&mut self, n: usize) -> Result<()> {
+        self.heads[n] = self.streams[n].next().transpose()?;
+        if let Some(e) = &self.heads[n] {
+            self.heap.push(Reverse((e.blob.id, n)));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<IndexEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            for n in 0..self.streams.len() {
+                if let Err(e) = self.advance(n) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let Reverse((_, n)) = self.heap.pop()?;
+        let e = self.heads[n]
+            .take()
+            .expect("a stream in the heap has a head");
+        if let Err(err) = self.advance(n) {
+            self.failed = true;
+            return Some(Err(err));
+        }
+        Some(Ok(e))
     }
 }

@@ -185,6 +185,7 @@ pub fn gc(a: &args::GcArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
         grace_ms: a.grace,
         dry_run: a.dry_run,
         max_repack_bytes: a.max_repack.unwrap_or(u64::MAX),
+        compact_segments: a.compact_segments,
         ..targets::gc::GcOptions::default()
     };
     let report = targets::gc::collect(&repo, &opts).context("garbage collection stopped")?;
