@@ -319,9 +319,17 @@ cmd_start_node() { # STATE_DIR N
     start_cluster_node "$state" "$n"
     wait_node "$state" "$n"
     # Tell node 1 at once (it would find the node again by itself, but only after a while),
-    # then wait until it sees every node healthy.
-    ((n == 1)) || node_cli "$state" 1 node connect "$(node_cli "$state" "$n" node id -q)" >/dev/null
-    local deadline=$((SECONDS + START_TIMEOUT_S))
+    # then wait until it sees every node healthy. The node may answer its CLI a moment before
+    # it accepts peers (a refused connection): ask again until the deadline; the status loop
+    # below is what decides.
+    local deadline=$((SECONDS + START_TIMEOUT_S)) id
+    if ((n != 1)); then
+        id=$(node_cli "$state" "$n" node id -q)
+        until node_cli "$state" 1 node connect "$id" >/dev/null 2>&1; do
+            ((SECONDS < deadline)) || break
+            sleep 0.3
+        done
+    fi
     until ! node_cli "$state" 1 status 2>/dev/null | grep -q 'FAILED NODES'; do
         ((SECONDS < deadline)) || die "cluster node $n did not rejoin within ${START_TIMEOUT_S} s"
         sleep 0.3

@@ -379,7 +379,9 @@ fn run(
         // The tokens bound a stream's memory by themselves, so the window may pass the
         // channels' cap of 64 chunks: large tasks need room for every worker's.
         Sink::Stream(_) => {
-            let window = memory_slots(opts.memory, fixed, max_chunk);
+            // No more chunks can be in flight than the disk has: a tiny disk (one byte, or
+            // none) would otherwise make a window of millions of one-byte slots.
+            let window = memory_slots(opts.memory, fixed, max_chunk).min(disk.entries.len().max(2));
             (window, limit.within_window(window, threads))
         }
         Sink::Positional { .. } => (channel_capacity(opts.memory, fixed, max_chunk), limit),
