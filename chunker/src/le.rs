@@ -236,6 +236,59 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A fixed-width little-endian integer field: what [`push`] and [`put_at`] write.
+pub trait Field: Copy {
+    /// The field's width in bytes.
+    const WIDTH: usize;
+    /// Writes the field into `dst`, exactly [`Field::WIDTH`] bytes.
+    fn write(self, dst: &mut [u8]);
+}
+
+/// Appends the field `v` to `out`.
+#[inline]
+pub fn push<T: Field>(out: &mut Vec<u8>, v: T) {
+    let at = out.len();
+    out.resize(at + T::WIDTH, 0);
+    v.write(&mut out[at..]);
+}
+
+/// Writes the field `v` at byte `at` of `b`, which the caller has sized (a frame header, a
+/// record slot); a slice too short is a bug in the caller and panics.
+#[inline]
+pub fn put_at<T: Field>(b: &mut [u8], at: usize, v: T) {
+    v.write(&mut b[at..at + T::WIDTH]);
+}
+
+/// Fields at known offsets of a record whose length the caller has already checked: each
+/// getter panics on a slice too short, which is a bug in the caller, never bad input (bad
+/// input goes through a [`Reader`]).
+macro_rules! fixed_at {
+    ($($get:ident $t:ty;)*) => {$(
+        impl Field for $t {
+            const WIDTH: usize = std::mem::size_of::<$t>();
+            #[inline]
+            fn write(self, dst: &mut [u8]) {
+                dst.copy_from_slice(&self.to_le_bytes());
+            }
+        }
+
+        #[doc = concat!("The `", stringify!($t), "` at byte `at` of `b`.")]
+        #[inline]
+        pub fn $get(b: &[u8], at: usize) -> $t {
+            let mut a = [0u8; std::mem::size_of::<$t>()];
+            a.copy_from_slice(&b[at..at + std::mem::size_of::<$t>()]);
+            <$t>::from_le_bytes(a)
+        }
+    )*};
+}
+
+fixed_at! {
+    u16_at u16;
+    u32_at u32;
+    u64_at u64;
+    i64_at i64;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +340,23 @@ mod tests {
         assert!(w.is_empty(), "nothing appended");
         let sum = Writer::from_vec(b"ab".to_vec()).into_checksummed();
         assert_eq!(sum[2..], blake3::hash(b"ab").as_bytes()[..]);
+    }
+
+    #[test]
+    fn fixed_offsets_round_trip() {
+        let mut b = vec![0u8; 16];
+        put_at(&mut b, 1, 0x0102u16);
+        put_at(&mut b, 3, 0x0304_0506u32);
+        put_at(&mut b, 8, 0x0708_090a_0b0c_0d0eu64);
+        assert_eq!(b[1..3], [2, 1], "little-endian");
+        assert_eq!(u16_at(&b, 1), 0x0102);
+        assert_eq!(u32_at(&b, 3), 0x0304_0506);
+        assert_eq!(u64_at(&b, 8), 0x0708_090a_0b0c_0d0e);
+        let mut v = Vec::new();
+        push(&mut v, 1u16);
+        push(&mut v, 2u32);
+        push(&mut v, 3u64);
+        assert_eq!(v.len(), 14);
+        assert_eq!((u16_at(&v, 0), u32_at(&v, 2), u64_at(&v, 6)), (1, 2, 3));
     }
 }

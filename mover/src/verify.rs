@@ -1,5 +1,6 @@
 //! Verify: read every chunk a set of snapshots references and check it against its id.
 
+use chunker::le;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -59,17 +60,17 @@ impl Record for Work {
         };
         out.push(flag);
         out.extend_from_slice(&pack);
-        out.extend_from_slice(&offset.to_le_bytes());
+        le::push(out, offset);
         out.extend_from_slice(self.id.as_bytes());
-        out.extend_from_slice(&self.len.to_le_bytes());
+        le::push(out, self.len);
     }
     fn decode(b: &[u8]) -> Self {
         let pack = ObjectId(b[1..33].try_into().expect("32 bytes"));
-        let offset = u32::from_le_bytes(b[33..37].try_into().expect("4 bytes"));
+        let offset = le::u32_at(b, 33);
         Work {
             at: (b[0] == 1).then_some((pack, offset)),
             id: ChunkId::decode(&b[37..69]),
-            len: u64::from_le_bytes(b[69..77].try_into().expect("8 bytes")),
+            len: le::u64_at(b, 69),
         }
     }
 }
@@ -292,7 +293,7 @@ pub fn verify_repository(
     let seed = u64::from_le_bytes(targets::random_bytes());
     let select = |id: &ChunkId| {
         let b = id.as_bytes();
-        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let word = |i: usize| le::u64_at(b, i);
         match request.subset {
             None => true,
             Some(Subset::Part(n, m)) => word(8) % u64::from(m) == u64::from(n - 1),

@@ -1,5 +1,6 @@
 //! `check`: the repository's structure, read without chunk data.
 
+use chunker::le;
 use std::collections::HashSet;
 
 use chunker::format::ObjectId;
@@ -120,11 +121,11 @@ impl Record for PackEntry {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.pack.0);
         out.extend_from_slice(self.id.as_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
-        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        le::push(out, self.offset);
+        le::push(out, self.stored_len);
     }
     fn decode(b: &[u8]) -> Self {
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u32_at = |i: usize| le::u32_at(b, i);
         PackEntry {
             pack: ObjectId(b[..32].try_into().expect("32 bytes")),
             id: ChunkId::decode(&b[32..64]),

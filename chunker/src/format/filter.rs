@@ -8,6 +8,7 @@
 //!
 //! At [`FILTER_BITS_PER_KEY`] bits a key the false-positive rate is about 0.5 %.
 
+use crate::le;
 use crate::ChunkId;
 
 /// Bits of filter per entry of a segment.
@@ -50,8 +51,8 @@ impl BlockFilter {
 
     fn slot(&self, id: &ChunkId) -> (usize, u32) {
         let b = id.as_bytes();
-        let h1 = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
-        let h2 = u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"));
+        let h1 = le::u64_at(b, 8);
+        let h2 = le::u32_at(b, 16);
         let block = ((u128::from(h1) * self.blocks.len() as u128) >> 64) as usize;
         (block, h2)
     }
@@ -89,7 +90,7 @@ impl BlockFilter {
         out.reserve(self.blocks.len() * FILTER_BLOCK_LEN);
         for block in &self.blocks {
             for word in block {
-                out.extend_from_slice(&word.to_le_bytes());
+                le::push(out, *word);
             }
         }
     }
@@ -101,11 +102,7 @@ impl BlockFilter {
         }
         let blocks = bytes
             .chunks_exact(FILTER_BLOCK_LEN)
-            .map(|c| {
-                std::array::from_fn(|i| {
-                    u32::from_le_bytes(c[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
-                })
-            })
+            .map(|c| std::array::from_fn(|i| le::u32_at(c, i * 4)))
             .collect();
         Some(BlockFilter { blocks })
     }

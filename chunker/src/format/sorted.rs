@@ -27,7 +27,7 @@ use super::filter::{BlockFilter, FILTER_BLOCK_LEN};
 use super::index::IndexEntry;
 use super::pack::BlobEntry;
 use super::{ObjectId, INDEX_MAGIC};
-use crate::le::Reader;
+use crate::le::{self, Reader};
 use crate::{ChunkId, Compression, Error, Result};
 
 /// Version of a sorted index segment.
@@ -73,7 +73,7 @@ impl SegmentBuilder {
     pub fn new(entries: usize) -> Self {
         let mut buf = Vec::with_capacity(SORTED_HEAD_LEN + entries * SORTED_ENTRY_LEN);
         buf.extend_from_slice(&INDEX_MAGIC);
-        buf.extend_from_slice(&INDEX_VERSION_SORTED.to_le_bytes());
+        le::push(&mut buf, INDEX_VERSION_SORTED);
         buf.extend_from_slice(&[0; 4]);
         SegmentBuilder {
             buf,
@@ -113,7 +113,7 @@ impl SegmentBuilder {
         let b = &e.blob;
         self.buf.extend_from_slice(id.as_bytes());
         for v in [number, b.offset, b.stored_len, b.raw_len] {
-            self.buf.extend_from_slice(&v.to_le_bytes());
+            le::push(&mut self.buf, v);
         }
         self.buf.push(b.compression as u8);
         self.first.get_or_insert(id);
@@ -144,12 +144,12 @@ impl SegmentBuilder {
         let mut sum = 0u32;
         for n in fanout {
             sum += n;
-            buf.extend_from_slice(&sum.to_le_bytes());
+            le::push(&mut buf, sum);
         }
         filter.write(&mut buf);
-        buf.extend_from_slice(&count.to_le_bytes());
-        buf.extend_from_slice(&(packs.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&(filter.len() as u32).to_le_bytes());
+        le::push(&mut buf, count);
+        le::push(&mut buf, packs.len() as u32);
+        le::push(&mut buf, filter.len() as u32);
         buf.push(bits);
         buf.extend_from_slice(&[0; 7]);
         let edge = |at: usize| buf.get(at..at + 32).map(<[u8]>::to_vec);
@@ -203,7 +203,7 @@ pub fn index_version(buf: &[u8]) -> Option<u32> {
     if buf.len() < 12 || buf[..8] != INDEX_MAGIC {
         return None;
     }
-    Some(u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")))
+    Some(le::u32_at(buf, 8))
 }
 
 /// Where the parts of a sorted segment lie, from its first and last bytes.

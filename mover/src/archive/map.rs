@@ -78,7 +78,7 @@ mod tests {
         encode_entry(&mut body, &a);
         encode_entry(&mut body, &z);
         let mut payload = vec![MAP_VERSION];
-        payload.extend_from_slice(&2u32.to_le_bytes());
+        chunker::le::push(&mut payload, 2u32);
         payload.extend_from_slice(&body);
         assert_eq!(decode_map(&payload), Some(vec![a, z]));
         assert_eq!(decode_map(&payload[..payload.len() - 1]), None);

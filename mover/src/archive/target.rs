@@ -1,5 +1,6 @@
 //! Writing: the backup target that puts a backup's chunks on an archive, with map frames.
 
+use chunker::le;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -42,7 +43,7 @@ impl WriteState {
         let repeated = u32::from(!self.last_entry.is_empty());
         let mut payload = Vec::with_capacity(5 + MAP_ENTRY + self.map.len());
         payload.push(MAP_VERSION);
-        payload.extend_from_slice(&(self.map_entries + repeated).to_le_bytes());
+        le::push(&mut payload, self.map_entries + repeated);
         payload.extend_from_slice(&self.last_entry);
         self.last_entry = self.map[self.map.len() - MAP_ENTRY..].to_vec();
         payload.append(&mut self.map);

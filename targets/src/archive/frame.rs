@@ -5,7 +5,7 @@
 //! BLAKE3 checksum of the payload and a BLAKE3 checksum of the header itself, so a reader can
 //! trust the length before it reads the payload and find the next good frame after damage.
 
-use chunker::le::{Reader, Writer};
+use chunker::le::{self, Reader, Writer};
 use chunker::{ChunkId, Compression, Frame};
 
 use super::{ArchiveHeader, ArchiveId, DiskInfo};
@@ -142,9 +142,9 @@ impl Header {
         let mut b = [0u8; FRAME_HEADER_LEN];
         b[..8].copy_from_slice(&ARCHIVE_MAGIC);
         b[8] = self.kind;
-        b[12..16].copy_from_slice(&self.len.to_le_bytes());
-        b[16..24].copy_from_slice(&self.seq.to_le_bytes());
-        b[24..32].copy_from_slice(&self.pos.to_le_bytes());
+        le::put_at(&mut b, 12, self.len);
+        le::put_at(&mut b, 16, self.seq);
+        le::put_at(&mut b, 24, self.pos);
         b[32..40].copy_from_slice(&self.tag);
         b[40..56].copy_from_slice(&self.sum);
         let check = blake3::hash(&b[..56]);
@@ -159,15 +159,15 @@ impl Header {
         if b[..8] != ARCHIVE_MAGIC || blake3::hash(&b[..56]).as_bytes()[..8] != b[56..] {
             return None;
         }
-        let len = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        let len = le::u32_at(b, 12);
         if len as usize > MAX_PAYLOAD {
             return None;
         }
         Some(Header {
             kind: b[8],
             len,
-            seq: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
-            pos: u64::from_le_bytes(b[24..32].try_into().expect("8 bytes")),
+            seq: le::u64_at(b, 16),
+            pos: le::u64_at(b, 24),
             tag: b[32..40].try_into().expect("8 bytes"),
             sum: b[40..56].try_into().expect("16 bytes"),
         })
@@ -326,7 +326,7 @@ pub fn frame_aad(id: &ArchiveId, kind: u8, seq: u64) -> [u8; 33] {
     a[..8].copy_from_slice(&ARCHIVE_MAGIC);
     a[8..24].copy_from_slice(&id.0);
     a[24] = kind;
-    a[25..].copy_from_slice(&seq.to_le_bytes());
+    le::put_at(&mut a, 25, seq);
     a
 }
 
@@ -375,9 +375,9 @@ pub fn split_sealed_header(buf: &[u8]) -> Option<Parsed<SealedHeader<'_>>> {
 pub fn chunk_prefix(id: &ChunkId, frame: &Frame) -> [u8; CHUNK_PREFIX_LEN] {
     let mut b = [0u8; CHUNK_PREFIX_LEN];
     b[..32].copy_from_slice(id.as_bytes());
-    b[32..36].copy_from_slice(&frame.raw_len.to_le_bytes());
+    le::put_at(&mut b, 32, frame.raw_len);
     let stored = u32::try_from(frame.bytes.len()).expect("frames are bounded by MAX_PAYLOAD");
-    b[36..40].copy_from_slice(&stored.to_le_bytes());
+    le::put_at(&mut b, 36, stored);
     b[40] = frame.compression as u8;
     b
 }
@@ -405,7 +405,7 @@ pub fn decode_chunk(buf: &[u8]) -> Parsed<(ChunkId, Frame)> {
 pub fn part_prefix(total: u64, offset: u64) -> [u8; PART_PREFIX_LEN] {
     let mut b = [0u8; PART_PREFIX_LEN];
     b[..8].copy_from_slice(&total.to_le_bytes());
-    b[8..].copy_from_slice(&offset.to_le_bytes());
+    le::put_at(&mut b, 8, offset);
     b
 }
 

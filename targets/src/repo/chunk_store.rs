@@ -2,6 +2,7 @@
 //! flushing (see the commit order in `repo.rs`).
 
 use chunker::format::{encode_index, BlobEntry, ObjectId, PACK_HEADER_LEN};
+use chunker::le;
 use chunker::{ChunkId, Frame};
 
 use super::segments::open_segment;
@@ -155,7 +156,7 @@ impl Repository {
             // holds the flags of the footer.
             let salt_at = buf.len() - chunker::format::PACK_FOOTER_LEN + 4;
             let salt = u32::from_le_bytes(random_bytes::<4>()) & !0xff;
-            buf[salt_at..salt_at + 4].copy_from_slice(&salt.to_le_bytes());
+            le::put_at(buf, salt_at, salt);
         }
         *self.shared.inflight.lock().expect("inflight lock") += 1;
         let jobs = self.jobs.lock().expect("jobs lock");
