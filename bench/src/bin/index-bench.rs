@@ -5,6 +5,7 @@
 //! index-bench probe DIR CHUNKS [--segment-entries 4194304] [--seconds 2]
 //! index-bench gc-build DIR CHUNKS [--segment-entries 4194304] [--snapshot-chunks 1048576]
 //! index-bench gc DIR CHUNKS
+//! index-bench open DIR [--seconds 2]
 //! ```
 //!
 //! `build` makes a repository in DIR whose index names CHUNKS chunks (no packs: lookups never
@@ -19,6 +20,11 @@
 //! and peak resident memory. Nothing is garbage: the run reads every snapshot, every segment
 //! and the pack listing, sorts the chunks in use and sums up each pack, which is the part of
 //! gc whose memory grows with the repository.
+//!
+//! `open` opens any repository (one built by real backups, say) in a fresh process and prints
+//! its open time, resident memory before and after opening, and the lookup rates for random
+//! ids (misses) and for up to 2^20 ids of its largest snapshot (hits, in a random order),
+//! read after the memory figures are taken.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,7 +38,8 @@ const USAGE: &str = "\
 usage: index-bench build DIR CHUNKS [--segment-entries N] [--chunks-per-pack N]
        index-bench probe DIR CHUNKS [--segment-entries N] [--seconds S]
        index-bench gc-build DIR CHUNKS [--segment-entries N] [--snapshot-chunks N]
-       index-bench gc DIR CHUNKS";
+       index-bench gc DIR CHUNKS
+       index-bench open DIR [--seconds S]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +63,11 @@ fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
+    if let [cmd, dir, ..] = args {
+        if cmd == "open" {
+            return open(dir, flag(args, "--seconds", 2)?);
+        }
+    }
     let (cmd, dir, chunks) = match args {
         [cmd, dir, chunks, ..] => (cmd.as_str(), dir, chunks),
         _ => return Err("missing arguments".into()),
@@ -178,25 +190,11 @@ fn probe(backend: Arc<dyn Backend>, chunks: u64, per: u64, seconds: u64) -> Resu
     let open_s = started.elapsed().as_secs_f64();
     let after = rss_kib();
     let (segments, tables) = repo.index_footprint();
-    let lookups = |ids: &[ChunkId], f: &mut dyn FnMut(&ChunkId) -> bool| {
-        let started = Instant::now();
-        let mut yes = 0u64;
-        let mut calls = 0u64;
-        'outer: loop {
-            for id in ids {
-                yes += u64::from(f(id));
-                calls += 1;
-                if calls.is_multiple_of(4096) && started.elapsed() >= Duration::from_secs(seconds) {
-                    break 'outer;
-                }
-            }
-        }
-        (calls as f64 / started.elapsed().as_secs_f64(), yes, calls)
-    };
     let (miss_rate, miss_yes, miss_calls) =
-        lookups(&misses, &mut |id| repo.has(id).unwrap_or(false));
-    let (hit_rate, hit_yes, hit_calls) = lookups(&hits, &mut |id| repo.has(id).unwrap_or(false));
-    let (locate_rate, ..) = lookups(&hits, &mut |id| repo.locate(id).is_some());
+        lookups(&misses, seconds, &mut |id| repo.has(id).unwrap_or(false));
+    let (hit_rate, hit_yes, hit_calls) =
+        lookups(&hits, seconds, &mut |id| repo.has(id).unwrap_or(false));
+    let (locate_rate, ..) = lookups(&hits, seconds, &mut |id| repo.locate(id).is_some());
     if hit_yes != hit_calls {
         return Err(format!(
             "{} of {hit_calls} hits not found",
@@ -213,6 +211,81 @@ fn probe(backend: Arc<dyn Backend>, chunks: u64, per: u64, seconds: u64) -> Resu
         grown as f64 / chunks as f64,
         tables as f64 / chunks as f64,
         rss_kib()
+    );
+    Ok(())
+}
+
+/// Looks up `ids` in turn, again and again, for `seconds`: (calls a second, found, calls).
+fn lookups(ids: &[ChunkId], seconds: u64, f: &mut dyn FnMut(&ChunkId) -> bool) -> (f64, u64, u64) {
+    let started = Instant::now();
+    let mut yes = 0u64;
+    let mut calls = 0u64;
+    'outer: loop {
+        for id in ids {
+            yes += u64::from(f(id));
+            calls += 1;
+            if calls.is_multiple_of(4096) && started.elapsed() >= Duration::from_secs(seconds) {
+                break 'outer;
+            }
+        }
+    }
+    (calls as f64 / started.elapsed().as_secs_f64(), yes, calls)
+}
+
+/// Opens a repository that real backups made and looks up random ids and its largest
+/// snapshot's chunks.
+fn open(dir: &str, seconds: u64) -> Result<(), String> {
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir));
+    let before = rss_kib();
+    let started = Instant::now();
+    let repo =
+        Repository::open(backend, RepositoryOptions::default()).map_err(|e| e.to_string())?;
+    let open_s = started.elapsed().as_secs_f64();
+    let after = rss_kib();
+    let chunks = repo.chunk_count();
+    let (segments, tables) = repo.index_footprint();
+    let snapshots = repo.snapshots().map_err(|e| e.to_string())?;
+    let largest = snapshots
+        .iter()
+        .max_by_key(|(_, m)| m.disks.iter().map(|d| d.entries.len()).sum::<usize>())
+        .ok_or("the repository has no snapshot")?;
+    let mut hits: Vec<ChunkId> = largest
+        .1
+        .disks
+        .iter()
+        .flat_map(|d| d.entries.iter())
+        .filter_map(|e| e.id)
+        .take(1 << 20)
+        .collect();
+    drop(snapshots);
+    hits.sort_unstable_by_key(|id| {
+        splitmix(u64::from_le_bytes(
+            id.as_bytes()[..8].try_into().expect("8"),
+        ))
+    });
+    let misses: Vec<ChunkId> = (0..1u64 << 20)
+        .map(|i| ChunkId::from_bytes(random32(u64::MAX - i)))
+        .collect();
+    let (miss_rate, miss_yes, _) =
+        lookups(&misses, seconds, &mut |id| repo.has(id).unwrap_or(false));
+    let (hit_rate, hit_yes, hit_calls) =
+        lookups(&hits, seconds, &mut |id| repo.has(id).unwrap_or(false));
+    let (locate_rate, ..) = lookups(&hits, seconds, &mut |id| repo.locate(id).is_some());
+    if hit_yes != hit_calls {
+        return Err(format!(
+            "{} of {hit_calls} hits not found",
+            hit_calls - hit_yes
+        ));
+    }
+    println!(
+        "{{\"chunks\":{chunks},\"segments\":{segments},\"open_s\":{open_s:.3},\
+         \"rss_before_kib\":{before},\"rss_after_open_kib\":{after},\
+         \"table_bytes\":{tables},\"hit_ids\":{},\"misses_per_s\":{miss_rate:.0},\
+         \"misses_found\":{miss_yes},\"hits_per_s\":{hit_rate:.0},\
+         \"locates_per_s\":{locate_rate:.0},\"rss_end_kib\":{},\"peak_rss_kib\":{}}}",
+        hits.len(),
+        rss_kib(),
+        peak_rss_kib()
     );
     Ok(())
 }
