@@ -179,6 +179,8 @@ mod tests {
                 writers: 3,
                 cache_dir: None,
                 password: None,
+                // Small, so the suite also runs with segments written during a backup.
+                segment_entries: 8,
             },
         )
         .unwrap()

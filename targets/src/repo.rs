@@ -16,7 +16,9 @@
 //! 2. Only after a pack is durable do its chunks enter the in-memory index and the list of
 //!    entries for this session's index segment.
 //! 3. [`ChunkStore::flush`] seals the open pack, waits for the writer, then stores one index
-//!    segment naming the new chunks.
+//!    segment naming the new chunks. A long backup also stores one whenever
+//!    [`RepositoryOptions::segment_entries`] durable chunks are not yet in a segment, so the
+//!    chunks it holds in memory stay bounded.
 //! 4. [`Repository::commit_snapshot`] flushes, then publishes the manifest with
 //!    [`Backend::put_new`]. The manifest is the last thing written: a crash at any earlier
 //!    point leaves only unreferenced packs or segments, which nothing trips over.
@@ -70,6 +72,10 @@ pub struct RepositoryOptions {
     pub cache_dir: Option<PathBuf>,
     /// The password of an encrypted repository (ignored for an unencrypted one).
     pub password: Option<chunker::crypto::Password>,
+    /// Once this many durable chunks of this process are not yet named by an index segment,
+    /// they are written as one while the backup goes on (its packs are durable already), so
+    /// a large backup's memory does not grow with the chunks it stores.
+    pub segment_entries: usize,
 }
 
 impl RepositoryOptions {
@@ -86,6 +92,7 @@ impl Default for RepositoryOptions {
             writers: 1,
             cache_dir: None,
             password: None,
+            segment_entries: 1 << 17,
         }
     }
 }

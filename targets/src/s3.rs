@@ -912,6 +912,7 @@ mod server_tests {
             writers: 4,
             cache_dir: Some(cache.path().to_path_buf()),
             password: None,
+            ..RepositoryOptions::default()
         };
         let repo = Repository::open(backend, options.clone()).unwrap();
         let reopen = || -> Box<dyn ChunkStore> {

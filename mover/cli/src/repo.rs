@@ -57,6 +57,7 @@ pub fn repo_options(repo: &RepoArg) -> RepositoryOptions {
         writers: usize::from(repo.connections).clamp(1, 6),
         cache_dir,
         password: None,
+        ..RepositoryOptions::default()
     }
 }
 

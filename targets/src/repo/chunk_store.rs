@@ -70,7 +70,7 @@ impl ChunkStore for Repository {
         if packer.buf.len() - PACK_HEADER_LEN >= self.options.pack_size {
             let sealed = take_open_pack(&mut packer);
             drop(packer);
-            if let Err(e) = self.seal(sealed) {
+            if let Err(e) = self.seal(sealed).and_then(|()| self.segment_if_many()) {
                 self.shared.set_poison(&e);
                 return Err(e);
             }
@@ -190,6 +190,26 @@ impl Repository {
         self.wait_for_writers();
         self.shared.check_poison()?;
         let entries = std::mem::take(&mut *self.shared.session.lock().expect("session lock"));
+        self.write_session_segment(entries)
+    }
+
+    /// Writes the durable chunks not yet in a segment as one, once there are
+    /// [`RepositoryOptions::segment_entries`](crate::RepositoryOptions) of them: a backup of
+    /// millions of new chunks keeps a bounded number in memory. Their packs are durable, so
+    /// the segment is as safe as the one written at the end; until a snapshot names the
+    /// chunks, gc treats them like those of any unfinished backup.
+    fn segment_if_many(&self) -> Result<()> {
+        let entries = {
+            let mut session = self.shared.session.lock().expect("session lock");
+            if session.len() < self.options.segment_entries.max(1) {
+                return Ok(());
+            }
+            std::mem::take(&mut *session)
+        };
+        self.write_session_segment(entries)
+    }
+
+    fn write_session_segment(&self, entries: Vec<chunker::format::IndexEntry>) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -236,5 +256,61 @@ impl Repository {
             ));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chunker::{ChunkId, Decoder, Encoder};
+
+    use crate::{Backend, ChunkStore, LocalBackend, Repository, RepositoryOptions};
+
+    fn open(backend: &Arc<dyn Backend>) -> Repository {
+        let options = RepositoryOptions {
+            pack_size: 4_000,
+            writers: 2,
+            segment_entries: 40,
+            ..RepositoryOptions::default()
+        };
+        Repository::open(Arc::clone(backend), options).unwrap()
+    }
+
+    #[test]
+    fn a_long_backup_writes_segments_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        Repository::init(Arc::clone(&backend)).unwrap();
+        let repo = open(&backend);
+        let mut enc = Encoder::new(1);
+        let data: Vec<Vec<u8>> = (0..600u32)
+            .map(|i| {
+                (0..500u32)
+                    .flat_map(|j| (i * 7919 + j).to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        for d in &data {
+            repo.put(&ChunkId::of(d), enc.encode(d)).unwrap();
+        }
+        // Before the backup's flush, most chunks are named by segments on disk already: a
+        // second process sees them, and this one no longer holds them in memory.
+        let (segments, _) = repo.index_footprint();
+        assert!(
+            segments >= 5,
+            "{segments} segments written during the backup"
+        );
+        let other = open(&backend);
+        let seen = data.iter().filter(|d| other.has(&ChunkId::of(d)).unwrap());
+        assert!(seen.count() >= 400, "durable and indexed before the flush");
+        repo.flush().unwrap();
+        let reopened = open(&backend);
+        let mut dec = Decoder::new();
+        for d in &data {
+            let id = ChunkId::of(d);
+            assert_eq!(&dec.decode(&reopened.get(&id).unwrap(), &id).unwrap(), d);
+        }
+        assert_eq!(reopened.chunk_count(), data.len());
     }
 }
