@@ -44,8 +44,11 @@ use targets::ChunkStore;
 use crate::{Error, Result};
 
 mod cache;
+mod pool;
 
 use cache::{Cache, Claim};
+pub(crate) use pool::Chunk;
+use pool::Pool;
 
 /// Settings of a [`SnapshotReader`].
 #[derive(Clone, Debug)]
@@ -84,6 +87,35 @@ pub struct Run {
     pub zero: bool,
 }
 
+/// Part of a read (see [`SnapshotReader::pieces`]).
+pub(crate) enum Piece {
+    /// This many zero bytes.
+    Zero(usize),
+    /// `chunk[from..to]`.
+    Data {
+        chunk: Arc<Chunk>,
+        from: usize,
+        to: usize,
+    },
+}
+
+impl Piece {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Piece::Zero(n) => *n,
+            Piece::Data { from, to, .. } => to - from,
+        }
+    }
+
+    /// The bytes, or `None` for zeros.
+    pub(crate) fn data(&self) -> Option<&[u8]> {
+        match self {
+            Piece::Zero(_) => None,
+            Piece::Data { chunk, from, to } => Some(&chunk[*from..*to]),
+        }
+    }
+}
+
 /// Counters of a reader's work since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReaderStats {
@@ -120,6 +152,8 @@ struct Inner {
     starts: Vec<u64>,
     entries: Vec<Entry>,
     cache: Cache,
+    /// Buffers of evicted chunks, decoded into again.
+    pool: Arc<Pool>,
     decoders: Mutex<Vec<Decoder>>,
     streams: Mutex<Vec<Stream>>,
     /// Readahead window, bytes.
@@ -164,6 +198,8 @@ impl SnapshotReader {
             starts,
             entries: disk.entries.clone(),
             cache: Cache::new(opts.memory),
+            // A few chunks' worth: what is evicted while the next chunks are decoded.
+            pool: Pool::new(((opts.memory / 32).max(max_chunk.unwrap_or(0))) as usize),
             decoders: Mutex::new(Vec::new()),
             streams: Mutex::new(vec![Stream::default(); STREAMS]),
             window: (opts.window.unwrap_or(opts.memory / 4)).max(max_chunk.unwrap_or(0)),
@@ -204,36 +240,48 @@ impl SnapshotReader {
 
     /// Fills `buf` with the disk's bytes from `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut at = 0;
+        for piece in self.pieces(offset, buf.len() as u64)? {
+            let out = &mut buf[at..at + piece.len()];
+            match piece.data() {
+                None => out.fill(0),
+                Some(data) => out.copy_from_slice(data),
+            }
+            at += out.len();
+        }
+        Ok(())
+    }
+
+    /// The disk's `len` bytes from `offset` as they lie in the cache, without copying them (a
+    /// server writes them out directly): one piece per chunk, in order.
+    pub(crate) fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
         let inner = &*self.inner;
         let end = offset
-            .checked_add(buf.len() as u64)
+            .checked_add(len)
             .filter(|&e| e <= inner.len)
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "read of {} bytes at {offset} is past the end of the disk ({} bytes)",
-                    buf.len(),
+                    "read of {len} bytes at {offset} is past the end of the disk ({} bytes)",
                     inner.len
                 ))
             })?;
-        if buf.is_empty() {
-            return Ok(());
+        if len == 0 {
+            return Ok(Vec::new());
         }
         let first = inner.index_of(offset);
         let last = inner.index_of(end - 1);
         self.readahead(offset, end, first, last);
+        let mut pieces = Vec::with_capacity(last + 1 - first);
         for i in first..=last {
-            let (cs, ce) = (
-                inner.starts[i],
-                inner.starts[i] + u64::from(inner.entries[i].len),
-            );
-            let (from, to) = (cs.max(offset), ce.min(end));
-            let out = &mut buf[(from - offset) as usize..(to - offset) as usize];
-            match inner.chunk(i)? {
-                None => out.fill(0),
-                Some(data) => out.copy_from_slice(&data[(from - cs) as usize..(to - cs) as usize]),
-            }
+            let cs = inner.starts[i];
+            let ce = cs + u64::from(inner.entries[i].len);
+            let (from, to) = ((cs.max(offset) - cs) as usize, (ce.min(end) - cs) as usize);
+            pieces.push(match inner.chunk(i)? {
+                None => Piece::Zero(to - from),
+                Some(chunk) => Piece::Data { chunk, from, to },
+            });
         }
-        Ok(())
+        Ok(pieces)
     }
 
     /// The runs of data and zeros covering `offset..offset + len` (clipped to the disk),
@@ -371,7 +419,7 @@ impl Inner {
     }
 
     /// The decoded chunk `i` (`None` for a zero chunk), from the cache or fetched now.
-    fn chunk(&self, i: usize) -> Result<Option<Arc<[u8]>>> {
+    fn chunk(&self, i: usize) -> Result<Option<Arc<Chunk>>> {
         let Some(id) = self.entries[i].id else {
             return Ok(None);
         };
@@ -422,21 +470,28 @@ impl Inner {
         result
     }
 
-    fn decode(&self, frame: &chunker::Frame, id: &ChunkId) -> Result<Arc<[u8]>> {
+    fn decode(&self, frame: &chunker::Frame, id: &ChunkId) -> Result<Arc<Chunk>> {
         let pooled = self
             .decoders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let mut decoder = pooled.unwrap_or_else(|| Decoder::with_id_key(self.store.id_key()));
-        let result = decoder.decode(frame, id);
+        let mut buf = self.pool.take();
+        let result = decoder.decode_into(frame, id, &mut buf);
         self.decoders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(decoder);
         self.fetched.fetch_add(1, Ordering::Relaxed);
         (self.fetched_bytes).fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
-        Ok(result?.into())
+        match result {
+            Ok(()) => Ok(Arc::new(self.pool.chunk(buf))),
+            Err(e) => {
+                self.pool.give(buf);
+                Err(e.into())
+            }
+        }
     }
 }
 
