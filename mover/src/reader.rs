@@ -15,6 +15,12 @@
 //! first chunk to the pool before it waits for the first. Readahead never blocks a reader:
 //! when the pool's queue is full, the chunks are simply fetched on demand.
 //!
+//! Buffers: chunks decode into buffers that come back when evicted (`reader/pool.rs`), and
+//! while the cache is still growing the fetch threads keep a couple of spare buffers with
+//! their pages touched, so that a chunk fetched on demand does not fault in fresh memory on
+//! the reader's time. [`SnapshotReader::pieces`] hands out the cached chunks themselves, for
+//! a server to write out without copying.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use mover::{ReaderOptions, SnapshotReader};
@@ -32,7 +38,7 @@
 //! # Ok::<(), mover::Error>(())
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -141,7 +147,7 @@ pub struct ReaderStats {
 /// - Dropping the reader stops its fetch threads (after the fetches in progress).
 pub struct SnapshotReader {
     inner: Arc<Inner>,
-    tasks: Option<Sender<Vec<usize>>>,
+    tasks: Option<Sender<Task>>,
     fetchers: Vec<JoinHandle<()>>,
 }
 
@@ -154,6 +160,12 @@ struct Inner {
     cache: Cache,
     /// Buffers of evicted chunks, decoded into again.
     pool: Arc<Pool>,
+    /// The largest chunk, bytes.
+    max_chunk: usize,
+    /// Free buffers the pool should hold while the cache is not full, and whether the fetch
+    /// threads were asked to add them.
+    spare: usize,
+    prefaulting: AtomicBool,
     decoders: Mutex<Vec<Decoder>>,
     streams: Mutex<Vec<Stream>>,
     /// Readahead window, bytes.
@@ -162,6 +174,14 @@ struct Inner {
     fetched: AtomicU64,
     fetched_bytes: AtomicU64,
     hits: AtomicU64,
+}
+
+/// Work for the fetch threads.
+enum Task {
+    /// Fetch and cache these chunks (claimed already).
+    Fetch(Vec<usize>),
+    /// Fill the buffer pool with buffers whose pages are touched already.
+    Prefault,
 }
 
 /// A recent stream of reads: where its next read would start and how many continued it.
@@ -177,6 +197,8 @@ struct Stream {
     used: u64,
 }
 
+/// Spare buffers kept ready at most (see [`Inner::wants_prefault`]).
+const SPARE: u64 = 2;
 /// Streams remembered at once (several connections each reading their own area).
 const STREAMS: usize = 16;
 /// Reads in a row that make a stream sequential.
@@ -192,6 +214,7 @@ impl SnapshotReader {
             at += u64::from(e.len);
         }
         let max_chunk = disk.entries.iter().map(|e| u64::from(e.len)).max();
+        let keep = (opts.memory / 32).max(max_chunk.unwrap_or(0));
         let inner = Arc::new(Inner {
             store,
             len: at,
@@ -199,7 +222,10 @@ impl SnapshotReader {
             entries: disk.entries.clone(),
             cache: Cache::new(opts.memory),
             // A few chunks' worth: what is evicted while the next chunks are decoded.
-            pool: Pool::new(((opts.memory / 32).max(max_chunk.unwrap_or(0))) as usize),
+            pool: Pool::new(keep as usize),
+            max_chunk: max_chunk.unwrap_or(0) as usize,
+            spare: (keep / max_chunk.unwrap_or(1).max(1)).min(SPARE) as usize,
+            prefaulting: AtomicBool::new(false),
             decoders: Mutex::new(Vec::new()),
             streams: Mutex::new(vec![Stream::default(); STREAMS]),
             window: (opts.window.unwrap_or(opts.memory / 4)).max(max_chunk.unwrap_or(0)),
@@ -211,12 +237,15 @@ impl SnapshotReader {
         let (tx, rx) = crossbeam_channel::bounded(opts.fetchers.max(1) * 2);
         let fetchers = (0..opts.fetchers.max(1))
             .map(|_| {
-                let (inner, rx): (_, Receiver<Vec<usize>>) = (inner.clone(), rx.clone());
+                let (inner, rx): (_, Receiver<Task>) = (inner.clone(), rx.clone());
                 std::thread::spawn(move || {
                     for task in rx {
-                        // A failed readahead is not an error: the reader fetches on demand
-                        // and reports it then.
-                        let _ = inner.fetch_task(&task);
+                        match task {
+                            // A failed readahead is not an error: the reader fetches on
+                            // demand and reports it then.
+                            Task::Fetch(chunks) => drop(inner.fetch_task(&chunks)),
+                            Task::Prefault => inner.prefault(),
+                        }
                     }
                 })
             })
@@ -330,6 +359,9 @@ impl SnapshotReader {
             want = want.start..ahead.end.max(want.end);
         }
         let Some(tasks) = &self.tasks else { return };
+        if inner.wants_prefault() && tasks.try_send(Task::Prefault).is_err() {
+            inner.prefaulting.store(false, Ordering::Relaxed);
+        }
         let mut group = Vec::new();
         let mut bytes = 0;
         for i in want {
@@ -406,9 +438,10 @@ impl Inner {
         (start < stop).then_some(start..stop)
     }
 
-    fn send(&self, tasks: &Sender<Vec<usize>>, task: Vec<usize>) {
-        if let Err(TrySendError::Full(task) | TrySendError::Disconnected(task)) =
-            tasks.try_send(task)
+    fn send(&self, tasks: &Sender<Task>, task: Vec<usize>) {
+        if let Err(
+            TrySendError::Full(Task::Fetch(task)) | TrySendError::Disconnected(Task::Fetch(task)),
+        ) = tasks.try_send(Task::Fetch(task))
         {
             for i in task {
                 if let Some(id) = self.entries[i].id {
@@ -446,6 +479,32 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// True (once, until [`Inner::prefault`] ran) when the pool is short of spare buffers
+    /// and the cache has room for them: a chunk fetched on demand then decodes into pages
+    /// touched ahead by a fetch thread, instead of faulting in a fresh megabyte on the reader's
+    /// time (the cache grows to its budget on fresh memory).
+    fn wants_prefault(&self) -> bool {
+        let room = self.cache.room();
+        self.pool.len() < self.spare
+            && room >= ((self.spare + 1) * self.max_chunk) as u64
+            && !self.prefaulting.swap(true, Ordering::Relaxed)
+    }
+
+    /// Adds spare buffers, their pages touched, while the cache has room for them.
+    fn prefault(&self) {
+        while self.pool.len() < self.spare
+            && self.cache.room() >= ((self.pool.len() + 2) * self.max_chunk) as u64
+        {
+            // Written, not just allocated: fresh memory from the allocator is not mapped yet.
+            let mut buf = Vec::with_capacity(self.max_chunk);
+            buf.resize(self.max_chunk, 1);
+            if !self.pool.give(buf) {
+                break;
+            }
+        }
+        self.prefaulting.store(false, Ordering::Relaxed);
     }
 
     /// Fetches claimed chunks with one request and stores them; on failure gives up every
@@ -631,6 +690,25 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn spare_buffers_are_prepared_while_the_cache_has_room() {
+        let (_d, repo, disk, image) = disk(6);
+        let r = SnapshotReader::new(repo, &disk, &opts(64 * CH as u64));
+        let mut buf = vec![0; 100];
+        r.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, image[..100]);
+        let inner = &r.inner;
+        assert_eq!(inner.spare, 2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while inner.pool.len() < inner.spare && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(inner.pool.len(), 2, "two spare buffers ready");
+        // Decoded into a spare buffer, the next chunk reads back exactly.
+        r.read_at(2 * CH as u64, &mut buf).unwrap();
+        assert_eq!(buf, image[2 * CH..2 * CH + 100]);
     }
 
     #[test]

@@ -117,6 +117,11 @@ impl Cache {
         self.done.notify_all();
     }
 
+    /// Bytes the budget has left.
+    pub(super) fn room(&self) -> u64 {
+        self.budget.saturating_sub(self.lock().bytes)
+    }
+
     /// Bytes held (ready and loading).
     pub(super) fn bytes(&self) -> u64 {
         self.lock().bytes

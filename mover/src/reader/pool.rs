@@ -65,16 +65,24 @@ impl Pool {
         }
     }
 
-    /// Takes a buffer back (one that was never wrapped, after a failed decode, say).
-    pub(super) fn give(&self, buf: Vec<u8>) {
+    /// Takes a buffer back (one that was never wrapped, after a failed decode, say); false
+    /// when the pool is full and the buffer was freed.
+    pub(super) fn give(&self, buf: Vec<u8>) -> bool {
         if buf.capacity() == 0 {
-            return;
+            return false;
         }
         let mut free = self.lock();
-        if free.bytes + buf.capacity() <= self.keep {
+        let kept = free.bytes + buf.capacity() <= self.keep;
+        if kept {
             free.bytes += buf.capacity();
             free.bufs.push(buf);
         }
+        kept
+    }
+
+    /// Free buffers held.
+    pub(super) fn len(&self) -> usize {
+        self.lock().bufs.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
