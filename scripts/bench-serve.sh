@@ -9,7 +9,7 @@
 #     `mover restore --to -` of the same snapshot to /dev/null (target: >= 0.7x its rate);
 #   - random 4 KiB reads from one connection (in data runs only): p50 with every chunk cached
 #     (the same 2000 offsets within 64 MiB read twice; target <= 0.2 ms), and p99 on a fresh
-#     server of up to 500 reads, each in a different chunk (uncached: one chunk's fetch and
+#     server of up to 1000 reads, each in a different chunk (uncached: one chunk's fetch and
 #     decode each);
 #   - the time from starting `mover serve` to the first byte read (target <= 0.5 s);
 #   - peak RSS of the server (target <= --memory + 64 MiB);
@@ -67,7 +67,7 @@ import json, sys
 d = json.load(sys.stdin)[-1]["disks"][0]
 print((d["source_bytes"] - d["bytes_zero"]) // d["chunk_size"], d["chunk_size"])')
 # Uncached reads: each in a different data chunk, so none finds its chunk cached.
-UNCACHED=$((DATA_CHUNKS > 501 ? 500 : DATA_CHUNKS - 1))
+UNCACHED=$((DATA_CHUNKS > 1001 ? 1000 : DATA_CHUNKS - 1))
 RESTIC=
 if command -v restic >/dev/null && [[ -c /dev/fuse ]]; then
     RESTIC=1
