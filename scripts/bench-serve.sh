@@ -6,10 +6,12 @@
 #
 # In one run, with a warm page cache (the repository is read once first):
 #   - sequential read of the whole export with nbdcopy (4 connections) to null:, beside
-#     `mover restore --to -` of the same snapshot to /dev/null (target: >= 0.7x its rate);
-#   - random 4 KiB reads from one connection (in data runs only): p50 with every chunk cached (the same 2000
-#     offsets within 64 MiB read twice; target <= 0.2 ms),
-#     and p99 on a fresh server (uncached: one chunk's fetch and decode each);
+#     `mover restore --to -` of the same snapshot to /dev/null (target: >= 0.7x its rate),
+#     and the CPU seconds each takes (server and nbdcopy together for the export);
+#   - random 4 KiB reads from one connection (in data runs only): p50 with every chunk cached
+#     (the same 2000 offsets within 64 MiB read twice; target <= 0.2 ms), and p99 on a fresh
+#     server of up to 1000 reads, each in a different chunk (uncached: one chunk's fetch and
+#     decode each);
 #   - the time from starting `mover serve` to the first byte read (target <= 0.5 s);
 #   - peak RSS of the server (target <= --memory + 64 MiB);
 #   - one chunk's fetch and decode, for the uncached target (<= 2x): `mover restore --threads 1
@@ -34,7 +36,7 @@ while (($#)); do
     --memory) MEMORY=$2; shift 2 ;;
     --mover) MOVER=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 for t in nbdcopy nbdinfo pgrep python3 /usr/bin/time; do
@@ -61,10 +63,12 @@ REPO=$WORK/repo
 "$MOVER" init -r "$REPO" -q
 # The disk is named `bench`: that is the export's name.
 "$MOVER" backup -r "$REPO" --source "bench=$IMG" --name bench -q >/dev/null
-DATA_CHUNKS=$("$MOVER" snapshots -r "$REPO" --json | python3 -c '
+read -r DATA_CHUNKS CHUNK < <("$MOVER" snapshots -r "$REPO" --json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)[-1]["disks"][0]
-print((d["source_bytes"] - d["bytes_zero"]) // d["chunk_size"])')
+print((d["source_bytes"] - d["bytes_zero"]) // d["chunk_size"], d["chunk_size"])')
+# Uncached reads: each in a different data chunk, so none finds its chunk cached.
+UNCACHED=$((DATA_CHUNKS > 1001 ? 1000 : DATA_CHUNKS - 1))
 RESTIC=
 if command -v restic >/dev/null && [[ -c /dev/fuse ]]; then
     RESTIC=1
@@ -91,6 +95,8 @@ start_server() {
     done
     echo "first_byte_s $1 $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')" >>"$RAW"
 }
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 stop_server() {
     # $SRV is /usr/bin/time; the server is its only child.
     kill -TERM "$(pgrep -P "$SRV")"
@@ -101,8 +107,10 @@ stop_server() {
 
 for run in $(seq "$RUNS"); do
     t0=$(now)
-    "$MOVER" restore -r "$REPO" latest --name bench --to - -q >/dev/null
+    /usr/bin/time -f "%U %S" -o "$WORK/restore-cpu.txt" \
+        "$MOVER" restore -r "$REPO" latest --name bench --to - -q >/dev/null
     echo "restore_s $run $(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')" >>"$RAW"
+    echo "restore_cpu_s $run $(awk '{ print $1 + $2 }' "$WORK/restore-cpu.txt")" >>"$RAW"
     t0=$(now)
     "$MOVER" restore -r "$REPO" latest --name bench --to - -q --threads 1 >/dev/null
     echo "chunk_fetch_decode_ms $run $(awk -v a="$t0" -v b="$(now)" -v n="$DATA_CHUNKS" 'BEGIN { print (b - a) * 1000 / n }')" >>"$RAW"
@@ -123,11 +131,15 @@ for run in $(seq "$RUNS"); do
 
     start_server "$run"
     nbdinfo --map "$URI" >"$WORK/map.txt"
-    python3 scripts/nbd-random-read.py "$SOCK" bench 200 1 $((1 << 62)) "$WORK/map.txt" |
+    python3 scripts/nbd-random-read.py "$SOCK" bench "$UNCACHED" "$run" $((1 << 62)) "$WORK/map.txt" "$CHUNK" |
         awk -v r="$run" '{ print "uncached_" $1 " " r " " $2 }' >>"$RAW"
+    c0=$(cpu_ticks "$(pgrep -P "$SRV")")
     t0=$(now)
-    nbdcopy --connections=4 "$URI" null:
+    /usr/bin/time -f "%U %S" -o "$WORK/nbdcopy-cpu.txt" nbdcopy --connections=4 "$URI" null:
     echo "nbdcopy_s $run $(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')" >>"$RAW"
+    c1=$(cpu_ticks "$(pgrep -P "$SRV")")
+    echo "nbdcopy_cpu_s $run $(awk -v t="$(getconf CLK_TCK)" -v a="$c0" -v b="$c1" \
+        '{ print $1 + $2 + (b - a) / t }' "$WORK/nbdcopy-cpu.txt")" >>"$RAW"
     # The same 2000 offsets within 64 MiB twice: the second pass reads only cached chunks.
     python3 scripts/nbd-random-read.py "$SOCK" bench 2000 2 $((64 << 20)) "$WORK/map.txt" >/dev/null
     python3 scripts/nbd-random-read.py "$SOCK" bench 2000 2 $((64 << 20)) "$WORK/map.txt" |
@@ -158,7 +170,7 @@ done
     echo
     echo "## Parameters"
     echo
-    echo "- Image: \`$IMG\`, $(stat -c %s "$IMG") bytes, about $DATA_MIB MiB of data in $DATA_CHUNKS data chunks"
+    echo "- Image: \`$IMG\`, $(stat -c %s "$IMG") bytes, about $DATA_MIB MiB of data in $DATA_CHUNKS data chunks of $CHUNK bytes"
     echo "  ($(cat "$IMG.params" 2>/dev/null || echo 'scripts/make-bench-image.sh'))"
 } >"$OUT/README.md.head"
 python3 - "$RAW" "$IMG" "$MEMORY" >"$OUT/summary.md" <<'PY'
@@ -183,6 +195,8 @@ def line(name, value, target, ok):
 print("\n| target | measured | wanted | met |\n|---|---:|---:|---|")
 ratio = med["restore_s"] / med["nbdcopy_s"]
 line("nbdcopy rate / `restore --to -` rate", f"{ratio:.2f}", ">= 0.7", ratio >= 0.7)
+cpu = med["restore_cpu_s"] / med["nbdcopy_cpu_s"]
+print(f"| (CPU seconds: `restore --to -` / nbdcopy pass, server and client) | {cpu:.2f} | (the rate ratio on idle cores) | |")
 if "restic_mount_s" in med:
     r = med["restic_mount_s"] / med["nbdcopy_s"]
     line("nbdcopy rate / `restic mount` rate", f"{r:.1f}", ">= 3", r >= 3)

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Random 4 KiB reads from an NBD export over a unix socket, one at a time, timed.
 
-    nbd-random-read.py SOCKET EXPORT COUNT SEED [SPAN_BYTES [MAP]]
+    nbd-random-read.py SOCKET EXPORT COUNT SEED [SPAN_BYTES [MAP [BLOCK]]]
 
 With MAP (the output of `nbdinfo --map`), offsets fall only in data runs, so that every read
-fetches a chunk instead of answering a hole.
+fetches a chunk instead of answering a hole. With BLOCK (the chunk size) as well, every read
+falls in a different block, chosen at random among those holding data (never the first,
+which the server may have read already), so that on a fresh server no read finds its chunk
+cached; COUNT is then at most the number of such blocks.
 
 Prints "p50_ms X" and "p99_ms Y" (with COUNT 1 and SEED 0: reads offset 0 once, to tell that
 the server answers). Simple replies only (no structured-reply negotiation), so it is small.
@@ -46,6 +49,26 @@ def connect(path, export):
             raise RuntimeError(f"NBD_OPT_GO failed: {data!r}")
 
 
+def distinct_blocks(runs, block, count, rng):
+    """One 4 KiB-aligned offset in each of COUNT different blocks holding data."""
+    spans = {}
+    for start, length in runs:
+        b = start // block
+        while b * block < start + length:
+            lo, hi = max(start, b * block), min(start + length, (b + 1) * block)
+            if b > 0 and hi - lo >= 4096:
+                spans.setdefault(b, (lo, hi))
+            b += 1
+    if count > len(spans):
+        raise SystemExit(f"only {len(spans)} blocks hold data; asked for {count} reads")
+    offsets = []
+    for b in rng.sample(sorted(spans), count):
+        lo, hi = spans[b]
+        first = -(-lo // 4096) * 4096
+        offsets.append(first + rng.randrange(max(1, (hi - first) // 4096)) * 4096)
+    return offsets
+
+
 def main():
     path, export, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     s, size = connect(path, export)
@@ -59,10 +82,15 @@ def main():
             if kind == "0" and int(off) + int(length) <= size:
                 runs.append((int(off), int(length)))
     rng = random.Random(seed)
+    if len(sys.argv) > 7:
+        offsets = distinct_blocks(runs, int(sys.argv[7]), count, rng)
+    else:
+        offsets = []
+        for _ in range(count):
+            start, length = rng.choice(runs)
+            offsets.append(0 if seed == 0 else start + rng.randrange(max(1, length // 4096)) * 4096)
     times = []
-    for i in range(count):
-        start, length = rng.choice(runs)
-        off = 0 if seed == 0 else start + rng.randrange(max(1, length // 4096)) * 4096
+    for i, off in enumerate(offsets):
         t0 = time.perf_counter()
         s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, off, 4096))
         magic, err, _ = struct.unpack(">IIQ", recv(s, 16))

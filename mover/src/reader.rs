@@ -15,6 +15,12 @@
 //! first chunk to the pool before it waits for the first. Readahead never blocks a reader:
 //! when the pool's queue is full, the chunks are simply fetched on demand.
 //!
+//! Buffers: chunks decode into buffers that come back when evicted (`reader/pool.rs`), and
+//! while the cache is still growing the fetch threads keep a couple of spare buffers with
+//! their pages touched, so that a chunk fetched on demand does not fault in fresh memory on
+//! the reader's time. [`SnapshotReader::pieces`] hands out the cached chunks themselves, for
+//! a server to write out without copying.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use mover::{ReaderOptions, SnapshotReader};
@@ -32,7 +38,7 @@
 //! # Ok::<(), mover::Error>(())
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -44,8 +50,11 @@ use targets::ChunkStore;
 use crate::{Error, Result};
 
 mod cache;
+mod pool;
 
 use cache::{Cache, Claim};
+pub(crate) use pool::Chunk;
+use pool::Pool;
 
 /// Settings of a [`SnapshotReader`].
 #[derive(Clone, Debug)]
@@ -84,6 +93,35 @@ pub struct Run {
     pub zero: bool,
 }
 
+/// Part of a read (see [`SnapshotReader::pieces`]).
+pub(crate) enum Piece {
+    /// This many zero bytes.
+    Zero(usize),
+    /// `chunk[from..to]`.
+    Data {
+        chunk: Arc<Chunk>,
+        from: usize,
+        to: usize,
+    },
+}
+
+impl Piece {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Piece::Zero(n) => *n,
+            Piece::Data { from, to, .. } => to - from,
+        }
+    }
+
+    /// The bytes, or `None` for zeros.
+    pub(crate) fn data(&self) -> Option<&[u8]> {
+        match self {
+            Piece::Zero(_) => None,
+            Piece::Data { chunk, from, to } => Some(&chunk[*from..*to]),
+        }
+    }
+}
+
 /// Counters of a reader's work since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReaderStats {
@@ -109,7 +147,7 @@ pub struct ReaderStats {
 /// - Dropping the reader stops its fetch threads (after the fetches in progress).
 pub struct SnapshotReader {
     inner: Arc<Inner>,
-    tasks: Option<Sender<Vec<usize>>>,
+    tasks: Option<Sender<Task>>,
     fetchers: Vec<JoinHandle<()>>,
 }
 
@@ -120,6 +158,14 @@ struct Inner {
     starts: Vec<u64>,
     entries: Vec<Entry>,
     cache: Cache,
+    /// Buffers of evicted chunks, decoded into again.
+    pool: Arc<Pool>,
+    /// The largest chunk, bytes.
+    max_chunk: usize,
+    /// Free buffers the pool should hold while the cache is not full, and whether the fetch
+    /// threads were asked to add them.
+    spare: usize,
+    prefaulting: AtomicBool,
     decoders: Mutex<Vec<Decoder>>,
     streams: Mutex<Vec<Stream>>,
     /// Readahead window, bytes.
@@ -128,6 +174,14 @@ struct Inner {
     fetched: AtomicU64,
     fetched_bytes: AtomicU64,
     hits: AtomicU64,
+}
+
+/// Work for the fetch threads.
+enum Task {
+    /// Fetch and cache these chunks (claimed already).
+    Fetch(Vec<usize>),
+    /// Fill the buffer pool with buffers whose pages are touched already.
+    Prefault,
 }
 
 /// A recent stream of reads: where its next read would start and how many continued it.
@@ -143,6 +197,8 @@ struct Stream {
     used: u64,
 }
 
+/// Spare buffers kept ready at most (see [`Inner::wants_prefault`]).
+const SPARE: u64 = 2;
 /// Streams remembered at once (several connections each reading their own area).
 const STREAMS: usize = 16;
 /// Reads in a row that make a stream sequential.
@@ -158,12 +214,18 @@ impl SnapshotReader {
             at += u64::from(e.len);
         }
         let max_chunk = disk.entries.iter().map(|e| u64::from(e.len)).max();
+        let keep = (opts.memory / 32).max(max_chunk.unwrap_or(0));
         let inner = Arc::new(Inner {
             store,
             len: at,
             starts,
             entries: disk.entries.clone(),
             cache: Cache::new(opts.memory),
+            // A few chunks' worth: what is evicted while the next chunks are decoded.
+            pool: Pool::new(keep as usize),
+            max_chunk: max_chunk.unwrap_or(0) as usize,
+            spare: (keep / max_chunk.unwrap_or(1).max(1)).min(SPARE) as usize,
+            prefaulting: AtomicBool::new(false),
             decoders: Mutex::new(Vec::new()),
             streams: Mutex::new(vec![Stream::default(); STREAMS]),
             window: (opts.window.unwrap_or(opts.memory / 4)).max(max_chunk.unwrap_or(0)),
@@ -175,12 +237,15 @@ impl SnapshotReader {
         let (tx, rx) = crossbeam_channel::bounded(opts.fetchers.max(1) * 2);
         let fetchers = (0..opts.fetchers.max(1))
             .map(|_| {
-                let (inner, rx): (_, Receiver<Vec<usize>>) = (inner.clone(), rx.clone());
+                let (inner, rx): (_, Receiver<Task>) = (inner.clone(), rx.clone());
                 std::thread::spawn(move || {
                     for task in rx {
-                        // A failed readahead is not an error: the reader fetches on demand
-                        // and reports it then.
-                        let _ = inner.fetch_task(&task);
+                        match task {
+                            // A failed readahead is not an error: the reader fetches on
+                            // demand and reports it then.
+                            Task::Fetch(chunks) => drop(inner.fetch_task(&chunks)),
+                            Task::Prefault => inner.prefault(),
+                        }
                     }
                 })
             })
@@ -204,36 +269,48 @@ impl SnapshotReader {
 
     /// Fills `buf` with the disk's bytes from `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut at = 0;
+        for piece in self.pieces(offset, buf.len() as u64)? {
+            let out = &mut buf[at..at + piece.len()];
+            match piece.data() {
+                None => out.fill(0),
+                Some(data) => out.copy_from_slice(data),
+            }
+            at += out.len();
+        }
+        Ok(())
+    }
+
+    /// The disk's `len` bytes from `offset` as they lie in the cache, without copying them (a
+    /// server writes them out directly): one piece per chunk, in order.
+    pub(crate) fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
         let inner = &*self.inner;
         let end = offset
-            .checked_add(buf.len() as u64)
+            .checked_add(len)
             .filter(|&e| e <= inner.len)
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "read of {} bytes at {offset} is past the end of the disk ({} bytes)",
-                    buf.len(),
+                    "read of {len} bytes at {offset} is past the end of the disk ({} bytes)",
                     inner.len
                 ))
             })?;
-        if buf.is_empty() {
-            return Ok(());
+        if len == 0 {
+            return Ok(Vec::new());
         }
         let first = inner.index_of(offset);
         let last = inner.index_of(end - 1);
         self.readahead(offset, end, first, last);
+        let mut pieces = Vec::with_capacity(last + 1 - first);
         for i in first..=last {
-            let (cs, ce) = (
-                inner.starts[i],
-                inner.starts[i] + u64::from(inner.entries[i].len),
-            );
-            let (from, to) = (cs.max(offset), ce.min(end));
-            let out = &mut buf[(from - offset) as usize..(to - offset) as usize];
-            match inner.chunk(i)? {
-                None => out.fill(0),
-                Some(data) => out.copy_from_slice(&data[(from - cs) as usize..(to - cs) as usize]),
-            }
+            let cs = inner.starts[i];
+            let ce = cs + u64::from(inner.entries[i].len);
+            let (from, to) = ((cs.max(offset) - cs) as usize, (ce.min(end) - cs) as usize);
+            pieces.push(match inner.chunk(i)? {
+                None => Piece::Zero(to - from),
+                Some(chunk) => Piece::Data { chunk, from, to },
+            });
         }
-        Ok(())
+        Ok(pieces)
     }
 
     /// The runs of data and zeros covering `offset..offset + len` (clipped to the disk),
@@ -282,6 +359,9 @@ impl SnapshotReader {
             want = want.start..ahead.end.max(want.end);
         }
         let Some(tasks) = &self.tasks else { return };
+        if inner.wants_prefault() && tasks.try_send(Task::Prefault).is_err() {
+            inner.prefaulting.store(false, Ordering::Relaxed);
+        }
         let mut group = Vec::new();
         let mut bytes = 0;
         for i in want {
@@ -358,9 +438,10 @@ impl Inner {
         (start < stop).then_some(start..stop)
     }
 
-    fn send(&self, tasks: &Sender<Vec<usize>>, task: Vec<usize>) {
-        if let Err(TrySendError::Full(task) | TrySendError::Disconnected(task)) =
-            tasks.try_send(task)
+    fn send(&self, tasks: &Sender<Task>, task: Vec<usize>) {
+        if let Err(
+            TrySendError::Full(Task::Fetch(task)) | TrySendError::Disconnected(Task::Fetch(task)),
+        ) = tasks.try_send(Task::Fetch(task))
         {
             for i in task {
                 if let Some(id) = self.entries[i].id {
@@ -371,7 +452,7 @@ impl Inner {
     }
 
     /// The decoded chunk `i` (`None` for a zero chunk), from the cache or fetched now.
-    fn chunk(&self, i: usize) -> Result<Option<Arc<[u8]>>> {
+    fn chunk(&self, i: usize) -> Result<Option<Arc<Chunk>>> {
         let Some(id) = self.entries[i].id else {
             return Ok(None);
         };
@@ -400,6 +481,32 @@ impl Inner {
         }
     }
 
+    /// True (once, until [`Inner::prefault`] ran) when the pool is short of spare buffers
+    /// and the cache has room for them: a chunk fetched on demand then decodes into pages
+    /// touched ahead by a fetch thread, instead of faulting in a fresh megabyte on the reader's
+    /// time (the cache grows to its budget on fresh memory).
+    fn wants_prefault(&self) -> bool {
+        let room = self.cache.room();
+        self.pool.len() < self.spare
+            && room >= ((self.spare + 1) * self.max_chunk) as u64
+            && !self.prefaulting.swap(true, Ordering::Relaxed)
+    }
+
+    /// Adds spare buffers, their pages touched, while the cache has room for them.
+    fn prefault(&self) {
+        while self.pool.len() < self.spare
+            && self.cache.room() >= ((self.pool.len() + 2) * self.max_chunk) as u64
+        {
+            // Written, not just allocated: fresh memory from the allocator is not mapped yet.
+            let mut buf = Vec::with_capacity(self.max_chunk);
+            buf.resize(self.max_chunk, 1);
+            if !self.pool.give(buf) {
+                break;
+            }
+        }
+        self.prefaulting.store(false, Ordering::Relaxed);
+    }
+
     /// Fetches claimed chunks with one request and stores them; on failure gives up every
     /// claim left.
     fn fetch_task(&self, task: &[usize]) -> Result<()> {
@@ -422,21 +529,28 @@ impl Inner {
         result
     }
 
-    fn decode(&self, frame: &chunker::Frame, id: &ChunkId) -> Result<Arc<[u8]>> {
+    fn decode(&self, frame: &chunker::Frame, id: &ChunkId) -> Result<Arc<Chunk>> {
         let pooled = self
             .decoders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         let mut decoder = pooled.unwrap_or_else(|| Decoder::with_id_key(self.store.id_key()));
-        let result = decoder.decode(frame, id);
+        let mut buf = self.pool.take();
+        let result = decoder.decode_into(frame, id, &mut buf);
         self.decoders
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(decoder);
         self.fetched.fetch_add(1, Ordering::Relaxed);
         (self.fetched_bytes).fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
-        Ok(result?.into())
+        match result {
+            Ok(()) => Ok(Arc::new(self.pool.chunk(buf))),
+            Err(e) => {
+                self.pool.give(buf);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -576,6 +690,25 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn spare_buffers_are_prepared_while_the_cache_has_room() {
+        let (_d, repo, disk, image) = disk(6);
+        let r = SnapshotReader::new(repo, &disk, &opts(64 * CH as u64));
+        let mut buf = vec![0; 100];
+        r.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, image[..100]);
+        let inner = &r.inner;
+        assert_eq!(inner.spare, 2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while inner.pool.len() < inner.spare && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(inner.pool.len(), 2, "two spare buffers ready");
+        // Decoded into a spare buffer, the next chunk reads back exactly.
+        r.read_at(2 * CH as u64, &mut buf).unwrap();
+        assert_eq!(buf, image[2 * CH..2 * CH + 100]);
     }
 
     #[test]

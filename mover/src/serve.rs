@@ -148,6 +148,16 @@ pub fn serve(
     };
     ready(&serving);
     let result = run(&listener, &exports, stop);
+    for e in &exports {
+        let s = e.reader.stats();
+        tracing::info!(
+            "export {}: {} chunks fetched ({} stored bytes), {} cache hits",
+            e.name,
+            s.chunks_fetched,
+            s.bytes_fetched,
+            s.cache_hits
+        );
+    }
     let flushed = exports.iter().try_for_each(Export::flush);
     listener.remove();
     result?;
@@ -204,6 +214,8 @@ fn connection(conn: &Conn, exports: &[Export]) -> io::Result<()> {
     let Some(session) = proto::negotiate(&mut r, &mut w, exports)? else {
         return Ok(());
     };
+    // Replies are written whole, each with one vectored write: no buffer in between.
+    let mut w = w.into_inner().map_err(io::IntoInnerError::into_error)?;
     conn::transmit(&mut r, &mut w, &exports[session.export], &session)
 }
 
@@ -244,6 +256,12 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.write(buf),
             Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write_vectored(bufs),
+            Conn::Tcp(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -749,6 +749,20 @@ fn serve_answers_malformed_requests_with_errors_and_keeps_serving() {
     assert_eq!(got[0].1[8..], data[100..1100]);
     c.request(0, 0, 40 * C, 16, &[]); // a zero chunk is a hole
     assert_eq!(c.chunks()[0].0, 2, "OFFSET_HOLE");
+    // Across data and a hole: a data chunk then a hole chunk; with DF, one data chunk
+    // holding the zeros too.
+    let (from, to) = (3 * C + 5, 7 * C + 3);
+    c.request(0, 0, from, (to - from) as u32, &[]);
+    let got = c.chunks();
+    let kinds: Vec<u16> = got.iter().map(|g| g.0).collect();
+    assert_eq!(kinds, [1, 2], "OFFSET_DATA, OFFSET_HOLE");
+    assert_eq!(got[0].1[8..], data[from as usize..5 * CHUNK]);
+    assert_eq!(got[1].1[..8], (5 * C).to_be_bytes());
+    assert_eq!(got[1].1[8..], ((to - 5 * C) as u32).to_be_bytes());
+    c.request(1 << 2, 0, from, (to - from) as u32, &[]);
+    let got = c.chunks();
+    assert_eq!((got.len(), got[0].0), (1, 1));
+    assert_eq!(got[0].1[8..], data[from as usize..to as usize]);
     c.0.write_all(&[0xde; 28]).expect("garbage"); // bad magic ends the connection
     assert!(c.is_closed());
     // Garbage in the handshake, and a client that hangs up midway, harm nothing.
@@ -763,5 +777,15 @@ fn serve_answers_malformed_requests_with_errors_and_keeps_serving() {
     assert_eq!(c.option_final(), 1);
     c.request(0, 0, 0, 512, &[]);
     assert_eq!(c.chunks()[0].1[8..], data[..512]);
+    // Without structured replies a read's data holds its holes' zeros.
+    let mut c = Raw::connect(&sock);
+    c.option(7, &go_data(""));
+    assert_eq!(c.option_final(), 1);
+    let (from, to) = (4 * C + 9, 22 * C);
+    c.request(0, 0, from, (to - from) as u32, &[]);
+    let mut reply = vec![0; 16 + (to - from) as usize];
+    c.0.read_exact(&mut reply).expect("simple reply");
+    assert_eq!(reply[..8], [0x67, 0x44, 0x66, 0x98, 0, 0, 0, 0], "no error");
+    assert_eq!(reply[16..], data[from as usize..to as usize]);
     assert_eq!(srv.stop(), Some(0), "{}", srv.log_text());
 }

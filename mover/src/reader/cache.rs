@@ -8,9 +8,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use chunker::ChunkId;
 
+use super::pool::Chunk;
+
 enum Slot {
     Loading { bytes: u64 },
-    Ready { data: Arc<[u8]>, tick: u64 },
+    Ready { data: Arc<Chunk>, tick: u64 },
 }
 
 #[derive(Default)]
@@ -26,7 +28,7 @@ struct State {
 /// What [`Cache::claim`] found.
 pub(super) enum Claim {
     /// The chunk, already decoded.
-    Ready(Arc<[u8]>),
+    Ready(Arc<Chunk>),
     /// The caller now owns the fetch: it must call [`Cache::fill`] or [`Cache::abandon`].
     Fetch,
 }
@@ -88,7 +90,7 @@ impl Cache {
     }
 
     /// Stores a claimed chunk and wakes its waiters.
-    pub(super) fn fill(&self, id: &ChunkId, data: Arc<[u8]>) {
+    pub(super) fn fill(&self, id: &ChunkId, data: Arc<Chunk>) {
         let mut st = self.lock();
         if let Some(Slot::Loading { bytes }) = st.slots.remove(id) {
             st.bytes -= bytes;
@@ -113,6 +115,11 @@ impl Cache {
         }
         drop(st);
         self.done.notify_all();
+    }
+
+    /// Bytes the budget has left.
+    pub(super) fn room(&self) -> u64 {
+        self.budget.saturating_sub(self.lock().bytes)
     }
 
     /// Bytes held (ready and loading).
@@ -152,6 +159,10 @@ mod tests {
         ChunkId::of(&[n])
     }
 
+    fn chunk(n: u8, len: usize) -> Arc<Chunk> {
+        Arc::new(super::super::pool::Pool::new(0).chunk(vec![n; len]))
+    }
+
     impl Cache {
         fn holds(&self, id: &ChunkId) -> bool {
             self.lock().slots.contains_key(id)
@@ -163,12 +174,12 @@ mod tests {
         let c = Cache::new(300);
         for n in 0..3 {
             assert!(matches!(c.claim(&id(n), 100), Claim::Fetch));
-            c.fill(&id(n), vec![n; 100].into());
+            c.fill(&id(n), chunk(n, 100));
         }
         // Use 0, so 1 is the oldest.
         assert!(matches!(c.claim(&id(0), 100), Claim::Ready(_)));
         assert!(matches!(c.claim(&id(3), 100), Claim::Fetch));
-        c.fill(&id(3), vec![3; 100].into());
+        c.fill(&id(3), chunk(3, 100));
         assert!(c.bytes() <= 300);
         assert!(c.holds(&id(0)) && !c.holds(&id(1)) && c.holds(&id(2)));
     }
@@ -184,7 +195,7 @@ mod tests {
             Claim::Fetch => 0,
         });
         std::thread::sleep(std::time::Duration::from_millis(20));
-        c.fill(&id(7), vec![1; 10].into());
+        c.fill(&id(7), chunk(1, 10));
         assert_eq!(waiter.join().unwrap(), 10);
 
         assert!(matches!(c.claim(&id(8), 10), Claim::Fetch));

@@ -4,15 +4,19 @@
 //! size) ends the connection, since the stream cannot be resynchronised; every other bad
 //! request (out of range, unknown command or flag, a write to a read-only export, block
 //! status without the context) gets an NBD error and the connection goes on.
+//!
+//! Each reply goes out with one vectored write, its data straight from the chunks in the
+//! reader's cache (issue 15: copying every byte into a reply buffer first cost about as much
+//! as decoding it).
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use crate::nbd::wire::{
     CMD_BLOCK_STATUS, CMD_FLUSH, CMD_READ, CMD_WRITE, CMD_WRITE_ZEROES, REQUEST_MAGIC,
     SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC,
 };
 
-use super::export::{Export, Fault, EINVAL, EIO, ENOSPC, EPERM};
+use super::export::{Data, Export, Fault, EINVAL, EIO, ENOSPC, EPERM};
 use super::proto::{Session, ALLOCATION_ID, MAX_BLOCK};
 
 const CMD_DISC: u16 = 2;
@@ -39,6 +43,9 @@ const STATE_ZERO: u32 = 1 << 1;
 
 /// Most descriptors in one block status reply.
 const MAX_DESCRIPTORS: usize = 1 << 16;
+
+/// Where the zeros of a read reply's data come from (holes sent as data).
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 struct Request {
     flags: u16,
@@ -156,28 +163,43 @@ fn io_fault(e: &io::Error) -> Fault {
     Fault::new(EIO, &format!("cannot send the reply: {e}"))
 }
 
-fn simple(w: &mut impl Write, cookie: u64, errno: u32) -> Result<(), Fault> {
+/// Writes all of `bufs`, in as few system calls as the socket takes.
+fn send(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn simple_header(cookie: u64, errno: u32) -> [u8; 16] {
     let mut h = [0u8; 16];
     h[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
     h[4..8].copy_from_slice(&errno.to_be_bytes());
     h[8..16].copy_from_slice(&cookie.to_be_bytes());
-    w.write_all(&h).map_err(|e| io_fault(&e))
+    h
 }
 
-fn chunk_header(
-    w: &mut impl Write,
-    flags: u16,
-    kind: u16,
-    cookie: u64,
-    len: u32,
-) -> io::Result<()> {
-    let mut h = [0u8; 20];
-    h[0..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
-    h[4..6].copy_from_slice(&flags.to_be_bytes());
-    h[6..8].copy_from_slice(&kind.to_be_bytes());
-    h[8..16].copy_from_slice(&cookie.to_be_bytes());
-    h[16..20].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&h)
+fn simple(w: &mut impl Write, cookie: u64, errno: u32) -> Result<(), Fault> {
+    w.write_all(&simple_header(cookie, errno))
+        .map_err(|e| io_fault(&e))
+}
+
+/// A structured reply chunk's header followed by the first `extra` bytes of its payload.
+fn chunk_header(flags: u16, kind: u16, cookie: u64, len: u32, extra: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(20 + extra.len());
+    h.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    h.extend_from_slice(&flags.to_be_bytes());
+    h.extend_from_slice(&kind.to_be_bytes());
+    h.extend_from_slice(&cookie.to_be_bytes());
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(extra);
+    h
 }
 
 /// Answers a failed request: an error chunk with structured replies, else a simple reply
@@ -193,16 +215,46 @@ fn error(
         return simple(w, req.cookie, errno).map_err(|f| io::Error::other(f.message));
     }
     let msg = &message.as_bytes()[..message.len().min(4096)];
-    chunk_header(
-        w,
+    let mut payload = errno.to_be_bytes().to_vec();
+    payload.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    payload.extend_from_slice(msg);
+    let h = chunk_header(
         REPLY_FLAG_DONE,
         REPLY_ERROR,
         req.cookie,
-        6 + msg.len() as u32,
-    )?;
-    w.write_all(&errno.to_be_bytes())?;
-    w.write_all(&(msg.len() as u16).to_be_bytes())?;
-    w.write_all(msg)
+        payload.len() as u32,
+        &payload,
+    );
+    w.write_all(&h)
+}
+
+/// Appends slices covering bytes `from..to` of a read's data (zeros from [`ZEROS`]).
+fn slices<'a>(data: &'a Data, from: usize, to: usize, out: &mut Vec<IoSlice<'a>>) {
+    let zeros = |mut n: usize, out: &mut Vec<IoSlice<'a>>| {
+        while n > 0 {
+            let k = n.min(ZEROS.len());
+            out.push(IoSlice::new(&ZEROS[..k]));
+            n -= k;
+        }
+    };
+    let pieces = match data {
+        Data::Buf(buf) => return out.push(IoSlice::new(&buf[from..to])),
+        Data::Pieces(pieces) => pieces,
+    };
+    let mut at = 0;
+    for p in pieces {
+        let (start, end) = (at.max(from), (at + p.len()).min(to));
+        if start < end {
+            match p.data() {
+                Some(bytes) => out.push(IoSlice::new(&bytes[start - at..end - at])),
+                None => zeros(end - start, out),
+            }
+        }
+        at += p.len();
+        if at >= to {
+            break;
+        }
+    }
 }
 
 /// A read: data and holes as structured chunks (one chunk with `DF`), or a simple reply.
@@ -213,15 +265,14 @@ fn read(
     req: &Request,
 ) -> Result<(), Fault> {
     let len = u64::from(req.len);
-    let mut buf = vec![0u8; req.len as usize];
     let runs = export.allocation(req.offset, len);
-    for run in runs.iter().filter(|r| !r.zero) {
-        let at = (run.offset - req.offset) as usize;
-        export.read(run.offset, &mut buf[at..at + run.len as usize])?;
-    }
+    let data = export.read(req.offset, len, &runs)?;
+    let mut bufs = Vec::new();
     if !session.structured {
-        simple(w, req.cookie, 0)?;
-        return w.write_all(&buf).map_err(|e| io_fault(&e));
+        let h = simple_header(req.cookie, 0);
+        bufs.push(IoSlice::new(&h));
+        slices(&data, 0, req.len as usize, &mut bufs);
+        return send(w, &mut bufs).map_err(|e| io_fault(&e));
     }
     let whole_hole = runs.len() == 1 && runs[0].zero;
     let pieces: Vec<(u64, u64, bool)> = if req.flags & CMD_FLAG_DF != 0 || req.len == 0 {
@@ -230,23 +281,27 @@ fn read(
         runs.iter().map(|r| (r.offset, r.len, r.zero)).collect()
     };
     let last = pieces.len() - 1;
-    let sent = pieces
-        .iter()
-        .enumerate()
-        .try_for_each(|(k, &(off, n, zero))| {
+    let headers: Vec<Vec<u8>> = (pieces.iter().enumerate())
+        .map(|(k, &(off, n, zero))| {
             let flags = if k == last { REPLY_FLAG_DONE } else { 0 };
             if zero {
-                chunk_header(w, flags, REPLY_OFFSET_HOLE, req.cookie, 12)?;
-                w.write_all(&off.to_be_bytes())?;
-                w.write_all(&(n as u32).to_be_bytes())
+                let mut hole = off.to_be_bytes().to_vec();
+                hole.extend_from_slice(&(n as u32).to_be_bytes());
+                chunk_header(flags, REPLY_OFFSET_HOLE, req.cookie, 12, &hole)
             } else {
-                let at = (off - req.offset) as usize;
-                chunk_header(w, flags, REPLY_OFFSET_DATA, req.cookie, 8 + n as u32)?;
-                w.write_all(&off.to_be_bytes())?;
-                w.write_all(&buf[at..at + n as usize])
+                let kind = REPLY_OFFSET_DATA;
+                chunk_header(flags, kind, req.cookie, 8 + n as u32, &off.to_be_bytes())
             }
-        });
-    sent.map_err(|e| io_fault(&e))
+        })
+        .collect();
+    for (h, &(off, n, zero)) in headers.iter().zip(&pieces) {
+        bufs.push(IoSlice::new(h));
+        if !zero {
+            let at = (off - req.offset) as usize;
+            slices(&data, at, at + n as usize, &mut bufs);
+        }
+    }
+    send(w, &mut bufs).map_err(|e| io_fault(&e))
 }
 
 /// `base:allocation` for the range asked (one descriptor with `REQ_ONE`).
@@ -265,13 +320,12 @@ fn block_status(w: &mut impl Write, export: &Export, req: &Request) -> Result<()
         d.extend_from_slice(&(r.len as u32).to_be_bytes());
         d.extend_from_slice(&state.to_be_bytes());
     }
-    chunk_header(
-        w,
+    let h = chunk_header(
         REPLY_FLAG_DONE,
         REPLY_BLOCK_STATUS,
         req.cookie,
         d.len() as u32,
-    )
-    .and_then(|()| w.write_all(&d))
-    .map_err(|e| io_fault(&e))
+        &d,
+    );
+    w.write_all(&h).map_err(|e| io_fault(&e))
 }

@@ -1,6 +1,6 @@
 //! One disk as an NBD export, and the NBD error a request gets.
 
-use crate::reader::{Run, SnapshotReader};
+use crate::reader::{Piece, Run, SnapshotReader};
 use crate::{Error, Result};
 
 use super::overlay::Overlay;
@@ -37,6 +37,14 @@ impl Fault {
         tracing::warn!("NBD request failed: {}", crate::one_line(e));
         Fault::new(EIO, &crate::one_line(e))
     }
+}
+
+/// The bytes a read replies with.
+pub(super) enum Data {
+    /// Straight from the reader's cache: written out without a copy (issue 15).
+    Pieces(Vec<Piece>),
+    /// Read through an overlay into a buffer.
+    Buf(Vec<u8>),
 }
 
 /// One disk as an export: the snapshot's bytes, under an overlay when writable.
@@ -78,12 +86,23 @@ impl Export {
         }
     }
 
-    pub(super) fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Fault> {
-        match &self.overlay {
-            None => self.reader.read_at(offset, buf),
-            Some(o) => o.read(&self.reader, offset, buf),
+    /// The `len` bytes at `offset`, whose allocation is `runs` (only data runs are read).
+    pub(super) fn read(&self, offset: u64, len: u64, runs: &[Run]) -> Result<Data, Fault> {
+        let Some(o) = &self.overlay else {
+            let pieces = self.reader.pieces(offset, len);
+            return pieces.map(Data::Pieces).map_err(|e| Fault::io(&e));
+        };
+        let mut buf = vec![0u8; len as usize];
+        for run in runs.iter().filter(|r| !r.zero) {
+            let at = (run.offset - offset) as usize;
+            o.read(
+                &self.reader,
+                run.offset,
+                &mut buf[at..at + run.len as usize],
+            )
+            .map_err(|e| Fault::io(&e))?;
         }
-        .map_err(|e| Fault::io(&e))
+        Ok(Data::Buf(buf))
     }
 
     pub(super) fn overlay(&self) -> Result<&Overlay, Fault> {
