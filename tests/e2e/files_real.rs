@@ -1,7 +1,7 @@
 //! File-level restore (issue 16) checked against the real file-system code: an ext4 image
 //! left with an unreplayed journal (written by `debugfs`'s journal commands, as e2fsprogs'
-//! own tests do), and listings compared with what the kernel shows for a loop mount of the
-//! restored disk.
+//! own tests do), listings compared with what the kernel shows for a loop mount of the
+//! restored disk, and NTFS made by `mkntfs` and filled through `ntfs-3g`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -187,10 +187,20 @@ struct Mount {
 }
 
 impl Mount {
+    /// A kernel mount of `image` (read-only, through a loop device) with `options`.
     fn new(image: &Path, dir: &Path, options: &str) -> Mount {
         fs::create_dir_all(dir).unwrap();
         let opts = format!("ro,loop,{options}");
         tool("mount", &[&"-o", &opts, &image, &dir]);
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// An ntfs-3g (FUSE) mount of `image` with `options`.
+    fn ntfs(image: &Path, dir: &Path, options: &str) -> Mount {
+        fs::create_dir_all(dir).unwrap();
+        tool("ntfs-3g", &[&"-o", &options, &image, &dir]);
         Mount {
             dir: dir.to_path_buf(),
         }
@@ -370,4 +380,112 @@ fn an_older_unreplayed_journal_is_refused_with_the_way_to_mount_it() {
         assert!(out.stdout.is_empty(), "{out}");
     }
     assert!(!to.exists(), "a refused extract created its destination");
+}
+
+/// Mode, owner and times for what an ntfs-3g mount shows, and what mover shows for NTFS.
+const NTFS_MOUNT: &str = "fmask=0133,dmask=0022,uid=0,gid=0";
+
+#[test]
+fn ntfs_lists_cats_and_extracts_and_matches_an_ntfs_3g_mount() {
+    let what = "file-level restore of NTFS";
+    if !have_root(what) || !have_tool(what, "mkntfs") || !have_tool(what, "ntfs-3g") {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    source_tree(&src);
+    write_file(&src.join("home/Ünïcödé name.txt"), "grüße\n".as_bytes());
+    // NTFS keeps Windows ACLs, not modes: mover shows 0644 and 0755, so the source has those.
+    for p in ["home/user/script.sh", "etc/conf.d/net.conf"] {
+        fs::set_permissions(src.join(p), mode(0o644)).unwrap();
+    }
+    for p in ["home/user/empty-dir", "etc/conf.d"] {
+        fs::set_permissions(src.join(p), mode(0o755)).unwrap();
+    }
+    let image = env.path("ntfs.img");
+    fs::File::create(&image).unwrap().set_len(16 * MIB).unwrap();
+    tool("mkntfs", &[&"-q", &"-F", &"-f", &"-L", &"WINDISK", &image]);
+    {
+        let m = Mount::ntfs(&image, &env.path("fill"), "rw");
+        let from = format!("{}/.", src.display());
+        tool("cp", &[&"-a", &from, &m.dir]);
+    }
+    env.backup(&image, &[]);
+
+    let disk = ls(&env, "", &[]);
+    assert_eq!(
+        names(&disk),
+        ["etc", "home"],
+        "metadata files are hidden: {disk:?}"
+    );
+    let mover = env.cmd("ls", &["latest", "--json"]).run().ok();
+    assert!(!mover.stdout_str().contains("$MFT"), "{mover}");
+    let cat = env
+        .cmd("cat", &["latest", "HOME/user/notes.txt"])
+        .run()
+        .ok();
+    assert_eq!(
+        cat.stdout, b"remember the milk\n",
+        "names compare without case"
+    );
+    let home = ls(&env, "home", &[]);
+    assert_eq!(
+        names(&home),
+        ["dangling", "user", "Ünïcödé name.txt"],
+        "{home:?}"
+    );
+    let found = env.cmd("find", &["*name.txt"]).run().ok();
+    found.assert_stderr_has(&["1 matches in 1 snapshots (1 answered from their file catalog)"]);
+    assert!(
+        found.stdout_str().contains("home/Ünïcödé name.txt"),
+        "{found}"
+    );
+    let big = env.cmd("cat", &["latest", "home/user/data.bin"]).run().ok();
+    assert_same(
+        &big.stdout,
+        &random_bytes(700_000, 7),
+        "cat of a 700 KB file",
+    );
+
+    // ntfs-3g keeps symbolic links as Interix links; cat follows them.
+    let user = ls(&env, "home/user", &[]);
+    let link = user.iter().find(|e| e["name"] == "fstab-link").unwrap();
+    assert_eq!(link["type"], "symlink", "{link}");
+    assert_eq!(link["target"], "../../etc/fstab");
+    let cat = env
+        .cmd("cat", &["latest", "home/user/fstab-link"])
+        .run()
+        .ok();
+    assert_eq!(cat.stdout, b"/dev/sda2 / ext4 defaults 0 1\n");
+    let out = env.path("out");
+    env.cmd("extract", &["latest", "/", "--to"])
+        .arg(&out)
+        .run()
+        .ok();
+    assert_eq!(describe(&out.join("root"), true), describe(&src, true));
+
+    // The listing matches ntfs-3g's view of the restored disk, times to the 100 ns.
+    let restored = env.path("restored.img");
+    env.cmd("restore", &["latest", "--to"])
+        .arg(&restored)
+        .run()
+        .ok();
+    let opts = format!("ro,{NTFS_MOUNT}");
+    let m = Mount::ntfs(&restored, &env.path("mnt"), &opts);
+    let kernel: BTreeMap<String, String> = (mounted(&m.dir, "").into_iter())
+        .map(|(k, v)| (k.trim_start_matches('/').to_string(), v))
+        .collect();
+    assert!(kernel.len() >= 12, "{kernel:#?}");
+    let listed = listed(&env, "");
+    assert_eq!(listed, kernel);
+    let ns = listed["home/user/notes.txt"]
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .to_string();
+    assert!(ns.ends_with("123456700"), "NTFS keeps 100 ns: {ns}");
+}
+
+fn mode(m: u32) -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(m)
 }

@@ -9,6 +9,7 @@ use targets::{ChunkStore, Repository};
 
 use super::ext::ExtVolume;
 use super::fat::FatVolume;
+use super::ntfs::NtfsVolume;
 use super::probe::{self, Found, Layout, Part};
 use super::view::RangeReader;
 use super::{FileEntry, FileKind, Volume};
@@ -253,9 +254,7 @@ pub(crate) fn open_volume(found: Found, view: RangeReader, what: &str) -> Result
     match found {
         Found::Ext => Ok(Box::new(ExtVolume::open(view, what)?)),
         Found::Fat => Ok(Box::new(FatVolume::open(view, what)?)),
-        Found::Ntfs => Err(Error::Refused(format!(
-            "{what} holds NTFS, which mover does not read file by file yet; {serve}"
-        ))),
+        Found::Ntfs => Ok(Box::new(NtfsVolume::open(view, what)?)),
         Found::Other(name) => Err(Error::Refused(format!(
             "{what} holds {name}, which mover does not read file by file; {serve}"
         ))),
@@ -263,7 +262,7 @@ pub(crate) fn open_volume(found: Found, view: RangeReader, what: &str) -> Result
             "{what} holds no file system (its first 64 KiB are zeros)"
         ))),
         Found::Unknown => Err(Error::Refused(format!(
-            "{what} holds no file system mover knows (ext2/3/4, FAT, NTFS, XFS, Btrfs, LVM, LUKS, swap); {serve}"
+            "{what} holds no file system mover knows (ext2/3/4, FAT, NTFS, exFAT, XFS, Btrfs, LVM, LUKS, swap); {serve}"
         ))),
     }
 }
