@@ -286,7 +286,10 @@ fn listings_match_a_loop_mount_of_the_restored_disk() {
     let env = Env::new();
     let src = env.path("src");
     source_tree(&src);
-    // Owners other than root, which mkfs.ext4 -d copies.
+    // A name that sorts between a directory and what it holds ("conf.d-old" after
+    // "conf.d", before "conf.d/net.conf" byte-wise), and owners other than root, which
+    // mkfs.ext4 -d copies.
+    write_file(&src.join("etc/conf.d-old"), b"old\n");
     for p in ["home/user", "home/user/notes.txt", "home/user/fstab-link"] {
         std::os::unix::fs::lchown(src.join(p), Some(1000), Some(1001)).unwrap();
     }
@@ -330,6 +333,38 @@ fn listings_match_a_loop_mount_of_the_restored_disk() {
     let kernel = mounted(&m.dir, "p2");
     assert!(kernel.len() >= 12, "{kernel:#?}");
     assert_eq!(listed(&env, "p2"), kernel);
+    // A recursive listing answers from the file catalog; without it, from the disk: the
+    // same lines in the same order, each directory before what it holds.
+    let from_catalog = env.cmd("ls", &["latest", "-R", "--json"]).run().ok();
+    let text = from_catalog.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |p: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(&format!("\"path\":\"{p}\"")))
+    };
+    assert!(at("p2/etc/conf.d") < at("p2/etc/conf.d/net.conf"));
+    assert!(at("p2/etc/conf.d/net.conf") < at("p2/etc/conf.d-old"));
+    let chunks = |out: &Output| -> u64 {
+        let n = out
+            .stderr
+            .split(": read ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next());
+        n.and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no read count: {out}"))
+    };
+    let catalog_chunks = chunks(&env.cmd("ls", &["latest", "-R", "-v"]).run().ok());
+    fs::rename(env.repo.join("catalogs"), env.path("catalogs-away")).unwrap();
+    let from_disk = env.cmd("ls", &["latest", "-R", "--json"]).run().ok();
+    assert_eq!(from_catalog.stdout_str(), from_disk.stdout_str());
+    let disk_chunks = chunks(&env.cmd("ls", &["latest", "-R", "-v"]).run().ok());
+    assert!(
+        catalog_chunks < disk_chunks,
+        "{catalog_chunks} {disk_chunks}"
+    );
+    assert_eq!(listed(&env, "p2"), kernel);
+    fs::rename(env.path("catalogs-away"), env.repo.join("catalogs")).unwrap();
     // The extract of the whole partition matches the mount too (contents, hard links).
     let out = env.path("out");
     env.cmd("extract", &["latest", "p2", "--to"])

@@ -86,7 +86,7 @@ pub fn find_files(repo: &Arc<Repository>, request: &FindRequest) -> Result<FindR
 }
 
 /// The catalog of snapshot `id`, when it has a readable one.
-fn from_catalog(repo: &Repository, id: &ObjectId) -> Option<Vec<CatalogEntry>> {
+pub(crate) fn from_catalog(repo: &Repository, id: &ObjectId) -> Option<Vec<CatalogEntry>> {
     let short = &id.to_hex()[..12];
     match repo.load_catalog(id) {
         Ok(Some(bytes)) => match decode_catalog(&bytes, id) {
@@ -174,7 +174,7 @@ pub(crate) fn record_of(e: &FileEntry) -> CatalogEntry {
 }
 
 /// The entry a catalog record stands for.
-fn entry_of(c: CatalogEntry) -> FileEntry {
+pub(crate) fn entry_of(c: CatalogEntry) -> FileEntry {
     let name = c.path.rsplit('/').next().unwrap_or_default().to_string();
     FileEntry {
         name,

@@ -38,14 +38,22 @@ pub struct LsReport {
     pub notes: Vec<String>,
 }
 
-/// Lists `request.path` of a snapshot: a directory's entries, or a file itself.
+/// Lists `request.path` of a snapshot: a directory's entries, or a file itself. A recursive
+/// listing takes what lies below each file system's directory from the snapshot's file
+/// catalog when it has one (the directories of a file system are scattered over the disk, so
+/// reading them fetches many chunks), and reads the disks otherwise.
 pub fn list_files(repo: &Arc<Repository>, request: &LsRequest) -> Result<LsReport> {
-    let snap = Snapshot::open(
+    let mut snap = Snapshot::open(
         repo,
         &request.snapshot,
         request.name.as_deref(),
         &request.reader,
     )?;
+    if request.recursive {
+        if let Some(entries) = super::find::from_catalog(repo, &snap.id) {
+            snap.use_catalog(entries.into_iter().map(super::find::entry_of).collect());
+        }
+    }
     let mut report = LsReport {
         snapshot: snap.id,
         entries: Vec::new(),
@@ -102,6 +110,16 @@ pub(crate) fn walk(
             if at.kind != FileKind::Dir {
                 if top {
                     sink(finish(&*vol, &prefix, &inner, at)?)?;
+                }
+                return Ok(());
+            }
+            let below = recursive
+                .then(|| snap.catalog_below(&join(&prefix, &inner)))
+                .flatten();
+            if let Some(below) = below {
+                for e in below {
+                    let inner = format!("/{}", e.path[prefix.len()..].trim_start_matches('/'));
+                    sink(finish(&*vol, &prefix, &inner, e.clone())?)?;
                 }
                 return Ok(());
             }
