@@ -225,17 +225,24 @@ pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Writ
     copy(&mut *file, out, &join(&prefix, &inner))
 }
 
-/// Copies `from` to `out` in large pieces; returns the bytes copied.
+/// Copies `from` to `out` in large pieces (a file-system reader may return one block per
+/// read; the buffer is filled before each write); returns the bytes copied.
 pub(crate) fn copy(from: &mut dyn std::io::Read, out: &mut dyn Write, what: &str) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Refused(format!("{what}: cannot read the file: {e}"))),
-        };
+        let mut n = 0;
+        while n < buf.len() {
+            match from.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(got) => n += got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Refused(format!("{what}: cannot read the file: {e}"))),
+            }
+        }
+        if n == 0 {
+            return Ok(total);
+        }
         out.write_all(&buf[..n])
             .map_err(|source| Error::Destination {
                 path: "the output".into(),
