@@ -42,6 +42,26 @@ trap 'rm -rf "$WORK"' EXIT
 RAW=$OUT/raw.txt
 : >"$RAW"
 
+{
+    echo "# File-level restore benchmark: $(basename "$OUT")"
+    echo
+    echo "Produced by \`scripts/bench-files.sh --size-gib $SIZE_GIB --data-mib $DATA_MIB --runs $RUNS --snapshots $SNAPSHOTS\`;"
+    echo "warm page cache. \`summary.md\` has the medians, \`raw.txt\` every run."
+    echo
+    echo "## Machine"
+    echo
+    echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores online"
+    echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- Kernel: $(uname -sr)"
+    echo "- Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- Date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "## Software"
+    echo
+    echo "- mover commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' (with uncommitted changes)')"
+    echo "- $("$MOVER" --version)"
+} >"$OUT/README.md"
+
 IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img
 mkdir -p bench/work
 scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"

@@ -28,6 +28,8 @@ command -v mkfs.vfat >/dev/null || need+=(dosfstools)
 command -v mcopy >/dev/null || need+=(mtools)
 command -v sgdisk >/dev/null || need+=(gdisk)
 command -v sfdisk >/dev/null || need+=(fdisk)
+# NTFS images are made with mkntfs and filled through ntfs-3g (FUSE; the test runs as root).
+command -v mkntfs >/dev/null || need+=(ntfs-3g)
 if [[ $flag == --bench ]]; then
     command -v restic >/dev/null || need+=(restic)
     command -v borg >/dev/null || need+=(borgbackup)

@@ -9,9 +9,9 @@
 //!
 //! Everything is read through one [`SnapshotReader`] per disk, so only the chunks that hold
 //! the metadata and the files asked for are fetched, each once. The file-system readers are
-//! maintained crates (`ext4-view` for ext2/3/4, `fatfs` for FAT12/16/32), each behind a view
-//! that cannot write: an ext journal left unreplayed is replayed in memory only. Other
-//! contents (XFS, Btrfs, LVM, LUKS, swap, exFAT) are named, and the message points to
+//! maintained crates (`ext4-view` for ext2/3/4, `fatfs` for FAT12/16/32, `ntfs` for NTFS),
+//! each behind a view that cannot write: an ext journal left unreplayed is replayed in memory
+//! only. Other contents (XFS, Btrfs, LVM, LUKS, swap, exFAT) are named, and the message points to
 //! `mover serve` and a mount.
 //!
 //! The requests: [`list_files`] (`mover ls`), [`cat_file`] (`mover cat`),
@@ -28,8 +28,10 @@ mod extract;
 mod fat;
 mod find;
 mod glob;
+mod ntfs;
 mod ops;
 mod probe;
+mod stored;
 mod tree;
 mod view;
 
@@ -105,11 +107,11 @@ pub struct FileEntry {
 
 /// One opened file system, read only. Paths are absolute within it (`/`, `/etc/fstab`).
 pub(crate) trait Volume {
-    /// ext2, ext3, ext4, fat12, fat16, fat32.
+    /// ext2, ext3, ext4, fat12, fat16, fat32, ntfs.
     fn kind(&self) -> &'static str;
     /// The file system's label, if it has one.
     fn label(&self) -> Option<String>;
-    /// True when entries carry real owners and permission bits (not FAT).
+    /// True when entries carry real owners and permission bits (not FAT or NTFS).
     fn has_owners(&self) -> bool {
         true
     }

@@ -12,10 +12,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::util::*;
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 
 /// Runs a tool; panics with its output when it fails.
-fn tool(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) {
+pub(super) fn tool(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) {
     let out = Command::new(program)
         .args(args.iter().map(|a| a.as_ref()))
         .env("TZ", "UTC")
@@ -29,7 +29,7 @@ fn tool(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) {
     );
 }
 
-fn set_mtime(path: &Path, secs: u64, nanos: u32) {
+pub(super) fn set_mtime(path: &Path, secs: u64, nanos: u32) {
     let t = UNIX_EPOCH + Duration::new(secs, nanos);
     let f = fs::File::options()
         .write(true)
@@ -43,7 +43,7 @@ fn set_mtime(path: &Path, secs: u64, nanos: u32) {
 /// A tree with what an extract must keep: nested directories with their own modes, an empty
 /// file, a larger random file, a symbolic link, a hard link, odd mode bits and times with
 /// nanoseconds.
-fn source_tree(root: &Path) {
+pub(super) fn source_tree(root: &Path) {
     fs::create_dir_all(root.join("etc/conf.d")).unwrap();
     fs::create_dir_all(root.join("home/user/empty-dir")).unwrap();
     write_file(&root.join("etc/fstab"), b"/dev/sda2 / ext4 defaults 0 1\n");
@@ -93,7 +93,7 @@ fn source_tree(root: &Path) {
 
 /// What a tree holds, by path relative to its root: kind, mode, size, content hash, mtime,
 /// link target, and the group of names sharing its inode.
-fn describe(root: &Path, times: bool) -> BTreeMap<String, String> {
+pub(super) fn describe(root: &Path, times: bool) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<u64, String> = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -133,7 +133,7 @@ fn describe(root: &Path, times: bool) -> BTreeMap<String, String> {
     out
 }
 
-fn ext4_image(src: &Path, image: &Path, size_mib: u64, label: &str) -> bool {
+pub(super) fn ext4_image(src: &Path, image: &Path, size_mib: u64, label: &str) -> bool {
     if !have_tool("file-level restore of ext4", "mkfs.ext4") {
         return false;
     }
@@ -145,7 +145,7 @@ fn ext4_image(src: &Path, image: &Path, size_mib: u64, label: &str) -> bool {
     true
 }
 
-fn fat_image(src_files: &[(&str, &[u8])], image: &Path, size_mib: u64) -> bool {
+pub(super) fn fat_image(src_files: &[(&str, &[u8])], image: &Path, size_mib: u64) -> bool {
     if !have_tool("file-level restore of FAT", "mkfs.vfat")
         || !have_tool("file-level restore of FAT", "mcopy")
     {
@@ -171,13 +171,13 @@ fn fat_image(src_files: &[(&str, &[u8])], image: &Path, size_mib: u64) -> bool {
 }
 
 /// Writes `part` into `disk` at `sector` (512-byte sectors).
-fn put(disk: &Path, sector: u64, part: &Path) {
+pub(super) fn put(disk: &Path, sector: u64, part: &Path) {
     let f = fs::File::options().write(true).open(disk).unwrap();
     f.write_all_at(&fs::read(part).unwrap(), sector * 512)
         .unwrap();
 }
 
-fn ls(env: &Env, path: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+pub(super) fn ls(env: &Env, path: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let out = env
         .cmd("ls", &["latest", path, "--json"])
         .args(extra)
@@ -189,7 +189,7 @@ fn ls(env: &Env, path: &str, extra: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn names(entries: &[serde_json::Value]) -> Vec<String> {
+pub(super) fn names(entries: &[serde_json::Value]) -> Vec<String> {
     entries
         .iter()
         .map(|e| e["name"].as_str().unwrap().to_string())

@@ -9,8 +9,8 @@ use std::time::Instant;
 use chunker::format::{encode_catalog, Manifest, ObjectId};
 use targets::Repository;
 
-use super::find::record_of;
 use super::ops::walk;
+use super::stored::record_of;
 use super::tree::Snapshot;
 use super::FileEntry;
 use crate::{Error, ReaderOptions, Result};

@@ -62,6 +62,15 @@ fn damaged(what: &str, kind: &str, e: &Ext4Error) -> Error {
         Ext4Error::Io(io) => {
             Error::Refused(format!("{what}: cannot read the {kind} file system: {io}"))
         }
+        // ext4-view replays journals with 64-bit block numbers and v3 checksums, what the
+        // kernel writes on file systems with metadata checksums; reading an older journal's
+        // file system without its replay would show files as they were before the crash.
+        Ext4Error::Incompatible(i) if i.to_string().contains("journal") => {
+            Error::Refused(format!(
+                "{what}: the {kind} file system was not unmounted cleanly and its journal is of a kind mover cannot replay ({i}); \
+                 export the snapshot with `mover serve --overlay FILE` and mount it (the kernel replays the journal into the overlay)"
+            ))
+        }
         Ext4Error::Incompatible(i) => Error::Refused(format!(
             "{what}: the {kind} file system uses what mover cannot read: {i}"
         )),

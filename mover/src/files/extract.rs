@@ -229,7 +229,7 @@ impl Writer {
             }
             FileKind::Other | FileKind::Disk | FileKind::Partition => {
                 self.report.notes.push(format!(
-                    "{}: a device node, FIFO or socket; not extracted",
+                    "{}: a device node, FIFO, socket or NTFS reparse point; not extracted",
                     e.path
                 ));
             }

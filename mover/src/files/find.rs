@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use chunker::format::{decode_catalog, CatalogEntry, CatalogKind, Manifest, ObjectId};
+use chunker::format::{Manifest, ObjectId};
 use targets::Repository;
 
 use super::ops::walk;
+use super::stored::{entry_of, from_catalog};
 use super::tree::Snapshot;
-use super::{glob, FileEntry, FileKind};
+use super::{glob, FileEntry};
 use crate::{ReaderOptions, Result};
 
 /// `mover find`: which snapshots hold a path matching a pattern.
@@ -85,27 +86,6 @@ pub fn find_files(repo: &Arc<Repository>, request: &FindRequest) -> Result<FindR
     Ok(report)
 }
 
-/// The catalog of snapshot `id`, when it has a readable one.
-fn from_catalog(repo: &Repository, id: &ObjectId) -> Option<Vec<CatalogEntry>> {
-    let short = &id.to_hex()[..12];
-    match repo.load_catalog(id) {
-        Ok(Some(bytes)) => match decode_catalog(&bytes, id) {
-            Ok(entries) => Some(entries),
-            Err(e) => {
-                tracing::warn!("snapshot {short}: its file catalog is unreadable ({e}); reading its disks instead");
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(
-                "snapshot {short}: cannot load its file catalog ({e}); reading its disks instead"
-            );
-            None
-        }
-    }
-}
-
 /// The matching entries of a snapshot without a catalog, read from its file systems.
 fn on_demand(
     repo: &Arc<Repository>,
@@ -148,50 +128,6 @@ fn slim(e: FileEntry) -> FileEntry {
         uid: e.uid,
         gid: e.gid,
         mtime: e.mtime,
-        ..FileEntry::default()
-    }
-}
-
-/// The catalog record of `e`.
-pub(crate) fn record_of(e: &FileEntry) -> CatalogEntry {
-    CatalogEntry {
-        path: e.path.clone(),
-        kind: match e.kind {
-            FileKind::Dir => CatalogKind::Dir,
-            FileKind::File => CatalogKind::File,
-            FileKind::Symlink => CatalogKind::Symlink,
-            FileKind::Other => CatalogKind::Other,
-            FileKind::Disk => CatalogKind::Disk,
-            FileKind::Partition => CatalogKind::Partition,
-        },
-        size: e.size,
-        mtime: e.mtime,
-        mode: e.mode,
-        uid: e.uid,
-        gid: e.gid,
-        inode: 0,
-    }
-}
-
-/// The entry a catalog record stands for.
-fn entry_of(c: CatalogEntry) -> FileEntry {
-    let name = c.path.rsplit('/').next().unwrap_or_default().to_string();
-    FileEntry {
-        name,
-        kind: match c.kind {
-            CatalogKind::Dir => FileKind::Dir,
-            CatalogKind::File => FileKind::File,
-            CatalogKind::Symlink => FileKind::Symlink,
-            CatalogKind::Other => FileKind::Other,
-            CatalogKind::Disk => FileKind::Disk,
-            CatalogKind::Partition => FileKind::Partition,
-        },
-        size: c.size,
-        mode: c.mode,
-        uid: c.uid,
-        gid: c.gid,
-        mtime: c.mtime,
-        path: c.path,
         ..FileEntry::default()
     }
 }

@@ -38,14 +38,22 @@ pub struct LsReport {
     pub notes: Vec<String>,
 }
 
-/// Lists `request.path` of a snapshot: a directory's entries, or a file itself.
+/// Lists `request.path` of a snapshot: a directory's entries, or a file itself. A recursive
+/// listing takes what lies below each file system's directory from the snapshot's file
+/// catalog when it has one (the directories of a file system are scattered over the disk, so
+/// reading them fetches many chunks), and reads the disks otherwise.
 pub fn list_files(repo: &Arc<Repository>, request: &LsRequest) -> Result<LsReport> {
-    let snap = Snapshot::open(
+    let mut snap = Snapshot::open(
         repo,
         &request.snapshot,
         request.name.as_deref(),
         &request.reader,
     )?;
+    if request.recursive {
+        if let Some(entries) = super::stored::from_catalog(repo, &snap.id) {
+            snap.use_catalog(entries.into_iter().map(super::stored::entry_of).collect());
+        }
+    }
     let mut report = LsReport {
         snapshot: snap.id,
         entries: Vec::new(),
@@ -102,6 +110,16 @@ pub(crate) fn walk(
             if at.kind != FileKind::Dir {
                 if top {
                     sink(finish(&*vol, &prefix, &inner, at)?)?;
+                }
+                return Ok(());
+            }
+            let below = recursive
+                .then(|| snap.catalog_below(&join(&prefix, &inner)))
+                .flatten();
+            if let Some(below) = below {
+                for e in below {
+                    let inner = format!("/{}", e.path[prefix.len()..].trim_start_matches('/'));
+                    sink(finish(&*vol, &prefix, &inner, e.clone())?)?;
                 }
                 return Ok(());
             }
@@ -207,17 +225,24 @@ pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Writ
     copy(&mut *file, out, &join(&prefix, &inner))
 }
 
-/// Copies `from` to `out` in large pieces; returns the bytes copied.
+/// Copies `from` to `out` in large pieces (a file-system reader may return one block per
+/// read; the buffer is filled before each write); returns the bytes copied.
 pub(crate) fn copy(from: &mut dyn std::io::Read, out: &mut dyn Write, what: &str) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Refused(format!("{what}: cannot read the file: {e}"))),
-        };
+        let mut n = 0;
+        while n < buf.len() {
+            match from.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(got) => n += got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Refused(format!("{what}: cannot read the file: {e}"))),
+            }
+        }
+        if n == 0 {
+            return Ok(total);
+        }
         out.write_all(&buf[..n])
             .map_err(|source| Error::Destination {
                 path: "the output".into(),

@@ -9,6 +9,7 @@ use targets::{ChunkStore, Repository};
 
 use super::ext::ExtVolume;
 use super::fat::FatVolume;
+use super::ntfs::NtfsVolume;
 use super::probe::{self, Found, Layout, Part};
 use super::view::RangeReader;
 use super::{FileEntry, FileKind, Volume};
@@ -21,6 +22,9 @@ pub(crate) struct Snapshot {
     store: Arc<dyn ChunkStore>,
     options: ReaderOptions,
     readers: RefCell<HashMap<usize, Arc<SnapshotReader>>>,
+    /// The snapshot's file catalog, when a recursive listing may answer from it: every
+    /// entry, in listing order (see [`Snapshot::use_catalog`]).
+    catalog: Option<Vec<FileEntry>>,
 }
 
 /// What a path names.
@@ -85,7 +89,39 @@ impl Snapshot {
             store: repo.clone(),
             options: options.clone(),
             readers: RefCell::new(HashMap::new()),
+            catalog: None,
         }
+    }
+
+    /// Lets recursive walks below a file system's directory take its entries from `entries`
+    /// (the snapshot's file catalog) instead of reading the directories: names and
+    /// metadata come from the catalog, symbolic-link targets from the file system.
+    pub(crate) fn use_catalog(&mut self, mut entries: Vec<FileEntry>) {
+        // Listing order: each directory before what it holds, names sorted by bytes within
+        // a directory ("a", "a/x", "a-b"; the catalog sorts whole paths: "a-b" before "a/x").
+        entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
+        self.catalog = Some(entries);
+    }
+
+    /// The catalog's entries below the directory at snapshot path `dir`, in listing order;
+    /// `None` without a catalog or when it does not hold `dir` (a case-insensitive name
+    /// spelled otherwise, say), so the caller reads the directories.
+    pub(crate) fn catalog_below(&self, dir: &str) -> Option<&[FileEntry]> {
+        let entries = self.catalog.as_deref()?;
+        if dir.is_empty() {
+            return (!entries.is_empty()).then_some(entries);
+        }
+        let key = |e: &FileEntry| e.path.split('/').cmp(dir.split('/'));
+        let at = entries.binary_search_by(key).ok()?;
+        if !matches!(
+            entries[at].kind,
+            FileKind::Dir | FileKind::Disk | FileKind::Partition
+        ) {
+            return None;
+        }
+        let inside = format!("{dir}/");
+        let end = at + 1 + entries[at + 1..].partition_point(|e| e.path.starts_with(&inside));
+        Some(&entries[at + 1..end])
     }
 
     fn reader(&self, disk: usize) -> Arc<SnapshotReader> {
@@ -253,9 +289,7 @@ pub(crate) fn open_volume(found: Found, view: RangeReader, what: &str) -> Result
     match found {
         Found::Ext => Ok(Box::new(ExtVolume::open(view, what)?)),
         Found::Fat => Ok(Box::new(FatVolume::open(view, what)?)),
-        Found::Ntfs => Err(Error::Refused(format!(
-            "{what} holds NTFS, which mover does not read file by file yet; {serve}"
-        ))),
+        Found::Ntfs => Ok(Box::new(NtfsVolume::open(view, what)?)),
         Found::Other(name) => Err(Error::Refused(format!(
             "{what} holds {name}, which mover does not read file by file; {serve}"
         ))),
@@ -263,7 +297,7 @@ pub(crate) fn open_volume(found: Found, view: RangeReader, what: &str) -> Result
             "{what} holds no file system (its first 64 KiB are zeros)"
         ))),
         Found::Unknown => Err(Error::Refused(format!(
-            "{what} holds no file system mover knows (ext2/3/4, FAT, NTFS, XFS, Btrfs, LVM, LUKS, swap); {serve}"
+            "{what} holds no file system mover knows (ext2/3/4, FAT, NTFS, exFAT, XFS, Btrfs, LVM, LUKS, swap); {serve}"
         ))),
     }
 }

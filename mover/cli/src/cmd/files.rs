@@ -23,19 +23,31 @@ pub fn files(c: &FilesCommand, secrets: &Secrets, quiet: bool) -> anyhow::Result
 }
 
 /// Reader options; `browse` for commands that only walk directories (`ls`, `find`), which
-/// fetch no chunk ahead.
+/// fetch no chunk ahead. Commands that read files (`cat`, `extract`) fetch ahead of a
+/// sequential read, but by a small window: the reader does not know where a file ends, and
+/// the window of a whole-disk restore (a quarter of the budget, 64 MiB by default) fetched
+/// 5.4 times the stored bytes of a 30 MiB file. From a local repository the window is
+/// `FILE_WINDOW` in fetches of one chunk each, so several decode at once; from S3 it is two
+/// of the usual large fetches, which hide the latency.
 fn reader(repo: &RepoArg, memory: u64, browse: bool) -> ReaderOptions {
+    let remote = is_s3(repo);
+    let (task_bytes, window) = match (remote, browse) {
+        (true, _) => (mover::REMOTE_TASK_BYTES, 2 * mover::REMOTE_TASK_BYTES),
+        (false, true) => (mover::LOCAL_TASK_BYTES, 0),
+        (false, false) => (FILE_TASK_BYTES, FILE_WINDOW),
+    };
     ReaderOptions {
         memory,
-        window: browse.then_some(0),
-        task_bytes: if is_s3(repo) {
-            mover::REMOTE_TASK_BYTES
-        } else {
-            mover::LOCAL_TASK_BYTES
-        },
+        window: Some(if browse { 0 } else { window.min(memory / 4) }),
+        task_bytes,
         ..ReaderOptions::default()
     }
 }
+
+/// Bytes a file reader of a local repository fetches ahead of itself.
+const FILE_WINDOW: u64 = 8 << 20;
+/// Most bytes of one fetch ahead of a file reader of a local repository.
+const FILE_TASK_BYTES: u64 = 1 << 20;
 
 fn ls(a: &LsArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let repo = Arc::new(open_repo(&a.repo, secrets)?);
