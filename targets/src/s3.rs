@@ -26,6 +26,7 @@ use crate::lock::{LockPolicy, LOCK_KEY};
 use crate::{now_ms, Backend, Error, Result};
 
 mod lock;
+mod readers;
 mod settings;
 mod sigv4;
 
@@ -66,6 +67,8 @@ pub struct S3Backend {
     lock: Option<lock::LockClient>,
     /// The repository's lock policy once read (`Some(None)`: not locked).
     policy: std::sync::Mutex<Option<Option<LockPolicy>>>,
+    /// Clients of the threads that read objects, each on its own thread (see `readers`).
+    readers: readers::Readers,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -143,6 +146,7 @@ impl S3Backend {
             return Err(misconfigured(wrong));
         }
         let lock = lock::lock_client(&b, &bucket, allow_http);
+        let reader_settings = b.clone();
         let store = b.build().map_err(|e| {
             misconfigured((
                 format!(
@@ -166,6 +170,7 @@ impl S3Backend {
         Ok(S3Backend {
             store,
             prefix,
+            readers: readers::Readers::new(reader_settings, &location),
             location,
             runtime,
             retry_timeout,
@@ -551,9 +556,12 @@ impl Backend for S3Backend {
         Ok(created)
     }
 
+    /// Reads run on the calling thread (see `readers`).
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key);
-        self.block_on(async { self.store.get(&path).await?.bytes().await })
+        let reader = self.readers.current()?;
+        reader
+            .block_on(async { reader.store.get(&path).await?.bytes().await })
             .map(Vec::from)
             .map_err(|e| self.error(key, e))
     }
@@ -561,7 +569,8 @@ impl Backend for S3Backend {
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(key);
         let range: Range<u64> = offset..offset + len as u64;
-        match self.block_on(self.store.get_range(&path, range)) {
+        let reader = self.readers.current()?;
+        match reader.block_on(reader.store.get_range(&path, range)) {
             // Takes the buffer over when the client holds the only reference (no copy).
             Ok(b) if b.len() == len => Ok(Vec::from(b)),
             Ok(b) => Err(Error::Corrupt {
