@@ -1,7 +1,8 @@
 //! The S3 backend: a repository in any S3-compatible store (AWS, Garage, Ceph RGW, MinIO…).
 //!
 //! tokio lives only here: a private runtime runs `object_store`'s async client behind the
-//! blocking [`Backend`] trait, so the engine above stays threads and channels. Requests are
+//! blocking [`Backend`] trait, so the engine above stays threads and channels; reads run on
+//! the calling thread, each with its own small runtime and client (`readers`). Requests are
 //! retried by the client with jittered exponential backoff on 5xx, throttling and connection
 //! errors, within a total time cap; every object this backend writes has a content-derived
 //! name, so retried puts are idempotent.
