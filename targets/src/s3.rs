@@ -343,6 +343,31 @@ impl S3Backend {
         }
     }
 
+    /// What a ranged read that failed or came back with `got` bytes (not `len`) means: a
+    /// range past the end is refused by the server, and a short answer is a truncation.
+    fn range_error(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        got: std::result::Result<usize, object_store::Error>,
+    ) -> Error {
+        let truncated = |detail: String| Error::Corrupt {
+            what: format!("{}/{key}", self.location),
+            detail: format!("truncated: {detail}"),
+        };
+        match got {
+            Ok(n) => truncated(format!("{n} of {len} bytes at offset {offset}")),
+            Err(e @ object_store::Error::NotFound { .. }) => self.error(key, e),
+            Err(e) => match self.size(key) {
+                Ok(size) if size < offset + len as u64 => {
+                    truncated(format!("{len} bytes at offset {offset} are past its end"))
+                }
+                _ => self.error(key, e),
+            },
+        }
+    }
+
     fn delete_unlocked(&self, key: &str) -> Result<()> {
         let path = self.path(key);
         // A delete cut off in flight is asked again: deleting twice is deleting once.
@@ -574,23 +599,23 @@ impl Backend for S3Backend {
         match reader.block_on(reader.store.get_range(&path, range)) {
             // Takes the buffer over when the client holds the only reference (no copy).
             Ok(b) if b.len() == len => Ok(Vec::from(b)),
-            Ok(b) => Err(Error::Corrupt {
-                what: format!("{}/{key}", self.location),
-                detail: format!("truncated: {} of {len} bytes at offset {offset}", b.len()),
-            }),
-            Err(e @ object_store::Error::NotFound { .. }) => Err(self.error(key, e)),
-            Err(e) => {
-                // A range past the end is refused by the server; say what it means.
-                match self.size(key) {
-                    Ok(size) if size < offset + len as u64 => Err(Error::Corrupt {
-                        what: format!("{}/{key}", self.location),
-                        detail: format!(
-                            "truncated: {len} bytes at offset {offset} are past its end"
-                        ),
-                    }),
-                    _ => Err(self.error(key, e)),
-                }
-            }
+            got => Err(self.range_error(key, offset, len, got.map(|b| b.len()))),
+        }
+    }
+
+    /// Pieces go from the socket's reads to `piece`, never gathered into one buffer.
+    fn get_range_pieces(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
+        let path = self.path(key);
+        let reader = self.readers.current()?;
+        match reader.get_range_pieces(&path, offset..offset + len as u64, piece) {
+            Ok(got) if got == len => Ok(()),
+            got => Err(self.range_error(key, offset, len, got)),
         }
     }
 

@@ -19,7 +19,12 @@
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
+use std::ops::Range;
+
+use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore};
 
 use crate::{Error, Result};
 
@@ -36,6 +41,30 @@ impl Reader {
     /// Runs `f` to completion on this thread.
     pub(super) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
+    }
+
+    /// Hands the bytes of `range` of `path` to `piece` as they come off the socket; the number
+    /// of bytes handed over.
+    pub(super) fn get_range_pieces(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> std::result::Result<usize, object_store::Error> {
+        let opts = GetOptions {
+            range: Some(range.into()),
+            ..Default::default()
+        };
+        self.block_on(async {
+            let mut body = self.store.get_opts(path, opts).await?.into_stream();
+            let mut got = 0;
+            while let Some(bytes) = body.next().await {
+                let bytes = bytes?;
+                got += bytes.len();
+                piece(&bytes);
+            }
+            Ok(got)
+        })
     }
 }
 
