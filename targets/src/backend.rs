@@ -39,6 +39,20 @@ pub trait Backend: Send + Sync + Debug {
     fn get(&self, key: &str) -> Result<Vec<u8>>;
     /// `len` bytes from `offset` of the object.
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// The same bytes as [`get_range`](Backend::get_range), handed to `piece` in order as
+    /// they arrive, so that a remote backend need not gather them into one buffer first (the
+    /// default hands them over in one piece). On an error some pieces may have been handed
+    /// over already.
+    fn get_range_pieces(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
+        piece(&self.get_range(key, offset, len)?);
+        Ok(())
+    }
     /// Size of the object in bytes.
     fn size(&self, key: &str) -> Result<u64>;
     /// Every key below `dir` (recursively), in no particular order.

@@ -50,6 +50,15 @@ impl Backend for FaultyBackend {
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.inner.get_range(key, offset, len)
     }
+    fn get_range_pieces(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
+        self.inner.get_range_pieces(key, offset, len, piece)
+    }
     fn size(&self, key: &str) -> Result<u64> {
         self.inner.size(key)
     }

@@ -1,7 +1,8 @@
 //! The S3 backend: a repository in any S3-compatible store (AWS, Garage, Ceph RGW, MinIO…).
 //!
 //! tokio lives only here: a private runtime runs `object_store`'s async client behind the
-//! blocking [`Backend`] trait, so the engine above stays threads and channels. Requests are
+//! blocking [`Backend`] trait, so the engine above stays threads and channels; reads run on
+//! the calling thread, each with its own small runtime and client (`readers`). Requests are
 //! retried by the client with jittered exponential backoff on 5xx, throttling and connection
 //! errors, within a total time cap; every object this backend writes has a content-derived
 //! name, so retried puts are idempotent.
@@ -26,6 +27,7 @@ use crate::lock::{LockPolicy, LOCK_KEY};
 use crate::{now_ms, Backend, Error, Result};
 
 mod lock;
+mod readers;
 mod settings;
 mod sigv4;
 
@@ -66,6 +68,8 @@ pub struct S3Backend {
     lock: Option<lock::LockClient>,
     /// The repository's lock policy once read (`Some(None)`: not locked).
     policy: std::sync::Mutex<Option<Option<LockPolicy>>>,
+    /// Clients of the threads that read objects, each on its own thread (see `readers`).
+    readers: readers::Readers,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -143,6 +147,7 @@ impl S3Backend {
             return Err(misconfigured(wrong));
         }
         let lock = lock::lock_client(&b, &bucket, allow_http);
+        let reader_settings = b.clone();
         let store = b.build().map_err(|e| {
             misconfigured((
                 format!(
@@ -166,6 +171,7 @@ impl S3Backend {
         Ok(S3Backend {
             store,
             prefix,
+            readers: readers::Readers::new(reader_settings, &location),
             location,
             runtime,
             retry_timeout,
@@ -334,6 +340,31 @@ impl S3Backend {
                 Ok(())
             }
             _ => self.delete_unlocked(key),
+        }
+    }
+
+    /// What a ranged read that failed or came back with `got` bytes (not `len`) means: a
+    /// range past the end is refused by the server, and a short answer is a truncation.
+    fn range_error(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        got: std::result::Result<usize, object_store::Error>,
+    ) -> Error {
+        let truncated = |detail: String| Error::Corrupt {
+            what: format!("{}/{key}", self.location),
+            detail: format!("truncated: {detail}"),
+        };
+        match got {
+            Ok(n) => truncated(format!("{n} of {len} bytes at offset {offset}")),
+            Err(e @ object_store::Error::NotFound { .. }) => self.error(key, e),
+            Err(e) => match self.size(key) {
+                Ok(size) if size < offset + len as u64 => {
+                    truncated(format!("{len} bytes at offset {offset} are past its end"))
+                }
+                _ => self.error(key, e),
+            },
         }
     }
 
@@ -551,9 +582,12 @@ impl Backend for S3Backend {
         Ok(created)
     }
 
+    /// Reads run on the calling thread (see `readers`).
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key);
-        self.block_on(async { self.store.get(&path).await?.bytes().await })
+        let reader = self.readers.current()?;
+        reader
+            .block_on(async { reader.store.get(&path).await?.bytes().await })
             .map(Vec::from)
             .map_err(|e| self.error(key, e))
     }
@@ -561,26 +595,27 @@ impl Backend for S3Backend {
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(key);
         let range: Range<u64> = offset..offset + len as u64;
-        match self.block_on(self.store.get_range(&path, range)) {
+        let reader = self.readers.current()?;
+        match reader.block_on(reader.store.get_range(&path, range)) {
             // Takes the buffer over when the client holds the only reference (no copy).
             Ok(b) if b.len() == len => Ok(Vec::from(b)),
-            Ok(b) => Err(Error::Corrupt {
-                what: format!("{}/{key}", self.location),
-                detail: format!("truncated: {} of {len} bytes at offset {offset}", b.len()),
-            }),
-            Err(e @ object_store::Error::NotFound { .. }) => Err(self.error(key, e)),
-            Err(e) => {
-                // A range past the end is refused by the server; say what it means.
-                match self.size(key) {
-                    Ok(size) if size < offset + len as u64 => Err(Error::Corrupt {
-                        what: format!("{}/{key}", self.location),
-                        detail: format!(
-                            "truncated: {len} bytes at offset {offset} are past its end"
-                        ),
-                    }),
-                    _ => Err(self.error(key, e)),
-                }
-            }
+            got => Err(self.range_error(key, offset, len, got.map(|b| b.len()))),
+        }
+    }
+
+    /// Pieces go from the socket's reads to `piece`, never gathered into one buffer.
+    fn get_range_pieces(
+        &self,
+        key: &str,
+        offset: u64,
+        len: usize,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
+        let path = self.path(key);
+        let reader = self.readers.current()?;
+        match reader.get_range_pieces(&path, offset..offset + len as u64, piece) {
+            Ok(got) if got == len => Ok(()),
+            got => Err(self.range_error(key, offset, len, got)),
         }
     }
 

@@ -6,7 +6,7 @@ use chunker::le;
 use chunker::{ChunkId, Frame};
 
 use super::segments::open_segment;
-use super::spans::{pack_spans, Span};
+use super::spans::{pack_spans, Cutter, Span};
 use super::writer::{take_open_pack, Job, PackBuf};
 use super::Repository;
 use crate::crypt;
@@ -111,12 +111,7 @@ impl ChunkStore for Repository {
         let located: Vec<_> = ids.iter().map(|id| self.locate(id)).collect();
         let mut out: Vec<Option<Frame>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
         for span in pack_spans(&located) {
-            let bytes = self.shared.backend.get_range(
-                &pack_key(&span.pack),
-                span.start,
-                (span.end - span.start) as usize,
-            )?;
-            for (i, frame) in self.split_span(&span, &located, bytes)? {
+            for (i, frame) in self.read_span(&span, &located)? {
                 out[i] = Some(frame);
             }
         }
@@ -228,30 +223,37 @@ impl Repository {
         Ok(())
     }
 
-    /// Cuts the bytes of `span` (read from its pack) into the frames of its chunks, each with
-    /// its position in the request. A span of one chunk hands its buffer over uncopied.
-    pub(super) fn split_span(
+    /// Reads `span` from its pack as the frames of its chunks, each with its position in the
+    /// request. A span of one chunk is read into its own buffer; a longer one is cut into its
+    /// chunks as it arrives, never held whole.
+    pub(super) fn read_span(
         &self,
         span: &Span,
         located: &[Option<(ObjectId, BlobEntry)>],
-        mut bytes: Vec<u8>,
     ) -> Result<Vec<(usize, Frame)>> {
-        let mut out = Vec::with_capacity(span.members.len());
-        for &i in &span.members {
+        let key = pack_key(&span.pack);
+        let len = (span.end - span.start) as usize;
+        let stored = match span.members[..] {
+            [i] => vec![(i, self.shared.backend.get_range(&key, span.start, len)?)],
+            _ => {
+                let mut cut = Cutter::new(span, located);
+                let backend = &self.shared.backend;
+                backend.get_range_pieces(&key, span.start, len, &mut |p| cut.feed(p))?;
+                cut.finish().ok_or_else(|| Error::Corrupt {
+                    what: format!("{}/{key}", backend.location()),
+                    detail: format!("truncated: a read of {len} bytes came back short"),
+                })?
+            }
+        };
+        let mut out = Vec::with_capacity(stored.len());
+        for (i, bytes) in stored {
             let (_, blob) = located[i].expect("span members are located");
-            let at = (u64::from(blob.offset) - span.start) as usize;
-            let len = blob.stored_len as usize;
-            let stored = if span.members.len() == 1 && at == 0 && len == bytes.len() {
-                std::mem::take(&mut bytes)
-            } else {
-                bytes[at..at + len].to_vec()
-            };
             out.push((
                 i,
                 Frame {
                     compression: blob.compression,
                     raw_len: blob.raw_len,
-                    bytes: crypt::blob_in(self.crypto(), &span.pack, &blob.id, stored)?,
+                    bytes: crypt::blob_in(self.crypto(), &span.pack, &blob.id, bytes)?,
                 },
             ));
         }

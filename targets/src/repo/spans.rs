@@ -53,6 +53,68 @@ pub(super) fn pack_spans(located: &[Option<(ObjectId, BlobEntry)>]) -> Vec<Span>
     spans
 }
 
+/// Cuts the bytes of a [`Span`], as they arrive in pieces, into the stored bytes of its
+/// chunks: each piece is copied once, into the chunks it overlaps (bytes between chunks are
+/// dropped).
+pub(super) struct Cutter {
+    /// Position in the request, offset in the span, stored bytes so far; by offset.
+    parts: Vec<(usize, u64, Vec<u8>)>,
+    /// Lengths of the parts' stored bytes.
+    lens: Vec<u64>,
+    /// Bytes of the span seen so far.
+    seen: u64,
+    /// Parts before this one are complete.
+    next: usize,
+}
+
+impl Cutter {
+    pub(super) fn new(span: &Span, located: &[Option<(ObjectId, BlobEntry)>]) -> Self {
+        let (parts, lens) = span
+            .members
+            .iter()
+            .map(|&i| {
+                let (_, b) = located[i].expect("span members are located");
+                let len = u64::from(b.stored_len);
+                let at = u64::from(b.offset) - span.start;
+                ((i, at, Vec::with_capacity(len as usize)), len)
+            })
+            .unzip();
+        Cutter {
+            parts,
+            lens,
+            seen: 0,
+            next: 0,
+        }
+    }
+
+    /// The next `piece` of the span.
+    pub(super) fn feed(&mut self, piece: &[u8]) {
+        let (start, end) = (self.seen, self.seen + piece.len() as u64);
+        for (j, (_, at, bytes)) in self.parts.iter_mut().enumerate().skip(self.next) {
+            if *at >= end {
+                break;
+            }
+            let from = start.max(*at);
+            let to = end.min(*at + self.lens[j]);
+            if from < to {
+                bytes.extend_from_slice(&piece[(from - start) as usize..(to - start) as usize]);
+            }
+        }
+        self.seen = end;
+        while self.next < self.parts.len() && self.parts[self.next].1 + self.lens[self.next] <= end
+        {
+            self.next += 1;
+        }
+    }
+
+    /// Each chunk's position in the request and stored bytes; `None` unless every chunk came
+    /// whole.
+    pub(super) fn finish(self) -> Option<Vec<(usize, Vec<u8>)>> {
+        let whole = self.next == self.parts.len();
+        whole.then(|| self.parts.into_iter().map(|(i, _, b)| (i, b)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +167,36 @@ mod tests {
                 (2, 0, 10, vec![0])
             ]
         );
+    }
+
+    #[test]
+    fn pieces_of_any_size_are_cut_into_the_chunks_of_a_span() {
+        // Gaps between chunks, a chunk asked for twice, chunks out of request order.
+        let located = [
+            at(1, 40, 7),
+            at(1, 10, 5),
+            None,
+            at(1, 15, 20),
+            at(1, 10, 5),
+        ];
+        let span = pack_spans(&located).remove(0);
+        let bytes: Vec<u8> = (span.start..span.end).map(|b| b as u8).collect();
+        let want = |i: usize| {
+            let (_, b) = located[i].unwrap();
+            let at = (u64::from(b.offset) - span.start) as usize;
+            bytes[at..at + b.stored_len as usize].to_vec()
+        };
+        for size in [1, 2, 3, 5, 7, 11, bytes.len()] {
+            let mut cut = Cutter::new(&span, &located);
+            bytes.chunks(size).for_each(|p| cut.feed(p));
+            let mut got = cut.finish().expect("every chunk whole");
+            got.sort();
+            let expected: Vec<_> = [0, 1, 3, 4].iter().map(|&i| (i, want(i))).collect();
+            assert_eq!(got, expected, "pieces of {size}");
+        }
+        // A span cut short leaves a chunk incomplete.
+        let mut cut = Cutter::new(&span, &located);
+        cut.feed(&bytes[..bytes.len() - 1]);
+        assert!(cut.finish().is_none());
     }
 }
