@@ -71,7 +71,7 @@ impl Encoder {
     /// small samples spread over it are compressed at level 1, which costs ~1 % of
     /// compressing the whole chunk and saves the full zstd pass on such data (measured: about
     /// a third of a typical VM image).
-    fn looks_incompressible(&mut self, data: &[u8]) -> bool {
+    pub fn probe_incompressible(&mut self, data: &[u8]) -> bool {
         if data.len() < PROBE_MIN {
             return false;
         }
@@ -97,7 +97,7 @@ impl Encoder {
     /// Encodes `data`: zstd when that saves at least 1/64 of the size, the plaintext otherwise.
     /// Data that a quick probe finds incompressible is stored raw without a full zstd pass.
     pub fn encode(&mut self, data: &[u8]) -> Frame {
-        if self.looks_incompressible(data) {
+        if self.probe_incompressible(data) {
             return Frame {
                 compression: Compression::None,
                 raw_len: data.len() as u32,
