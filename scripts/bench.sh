@@ -75,7 +75,7 @@ if [[ $IMAGE == both ]]; then
         sed -e '1d' -e 's/^## /### /' "$OUT/$kind/summary.md"
         echo
     done >"$OUT/summary.md"
-    note "results in $OUT"
+    echo "bench: results in $OUT" >&2
     exit 0
 fi
 ROOT=$(pwd -P)

@@ -11,7 +11,7 @@ use chunker::format::{encode_catalog, CatalogEntry, CatalogKind, Manifest, Objec
 use targets::Repository;
 
 use super::find::record_of;
-use super::ops::{finish, in_place};
+use super::ops::{finish, in_place, placed};
 use super::tree::{join, Snapshot, Target};
 use super::{FileKind, Volume};
 use crate::{Error, ReaderOptions, Result};
@@ -64,9 +64,8 @@ fn build(
     threads: usize,
 ) -> Result<Option<usize>> {
     let threads = threads.clamp(1, 8);
-    // Each worker has its own reader and cache; together they hold READER_MEMORY.
     let options = ReaderOptions {
-        memory: (READER_MEMORY / threads as u64).max(16 << 20),
+        memory: READER_MEMORY,
         window: Some(0),
         ..ReaderOptions::default()
     };
@@ -98,12 +97,11 @@ fn build(
             }
         }
     }
-    drop(snap);
     let mut files = records
         .iter()
         .any(|r| !matches!(r.kind, CatalogKind::Disk | CatalogKind::Partition));
     if !roots.is_empty() {
-        let walked = walk_parallel(repo, id, manifest, &options, &roots, threads)?;
+        let walked = walk_parallel(&snap, &roots, threads)?;
         files |= !walked.is_empty();
         records.extend(walked);
     }
@@ -131,16 +129,9 @@ struct Queue {
 }
 
 /// Every entry below the file system roots `roots` (snapshot paths), listed by `threads`
-/// workers taking directories from one queue; each worker opens the snapshot and the file
-/// systems itself (the readers are not shared between threads).
-fn walk_parallel(
-    repo: &Arc<Repository>,
-    id: ObjectId,
-    manifest: &Manifest,
-    options: &ReaderOptions,
-    roots: &[String],
-    threads: usize,
-) -> Result<Vec<CatalogEntry>> {
+/// workers taking directories from one queue; each worker opens the file systems itself, all
+/// through `snap`'s readers (one cache).
+fn walk_parallel(snap: &Snapshot, roots: &[String], threads: usize) -> Result<Vec<CatalogEntry>> {
     let queue = Mutex::new(Queue {
         dirs: (0..roots.len()).map(|r| (r, "/".to_string())).collect(),
         ..Queue::default()
@@ -150,8 +141,10 @@ fn walk_parallel(
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| {
-                    let r = walk_worker(repo, id, manifest, options, roots, &queue, &wake, &count);
+                let snap = snap.sharing();
+                let (queue, wake, count) = (&queue, &wake, &count);
+                s.spawn(move || {
+                    let r = walk_worker(&snap, roots, queue, wake, count);
                     if r.is_err() {
                         queue.lock().expect("catalog queue").failed = true;
                         wake.notify_all();
@@ -175,18 +168,13 @@ fn walk_parallel(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn walk_worker(
-    repo: &Arc<Repository>,
-    id: ObjectId,
-    manifest: &Manifest,
-    options: &ReaderOptions,
+    snap: &Snapshot,
     roots: &[String],
     queue: &Mutex<Queue>,
     wake: &Condvar,
     count: &AtomicUsize,
 ) -> Result<Vec<CatalogEntry>> {
-    let snap = Snapshot::with(repo, id, manifest.clone(), options);
     let mut vols: Vec<Option<(Box<dyn Volume>, String)>> = roots.iter().map(|_| None).collect();
     let mut out = Vec::new();
     loop {
@@ -223,7 +211,7 @@ fn walk_worker(
         let mut subdirs = Vec::new();
         for child in children {
             let path = format!("/{}", join(&inner, &child.name));
-            let child = finish(&**vol, prefix, &path, child)?;
+            let child = placed(prefix, &path, child)?;
             if child.kind == FileKind::Dir {
                 subdirs.push((root, path));
             }
