@@ -167,3 +167,54 @@ pub fn codec_table(chunks: &[Vec<u8>], levels: &[i32], repeat: usize) -> String 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_counts_what_each_method_stores_and_what_the_probe_skips() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"a line of text that zstd shrinks well\n"
+            .iter()
+            .cycle()
+            .take(1 << 20)
+            .copied()
+            .collect();
+        let table = codec_table(&[random, text], &[1, 3], 1);
+        assert!(table.starts_with("2 chunks, 2097152 bytes"), "{table}");
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("no row {name}: {table}"))
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        };
+        // The random chunk is stored raw by every method; the text one shrinks.
+        for name in ["zstd 3, every chunk", "encoder 3 (probe, then zstd)"] {
+            let r = row(name);
+            let stored: u64 = r[4].parse().unwrap();
+            assert!(
+                stored > 1 << 20 && stored < (1 << 20) + 4096,
+                "{name}: {stored}"
+            );
+            assert_eq!(r[6], "1", "{name}: one chunk stored raw");
+        }
+        assert!(table.contains("encoder 3: the probe took"), "{table}");
+        assert!(table.contains("skipped zstd on 1048576 bytes"), "{table}");
+        assert!(
+            table.contains("full over 0 bytes that were then stored raw"),
+            "{table}"
+        );
+    }
+}
