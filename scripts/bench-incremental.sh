@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Benchmarks incrementals, NBD reads and delta restore (issue: changed-block incrementals).
 #
-#   scripts/bench-incremental.sh [--size-gib 4] [--data-mib 1024] [--change-pct 8] [--runs 3]
-#                                [--big-gib 64] [--out DIR] [--quick] [--no-peers]
+#   scripts/bench-incremental.sh [--image both|generated|real] [--size-gib 4] [--data-mib 1024]
+#                                [--change-pct 8] [--runs 3] [--big-gib 64] [--out DIR]
+#                                [--quick] [--no-peers]
 #
-# On the benchmark image (scripts/make-bench-image.sh), as a qcow2 with a persistent dirty
-# bitmap exported by qemu-nbd, it times in the same run:
+# On a benchmark image (scripts/make-bench-image.sh), as a qcow2 with a persistent dirty
+# bitmap exported by qemu-nbd, it times in the same run (with --image both, the default, once
+# for the generated image into DIR/generated and once for the real one into DIR/real):
 #   - nbdcopy of the export to null: (libnbd's reference reader) beside mover's full backup
 #     of the export, mover's second backup of it (all chunks known: NBD reads and hashing),
 #     and mover's full backup of the raw image;
-#   - after CHANGE_PCT % of the image is rewritten through qemu-io: mover's incremental with
+#   - after the second version is written through qemu-io (generated image: CHANGE_PCT % of it
+#     rewritten with random bytes; real image: its package upgrade, the blocks that
+#     make-bench-image.sh --real lists as changed): mover's incremental with
 #     the dirty bitmap, with a changed-extent list, and with no map (compare mode), beside
 #     restic's and borg's second run on the same data;
 #   - a full restore of the changed image, then a delta restore rolling it back to the first
@@ -20,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -32,15 +36,21 @@ BIG_GIB=64
 OUT=
 QUICK=0
 PEERS=1
+IMAGE=both
 ARGS="$*"
+PASS=() # the arguments a run of one image gets from a run of both
 while (($#)); do
     case $1 in
-    --size-gib) SIZE_GIB=$2; shift 2 ;;
-    --data-mib) DATA_MIB=$2; shift 2 ;;
-    --change-pct) CHANGE_PCT=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    --big-gib) BIG_GIB=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
+    --image) IMAGE=$2; shift 2; continue ;;
+    --out) OUT=$2; shift 2; continue ;;
+    esac
+    PASS+=("$1")
+    case $1 in
+    --size-gib) SIZE_GIB=$2; PASS+=("$2"); shift 2 ;;
+    --data-mib) DATA_MIB=$2; PASS+=("$2"); shift 2 ;;
+    --change-pct) CHANGE_PCT=$2; PASS+=("$2"); shift 2 ;;
+    --runs) RUNS=$2; PASS+=("$2"); shift 2 ;;
+    --big-gib) BIG_GIB=$2; PASS+=("$2"); shift 2 ;;
     --quick) QUICK=1; SIZE_GIB=0.25; DATA_MIB=64; RUNS=1; BIG_GIB=4; shift ;;
     --no-peers) PEERS=0; shift ;;
     -h | --help) usage ;;
@@ -48,6 +58,7 @@ while (($#)); do
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $CHANGE_PCT =~ ^[0-9]+$ && $BIG_GIB =~ ^[0-9]+$ ]] || usage
+[[ $IMAGE == both || $IMAGE == generated || $IMAGE == real ]] || usage
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 HOST=$(hostname -s 2>/dev/null || echo host)
@@ -56,6 +67,24 @@ if [[ -z $OUT ]]; then
         OUT=bench/results/$STAMP-$HOST-incremental; fi
 fi
 mkdir -p "$OUT" bench/work
+if [[ $IMAGE == both ]]; then
+    for kind in generated real; do
+        "$0" "${PASS[@]}" --image "$kind" --out "$OUT/$kind"
+    done
+    {
+        echo "# mover incremental benchmark: $STAMP, both images"
+        echo
+        echo "Produced by \`scripts/bench-incremental.sh $ARGS\`: one run per image, each with its"
+        echo "peers; see \`generated/\` and \`real/\` (README.md for the machine and parameters)."
+    } >"$OUT/README.md"
+    for kind in generated real; do
+        echo "# Image: $kind"
+        echo
+        sed -e '1d' -e 's/^## /### /' "$OUT/$kind/summary.md"
+        echo
+    done >"$OUT/summary.md"
+    exit 0
+fi
 ROOT=$(pwd -P)
 RAW=$(realpath "$OUT")/raw.jsonl
 : >"$RAW"
@@ -76,8 +105,13 @@ note "building mover (release)"
 cargo build --release -q -p mover-cli
 MOVER=$ROOT/target/release/mover
 
-IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img
-scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"
+if [[ $IMAGE == real ]]; then
+    IMG=bench/work/real-${SIZE_GIB}g-${DATA_MIB}m.img
+    scripts/make-bench-image.sh --real "$IMG" "$SIZE_GIB" "$DATA_MIB"
+else
+    IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img
+    scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"
+fi
 IMG=$(realpath "$IMG")
 IMG_BYTES=$(stat -c %s "$IMG")
 
@@ -144,6 +178,20 @@ apply() {
     qemu-io -f qcow2 "${cmds[@]}" "$1" >/dev/null
 }
 
+# apply_from QCOW2 REGIONS SOURCE: writes the regions with SOURCE's bytes at the same offsets
+# through qemu-io (one pattern file per region; qemu-io reads its commands from stdin).
+apply_from() {
+    mkdir -p "$WORK/patterns"
+    local i=0
+    while read -r off len; do
+        dd if="$3" of="$WORK/patterns/$i" bs=4096 skip=$((off / 4096)) count=$((len / 4096)) status=none
+        echo "write -q -s $WORK/patterns/$i $off $len"
+        i=$((i + 1))
+    done <"$2" >"$WORK/apply.cmds"
+    qemu-io -f qcow2 "$1" <"$WORK/apply.cmds" >/dev/null
+    rm -rf "$WORK/patterns"
+}
+
 # change_info REGIONS SIZE > JSON: the same regions as a VMware DiskChangeInfo document.
 change_info() {
     python3 -c 'import json,sys
@@ -158,18 +206,28 @@ same() { # same TOOL OP RUN FILE EXPECTED
     fi
 }
 
-note "preparing images (qcow2 with a dirty bitmap, $CHANGE_PCT % changed)"
 V1Q=$WORK/v1.qcow2
 qemu-img convert -O qcow2 "$IMG" "$V1Q"
 qemu-img bitmap --add "$V1Q" b0
 V2Q=$WORK/v2.qcow2
 cp "$V1Q" "$V2Q"
-changes "$WORK/regions.txt" "$IMG_BYTES" "$CHANGE_PCT" 20261125
-apply "$V2Q" "$WORK/regions.txt"
+if [[ $IMAGE == real ]]; then
+    note "preparing images (qcow2 with a dirty bitmap, the package upgrade written)"
+    V2=${IMG%.img}.v2.img
+    cp "${IMG%.img}.v2.changes.json" "$WORK/changes.json"
+    python3 -c 'import json,sys
+for a in json.load(open(sys.argv[1]))["changedArea"]: print(a["start"], a["length"])' \
+        "$WORK/changes.json" >"$WORK/regions.txt"
+    apply_from "$V2Q" "$WORK/regions.txt" "$V2"
+else
+    note "preparing images (qcow2 with a dirty bitmap, $CHANGE_PCT % changed)"
+    changes "$WORK/regions.txt" "$IMG_BYTES" "$CHANGE_PCT" 20261125
+    apply "$V2Q" "$WORK/regions.txt"
+    V2=$WORK/v2.img
+    qemu-img convert -O raw "$V2Q" "$V2"
+    change_info "$WORK/regions.txt" "$IMG_BYTES" >"$WORK/changes.json"
+fi
 CHANGED_BYTES=$(awk '{ s += $2 } END { print s }' "$WORK/regions.txt")
-V2=$WORK/v2.img
-qemu-img convert -O raw "$V2Q" "$V2"
-change_info "$WORK/regions.txt" "$IMG_BYTES" >"$WORK/changes.json"
 cat "$IMG" "$V2" >/dev/null # warm page cache
 
 note "preparing the big disk ($BIG_GIB GiB, 512 MiB written, then 64 MiB dirty)"
@@ -305,8 +363,14 @@ done
     echo
     echo "## Parameters"
     echo
-    echo "- image: $IMG_BYTES bytes ($SIZE_GIB GiB, $DATA_MIB MiB of files), as qcow2 for NBD"
-    echo "- changed: $CHANGED_BYTES bytes in $(wc -l <"$WORK/regions.txt") regions of 64 KiB–2 MiB (about $CHANGE_PCT %)"
+    echo "- image ($IMAGE): $IMG_BYTES bytes ($SIZE_GIB GiB, $DATA_MIB MiB of files), as qcow2 for NBD"
+    echo "  (scripts/make-bench-image.sh: $(head -1 "$IMG.params"))"
+    if [[ $IMAGE == real ]]; then
+        echo "- changed: the package upgrade, $CHANGED_BYTES bytes in $(wc -l <"$WORK/regions.txt") regions (4 KiB blocks that differ):"
+        tail -n +2 "$IMG.params" | sed 's/^/  - /'
+    else
+        echo "- changed: $CHANGED_BYTES bytes in $(wc -l <"$WORK/regions.txt") regions of 64 KiB–2 MiB (about $CHANGE_PCT %)"
+    fi
     echo "- big disk: $BIG_GIB GiB qcow2, 512 MiB written, then $(awk '{ s += $2 } END { print s }' "$WORK/big-regions.txt") bytes dirty"
 } >"$OUT/README.md"
 
@@ -343,6 +407,7 @@ rows = [
     ("incremental with bitmap / full backup over the same NBD export (like for like)", ratio(("mover", "inc-bitmap"), ("mover", "full-nbd")), "≤ 0.40"),
     ("incremental with extent list / full backup", ratio(("mover", "inc-extents"), ("mover", "full-file")), "≤ 0.40"),
     ("restic second run / mover no-map incremental", ratio(("restic", "backup-second"), ("mover", "inc-compare")), "≥ 2.5"),
+    ("restic second run / mover incremental with extent list", ratio(("restic", "backup-second"), ("mover", "inc-extents")), ""),
     ("borg second run / mover no-map incremental", ratio(("borg", "backup-second"), ("mover", "inc-compare")), ""),
     ("NBD reading: nbdcopy to null: time / mover backup-again from NBD time (read + hash)", ratio(("nbdcopy", "read-null"), ("mover", "full-nbd-again")), "≥ 0.90"),
     ("mover full backup: from the file time / from NBD time", ratio(("mover", "full-file"), ("mover", "full-nbd")), ""),

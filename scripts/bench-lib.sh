@@ -47,7 +47,8 @@ for line in open(tfile, errors="replace"):
         user = float(line.rsplit(":", 1)[1])
     elif "System time (seconds)" in line:
         sys_ = float(line.rsplit(":", 1)[1])
-last = [l for l in open(ofile, errors="replace").read().splitlines() if l.strip()]
+# No paths of this machine in results: the summaries name their sources.
+last = [l.replace(root, "") for l in open(ofile, errors="replace").read().splitlines() if l.strip()]
 stdout = None
 if last:
     try:

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks mover against its compute limit and against restic and borg on a generated,
-# realistic disk image (scripts/make-bench-image.sh). See bench/README.md.
+# Benchmarks mover against its compute limit and against restic and borg on disk images made
+# by scripts/make-bench-image.sh: the generated one and the real-content VM root disk (--real),
+# each with its peers in the same run. See bench/README.md.
 #
-#   scripts/bench.sh [--size-gib 4] [--data-mib 1024] [--runs 3] [--level 3] [--out DIR]
-#                    [--quick] [--no-peers] [--no-s3] [--install-peers]
+#   scripts/bench.sh [--image both|generated|real] [--size-gib 4] [--data-mib 1024] [--runs 3]
+#                    [--level 3] [--out DIR] [--quick] [--no-peers] [--no-s3] [--install-peers]
 #
+# With --image both (the default) each image gets its own run, in DIR/generated and DIR/real,
+# and DIR/summary.md puts their summaries one after the other.
 # Writes DIR/README.md (machine, versions, parameters), DIR/raw.jsonl (one line per timed
 # command) and DIR/summary.md (medians and ratios). Default DIR: bench/results/DATE-HOST
 # (bench/work/results/DATE-HOST for --quick, which is not meant to be committed).
@@ -12,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -25,14 +28,20 @@ QUICK=0
 PEERS=1
 S3=1
 INSTALL_PEERS=0
+IMAGE=both
 ARGS="$*"
+PASS=() # the arguments a run of one image gets from a run of both
 while (($#)); do
     case $1 in
-    --size-gib) SIZE_GIB=$2; shift 2 ;;
-    --data-mib) DATA_MIB=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    --level) LEVEL=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
+    --image) IMAGE=$2; shift 2; continue ;;
+    --out) OUT=$2; shift 2; continue ;;
+    esac
+    PASS+=("$1")
+    case $1 in
+    --size-gib) SIZE_GIB=$2; PASS+=("$2"); shift 2 ;;
+    --data-mib) DATA_MIB=$2; PASS+=("$2"); shift 2 ;;
+    --runs) RUNS=$2; PASS+=("$2"); shift 2 ;;
+    --level) LEVEL=$2; PASS+=("$2"); shift 2 ;;
     --quick) QUICK=1; SIZE_GIB=0.25; DATA_MIB=64; RUNS=1; shift ;;
     --no-peers) PEERS=0; shift ;;
     --no-s3) S3=0; shift ;;
@@ -42,6 +51,7 @@ while (($#)); do
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $LEVEL =~ ^-?[0-9]+$ ]] || usage
+[[ $IMAGE == both || $IMAGE == generated || $IMAGE == real ]] || usage
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 HOST=$(hostname -s 2>/dev/null || echo host)
@@ -49,6 +59,25 @@ if [[ -z $OUT ]]; then
     if ((QUICK)); then OUT=bench/work/results/$STAMP-$HOST; else OUT=bench/results/$STAMP-$HOST; fi
 fi
 mkdir -p "$OUT" bench/work
+if [[ $IMAGE == both ]]; then
+    for kind in generated real; do
+        "$0" "${PASS[@]}" --image "$kind" --out "$OUT/$kind"
+    done
+    {
+        echo "# mover benchmark: $STAMP, both images"
+        echo
+        echo "Produced by \`scripts/bench.sh $ARGS\`: one run per image, each with its peers;"
+        echo "see \`generated/\` and \`real/\` (README.md for the machine and parameters, raw.jsonl)."
+    } >"$OUT/README.md"
+    for kind in generated real; do
+        echo "# Image: $kind"
+        echo
+        sed -e '1d' -e 's/^## /### /' "$OUT/$kind/summary.md"
+        echo
+    done >"$OUT/summary.md"
+    echo "bench: results in $OUT" >&2
+    exit 0
+fi
 ROOT=$(pwd -P)
 RAW=$(realpath "$OUT")/raw.jsonl
 : >"$RAW"
@@ -81,8 +110,13 @@ BENCH=target/release/bench
 MOVER_NO_SYNC=0
 "$MOVER" restore --help | grep -q -- --no-sync && MOVER_NO_SYNC=1
 
-IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img
-scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"
+if [[ $IMAGE == real ]]; then
+    IMG=bench/work/real-${SIZE_GIB}g-${DATA_MIB}m.img
+    scripts/make-bench-image.sh --real "$IMG" "$SIZE_GIB" "$DATA_MIB"
+else
+    IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img
+    scripts/make-bench-image.sh "$IMG" "$SIZE_GIB" "$DATA_MIB"
+fi
 IMG_BYTES=$(stat -c %s "$IMG")
 
 WORK=$(realpath "$(mktemp -d bench/work/run.XXXXXX)") # absolute: borg runs elsewhere
@@ -294,8 +328,12 @@ done
     echo
     echo "## Parameters"
     echo
-    echo "- Image: \`$IMG\`, $IMG_BYTES bytes ($SIZE_GIB GiB), about $DATA_MIB MiB of data"
-    echo "  (scripts/make-bench-image.sh: $(cat "$IMG.params"))"
+    echo "- Image ($IMAGE): \`$IMG\`, $IMG_BYTES bytes ($SIZE_GIB GiB), about $DATA_MIB MiB of data"
+    echo "  (scripts/make-bench-image.sh: $(head -1 "$IMG.params"))"
+    if [[ $IMAGE == real ]]; then
+        echo "- What the real image holds (copied from this machine; then its package upgrade):"
+        tail -n +2 "$IMG.params" | sed 's/^/  - /'
+    fi
     echo "- zstd level: $LEVEL (mover \`--compression $LEVEL\`, borg \`--compression zstd,$LEVEL\`,"
     echo "  restic its default \`--compression auto\`); mover's chunk size: its default"
     echo "- runs: $RUNS; restic: $( ((HAVE_RESTIC)) && echo yes || echo skipped); borg: $( ((HAVE_BORG)) && echo yes || echo skipped)"
@@ -375,14 +413,14 @@ if s3o and int(s3o[0]["bytes"]) > 0:
 
 lines += ["", "## Ratios", ""]
 items = [
-    ("mover backup throughput / compute limit", ratio(s("bench", "compute-limit"), s("mover", "backup")), "%.2f"),
+    ("mover backup throughput / compute limit (target >= 0.8)", ratio(s("bench", "compute-limit"), s("mover", "backup")), "%.2f"),
     ("mover backup throughput / encoder limit (the same work mover's encoder does, in memory)",
      ratio(s("bench", "encoder-limit"), s("mover", "backup")), "%.2f"),
     ("mover dedup backup throughput / compute limit", ratio(s("bench", "compute-limit"), s("mover", "backup-again")), "%.2f"),
-    ("mover backup speed / restic backup speed", ratio(s("restic", "backup"), s("mover", "backup")), "%.2f x"),
+    ("mover backup speed / restic backup speed (target >= 3)", ratio(s("restic", "backup"), s("mover", "backup")), "%.2f x"),
     ("mover backup speed / borg backup speed", ratio(s("borg", "backup"), s("mover", "backup")), "%.2f x"),
     ("mover dedup backup speed / restic dedup backup speed", ratio(s("restic", "backup-again"), s("mover", "backup-again")), "%.2f x"),
-    ("stored bytes mover / restic (after first backup)", ratio(repo("mover", "backup"), repo("restic", "backup")), "%.3f"),
+    ("stored bytes mover / restic (after first backup; target <= 1.02)", ratio(repo("mover", "backup"), repo("restic", "backup")), "%.3f"),
     ("stored bytes mover / borg (after first backup)", ratio(repo("mover", "backup"), repo("borg", "backup")), "%.3f"),
     ("mover repository growth on the second backup (bytes)",
      None if repo("mover", "backup-again") is None else repo("mover", "backup-again") - repo("mover", "backup"), "%d"),

@@ -3,9 +3,16 @@
 # ext4 filesystem (made with `mkfs.ext4 -d`, no mounting, no root needed beyond file access)
 # filled with about DATA_MIB of mixed content; the rest of the SIZE_GIB image is free space.
 #
-#   scripts/make-bench-image.sh OUT.img [SIZE_GIB=4] [DATA_MIB=1024]
+#   scripts/make-bench-image.sh [--real] OUT.img [SIZE_GIB=4] [DATA_MIB=1024]
 #
-# Content mix (by bytes, approximate):
+# --real: a VM root disk made of this machine's own files instead of generated ones (see
+# scripts/bench-real-image.py: /etc, /usr/bin, /usr/sbin, samples of /usr/share and /usr/lib, a
+# Rust toolchain, dpkg's database and logs), plus its "package upgrade" second version
+# OUT.v2.img (some files rebuilt, replaced, added and removed through debugfs, the .deb files
+# left in apt's cache) and OUT.v2.changes.json, the 4 KiB blocks that differ between the two as
+# a changed-extent list (DiskChangeInfo). OUT.params says what was copied and changed.
+#
+# Content mix of the generated image (by bytes, approximate):
 #   30% text         generated prose, logs, CSV and JSON lines (seeded PRNG)
 #   25% binaries     copies of ELF files and libraries from /usr/bin and /usr/lib
 #   15% compressed   existing .gz from /usr/share, gzip'd logs and a zstd'd "initrd" of binaries
@@ -25,7 +32,9 @@ FS_UUID=6d6f7665-722d-6265-6e63-682d696d6731
 HASH_SEED=6d6f7665-722d-6861-7368-2d7365656431
 EPOCH=1704067200 # 2024-01-01T00:00:00Z
 
-usage() { echo "usage: $0 OUT.img [SIZE_GIB=4] [DATA_MIB=1024]" >&2; exit 2; }
+usage() { echo "usage: $0 [--real] OUT.img [SIZE_GIB=4] [DATA_MIB=1024]" >&2; exit 2; }
+REAL=0
+if [[ ${1:-} == --real ]]; then REAL=1; shift; fi
 [[ $# -ge 1 && $# -le 3 ]] || usage
 OUT=$1
 SIZE_GIB=${2:-4}
@@ -43,9 +52,17 @@ if ((DATA_MIB * 100 > SIZE_MIB * 80)); then
 fi
 
 # The generator's own hash is part of the parameters: any change to it rebuilds cached images.
-GEN_HASH=$(sha256sum "$0" | cut -c1-12)
-PARAMS="gen=$GEN_VERSION-$GEN_HASH size_gib=$SIZE_GIB data_mib=$DATA_MIB seed=$SEED"
-if [[ -f $OUT && -f $OUT.params && "$(cat "$OUT.params")" == "$PARAMS" ]]; then
+HELPER=$(dirname "$0")/bench-real-image.py
+if ((REAL)); then
+    GEN_HASH=$(cat "$0" "$HELPER" | sha256sum | cut -c1-12)
+    PARAMS="kind=real gen=$GEN_VERSION-$GEN_HASH size_gib=$SIZE_GIB data_mib=$DATA_MIB seed=$SEED"
+else
+    GEN_HASH=$(sha256sum "$0" | cut -c1-12)
+    PARAMS="gen=$GEN_VERSION-$GEN_HASH size_gib=$SIZE_GIB data_mib=$DATA_MIB seed=$SEED"
+fi
+# The first line of OUT.params is the cache key; a real image's next lines say what it holds.
+if [[ -f $OUT && -f $OUT.params && "$(head -1 "$OUT.params")" == "$PARAMS" ]] &&
+    { ((!REAL)) || [[ -f ${OUT%.img}.v2.img && -f ${OUT%.img}.v2.changes.json ]]; }; then
     echo "make-bench-image: $OUT is up to date ($PARAMS)" >&2
     exit 0
 fi
@@ -55,11 +72,14 @@ for tool in python3 mkfs.ext4 zstd; do
 done
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/mover-bench-image.XXXXXX")
-trap 'rm -rf "$STAGE"' EXIT
+[[ -n ${KEEP_STAGE:-} ]] || trap 'rm -rf "$STAGE"' EXIT
 ROOT=$STAGE/root
 mkdir -p "$ROOT"
 
 start=$(date +%s)
+if ((REAL)); then
+    python3 "$HELPER" stage "$ROOT" "$DATA_MIB" "$SEED" "$EPOCH" >"$STAGE/areas.txt"
+else
 python3 - "$ROOT" "$DATA_MIB" "$SEED" "$EPOCH" <<'PY'
 import gzip, hashlib, io, os, random, shutil, stat, subprocess, sys
 
@@ -322,6 +342,7 @@ os.utime(root, (epoch, epoch))
 print("make-bench-image: content MiB " + " ".join(
     "%s=%.0f" % (k, v / MiB) for k, v in bytes_by_kind.items()), file=sys.stderr)
 PY
+fi
 
 tmp_img="$OUT.tmp.$$"
 rm -f "$tmp_img"
@@ -339,8 +360,32 @@ awk -v n="$used" -v e="$EPOCH" 'BEGIN { for (i = 1; i <= n; i++) {
     >"$STAGE/pin-times.debugfs"
 E2FSPROGS_FAKE_TIME=$EPOCH debugfs -w -f "$STAGE/pin-times.debugfs" "$tmp_img" >/dev/null 2>&1
 e2fsck -fn "$tmp_img" >/dev/null 2>&1 || { echo "make-bench-image: e2fsck failed on $tmp_img" >&2; exit 1; }
+if ((REAL)); then
+    # The package upgrade: planned on the staging tree, applied to a copy of the image.
+    V2=${OUT%.img}.v2.img
+    python3 "$HELPER" upgrade "$ROOT" "$STAGE/new" "$STAGE/upgrade.debugfs" "$SEED" "$EPOCH" \
+        >"$STAGE/upgrade.txt"
+    cp --sparse=always "$tmp_img" "$V2.tmp.$$"
+    # Removals first, in their own session, then the writes into the freed blocks.
+    grep '^rm ' "$STAGE/upgrade.debugfs" >"$STAGE/upgrade-rm.debugfs" || true
+    grep -v '^rm ' "$STAGE/upgrade.debugfs" >"$STAGE/upgrade-write.debugfs"
+    for step in rm write; do
+        E2FSPROGS_FAKE_TIME=$((EPOCH + 86400)) debugfs -w -f "$STAGE/upgrade-$step.debugfs" \
+            "$V2.tmp.$$" >/dev/null 2>>"$STAGE/upgrade.err" || true
+        if [[ -n ${KEEP_STAGE:-} ]]; then e2fsck -fn "$V2.tmp.$$" >&2 || true; fi
+    done
+    e2fsck -fn "$V2.tmp.$$" >/dev/null 2>&1 || {
+        echo "make-bench-image: e2fsck failed on the upgraded image" >&2
+        exit 1
+    }
+    python3 "$HELPER" changes "$tmp_img" "$V2.tmp.$$" "${OUT%.img}.v2.changes.json" >"$STAGE/changes.txt"
+    mv -f "$V2.tmp.$$" "$V2"
+fi
 mv -f "$tmp_img" "$OUT"
-echo "$PARAMS" >"$OUT.params"
+{
+    echo "$PARAMS"
+    if ((REAL)); then cat "$STAGE/areas.txt" "$STAGE/upgrade.txt" "$STAGE/changes.txt"; fi
+} >"$OUT.params"
 end=$(date +%s)
 alloc=$(du -B1 "$OUT" | cut -f1)
 echo "make-bench-image: $OUT: ${SIZE_MIB} MiB image, $((alloc >> 20)) MiB allocated, $((end - start)) s" >&2

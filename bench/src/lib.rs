@@ -8,7 +8,10 @@
 //! [`link`] is the link emulator that `scripts/bench-s3.sh` puts between mover and an S3
 //! server: added delay in each direction and a rate cap.
 
+mod codec_table;
 pub mod link;
+
+pub use codec_table::codec_table;
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -267,7 +267,12 @@ fn run_job(
             let report = crate::backup(&***repo, jobs, &req.options, progress).map_err(failed)?;
             // After the commit, and never failing the backup: `find` reads the disks of a
             // snapshot without a catalog.
-            crate::files::write_catalog(repo, report.snapshot, &report.manifest);
+            crate::files::write_catalog(
+                repo,
+                report.snapshot,
+                &report.manifest,
+                req.options.threads,
+            );
             (report, None)
         }
         BackupDestination::Archive {

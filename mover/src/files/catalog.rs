@@ -3,16 +3,17 @@
 //! reader (only the chunks of directories and inodes are fetched). See docs/FORMAT.md,
 //! "File catalog".
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use chunker::format::{encode_catalog, Manifest, ObjectId};
+use chunker::format::{encode_catalog, CatalogEntry, CatalogKind, Manifest, ObjectId};
 use targets::Repository;
 
-use super::ops::walk;
+use super::ops::{finish, in_place, placed};
 use super::stored::record_of;
-use super::tree::Snapshot;
-use super::FileEntry;
+use super::tree::{join, Snapshot, Target};
+use super::{FileKind, Volume};
 use crate::{Error, ReaderOptions, Result};
 
 /// Most paths a catalog records; a snapshot with more gets none (its `find` reads the disks),
@@ -26,10 +27,18 @@ const READER_MEMORY: u64 = 64 << 20;
 /// paths recorded, or `None` (with a log line, never a warning) when the snapshot holds no file
 /// system mover reads, has too many paths, or the catalog cannot be read or stored: `find`
 /// then reads the snapshot's disks.
-pub fn write_catalog(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) -> Option<usize> {
+///
+/// `threads` workers list the directories (the backup's pipeline has finished, so its cores
+/// are free).
+pub fn write_catalog(
+    repo: &Arc<Repository>,
+    id: ObjectId,
+    manifest: &Manifest,
+    threads: usize,
+) -> Option<usize> {
     let start = Instant::now();
     let short = &id.to_hex()[..12];
-    match build(repo, id, manifest) {
+    match build(repo, id, manifest, threads) {
         Ok(Some(count)) => {
             tracing::info!(
                 "snapshot {short}: file catalog of {count} paths written in {:.2} s",
@@ -48,7 +57,13 @@ pub fn write_catalog(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) 
     }
 }
 
-fn build(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) -> Result<Option<usize>> {
+fn build(
+    repo: &Arc<Repository>,
+    id: ObjectId,
+    manifest: &Manifest,
+    threads: usize,
+) -> Result<Option<usize>> {
+    let threads = threads.clamp(1, 8);
     let options = ReaderOptions {
         memory: READER_MEMORY,
         window: Some(0),
@@ -56,20 +71,40 @@ fn build(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) -> Result<Op
     };
     let snap = Snapshot::with(repo, id, manifest.clone(), &options);
     let mut records = Vec::new();
-    let mut files = false;
-    let mut sink = |e: FileEntry| {
-        if records.len() >= CATALOG_MAX_ENTRIES {
-            return Err(Error::Refused(format!(
-                "more than {CATALOG_MAX_ENTRIES} paths"
-            )));
-        }
-        files |= !matches!(e.kind, super::FileKind::Disk | super::FileKind::Partition);
-        records.push(record_of(&e));
-        Ok(())
-    };
     let mut notes = Vec::new();
-    let target = snap.resolve("")?;
-    walk(&snap, target, true, &mut sink, &mut notes, true)?;
+    // The disks and partitions, and the roots of the file systems in them, on this thread.
+    let mut roots = Vec::new();
+    let mut virtuals = vec![snap.resolve("")?];
+    while let Some(target) = virtuals.pop() {
+        match target {
+            Target::Virtual { children } => {
+                for child in children {
+                    let path = child.path.clone();
+                    records.push(record_of(&child));
+                    match snap.resolve(&path) {
+                        Ok(t) => virtuals.push(t),
+                        Err(e) => notes.push(crate::one_line(&e)),
+                    }
+                }
+            }
+            Target::Fs { vol, prefix, inner } => {
+                let at = in_place(&prefix, vol.stat(&inner))?;
+                if at.kind == FileKind::Dir {
+                    roots.push(prefix);
+                } else if virtuals.is_empty() && roots.is_empty() && records.is_empty() {
+                    records.push(record_of(&finish(&*vol, &prefix, &inner, at)?));
+                }
+            }
+        }
+    }
+    let mut files = records
+        .iter()
+        .any(|r| !matches!(r.kind, CatalogKind::Disk | CatalogKind::Partition));
+    if !roots.is_empty() {
+        let walked = walk_parallel(&snap, &roots, threads)?;
+        files |= !walked.is_empty();
+        records.extend(walked);
+    }
     for n in &notes {
         tracing::info!(
             "snapshot {}: not in the file catalog: {n}",
@@ -82,4 +117,115 @@ fn build(repo: &Arc<Repository>, id: ObjectId, manifest: &Manifest) -> Result<Op
     let bytes = encode_catalog(&id, &mut records, 9);
     repo.put_catalog(&id, &bytes)?;
     Ok(Some(records.len()))
+}
+
+/// Directories still to list, as (file system root, path inside it), and how many workers are
+/// listing one now: the walk is over when both are empty.
+#[derive(Default)]
+struct Queue {
+    dirs: Vec<(usize, String)>,
+    busy: usize,
+    failed: bool,
+}
+
+/// Every entry below the file system roots `roots` (snapshot paths), listed by `threads`
+/// workers taking directories from one queue; each worker opens the file systems itself, all
+/// through `snap`'s readers (one cache).
+fn walk_parallel(snap: &Snapshot, roots: &[String], threads: usize) -> Result<Vec<CatalogEntry>> {
+    let queue = Mutex::new(Queue {
+        dirs: (0..roots.len()).map(|r| (r, "/".to_string())).collect(),
+        ..Queue::default()
+    });
+    let wake = Condvar::new();
+    let count = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let snap = snap.sharing();
+                let (queue, wake, count) = (&queue, &wake, &count);
+                s.spawn(move || {
+                    let r = walk_worker(&snap, roots, queue, wake, count);
+                    if r.is_err() {
+                        queue.lock().expect("catalog queue").failed = true;
+                        wake.notify_all();
+                    }
+                    r
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for w in workers {
+            match w.join().expect("catalog worker panicked") {
+                Ok(mut r) => out.append(&mut r),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })
+}
+
+fn walk_worker(
+    snap: &Snapshot,
+    roots: &[String],
+    queue: &Mutex<Queue>,
+    wake: &Condvar,
+    count: &AtomicUsize,
+) -> Result<Vec<CatalogEntry>> {
+    let mut vols: Vec<Option<(Box<dyn Volume>, String)>> = roots.iter().map(|_| None).collect();
+    let mut out = Vec::new();
+    loop {
+        let (root, inner) = {
+            let mut q = queue.lock().expect("catalog queue");
+            loop {
+                if q.failed {
+                    return Ok(out);
+                }
+                if let Some(d) = q.dirs.pop() {
+                    q.busy += 1;
+                    break d;
+                }
+                if q.busy == 0 {
+                    return Ok(out);
+                }
+                q = wake.wait(q).expect("catalog queue");
+            }
+        };
+        if vols[root].is_none() {
+            match snap.resolve(&roots[root])? {
+                Target::Fs { vol, prefix, .. } => vols[root] = Some((vol, prefix)),
+                Target::Virtual { .. } => {
+                    return Err(Error::Refused(format!(
+                        "{}: not a file system",
+                        roots[root]
+                    )))
+                }
+            }
+        }
+        let (vol, prefix) = vols[root].as_ref().expect("opened above");
+        let mut children = in_place(prefix, vol.list(&inner))?;
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut subdirs = Vec::new();
+        for child in children {
+            let path = format!("/{}", join(&inner, &child.name));
+            let child = placed(prefix, &path, child)?;
+            if child.kind == FileKind::Dir {
+                subdirs.push((root, path));
+            }
+            if count.fetch_add(1, Ordering::Relaxed) >= CATALOG_MAX_ENTRIES {
+                return Err(Error::Refused(format!(
+                    "more than {CATALOG_MAX_ENTRIES} paths"
+                )));
+            }
+            out.push(record_of(&child));
+        }
+        let mut q = queue.lock().expect("catalog queue");
+        q.busy -= 1;
+        // Deepest last, so that workers go down one subtree (its blocks stay in their cache).
+        q.dirs.extend(subdirs.into_iter().rev());
+        wake.notify_all();
+    }
 }

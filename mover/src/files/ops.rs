@@ -164,8 +164,18 @@ pub(crate) fn finish(
     vol: &dyn Volume,
     prefix: &str,
     inner: &str,
-    mut e: FileEntry,
+    e: FileEntry,
 ) -> Result<FileEntry> {
+    let mut e = placed(prefix, inner, e)?;
+    if e.kind == FileKind::Symlink {
+        e.target = Some(in_place(prefix, vol.read_link(inner))?);
+    }
+    Ok(e)
+}
+
+/// `e` (at `inner`) with its snapshot path; a symbolic link's target is not read (the file
+/// catalog does not record it, and reading it looks the path up again).
+pub(crate) fn placed(prefix: &str, inner: &str, mut e: FileEntry) -> Result<FileEntry> {
     if e.name.contains('/') || e.name.contains('\0') {
         return Err(Error::Refused(format!(
             "{}: a directory entry has the impossible name {:?}; the file system is damaged",
@@ -176,9 +186,6 @@ pub(crate) fn finish(
     e.path = join(prefix, inner);
     if e.name.is_empty() {
         e.name = e.path.rsplit('/').next().unwrap_or_default().to_string();
-    }
-    if e.kind == FileKind::Symlink {
-        e.target = Some(in_place(prefix, vol.read_link(inner))?);
     }
     Ok(e)
 }

@@ -124,6 +124,22 @@ impl Snapshot {
         Some(&entries[at + 1..end])
     }
 
+    /// The same snapshot for another thread, reading through this one's readers (one cache
+    /// for both): every disk's reader is made first.
+    pub(crate) fn sharing(&self) -> Self {
+        for disk in 0..self.manifest.disks.len() {
+            self.reader(disk);
+        }
+        Snapshot {
+            id: self.id,
+            manifest: self.manifest.clone(),
+            store: self.store.clone(),
+            options: self.options.clone(),
+            readers: RefCell::new(self.readers.borrow().clone()),
+            catalog: None,
+        }
+    }
+
     fn reader(&self, disk: usize) -> Arc<SnapshotReader> {
         let mut readers = self.readers.borrow_mut();
         readers
