@@ -27,6 +27,7 @@ mod ext;
 mod extract;
 mod fat;
 mod find;
+mod from_source;
 mod glob;
 mod ntfs;
 mod ops;

@@ -195,6 +195,15 @@ enum Opened {
 }
 
 impl Opened {
+    /// The source for positional reads after the backup (none for a stream).
+    fn into_source(self) -> Option<Arc<dyn Source>> {
+        match self {
+            Opened::Image(f) => Some(Arc::new(f)),
+            Opened::Nbd(n) => Some(Arc::new(n)),
+            Opened::Stream(_) => None,
+        }
+    }
+
     fn len(&self) -> u64 {
         match self {
             Opened::Image(f) => f.len(),
@@ -272,6 +281,7 @@ fn run_job(
                 report.snapshot,
                 &report.manifest,
                 req.options.threads,
+                opened.into_iter().map(Opened::into_source).collect(),
             );
             (report, None)
         }

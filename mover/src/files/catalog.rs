@@ -1,20 +1,22 @@
 //! The file catalog of a snapshot, written by the backup right after its commit: every path
 //! of the file systems mover reads in the snapshot's disks, read back through the snapshot
-//! reader (only the chunks of directories and inodes are fetched). See docs/FORMAT.md,
-//! "File catalog".
+//! reader (only the chunks of directories and inodes are read, from the backup's sources
+//! where they still match the snapshot: `from_source.rs`). See docs/FORMAT.md, "File
+//! catalog".
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use chunker::format::{encode_catalog, CatalogEntry, CatalogKind, Manifest, ObjectId};
-use targets::Repository;
+use targets::{ChunkStore, Repository};
 
+use super::from_source::SourceFirst;
 use super::ops::{finish, in_place, placed};
 use super::stored::record_of;
 use super::tree::{join, Snapshot, Target};
 use super::{FileKind, Volume};
-use crate::{Error, ReaderOptions, Result};
+use crate::{Error, ReaderOptions, Result, Source};
 
 /// Most paths a catalog records; a snapshot with more gets none (its `find` reads the disks),
 /// which bounds the memory a backup spends on it.
@@ -29,19 +31,32 @@ const READER_MEMORY: u64 = 64 << 20;
 /// then reads the snapshot's disks.
 ///
 /// `threads` workers list the directories (the backup's pipeline has finished, so its cores
-/// are free).
+/// are free). `sources[d]`, where given, is the source the backup read disk `d` from: chunks
+/// it still holds unchanged (checked against their ids) are read from it rather than fetched
+/// from the repository and decoded.
 pub fn write_catalog(
     repo: &Arc<Repository>,
     id: ObjectId,
     manifest: &Manifest,
     threads: usize,
+    sources: Vec<Option<Arc<dyn Source>>>,
 ) -> Option<usize> {
     let start = Instant::now();
     let short = &id.to_hex()[..12];
-    match build(repo, id, manifest, threads) {
+    let sourced = sources
+        .iter()
+        .any(Option::is_some)
+        .then(|| Arc::new(SourceFirst::new(repo.clone(), manifest, sources)));
+    let store: Arc<dyn ChunkStore> = match &sourced {
+        Some(s) => s.clone(),
+        None => repo.clone(),
+    };
+    match build(repo, &store, id, manifest, threads) {
         Ok(Some(count)) => {
+            let (read, fetched) = sourced.map_or((0, 0), |s| s.counts());
             tracing::info!(
-                "snapshot {short}: file catalog of {count} paths written in {:.2} s",
+                "snapshot {short}: file catalog of {count} paths written in {:.2} s \
+                 ({read} chunks read from the sources, {fetched} fetched)",
                 start.elapsed().as_secs_f64()
             );
             Some(count)
@@ -59,6 +74,7 @@ pub fn write_catalog(
 
 fn build(
     repo: &Arc<Repository>,
+    store: &Arc<dyn ChunkStore>,
     id: ObjectId,
     manifest: &Manifest,
     threads: usize,
@@ -69,7 +85,7 @@ fn build(
         window: Some(0),
         ..ReaderOptions::default()
     };
-    let snap = Snapshot::with(repo, id, manifest.clone(), &options);
+    let snap = Snapshot::with_store(store.clone(), id, manifest.clone(), &options);
     let mut records = Vec::new();
     let mut notes = Vec::new();
     // The disks and partitions, and the roots of the file systems in them, on this thread.

@@ -83,10 +83,20 @@ impl Snapshot {
         manifest: Manifest,
         options: &ReaderOptions,
     ) -> Self {
+        Self::with_store(repo.clone(), id, manifest, options)
+    }
+
+    /// Like [`Snapshot::with`], reading chunks from `store`.
+    pub(crate) fn with_store(
+        store: Arc<dyn ChunkStore>,
+        id: ObjectId,
+        manifest: Manifest,
+        options: &ReaderOptions,
+    ) -> Self {
         Snapshot {
             id,
             manifest,
-            store: repo.clone(),
+            store,
             options: options.clone(),
             readers: RefCell::new(HashMap::new()),
             catalog: None,
