@@ -84,7 +84,7 @@ impl SourceFirst {
     }
 
     /// The chunk read from a source that still holds it.
-    fn from_source(&self, id: &ChunkId) -> Option<Vec<u8>> {
+    fn read_source(&self, id: &ChunkId) -> Option<Vec<u8>> {
         let p = prefix(id);
         let from = self.places.partition_point(|&(q, _, _)| q < p);
         for &(q, d, i) in &self.places[from..] {
@@ -124,7 +124,7 @@ impl ChunkStore for SourceFirst {
     }
 
     fn get(&self, id: &ChunkId) -> targets::Result<Frame> {
-        match self.from_source(id) {
+        match self.read_source(id) {
             Some(bytes) => {
                 self.sourced.fetch_add(1, Ordering::Relaxed);
                 Ok(Frame {
