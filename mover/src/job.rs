@@ -282,6 +282,7 @@ fn run_job(
                 &report.manifest,
                 req.options.threads,
                 opened.into_iter().map(Opened::into_source).collect(),
+                req.options.parent.as_ref(),
             );
             (report, None)
         }

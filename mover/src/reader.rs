@@ -69,6 +69,8 @@ pub struct ReaderOptions {
     /// that jump around (file-system metadata: directories, inodes) want 0, so that only the
     /// chunks they read are fetched.
     pub window: Option<u64>,
+    /// Remember which chunks reads touched ([`SnapshotReader::touched`]).
+    pub track: bool,
 }
 
 impl Default for ReaderOptions {
@@ -78,6 +80,7 @@ impl Default for ReaderOptions {
             fetchers: 4,
             task_bytes: crate::LOCAL_TASK_BYTES,
             window: None,
+            track: false,
         }
     }
 }
@@ -174,6 +177,8 @@ struct Inner {
     fetched: AtomicU64,
     fetched_bytes: AtomicU64,
     hits: AtomicU64,
+    /// One bit a chunk: read by a caller (zero chunks included), when tracking.
+    touched: Option<Mutex<Vec<u64>>>,
 }
 
 /// Work for the fetch threads.
@@ -233,6 +238,9 @@ impl SnapshotReader {
             fetched: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            touched: opts
+                .track
+                .then(|| Mutex::new(vec![0; disk.entries.len().div_ceil(64)])),
         });
         let (tx, rx) = crossbeam_channel::bounded(opts.fetchers.max(1) * 2);
         let fetchers = (0..opts.fetchers.max(1))
@@ -299,6 +307,12 @@ impl SnapshotReader {
         }
         let first = inner.index_of(offset);
         let last = inner.index_of(end - 1);
+        if let Some(touched) = &inner.touched {
+            let mut bits = touched.lock().unwrap_or_else(PoisonError::into_inner);
+            for i in first..=last {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
         self.readahead(offset, end, first, last);
         let mut pieces = Vec::with_capacity(last + 1 - first);
         for i in first..=last {
@@ -338,6 +352,19 @@ impl SnapshotReader {
             i += 1;
         }
         runs
+    }
+
+    /// The indices of the chunks reads have touched so far, in order (zero chunks included,
+    /// readahead not); `None` unless [`ReaderOptions::track`] was set.
+    pub fn touched(&self) -> Option<Vec<usize>> {
+        let bits = self.inner.touched.as_ref()?;
+        let bits = bits.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = self.inner.entries.len();
+        Some(
+            (0..n)
+                .filter(|&i| bits[i / 64] >> (i % 64) & 1 == 1)
+                .collect(),
+        )
     }
 
     /// What the reader did so far.
@@ -604,6 +631,7 @@ mod tests {
             fetchers: 2,
             task_bytes: 3 * CH as u64,
             window: None,
+            track: true,
         }
     }
 
@@ -626,6 +654,24 @@ mod tests {
         }
         assert!(r.read_at(40960, &mut [0]).is_err());
         assert!(r.read_at(u64::MAX, &mut [0]).is_err());
+    }
+
+    #[test]
+    fn touched_chunks_are_those_read_zero_chunks_included() {
+        let (_d, repo, disk, _image) = disk(10);
+        let r = SnapshotReader::new(repo, &disk, &opts(1 << 20));
+        assert_eq!(r.touched(), Some(vec![]));
+        let mut buf = vec![0; 10];
+        r.read_at(2 * CH as u64 + 5, &mut buf).unwrap();
+        r.read_at(4 * CH as u64, &mut buf).unwrap(); // a zero chunk
+        r.read_at(6 * CH as u64 - 5, &mut buf).unwrap(); // chunks 5 and 6
+        assert_eq!(r.touched(), Some(vec![2, 4, 5, 6]));
+        let untracked = ReaderOptions {
+            track: false,
+            ..opts(1 << 20)
+        };
+        let (_d, repo, disk, _image) = self::disk(3);
+        assert_eq!(SnapshotReader::new(repo, &disk, &untracked).touched(), None);
     }
 
     #[test]

@@ -620,3 +620,57 @@ fn a_snapshot_without_a_file_system_gets_no_catalog() {
     let out = env.cmd("find", &["*"]).run().ok();
     out.assert_stderr_has(&["0 matches in 1 snapshots"]);
 }
+
+/// The `-v` log line about the catalog of a backup.
+fn catalog_line(out: &Output) -> String {
+    out.stderr
+        .lines()
+        .find(|l| l.contains("file catalog"))
+        .unwrap_or_else(|| panic!("no catalog line:\n{out}"))
+        .to_string()
+}
+
+#[test]
+fn an_incremental_whose_metadata_did_not_change_keeps_its_parents_catalog() {
+    let env = Env::new();
+    let src = env.path("src");
+    source_tree(&src);
+    let image = env.path("root.img");
+    if !ext4_image(&src, &image, 4, "r") {
+        return;
+    }
+    let backup = |parent: bool| {
+        let mut args = vec!["--name", "vm", "-v", "--json"];
+        if parent {
+            args.extend(["--parent", "latest"]);
+        }
+        let out = env
+            .cmd("backup", &args)
+            .arg("--source")
+            .arg(&image)
+            .run()
+            .ok();
+        let id = text(&out.json()["data"], "snapshot_id").to_string();
+        (id, catalog_line(&out))
+    };
+    let (first, line) = backup(false);
+    assert!(line.contains("written"), "{line}");
+    // The same disk again: nothing the catalog was read from changed.
+    let (same, line) = backup(true);
+    assert!(line.contains("kept from the parent"), "{line}");
+    let listing = |id: &str| env.cmd("ls", &[id, "-R", "--json"]).run().ok().stdout_str();
+    assert_eq!(listing(&same), listing(&first));
+    assert!(env.repo.join("catalogs").join(&same).is_file());
+
+    // A new file changes directories and inodes: the catalog is read again and holds it.
+    write_file(&src.join("home/user/added.txt"), b"new\n");
+    fs::remove_file(&image).unwrap();
+    ext4_image(&src, &image, 4, "r");
+    let (changed, line) = backup(true);
+    assert!(line.contains("written"), "{line}");
+    let (hits, out) = find_json(&env, "added.txt");
+    assert_eq!(hits.len(), 1, "{out}");
+    assert_eq!(hits[0]["snapshot_id"], changed.as_str());
+    let plain = env.cmd("find", &["added.txt"]).run().ok();
+    plain.assert_stderr_has(&["(3 answered from their file catalog)"]);
+}

@@ -18,6 +18,13 @@ pub const CATALOG_VERSION: u32 = 1;
 /// Largest body a reader accepts (uncompressed), bytes.
 pub const MAX_CATALOG_BODY: u64 = 1 << 30;
 const WHAT: &str = "file catalog";
+/// Flag: the body ends with the chunks the catalog was read from ([`CatalogReads`]).
+const FLAG_READS: u32 = 1;
+
+/// The chunks a catalog was built from: for each disk of the snapshot in order, the indices
+/// of its chunks that listing the file systems read, ascending (zero chunks included). A later
+/// snapshot whose disks hold the same chunks at all those indices has the same catalog.
+pub type CatalogReads = Vec<Vec<u32>>;
 const HEAD_LEN: usize = 64;
 
 /// What a catalog entry is (the byte stored).
@@ -96,6 +103,16 @@ fn get_varint(r: &mut Reader) -> Result<u64> {
 /// Encodes the catalog of snapshot `snapshot`; sorts `entries` by path and drops repeated
 /// paths first.
 pub fn encode_catalog(snapshot: &ObjectId, entries: &mut Vec<CatalogEntry>, level: i32) -> Vec<u8> {
+    encode_catalog_with(snapshot, entries, None, level)
+}
+
+/// Like [`encode_catalog`], recording the chunks the catalog was read from.
+pub fn encode_catalog_with(
+    snapshot: &ObjectId,
+    entries: &mut Vec<CatalogEntry>,
+    reads: Option<&CatalogReads>,
+    level: i32,
+) -> Vec<u8> {
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     entries.dedup_by(|a, b| a.path == b.path);
     let mut body = Vec::with_capacity(entries.len() * 24);
@@ -116,11 +133,31 @@ pub fn encode_catalog(snapshot: &ObjectId, entries: &mut Vec<CatalogEntry>, leve
         put_varint(&mut body, e.inode);
         prev = p;
     }
+    if let Some(reads) = reads {
+        put_varint(&mut body, reads.len() as u64);
+        for disk in reads {
+            // Runs of consecutive indices: (gap from the end of the previous run, length).
+            let mut runs: Vec<(u32, u32)> = Vec::new();
+            for &i in disk {
+                match runs.last_mut() {
+                    Some((s, n)) if *s + *n == i => *n += 1,
+                    _ => runs.push((i, 1)),
+                }
+            }
+            put_varint(&mut body, runs.len() as u64);
+            let mut end = 0;
+            for (s, n) in runs {
+                put_varint(&mut body, u64::from(s - end));
+                put_varint(&mut body, u64::from(n));
+                end = s + n;
+            }
+        }
+    }
     let frame = zstd::bulk::compress(&body, level).expect("zstd compresses into a Vec");
     let mut w = Writer::with_capacity(HEAD_LEN + frame.len() + 32);
     w.bytes(&CATALOG_MAGIC);
     w.u32(CATALOG_VERSION);
-    w.u32(0);
+    w.u32(if reads.is_some() { FLAG_READS } else { 0 });
     w.bytes(&snapshot.0);
     w.u64(entries.len() as u64);
     w.u64(body.len() as u64);
@@ -130,8 +167,19 @@ pub fn encode_catalog(snapshot: &ObjectId, entries: &mut Vec<CatalogEntry>, leve
 
 /// Decodes a catalog, checking that it belongs to snapshot `snapshot`.
 pub fn decode_catalog(buf: &[u8], snapshot: &ObjectId) -> Result<Vec<CatalogEntry>> {
+    decode_catalog_with(buf, snapshot).map(|(entries, _)| entries)
+}
+
+/// Like [`decode_catalog`], with the chunks the catalog was read from when it records them.
+pub fn decode_catalog_with(
+    buf: &[u8],
+    snapshot: &ObjectId,
+) -> Result<(Vec<CatalogEntry>, Option<CatalogReads>)> {
     let (mut r, _) = open(WHAT, buf, &CATALOG_MAGIC, true, CATALOG_VERSION)?;
-    let _flags = r.u32()?;
+    let flags = r.u32()?;
+    if flags & !FLAG_READS != 0 {
+        return Err(Error::structure(WHAT, format!("unknown flags {flags:#x}")));
+    }
     if r.array::<32>()? != snapshot.0 {
         return Err(Error::structure(WHAT, "it belongs to another snapshot"));
     }
@@ -190,8 +238,40 @@ pub fn decode_catalog(buf: &[u8], snapshot: &ObjectId) -> Result<Vec<CatalogEntr
             inode,
         });
     }
+    let reads = if flags & FLAG_READS != 0 {
+        Some(decode_reads(&mut r)?)
+    } else {
+        None
+    };
     r.end()?;
-    Ok(out)
+    Ok((out, reads))
+}
+
+fn decode_reads(r: &mut Reader<'_>) -> Result<CatalogReads> {
+    let disks = get_varint(r)?;
+    if disks > r.remaining() as u64 {
+        return Err(r.error("too many disks in its chunk list"));
+    }
+    let mut reads = Vec::with_capacity(disks as usize);
+    for _ in 0..disks {
+        let runs = get_varint(r)?;
+        if runs > r.remaining() as u64 {
+            return Err(r.error("too many runs in its chunk list"));
+        }
+        let mut disk = Vec::new();
+        let mut end = 0u64;
+        for _ in 0..runs {
+            let start = end + get_varint(r)?;
+            let n = get_varint(r)?;
+            end = start + n;
+            if n == 0 || end > u64::from(u32::MAX) || (disk.len() as u64 + n) > MAX_CATALOG_BODY {
+                return Err(r.error("a run of its chunk list is out of range"));
+            }
+            disk.extend(start as u32..end as u32);
+        }
+        reads.push(disk);
+    }
+    Ok(reads)
 }
 
 #[cfg(test)]
@@ -233,5 +313,13 @@ mod tests {
         let mut bad = bytes.clone();
         bad[HEAD_LEN] ^= 1;
         assert!(decode_catalog(&bad, &id).is_err());
+        assert_eq!(decode_catalog_with(&bytes, &id).unwrap().1, None);
+
+        // With the chunks it was read from: runs, gaps, an empty disk.
+        let reads: CatalogReads = vec![vec![0, 1, 2, 7, 9, 10, 4000], vec![], vec![5]];
+        let with = encode_catalog_with(&id, &mut entries, Some(&reads), 3);
+        let (back, got) = decode_catalog_with(&with, &id).unwrap();
+        assert_eq!((back, got), (entries.clone(), Some(reads)));
+        assert_eq!(decode_catalog(&with, &id).unwrap(), entries);
     }
 }

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use chunker::format::{encode_catalog, CatalogEntry, CatalogKind, Manifest, ObjectId};
+use chunker::format::{
+    decode_catalog_with, encode_catalog_with, CatalogEntry, CatalogKind, CatalogReads, Manifest,
+    ObjectId,
+};
 use targets::{ChunkStore, Repository};
 
 use super::from_source::SourceFirst;
@@ -34,15 +37,36 @@ const READER_MEMORY: u64 = 64 << 20;
 /// are free). `sources[d]`, where given, is the source the backup read disk `d` from: chunks
 /// it still holds unchanged (checked against their ids) are read from it rather than fetched
 /// from the repository and decoded.
+///
+/// `parent` is the snapshot this one is an incremental of: when its catalog records the
+/// chunks it was read from and this snapshot holds the same chunks at all of them, listing
+/// would read the same bytes, so the parent's catalog is stored for this snapshot without
+/// reading anything.
 pub fn write_catalog(
     repo: &Arc<Repository>,
     id: ObjectId,
     manifest: &Manifest,
     threads: usize,
     sources: Vec<Option<Arc<dyn Source>>>,
+    parent: Option<&(ObjectId, Manifest)>,
 ) -> Option<usize> {
     let start = Instant::now();
     let short = &id.to_hex()[..12];
+    if let Some((mut entries, reads)) = parent.and_then(|p| unchanged_catalog(repo, p, manifest)) {
+        let bytes = encode_catalog_with(&id, &mut entries, Some(&reads), 9);
+        match repo.put_catalog(&id, &bytes) {
+            Ok(()) => {
+                tracing::info!(
+                    "snapshot {short}: file catalog of {} paths kept from the parent \
+                     (none of the chunks it was read from changed)",
+                    entries.len()
+                );
+                return Some(entries.len());
+            }
+            Err(e) => tracing::info!("snapshot {short}: no file catalog: {e}"),
+        }
+        return None;
+    }
     let sourced = sources
         .iter()
         .any(Option::is_some)
@@ -72,6 +96,36 @@ pub fn write_catalog(
     }
 }
 
+/// The parent's catalog and the chunks it was read from, when every one of those chunks is
+/// the same in `manifest` (same disks, in order, of the same sizes).
+fn unchanged_catalog(
+    repo: &Repository,
+    (parent, old): &(ObjectId, Manifest),
+    manifest: &Manifest,
+) -> Option<(Vec<CatalogEntry>, CatalogReads)> {
+    if old.disks.len() != manifest.disks.len() {
+        return None;
+    }
+    let bytes = repo.load_catalog(parent).ok()??;
+    let (entries, reads) = decode_catalog_with(&bytes, parent).ok()?;
+    let reads = reads?;
+    if reads.len() != manifest.disks.len() {
+        return None;
+    }
+    for ((a, b), read) in old.disks.iter().zip(&manifest.disks).zip(&reads) {
+        let same_disk =
+            a.name == b.name && a.source_len == b.source_len && a.entries.len() == b.entries.len();
+        if !same_disk
+            || read
+                .iter()
+                .any(|&i| a.entries.get(i as usize) != b.entries.get(i as usize))
+        {
+            return None;
+        }
+    }
+    Some((entries, reads))
+}
+
 fn build(
     repo: &Arc<Repository>,
     store: &Arc<dyn ChunkStore>,
@@ -83,6 +137,7 @@ fn build(
     let options = ReaderOptions {
         memory: READER_MEMORY,
         window: Some(0),
+        track: true,
         ..ReaderOptions::default()
     };
     let snap = Snapshot::with_store(store.clone(), id, manifest.clone(), &options);
@@ -130,7 +185,8 @@ fn build(
     if !files {
         return Ok(None);
     }
-    let bytes = encode_catalog(&id, &mut records, 9);
+    let reads = snap.touched();
+    let bytes = encode_catalog_with(&id, &mut records, reads.as_ref(), 9);
     repo.put_catalog(&id, &bytes)?;
     Ok(Some(records.len()))
 }

@@ -150,6 +150,17 @@ impl Snapshot {
         }
     }
 
+    /// For each disk, the chunks its reader has touched (an empty list for a disk nothing
+    /// read); `None` unless the readers were made with [`ReaderOptions::track`].
+    pub(crate) fn touched(&self) -> Option<Vec<Vec<u32>>> {
+        (0..self.manifest.disks.len())
+            .map(|d| {
+                let touched = self.reader(d).touched()?;
+                Some(touched.into_iter().map(|i| i as u32).collect())
+            })
+            .collect()
+    }
+
     fn reader(&self, disk: usize) -> Arc<SnapshotReader> {
         let mut readers = self.readers.borrow_mut();
         readers

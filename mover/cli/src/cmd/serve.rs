@@ -32,6 +32,7 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
                 mover::LOCAL_TASK_BYTES
             },
             window: None,
+            track: false,
         },
     };
     let json = a.json;
