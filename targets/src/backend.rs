@@ -5,7 +5,7 @@
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -300,16 +300,20 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let path = self.path(key);
-        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let mut buf = vec![0u8; len];
-        match f.read_exact_at(&mut buf, offset) {
-            Ok(()) => Ok(buf),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Corrupt {
+        let mut f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        // The descriptor is this call's own, so its position is ours to move; reading into
+        // spare capacity spares zeroing the buffer first (a pass over every byte read).
+        let mut buf = Vec::with_capacity(len);
+        f.seek(std::io::SeekFrom::Start(offset))
+            .and_then(|_| (&mut f).take(len as u64).read_to_end(&mut buf))
+            .map_err(|e| Error::io("read", &path, e))?;
+        if buf.len() < len {
+            return Err(Error::Corrupt {
                 what: format!("{}", path.display()),
                 detail: format!("truncated: {len} bytes at offset {offset} are past its end"),
-            }),
-            Err(e) => Err(Error::io("read", &path, e)),
+            });
         }
+        Ok(buf)
     }
 
     fn size(&self, key: &str) -> Result<u64> {
