@@ -593,7 +593,7 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed ^ 0x5eed);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        out.extend_from_slice(&rng.next().to_le_bytes());
+        chunker::le::push(&mut out, rng.next());
     }
     out.truncate(len);
     out

@@ -27,8 +27,8 @@ impl ExtVolume {
         let mut sb = [0u8; 0x68];
         r.read_exact_at(1024, &mut sb)
             .map_err(|e| Error::Refused(format!("{what}: cannot read the ext superblock: {e}")))?;
-        let compat = u32::from_le_bytes(sb[0x5C..0x60].try_into().expect("4 bytes"));
-        let incompat = u32::from_le_bytes(sb[0x60..0x64].try_into().expect("4 bytes"));
+        let compat = chunker::le::u32_at(&sb, 0x5C);
+        let incompat = chunker::le::u32_at(&sb, 0x60);
         // Extents, 64-bit or flex_bg make it ext4; a journal without them ext3.
         let kind = if incompat & (0x40 | 0x80 | 0x200) != 0 {
             "ext4"

@@ -302,7 +302,7 @@ fn interix_link(
         return Ok(None);
     }
     let units: Vec<u16> = (bytes[8..].chunks_exact(2))
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .map(|c| chunker::le::u16_at(c, 0))
         .collect();
     Ok(Some(String::from_utf16_lossy(&units)))
 }

@@ -7,6 +7,8 @@
 
 use std::io;
 
+use chunker::le;
+
 use super::view::RangeReader;
 
 /// Sector size of partition tables here (4 KiB-sector GPT is looked for too).
@@ -113,9 +115,9 @@ fn is_fat(b: &[u8]) -> bool {
     if b.len() < 512 || b[510..512] != [0x55, 0xAA] || !matches!(b[0], 0xEB | 0xE9) {
         return false;
     }
-    let bytes_per_sector = u16::from_le_bytes([b[11], b[12]]);
+    let bytes_per_sector = le::u16_at(b, 11);
     let per_cluster = b[13];
-    let reserved = u16::from_le_bytes([b[14], b[15]]);
+    let reserved = le::u16_at(b, 14);
     matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096)
         && per_cluster.is_power_of_two()
         && reserved > 0
@@ -123,11 +125,11 @@ fn is_fat(b: &[u8]) -> bool {
 }
 
 fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+    le::u32_at(b, off)
 }
 
 fn le64(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+    le::u64_at(b, off)
 }
 
 /// The partitions of a GPT whose header is at LBA 1 with `sector`-byte sectors.
@@ -158,7 +160,7 @@ fn gpt(r: &mut RangeReader, sector: u64) -> io::Result<Option<Vec<Part>>> {
         let (first, last) = (le64(e, 32), le64(e, 40));
         let name: Vec<u16> = e[56..128]
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .map(|c| le::u16_at(c, 0))
             .take_while(|&c| c != 0)
             .collect();
         parts.push(Part {
@@ -177,8 +179,8 @@ fn guid(b: &[u8; 16]) -> String {
     format!(
         "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{}",
         le32(b, 0),
-        u16::from_le_bytes([b[4], b[5]]),
-        u16::from_le_bytes([b[6], b[7]]),
+        le::u16_at(b, 4),
+        le::u16_at(b, 6),
         b[8],
         b[9],
         b[10..]

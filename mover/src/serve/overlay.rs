@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chunker::format::ObjectId;
+use chunker::le;
 
 use crate::reader::{Run, SnapshotReader};
 use crate::{Error, Result};
@@ -325,11 +326,11 @@ impl Overlay {
 fn header(snapshot: &ObjectId, disk: &str, len: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_FIXED + disk.len());
     h.extend_from_slice(&magic());
-    h.extend_from_slice(&VERSION.to_le_bytes());
-    h.extend_from_slice(&(BLOCK as u32).to_le_bytes());
-    h.extend_from_slice(&len.to_le_bytes());
+    le::push(&mut h, VERSION);
+    le::push(&mut h, BLOCK as u32);
+    le::push(&mut h, len);
     h.extend_from_slice(&snapshot.0);
-    h.extend_from_slice(&(disk.len() as u16).to_le_bytes());
+    le::push(&mut h, disk.len() as u16);
     h.extend_from_slice(disk.as_bytes());
     h
 }

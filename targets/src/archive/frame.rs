@@ -404,7 +404,7 @@ pub fn decode_chunk(buf: &[u8]) -> Parsed<(ChunkId, Frame)> {
 /// Part prefix (16 bytes): total length u64 | offset of this part u64. The bytes follow.
 pub fn part_prefix(total: u64, offset: u64) -> [u8; PART_PREFIX_LEN] {
     let mut b = [0u8; PART_PREFIX_LEN];
-    b[..8].copy_from_slice(&total.to_le_bytes());
+    le::put_at(&mut b, 0, total);
     le::put_at(&mut b, 8, offset);
     b
 }
