@@ -27,7 +27,6 @@ mod ext;
 mod extract;
 mod fat;
 mod find;
-mod from_source;
 mod glob;
 mod ntfs;
 mod ops;

@@ -47,7 +47,7 @@ use chunker::{ChunkId, Decoder};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use targets::ChunkStore;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Source};
 
 mod cache;
 mod pool;
@@ -130,6 +130,8 @@ impl Piece {
 pub struct ReaderStats {
     /// Chunks fetched from the store and decoded (on demand or ahead).
     pub chunks_fetched: u64,
+    /// Chunks read from the disk's source instead (see [`SnapshotReader::with_source`]).
+    pub chunks_from_source: u64,
     /// Stored bytes (compressed frames) of the chunks fetched.
     pub bytes_fetched: u64,
     /// Chunk lookups answered from the cache.
@@ -179,6 +181,9 @@ struct Inner {
     hits: AtomicU64,
     /// One bit a chunk: read by a caller (zero chunks included), when tracking.
     touched: Option<Mutex<Vec<u64>>>,
+    /// The disk's source, tried before the store (see [`SnapshotReader::with_source`]).
+    source: Option<Arc<dyn Source>>,
+    sourced: AtomicU64,
 }
 
 /// Work for the fetch threads.
@@ -212,6 +217,20 @@ const SEQUENTIAL_AFTER: u32 = 2;
 impl SnapshotReader {
     /// A reader of `disk` (one disk of a snapshot manifest) on `store`.
     pub fn new(store: Arc<dyn ChunkStore>, disk: &Disk, opts: &ReaderOptions) -> Self {
+        Self::with_source(store, disk, opts, None)
+    }
+
+    /// Like [`SnapshotReader::new`], reading each chunk first from `source` (what the disk
+    /// was backed up from, still open: the backup's file catalog reads this way) at the
+    /// chunk's offset. The bytes are used only when they hash to the chunk's id, so the
+    /// reader returns the snapshot's content whatever the source holds now; any other chunk,
+    /// or a failed read, comes from the store. No decode, no fetch: over S3, no round trip.
+    pub fn with_source(
+        store: Arc<dyn ChunkStore>,
+        disk: &Disk,
+        opts: &ReaderOptions,
+        source: Option<Arc<dyn Source>>,
+    ) -> Self {
         let mut starts = Vec::with_capacity(disk.entries.len());
         let mut at = 0u64;
         for e in &disk.entries {
@@ -241,6 +260,8 @@ impl SnapshotReader {
             touched: opts
                 .track
                 .then(|| Mutex::new(vec![0; disk.entries.len().div_ceil(64)])),
+            source,
+            sourced: AtomicU64::new(0),
         });
         let (tx, rx) = crossbeam_channel::bounded(opts.fetchers.max(1) * 2);
         let fetchers = (0..opts.fetchers.max(1))
@@ -371,6 +392,7 @@ impl SnapshotReader {
     pub fn stats(&self) -> ReaderStats {
         ReaderStats {
             chunks_fetched: self.inner.fetched.load(Ordering::Relaxed),
+            chunks_from_source: self.inner.sourced.load(Ordering::Relaxed),
             bytes_fetched: self.inner.fetched_bytes.load(Ordering::Relaxed),
             cache_hits: self.inner.hits.load(Ordering::Relaxed),
             cached_bytes: self.inner.cache.bytes(),
@@ -489,11 +511,14 @@ impl Inner {
                 Ok(Some(data))
             }
             Claim::Fetch => {
-                let result = self
-                    .store
-                    .get(&id)
-                    .map_err(Error::from)
-                    .and_then(|frame| self.decode(&frame, &id));
+                let result = match self.read_source(i, &id) {
+                    Some(data) => Ok(data),
+                    None => self
+                        .store
+                        .get(&id)
+                        .map_err(Error::from)
+                        .and_then(|frame| self.decode(&frame, &id)),
+                };
                 match result {
                     Ok(data) => {
                         self.cache.fill(&id, data.clone());
@@ -537,7 +562,19 @@ impl Inner {
     /// Fetches claimed chunks with one request and stores them; on failure gives up every
     /// claim left.
     fn fetch_task(&self, task: &[usize]) -> Result<()> {
-        let ids: Vec<ChunkId> = task.iter().filter_map(|&i| self.entries[i].id).collect();
+        let mut ids: Vec<ChunkId> = Vec::with_capacity(task.len());
+        for &i in task {
+            let Some(id) = self.entries[i].id else {
+                continue;
+            };
+            match self.read_source(i, &id) {
+                Some(data) => self.cache.fill(&id, data),
+                None => ids.push(id),
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut done = 0;
         let result = (|| {
             let frames = self.store.get_many(&ids)?;
@@ -554,6 +591,21 @@ impl Inner {
             }
         }
         result
+    }
+
+    /// Chunk `i` read from the disk's source, when it still holds the chunk `id` there.
+    fn read_source(&self, i: usize, id: &ChunkId) -> Option<Arc<Chunk>> {
+        let source = self.source.as_ref()?;
+        let mut buf = self.pool.take();
+        buf.resize(self.entries[i].len as usize, 0);
+        let same =
+            source.read_at(self.starts[i], &mut buf).is_ok() && self.store.id_key().id(&buf) == *id;
+        if !same {
+            self.pool.give(buf);
+            return None;
+        }
+        self.sourced.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::new(self.pool.chunk(buf)))
     }
 
     fn decode(&self, frame: &chunker::Frame, id: &ChunkId) -> Result<Arc<Chunk>> {
@@ -654,6 +706,25 @@ mod tests {
         }
         assert!(r.read_at(40960, &mut [0]).is_err());
         assert!(r.read_at(u64::MAX, &mut [0]).is_err());
+    }
+
+    #[test]
+    fn chunks_come_from_the_source_while_it_matches_the_snapshot() {
+        let (dir, repo, disk, image) = disk(10);
+        // The source changed after the snapshot: chunk 2 no longer matches it.
+        let mut changed = image.clone();
+        changed[2 * CH + 7] ^= 1;
+        let path = dir.path().join("source.img");
+        std::fs::write(&path, &changed).unwrap();
+        let source: Arc<dyn Source> =
+            Arc::new(crate::FileSource::open(path.to_str().unwrap()).unwrap());
+        let r = SnapshotReader::with_source(repo, &disk, &opts(1 << 20), Some(source));
+        let mut buf = vec![0; image.len()];
+        r.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, image, "the snapshot's bytes, not the source's");
+        let s = r.stats();
+        // Seven data chunks (every third is zero): six from the source, the changed one fetched.
+        assert_eq!((s.chunks_from_source, s.chunks_fetched), (6, 1));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The file catalog of a snapshot, written by the backup right after its commit: every path
 //! of the file systems mover reads in the snapshot's disks, read back through the snapshot
 //! reader (only the chunks of directories and inodes are read, from the backup's sources
-//! where they still match the snapshot: `from_source.rs`). See docs/FORMAT.md, "File
-//! catalog".
+//! where they still match the snapshot: [`crate::SnapshotReader::with_source`]). See
+//! docs/FORMAT.md, "File catalog".
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,9 +12,8 @@ use chunker::format::{
     decode_catalog_with, encode_catalog_with, CatalogEntry, CatalogKind, CatalogReads, Manifest,
     ObjectId,
 };
-use targets::{ChunkStore, Repository};
+use targets::Repository;
 
-use super::from_source::SourceFirst;
 use super::ops::{finish, in_place, placed};
 use super::stored::record_of;
 use super::tree::{join, Snapshot, Target};
@@ -67,17 +66,8 @@ pub fn write_catalog(
         }
         return None;
     }
-    let sourced = sources
-        .iter()
-        .any(Option::is_some)
-        .then(|| Arc::new(SourceFirst::new(repo.clone(), manifest, sources)));
-    let store: Arc<dyn ChunkStore> = match &sourced {
-        Some(s) => s.clone(),
-        None => repo.clone(),
-    };
-    match build(repo, &store, id, manifest, threads) {
-        Ok(Some(count)) => {
-            let (read, fetched) = sourced.map_or((0, 0), |s| s.counts());
+    match build(repo, id, manifest, threads, sources) {
+        Ok(Some((count, (read, fetched)))) => {
             tracing::info!(
                 "snapshot {short}: file catalog of {count} paths written in {:.2} s \
                  ({read} chunks read from the sources, {fetched} fetched)",
@@ -126,13 +116,16 @@ fn unchanged_catalog(
     Some((entries, reads))
 }
 
+/// The catalog's path count and the chunks read (from the sources, from the repository).
+type Built = (usize, (u64, u64));
+
 fn build(
     repo: &Arc<Repository>,
-    store: &Arc<dyn ChunkStore>,
     id: ObjectId,
     manifest: &Manifest,
     threads: usize,
-) -> Result<Option<usize>> {
+    sources: Vec<Option<Arc<dyn Source>>>,
+) -> Result<Option<Built>> {
     let threads = threads.clamp(1, 8);
     let options = ReaderOptions {
         memory: READER_MEMORY,
@@ -140,7 +133,7 @@ fn build(
         track: true,
         ..ReaderOptions::default()
     };
-    let snap = Snapshot::with_store(store.clone(), id, manifest.clone(), &options);
+    let snap = Snapshot::with(repo, id, manifest.clone(), &options).with_sources(sources);
     let mut records = Vec::new();
     let mut notes = Vec::new();
     // The disks and partitions, and the roots of the file systems in them, on this thread.
@@ -188,7 +181,7 @@ fn build(
     let reads = snap.touched();
     let bytes = encode_catalog_with(&id, &mut records, reads.as_ref(), 9);
     repo.put_catalog(&id, &bytes)?;
-    Ok(Some(records.len()))
+    Ok(Some((records.len(), snap.read_counts())))
 }
 
 /// Directories still to list, as (file system root, path inside it), and how many workers are

@@ -13,7 +13,7 @@ use super::ntfs::NtfsVolume;
 use super::probe::{self, Found, Layout, Part};
 use super::view::RangeReader;
 use super::{FileEntry, FileKind, Volume};
-use crate::{Error, ReaderOptions, Result, SnapshotReader};
+use crate::{Error, ReaderOptions, Result, SnapshotReader, Source};
 
 /// One snapshot opened for reading files, with one reader (and chunk cache) per disk.
 pub(crate) struct Snapshot {
@@ -22,6 +22,9 @@ pub(crate) struct Snapshot {
     store: Arc<dyn ChunkStore>,
     options: ReaderOptions,
     readers: RefCell<HashMap<usize, Arc<SnapshotReader>>>,
+    /// Per disk, the source it was backed up from, read first where it still matches (see
+    /// [`SnapshotReader::with_source`]).
+    sources: Vec<Option<Arc<dyn Source>>>,
     /// The snapshot's file catalog, when a recursive listing may answer from it: every
     /// entry, in listing order (see [`Snapshot::use_catalog`]).
     catalog: Option<Vec<FileEntry>>,
@@ -99,8 +102,25 @@ impl Snapshot {
             store,
             options: options.clone(),
             readers: RefCell::new(HashMap::new()),
+            sources: Vec::new(),
             catalog: None,
         }
+    }
+
+    /// Reads disk `d`'s chunks first from `sources[d]` where given (before any reader is
+    /// made).
+    pub(crate) fn with_sources(mut self, sources: Vec<Option<Arc<dyn Source>>>) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Chunks the readers read from the sources, and fetched from the store.
+    pub(crate) fn read_counts(&self) -> (u64, u64) {
+        let readers = self.readers.borrow();
+        readers.values().fold((0, 0), |(s, f), r| {
+            let st = r.stats();
+            (s + st.chunks_from_source, f + st.chunks_fetched)
+        })
     }
 
     /// Lets recursive walks below a file system's directory take its entries from `entries`
@@ -146,6 +166,7 @@ impl Snapshot {
             store: self.store.clone(),
             options: self.options.clone(),
             readers: RefCell::new(self.readers.borrow().clone()),
+            sources: self.sources.clone(),
             catalog: None,
         }
     }
@@ -166,10 +187,11 @@ impl Snapshot {
         readers
             .entry(disk)
             .or_insert_with(|| {
-                Arc::new(SnapshotReader::new(
+                Arc::new(SnapshotReader::with_source(
                     self.store.clone(),
                     &self.manifest.disks[disk],
                     &self.options,
+                    self.sources.get(disk).cloned().flatten(),
                 ))
             })
             .clone()
