@@ -231,17 +231,25 @@ mod tests {
         assert!(!is_zero(&v));
     }
 
+    /// Seeded xorshift bytes: incompressible test data, the same on every run.
+    struct Noise(u64);
+
+    impl Noise {
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    self.0 ^= self.0 << 13;
+                    self.0 ^= self.0 >> 7;
+                    self.0 ^= self.0 << 17;
+                    self.0 as u8
+                })
+                .collect()
+        }
+    }
+
     #[test]
     fn incompressible_is_stored_raw() {
-        let mut x = 0x1234_5678_9abc_def0u64;
-        let data: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = Noise(0x1234_5678_9abc_def0).bytes(100_000);
         let frame = Encoder::new(3).encode(&data);
         assert_eq!(frame.compression, Compression::None);
         assert_eq!(frame.bytes, data);
@@ -249,17 +257,8 @@ mod tests {
 
     #[test]
     fn probe_keeps_compressible_data_compressed() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
+        let mut rng = Noise(0x9e37_79b9_7f4a_7c15);
+        let mut noise = |n: usize| rng.bytes(n);
         let mut enc = Encoder::new(3);
         let random = noise(1 << 20);
         assert_eq!(enc.encode(&random).compression, Compression::None);
@@ -289,17 +288,8 @@ mod tests {
 
     #[test]
     fn probe_stopping_early_decides_like_all_samples() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
+        let mut rng = Noise(0x2545_f491_4f6c_dd1d);
+        let mut noise = |n: usize| rng.bytes(n);
         let mut enc = Encoder::new(3);
         let (mut raw, mut compressed) = (0, 0);
         // Random chunks with 0 to 8 text pieces where the samples fall, and random data made

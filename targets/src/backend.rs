@@ -140,6 +140,38 @@ fn tmp_writer_running(name: &str) -> bool {
 }
 
 impl LocalBackend {
+    /// Calls `f(key, name, entry)` for every entry below key `dir` that is not a directory,
+    /// descending into directories whose names do not start with '.'; a missing `dir` (or one
+    /// removed meanwhile) holds nothing.
+    fn walk(&self, dir: &str, f: &mut dyn FnMut(String, &str, &fs::DirEntry)) -> Result<()> {
+        let mut stack = vec![dir.to_string()];
+        while let Some(d) = stack.pop() {
+            let path = self.path(&d);
+            let rd = match fs::read_dir(&path) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", &path, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io("list", &path, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let key = if d.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{d}/{name}")
+                };
+                let ft = entry.file_type().map_err(|e| Error::io("list", &path, e))?;
+                if !ft.is_dir() {
+                    f(key, name, &entry);
+                } else if !name.starts_with('.') {
+                    stack.push(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
@@ -335,74 +367,36 @@ impl Backend for LocalBackend {
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut stack = vec![dir.trim_end_matches('/').to_string()];
-        while let Some(d) = stack.pop() {
-            let path = self.path(&d);
-            let rd = match fs::read_dir(&path) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("list", &path, e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| Error::io("list", &path, e))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name.starts_with('.') {
-                    continue; // temporary files of interrupted writes
-                }
-                let key = if d.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{d}/{name}")
-                };
-                let ft = entry.file_type().map_err(|e| Error::io("list", &path, e))?;
-                if ft.is_dir() {
-                    stack.push(key);
-                } else {
-                    out.push(key);
-                }
+        self.walk(dir.trim_end_matches('/'), &mut |key, name, _| {
+            // Names starting with '.' are temporary files of interrupted writes.
+            if !name.starts_with('.') {
+                out.push(key);
             }
-        }
+        })?;
         Ok(out)
     }
 
     fn temporaries(&self) -> Result<Vec<Temporary>> {
         let mut out = Vec::new();
-        let mut stack = vec![String::new()];
-        while let Some(d) = stack.pop() {
-            let path = self.path(&d);
-            let rd = match fs::read_dir(&path) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("list", &path, e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| Error::io("list", &path, e))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let key = if d.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{d}/{name}")
-                };
-                let ft = entry.file_type().map_err(|e| Error::io("list", &path, e))?;
-                if ft.is_dir() && !name.starts_with('.') {
-                    stack.push(key);
-                } else if ft.is_file() && name.starts_with(TMP_PREFIX) {
-                    // Gone meanwhile: its write finished.
-                    let Ok(meta) = entry.metadata() else { continue };
-                    out.push(Temporary {
-                        key,
-                        bytes: meta.len(),
-                        modified_ms: meta.modified().ok().and_then(|t| {
-                            let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-                            i64::try_from(since.as_millis()).ok()
-                        }),
-                        writer_running: tmp_writer_running(name),
-                    });
-                }
+        self.walk("", &mut |key, name, entry| {
+            if !name.starts_with(TMP_PREFIX) {
+                return;
             }
-        }
+            // Gone meanwhile: its write finished.
+            let Ok(meta) = entry.metadata() else { return };
+            if !meta.is_file() {
+                return;
+            }
+            out.push(Temporary {
+                key,
+                bytes: meta.len(),
+                modified_ms: meta.modified().ok().and_then(|t| {
+                    let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+                    i64::try_from(since.as_millis()).ok()
+                }),
+                writer_running: tmp_writer_running(name),
+            });
+        })?;
         Ok(out)
     }
 

@@ -53,18 +53,20 @@ pub fn write_catalog(
     let short = &id.to_hex()[..12];
     if let Some((mut entries, reads)) = parent.and_then(|p| unchanged_catalog(repo, p, manifest)) {
         let bytes = encode_catalog_with(&id, &mut entries, Some(&reads), 9);
-        match repo.put_catalog(&id, &bytes) {
+        return match repo.put_catalog(&id, &bytes) {
             Ok(()) => {
                 tracing::info!(
                     "snapshot {short}: file catalog of {} paths kept from the parent \
                      (none of the chunks it was read from changed)",
                     entries.len()
                 );
-                return Some(entries.len());
+                Some(entries.len())
             }
-            Err(e) => tracing::info!("snapshot {short}: no file catalog: {e}"),
-        }
-        return None;
+            Err(e) => {
+                tracing::info!("snapshot {short}: no file catalog: {e}");
+                None
+            }
+        };
     }
     match build(repo, id, manifest, threads, sources) {
         Ok(Some((count, (read, fetched)))) => {
@@ -181,7 +183,11 @@ fn build(
     let reads = snap.touched();
     let bytes = encode_catalog_with(&id, &mut records, reads.as_ref(), 9);
     repo.put_catalog(&id, &bytes)?;
-    Ok(Some((records.len(), snap.read_counts())))
+    let stats = snap.read_stats();
+    Ok(Some((
+        records.len(),
+        (stats.chunks_from_source, stats.chunks_fetched),
+    )))
 }
 
 /// Directories still to list, as (file system root, path inside it), and how many workers are

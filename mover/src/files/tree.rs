@@ -13,7 +13,7 @@ use super::ntfs::NtfsVolume;
 use super::probe::{self, Found, Layout, Part};
 use super::view::RangeReader;
 use super::{FileEntry, FileKind, Volume};
-use crate::{Error, ReaderOptions, Result, SnapshotReader, Source};
+use crate::{Error, ReaderOptions, ReaderStats, Result, SnapshotReader, Source};
 
 /// One snapshot opened for reading files, with one reader (and chunk cache) per disk.
 pub(crate) struct Snapshot {
@@ -86,20 +86,10 @@ impl Snapshot {
         manifest: Manifest,
         options: &ReaderOptions,
     ) -> Self {
-        Self::with_store(repo.clone(), id, manifest, options)
-    }
-
-    /// Like [`Snapshot::with`], reading chunks from `store`.
-    pub(crate) fn with_store(
-        store: Arc<dyn ChunkStore>,
-        id: ObjectId,
-        manifest: Manifest,
-        options: &ReaderOptions,
-    ) -> Self {
         Snapshot {
             id,
             manifest,
-            store,
+            store: repo.clone(),
             options: options.clone(),
             readers: RefCell::new(HashMap::new()),
             sources: Vec::new(),
@@ -114,12 +104,18 @@ impl Snapshot {
         self
     }
 
-    /// Chunks the readers read from the sources, and fetched from the store.
-    pub(crate) fn read_counts(&self) -> (u64, u64) {
+    /// What the readers did, summed over the disks.
+    pub(crate) fn read_stats(&self) -> ReaderStats {
         let readers = self.readers.borrow();
-        readers.values().fold((0, 0), |(s, f), r| {
-            let st = r.stats();
-            (s + st.chunks_from_source, f + st.chunks_fetched)
+        readers.values().fold(ReaderStats::default(), |t, r| {
+            let s = r.stats();
+            ReaderStats {
+                chunks_fetched: t.chunks_fetched + s.chunks_fetched,
+                chunks_from_source: t.chunks_from_source + s.chunks_from_source,
+                bytes_fetched: t.bytes_fetched + s.bytes_fetched,
+                cache_hits: t.cache_hits + s.cache_hits,
+                cached_bytes: t.cached_bytes + s.cached_bytes,
+            }
         })
     }
 
@@ -199,11 +195,8 @@ impl Snapshot {
 
     /// Logs (at info) what the readers fetched: chunks and their stored bytes.
     pub(crate) fn log_reads(&self) {
-        let readers = self.readers.borrow();
-        let (chunks, bytes) = readers.values().fold((0, 0), |(c, b), r| {
-            let s = r.stats();
-            (c + s.chunks_fetched, b + s.bytes_fetched)
-        });
+        let s = self.read_stats();
+        let (chunks, bytes) = (s.chunks_fetched, s.bytes_fetched);
         tracing::info!(
             "snapshot {}: read {chunks} chunks, {bytes} stored bytes",
             &self.id.to_hex()[..12]
