@@ -7,6 +7,7 @@
 //! writes to `MOVER_TEST_CLUSTER_STATE` and restart them with its `start-node` command. The
 //! tests take turns (one lock), since each one changes the cluster every other one uses.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -175,21 +176,30 @@ fn a_node_killed_mid_backup_loses_nothing() {
     let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let _restart = Restart(&cluster);
     let repo = Repo::new(&server);
-    let src = repo.path("a.img");
     let data = random_bytes(48 * MIB, 5);
-    write_file(&src, &data);
 
-    let (mut child, line) = repo.backup(&src, "a").spawn();
-    // Kill node 3 once the backup is sending packs (a small pause), and while it still runs.
-    std::thread::sleep(Duration::from_millis(700));
+    // The disk comes through stdin, so the backup cannot finish before node 3 is killed
+    // however fast it runs: half of it goes in (packs are sent), node 3 is killed, then the
+    // rest follows.
+    let (mut child, line) = repo.backup(Path::new("-"), "a").stdin(&[]).spawn();
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let half = data.len() / 2;
+    input
+        .write_all(&data[..half])
+        .expect("first half to the backup");
+    std::thread::sleep(Duration::from_millis(500));
     let running = child.try_wait().expect("wait").is_none();
     cluster.kill(3);
+    input
+        .write_all(&data[half..])
+        .expect("second half to the backup");
+    drop(input);
     let (status, timed_out) = wait_timeout(&mut child, Duration::from_secs(180));
     let err = stderr_of(&mut child);
     assert!(!timed_out && status.success(), "{line}: {status}\n{err}");
     assert!(
         running,
-        "the backup ended before node 3 was killed: make the image larger"
+        "the backup ended before node 3 was killed, with half its input unread"
     );
 
     // Node 3 is still down: everything is on the other two.
