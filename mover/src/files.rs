@@ -24,6 +24,7 @@ use crate::{Error, Result};
 
 mod catalog;
 mod ext;
+mod extdir;
 mod extract;
 mod fat;
 mod find;
@@ -103,6 +104,8 @@ pub struct FileEntry {
     pub label: Option<String>,
     /// Equal for names of one inode (hard links); `None` where unknown.
     pub(crate) link: Option<u64>,
+    /// The inode number, where the reader that listed it knows it (0 otherwise).
+    pub(crate) node: u64,
 }
 
 /// One opened file system, read only. Paths are absolute within it (`/`, `/etc/fstab`).
@@ -123,6 +126,17 @@ pub(crate) trait Volume {
     fn open(&self, path: &str) -> Result<Box<dyn Read + '_>>;
     /// The target of the symbolic link at `path`.
     fn read_link(&self, path: &str) -> Result<String>;
+    /// The inode number of the root directory, where [`Volume::list_node`] can list by
+    /// inode number; 0 where it cannot.
+    fn root_node(&self) -> u64 {
+        0
+    }
+    /// The entries of the directory with inode number `node` (without `.` and `..`, each
+    /// with its own `node`), for a walk that goes down by inode rather than by path. `None`
+    /// where the volume declines it: the caller then lists the directory by path.
+    fn list_node(&self, _node: u64) -> Option<Vec<FileEntry>> {
+        None
+    }
 }
 
 pub(crate) fn not_found(path: &str) -> Error {

@@ -14,6 +14,7 @@ mod encryption;
 mod errors;
 mod faultproxy;
 mod files;
+mod files_catalog;
 mod files_real;
 mod gc_safety;
 mod hostile;

@@ -194,7 +194,8 @@ fn build(
 /// listing one now: the walk is over when both are empty.
 #[derive(Default)]
 struct Queue {
-    dirs: Vec<(usize, String)>,
+    /// (file system root, path inside it, inode number or 0 where unknown).
+    dirs: Vec<(usize, String, u64)>,
     busy: usize,
     failed: bool,
 }
@@ -204,7 +205,7 @@ struct Queue {
 /// through `snap`'s readers (one cache).
 fn walk_parallel(snap: &Snapshot, roots: &[String], threads: usize) -> Result<Vec<CatalogEntry>> {
     let queue = Mutex::new(Queue {
-        dirs: (0..roots.len()).map(|r| (r, "/".to_string())).collect(),
+        dirs: (0..roots.len()).map(|r| (r, "/".to_string(), 0)).collect(),
         ..Queue::default()
     });
     let wake = Condvar::new();
@@ -249,7 +250,7 @@ fn walk_worker(
     let mut vols: Vec<Option<(Box<dyn Volume>, String)>> = roots.iter().map(|_| None).collect();
     let mut out = Vec::new();
     loop {
-        let (root, inner) = {
+        let (root, inner, node) = {
             let mut q = queue.lock().expect("catalog queue");
             loop {
                 if q.failed {
@@ -277,14 +278,19 @@ fn walk_worker(
             }
         }
         let (vol, prefix) = vols[root].as_ref().expect("opened above");
-        let mut children = in_place(prefix, vol.list(&inner))?;
+        // Down by inode number where the volume can (no path resolved again); by path else.
+        let node = if inner == "/" { vol.root_node() } else { node };
+        let mut children = match (node != 0).then(|| vol.list_node(node)).flatten() {
+            Some(children) => children,
+            None => in_place(prefix, vol.list(&inner))?,
+        };
         children.sort_by(|a, b| a.name.cmp(&b.name));
         let mut subdirs = Vec::new();
         for child in children {
             let path = format!("/{}", join(&inner, &child.name));
             let child = placed(prefix, &path, child)?;
             if child.kind == FileKind::Dir {
-                subdirs.push((root, path));
+                subdirs.push((root, path, child.node));
             }
             if count.fetch_add(1, Ordering::Relaxed) >= CATALOG_MAX_ENTRIES {
                 return Err(Error::Refused(format!(

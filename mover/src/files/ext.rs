@@ -11,6 +11,7 @@ use std::io::Read;
 
 use ext4_view::{Ext4, Ext4Error, Metadata};
 
+use super::extdir::{ExtDirs, ROOT};
 use super::view::RangeReader;
 use super::{FileEntry, FileKind, Volume};
 use crate::{Error, Result};
@@ -19,6 +20,9 @@ use crate::{Error, Result};
 pub(crate) struct ExtVolume {
     fs: Ext4,
     kind: &'static str,
+    /// Directories by inode number, for the catalog's walk (`None` where only `ext4-view`
+    /// reads them right, as with a journal to replay).
+    dirs: Option<ExtDirs>,
 }
 
 impl ExtVolume {
@@ -37,8 +41,9 @@ impl ExtVolume {
         } else {
             "ext2"
         };
+        let dirs = ExtDirs::open(r.sibling());
         let fs = Ext4::load(Box::new(r)).map_err(|e| damaged(what, kind, &e))?;
-        Ok(ExtVolume { fs, kind })
+        Ok(ExtVolume { fs, kind, dirs })
     }
 
     fn err(&self, path: &str, e: Ext4Error) -> Error {
@@ -149,5 +154,23 @@ impl Volume for ExtVolume {
     fn read_link(&self, path: &str) -> Result<String> {
         let t = self.fs.read_link(path).map_err(|e| self.err(path, e))?;
         Ok(String::from_utf8_lossy(t.as_ref()).into_owned())
+    }
+
+    fn root_node(&self) -> u64 {
+        if self.dirs.is_some() {
+            ROOT
+        } else {
+            0
+        }
+    }
+
+    fn list_node(&self, node: u64) -> Option<Vec<FileEntry>> {
+        match self.dirs.as_ref()?.list(node) {
+            Ok(entries) => Some(entries),
+            Err(e) => {
+                tracing::debug!("{}: listed by path: {}", self.kind, crate::one_line(&e));
+                None
+            }
+        }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn record_of(e: &FileEntry) -> CatalogEntry {
         mode: e.mode,
         uid: e.uid,
         gid: e.gid,
-        inode: 0,
+        inode: e.node,
     }
 }
 

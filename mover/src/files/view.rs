@@ -36,6 +36,11 @@ impl RangeReader {
         }
     }
 
+    /// A second reader of the same window, with a buffer of its own.
+    pub(crate) fn sibling(&self) -> Self {
+        RangeReader::new(Arc::clone(&self.reader), self.start, self.len)
+    }
+
     /// Length of the window.
     pub(crate) fn len(&self) -> u64 {
         self.len

@@ -1,0 +1,147 @@
+//! The file catalog of ext2/3/4 disks is walked by inode number (mover's own directory
+//! reader), not by path through `ext4-view`: every layout the directory reader handles or
+//! declines must give the listing that reading the disk gives. Layouts: block maps with
+//! indirect blocks and 1 KiB blocks (ext2), ext3, hashed directories (`e2fsck -D`) with 4 KiB
+//! and 1 KiB blocks, 128-byte inodes without nanoseconds and 32-byte group descriptors.
+
+use std::fs;
+use std::path::Path;
+
+use super::files::{source_tree, tool, MIB};
+use crate::util::*;
+
+/// A tree with a directory too big for the inode's direct blocks (about 60 KiB of entries)
+/// and a few levels of nesting, next to the usual test tree.
+fn big_tree(root: &Path) {
+    source_tree(root);
+    let big = root.join("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..1500 {
+        write_file(
+            &big.join(format!("a-file-with-a-rather-long-name-{i:05}")),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let deep = root.join("d1/d2/d3/d4");
+    fs::create_dir_all(&deep).unwrap();
+    write_file(&deep.join("leaf.txt"), b"deep\n");
+}
+
+/// The recursive JSON listing of the latest snapshot, with its catalog and without it.
+fn both_listings(env: &Env, name: &str) -> (String, String) {
+    let catalogs = env.repo.join("catalogs");
+    assert_eq!(
+        fs::read_dir(&catalogs).map(|d| d.count()).unwrap_or(0),
+        1,
+        "{name}: the backup wrote no catalog"
+    );
+    let with = env.cmd("ls", &["latest", "-R", "--json"]).run().ok();
+    let away = env.path("catalogs-away");
+    fs::rename(&catalogs, &away).unwrap();
+    let without = env.cmd("ls", &["latest", "-R", "--json"]).run().ok();
+    fs::rename(&away, &catalogs).unwrap();
+    (with.stdout_str(), without.stdout_str())
+}
+
+#[test]
+fn every_ext_layout_catalogs_what_the_disk_lists() {
+    if !have_tool("the ext file catalog", "mkfs.ext4")
+        || !have_tool("the ext file catalog", "e2fsck")
+    {
+        return;
+    }
+    // (name, mke2fs options, rebuild directories as htrees, inodes hold nanoseconds)
+    let layouts: [(&str, &[&str], bool, bool); 5] = [
+        ("ext2-1k", &["-t", "ext2", "-b", "1024"], false, false),
+        ("ext3", &["-t", "ext3"], false, false),
+        (
+            "ext4-htree",
+            &["-t", "ext4", "-b", "4096", "-I", "256"],
+            true,
+            true,
+        ),
+        (
+            "ext4-1k-htree",
+            &["-t", "ext4", "-b", "1024", "-I", "256", "-O", "64bit"],
+            true,
+            true,
+        ),
+        (
+            "ext4-small-inodes",
+            &["-t", "ext4", "-I", "128", "-O", "^64bit,^metadata_csum"],
+            false,
+            false,
+        ),
+    ];
+    for (name, options, index, nanos) in layouts {
+        let env = Env::new();
+        let src = env.path("src");
+        big_tree(&src);
+        let image = env.path("disk.img");
+        fs::File::create(&image).unwrap().set_len(24 * MIB).unwrap();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"-q", &"-F", &"-d", &src];
+        args.extend(options.iter().map(|o| o as &dyn AsRef<std::ffi::OsStr>));
+        args.push(&image);
+        tool("mke2fs", &args);
+        if index {
+            // Rebuilds every directory; the big one becomes a hashed (htree) directory.
+            let out = std::process::Command::new("e2fsck")
+                .args(["-f", "-y", "-D"])
+                .arg(&image)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.code().unwrap_or(8) < 4,
+                "{name}: e2fsck: {out:?}"
+            );
+        }
+        if nanos {
+            // mke2fs -d copies whole seconds only: nanoseconds, an epoch bit (a time past
+            // 2038) and the high halves of owner and group are set on one inode here.
+            let script = env.path("inode.cmds");
+            let extra = (123_456_789u32 << 2) | 1;
+            write_file(
+                &script,
+                format!(
+                    "sif /etc/fstab mtime_extra {extra}\nsif /etc/fstab uid 65537\n\
+                     sif /etc/fstab gid 131074\n"
+                )
+                .as_bytes(),
+            );
+            tool("debugfs", &[&"-w", &"-f", &script, &image]);
+        }
+        let image_arg = image.to_string_lossy().into_owned();
+        let (_, out) = env.backup_args(&["--source", &image_arg, "--log-level", "debug"], 0);
+        // Every directory was read by inode, none handed back to ext4-view.
+        assert!(!out.stderr.contains("listed by path"), "{name}: {out}");
+        let (with, without) = both_listings(&env, name);
+        assert_eq!(
+            with, without,
+            "{name}: the catalog lists otherwise than the disk"
+        );
+        for path in [
+            "big/a-file-with-a-rather-long-name-01499",
+            "d1/d2/d3/d4/leaf.txt",
+            "home/user/fstab-link",
+            "etc/conf.d/net.conf",
+        ] {
+            assert!(
+                with.contains(&format!("\"path\":\"{path}\"")),
+                "{name}: no {path} in\n{with}"
+            );
+        }
+        if nanos {
+            let fstab = with.lines().find(|l| l.contains("\"path\":\"etc/fstab\""));
+            let fstab = fstab.unwrap_or_default();
+            assert!(
+                fstab.contains("123456789,") && fstab.contains("\"uid\":65537,\"gid\":131074,"),
+                "{name}: {fstab}"
+            );
+        }
+        assert_eq!(
+            with.matches("\"path\":\"big/a-file-with").count(),
+            1500,
+            "{name}"
+        );
+    }
+}
