@@ -310,6 +310,30 @@ impl SnapshotReader {
         Ok(())
     }
 
+    /// Tells the reader that its caller is done with the bytes `offset..end`: the chunks
+    /// that lie wholly inside are dropped from the cache, and their buffers are decoded into
+    /// again once the last holder lets go. A reader of a large file calls it for the part it
+    /// has read (no other file shares those chunks): otherwise the cache grows to its budget
+    /// on fresh memory, a page fault every 4 KiB of every chunk. Chunks still being fetched,
+    /// and those shared with bytes outside the range, stay.
+    pub fn forget(&self, offset: u64, end: u64) {
+        let inner = &*self.inner;
+        let end = end.min(inner.len);
+        if offset >= end {
+            return;
+        }
+        let mut i = inner.index_of(offset);
+        if inner.starts[i] < offset {
+            i += 1;
+        }
+        while i < inner.entries.len() && inner.starts[i] + u64::from(inner.entries[i].len) <= end {
+            if let Some(id) = inner.entries[i].id {
+                inner.cache.forget(&id);
+            }
+            i += 1;
+        }
+    }
+
     /// The disk's `len` bytes from `offset` as they lie in the cache, without copying them (a
     /// server writes them out directly): one piece per chunk, in order.
     pub(crate) fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {

@@ -182,13 +182,13 @@ fn ext4_with_an_unreplayed_journal_reads_the_replayed_tree() {
 }
 
 /// A read-only loop mount, unmounted when dropped.
-struct Mount {
-    dir: PathBuf,
+pub(super) struct Mount {
+    pub(super) dir: PathBuf,
 }
 
 impl Mount {
     /// A kernel mount of `image` (read-only, through a loop device) with `options`.
-    fn new(image: &Path, dir: &Path, options: &str) -> Mount {
+    pub(super) fn new(image: &Path, dir: &Path, options: &str) -> Mount {
         fs::create_dir_all(dir).unwrap();
         let opts = format!("ro,loop,{options}");
         tool("mount", &[&"-o", &opts, &image, &dir]);
@@ -219,7 +219,7 @@ impl Drop for Mount {
 /// What the kernel shows below `root`: for each path (relative, `prefix/` in front), its
 /// kind, mode, owner, mtime in ns, size (not for directories: FAT's differ by design) and
 /// link target.
-fn mounted(root: &Path, prefix: &str) -> BTreeMap<String, String> {
+pub(super) fn mounted(root: &Path, prefix: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -253,7 +253,7 @@ fn mounted(root: &Path, prefix: &str) -> BTreeMap<String, String> {
 }
 
 /// The same fields from `mover ls --recursive --json` of `path`.
-fn listed(env: &Env, path: &str) -> BTreeMap<String, String> {
+pub(super) fn listed(env: &Env, path: &str) -> BTreeMap<String, String> {
     let field = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
     ls(env, path, &["--recursive"])
         .iter()

@@ -1,17 +1,21 @@
-//! ext2, ext3 and ext4 through `ext4-view`: read-only by construction, with the journal
-//! replayed in memory when the file system was not unmounted cleanly (the disk is never
-//! written).
+//! ext2, ext3 and ext4: read-only by construction. mover's own reader
+//! ([`super::extdir`]) resolves paths, lists directories and reads files by inode number,
+//! each directory block and inode read once and file data in large pieces straight from its
+//! runs of blocks. `ext4-view` loads and checks the file system first, and reads it where
+//! mover's reader declines: a journal to replay (in memory, the disk is never written),
+//! `meta_bg` group descriptors, inline data.
 //!
-//! `ext4-view` does not expose inode numbers, so hard links are told by their inode's full
-//! metadata (size, mode, owner and the four timestamps to the nanosecond): the extract
-//! links two names only when that key matches and their contents are equal too.
+//! Hard links are told by inode number where mover's reader lists them. `ext4-view` does not
+//! expose inode numbers, so through it they are told by their inode's full metadata (size,
+//! mode, owner and the four timestamps to the nanosecond): the extract links two names only
+//! when that key matches and their contents are equal too.
 
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 
 use ext4_view::{Ext4, Ext4Error, Metadata};
 
-use super::extdir::{ExtDirs, ROOT};
+use super::extdir::{self, ExtInodes, ROOT};
 use super::view::RangeReader;
 use super::{FileEntry, FileKind, Volume};
 use crate::{Error, Result};
@@ -22,7 +26,7 @@ pub(crate) struct ExtVolume {
     kind: &'static str,
     /// Directories by inode number, for the catalog's walk (`None` where only `ext4-view`
     /// reads them right, as with a journal to replay).
-    dirs: Option<ExtDirs>,
+    dirs: Option<ExtInodes>,
 }
 
 impl ExtVolume {
@@ -41,7 +45,7 @@ impl ExtVolume {
         } else {
             "ext2"
         };
-        let dirs = ExtDirs::open(r.sibling());
+        let dirs = ExtInodes::open(r.sibling());
         let fs = Ext4::load(Box::new(r)).map_err(|e| damaged(what, kind, &e))?;
         Ok(ExtVolume { fs, kind, dirs })
     }
@@ -112,6 +116,25 @@ fn entry(name: String, m: &Metadata) -> FileEntry {
     }
 }
 
+impl ExtVolume {
+    /// The inode at `path`, by mover's own reader (`None` where ext4-view must read the
+    /// file system).
+    fn by_inode(&self, path: &str, follow: bool) -> Option<Result<(u64, Vec<u8>)>> {
+        Some(self.dirs.as_ref()?.resolve(path, follow))
+    }
+}
+
+/// Refuses what holds no data to read: a directory, a device, FIFO or socket.
+fn readable(path: &str, raw: &[u8]) -> Result<()> {
+    match chunker::le::u16_at(raw, 0) & 0xF000 {
+        0x8000 => Ok(()),
+        0x4000 => Err(Error::Refused(format!("{path} is a directory"))),
+        _ => Err(Error::Refused(format!(
+            "{path} is a device, FIFO or socket: it holds no data to read"
+        ))),
+    }
+}
+
 impl Volume for ExtVolume {
     fn kind(&self) -> &'static str {
         self.kind
@@ -123,15 +146,32 @@ impl Volume for ExtVolume {
     }
 
     fn stat(&self, path: &str) -> Result<FileEntry> {
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        if let Some(found) = self.by_inode(path, false) {
+            let (ino, raw) = found?;
+            return Ok(extdir::entry(name, ino, &raw));
+        }
         let m = self
             .fs
             .symlink_metadata(path)
             .map_err(|e| self.err(path, e))?;
-        let name = path.rsplit('/').next().unwrap_or_default().to_string();
         Ok(entry(name, &m))
     }
 
     fn list(&self, path: &str) -> Result<Vec<FileEntry>> {
+        if let Some(found) = self.by_inode(path, true) {
+            let (ino, raw) = found?;
+            if chunker::le::u16_at(&raw, 0) & 0xF000 != 0x4000 {
+                return Err(Error::Refused(format!("{path} is not a directory")));
+            }
+            let dirs = self.dirs.as_ref().expect("resolved by it");
+            if let Some(children) = self.list_node(ino) {
+                for c in &children {
+                    dirs.remember(format!("{}/{}", path.trim_end_matches('/'), c.name), c.node);
+                }
+                return Ok(children);
+            }
+        }
         let mut out = Vec::new();
         for e in self.fs.read_dir(path).map_err(|e| self.err(path, e))? {
             let e = e.map_err(|e| self.err(path, e))?;
@@ -147,11 +187,25 @@ impl Volume for ExtVolume {
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+        if let Some(found) = self.by_inode(path, true) {
+            let (ino, raw) = found?;
+            readable(path, &raw)?;
+            let dirs = self.dirs.as_ref().expect("resolved by it");
+            if let Ok(file) = dirs.file(ino, &raw) {
+                return Ok(Box::new(file));
+            }
+        }
         let f = self.fs.open(path).map_err(|e| self.err(path, e))?;
         Ok(Box::new(f))
     }
 
     fn read_link(&self, path: &str) -> Result<String> {
+        if let Some(found) = self.by_inode(path, false) {
+            let (ino, raw) = found?;
+            let dirs = self.dirs.as_ref().expect("resolved by it");
+            let t = dirs.link_target(ino, &raw)?;
+            return Ok(String::from_utf8_lossy(&t).into_owned());
+        }
         let t = self.fs.read_link(path).map_err(|e| self.err(path, e))?;
         Ok(String::from_utf8_lossy(t.as_ref()).into_owned())
     }

@@ -99,12 +99,14 @@ pub fn extract_files(repo: &Arc<Repository>, request: &ExtractRequest) -> Result
         links: HashMap::new(),
         owners_kept: 0,
         force: request.force,
+        buf: Vec::new(),
     };
     for s in &sources {
         for item in &s.items {
             w.write(&*s.vol, item)?;
         }
     }
+    snap.log_reads();
     for s in &sources {
         for item in s.items.iter().rev() {
             if item.entry.kind == FileKind::Dir {
@@ -202,6 +204,8 @@ struct Writer {
     /// Entries whose owner could not be set.
     owners_kept: u64,
     force: bool,
+    /// The copy buffer, for every file.
+    buf: Vec<u8>,
 }
 
 impl Writer {
@@ -260,10 +264,11 @@ impl Writer {
         }
         let mut f = open.open(dest).map_err(|err| dest_err(dest, err))?;
         let mut from = vol.open(&item.inner)?;
-        self.report.bytes += copy(&mut *from, &mut f, &e.path).map_err(|err| match err {
-            Error::Destination { source, .. } => dest_err(dest, source),
-            err => err,
-        })?;
+        self.report.bytes +=
+            copy(&mut *from, &mut f, &e.path, &mut self.buf).map_err(|err| match err {
+                Error::Destination { source, .. } => dest_err(dest, source),
+                err => err,
+            })?;
         self.attributes(&f, dest, e, vol.has_owners())?;
         if let Some(k) = e.link {
             self.links.insert(k, dest.clone());

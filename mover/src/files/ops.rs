@@ -229,13 +229,24 @@ pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Writ
         }
     };
     let mut file = in_place(&prefix, vol.open(&inner))?;
-    copy(&mut *file, out, &join(&prefix, &inner))
+    let n = copy(&mut *file, out, &join(&prefix, &inner), &mut Vec::new())?;
+    drop(file);
+    snap.log_reads();
+    Ok(n)
 }
 
 /// Copies `from` to `out` in large pieces (a file-system reader may return one block per
-/// read; the buffer is filled before each write); returns the bytes copied.
-pub(crate) fn copy(from: &mut dyn std::io::Read, out: &mut dyn Write, what: &str) -> Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
+/// read; the buffer is filled before each write); returns the bytes copied. `buf` is the
+/// buffer, kept by callers that copy many files (grown to 1 MiB once, never zeroed again).
+pub(crate) fn copy(
+    from: &mut dyn std::io::Read,
+    out: &mut dyn Write,
+    what: &str,
+    buf: &mut Vec<u8>,
+) -> Result<u64> {
+    if buf.len() < 1 << 20 {
+        buf.resize(1 << 20, 0);
+    }
     let mut total = 0u64;
     loop {
         let mut n = 0;

@@ -82,6 +82,30 @@ impl RangeReader {
         Ok(())
     }
 
+    /// Fills `out` from `offset` within the window without going through the buffer: for
+    /// callers that read each byte once, in pieces of their own size.
+    pub(crate) fn read_direct(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        if offset
+            .checked_add(out.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes at {offset} is past the end of the area",
+                    out.len()
+                ),
+            ));
+        }
+        self.read_disk(offset, out)
+    }
+
+    /// The caller is done with `offset..end` of the window ([`SnapshotReader::forget`]).
+    pub(crate) fn forget(&self, offset: u64, end: u64) {
+        self.reader
+            .forget(self.start + offset, self.start + end.min(self.len));
+    }
+
     fn read_disk(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         self.reader
             .read_at(self.start + offset, out)

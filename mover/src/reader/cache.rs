@@ -117,6 +117,19 @@ impl Cache {
         self.done.notify_all();
     }
 
+    /// Drops a ready chunk (its reader is done with it): its buffer goes back to the pool
+    /// once the last caller holding it lets go. A chunk being fetched stays.
+    pub(super) fn forget(&self, id: &ChunkId) {
+        let mut st = self.lock();
+        if let Some(Slot::Ready { tick, .. }) = st.slots.get(id) {
+            let tick = *tick;
+            st.lru.remove(&tick);
+            if let Some(Slot::Ready { data, .. }) = st.slots.remove(id) {
+                st.bytes -= data.len() as u64;
+            }
+        }
+    }
+
     /// Bytes the budget has left.
     pub(super) fn room(&self) -> u64 {
         self.budget.saturating_sub(self.lock().bytes)
