@@ -298,8 +298,35 @@ impl SnapshotReader {
 
     /// Fills `buf` with the disk's bytes from `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_with(offset, buf, true)
+    }
+
+    /// Like [`SnapshotReader::read_at`] for a reader that fetches ahead of itself with
+    /// [`SnapshotReader::prefetch`] (it knows where its data lies, as a file-system reader
+    /// knows a file's blocks): the read is not tracked as a stream, so no window past the
+    /// file's end is fetched and decoded for nothing.
+    pub fn read_planned(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_with(offset, buf, false)
+    }
+
+    /// Hands the chunks of `offset..end` that are not cached or being fetched to the fetch
+    /// threads (for readers that plan their own readahead: [`SnapshotReader::read_planned`]).
+    pub fn prefetch(&self, offset: u64, end: u64) {
+        let end = end.min(self.inner.len);
+        if offset < end {
+            let inner = &*self.inner;
+            self.fetch(inner.index_of(offset)..inner.index_of(end - 1) + 1);
+        }
+    }
+
+    /// Bytes a sequential reader is fetched ahead of (the readahead window).
+    pub fn window(&self) -> u64 {
+        self.inner.window
+    }
+
+    fn read_with(&self, offset: u64, buf: &mut [u8], track: bool) -> Result<()> {
         let mut at = 0;
-        for piece in self.pieces(offset, buf.len() as u64)? {
+        for piece in self.pieces_with(offset, buf.len() as u64, track)? {
             let out = &mut buf[at..at + piece.len()];
             match piece.data() {
                 None => out.fill(0),
@@ -337,6 +364,12 @@ impl SnapshotReader {
     /// The disk's `len` bytes from `offset` as they lie in the cache, without copying them (a
     /// server writes them out directly): one piece per chunk, in order.
     pub(crate) fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
+        self.pieces_with(offset, len, true)
+    }
+
+    /// [`SnapshotReader::pieces`]; `stream`: track the read as part of a stream and fetch
+    /// ahead of it (the rest of the read's chunks are handed to the fetchers either way).
+    fn pieces_with(&self, offset: u64, len: u64, stream: bool) -> Result<Vec<Piece>> {
         let inner = &*self.inner;
         let end = offset
             .checked_add(len)
@@ -358,7 +391,11 @@ impl SnapshotReader {
                 bits[i / 64] |= 1 << (i % 64);
             }
         }
-        self.readahead(offset, end, first, last);
+        if stream {
+            self.readahead(offset, end, first, last);
+        } else {
+            self.fetch(first + 1..last + 1);
+        }
         let mut pieces = Vec::with_capacity(last + 1 - first);
         for i in first..=last {
             let cs = inner.starts[i];
@@ -431,6 +468,13 @@ impl SnapshotReader {
         if let Some(ahead) = inner.sequential(offset, end, last) {
             want = want.start..ahead.end.max(want.end);
         }
+        self.fetch(want);
+    }
+
+    /// Hands the chunks `want` that nobody holds or fetches to the fetch threads, in tasks
+    /// of about `task_bytes`.
+    fn fetch(&self, want: std::ops::Range<usize>) {
+        let inner = &*self.inner;
         let Some(tasks) = &self.tasks else { return };
         if inner.wants_prefault() && tasks.try_send(Task::Prefault).is_err() {
             inner.prefaulting.store(false, Ordering::Relaxed);

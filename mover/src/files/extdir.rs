@@ -433,6 +433,7 @@ impl ExtInodes {
             block: self.block,
             size: size_of(raw),
             pos: 0,
+            ahead: 0,
         })
     }
 }
@@ -476,6 +477,37 @@ pub(crate) struct ExtFile {
     block: u64,
     size: u64,
     pos: u64,
+    /// The file's bytes up to here were handed to the reader's fetch threads.
+    ahead: u64,
+}
+
+impl ExtFile {
+    /// Fetches the file's blocks of the readahead window past `pos` that were not fetched
+    /// yet: exactly the file's data, none past its end.
+    fn plan(&mut self) {
+        let until = self.size.min(self.pos + self.r.window());
+        if self.ahead >= until.min(self.pos + self.r.window() / 2) && self.ahead > self.pos {
+            return;
+        }
+        let bs = self.block;
+        let mut k = self
+            .runs
+            .partition_point(|r| (r.logical + r.len) * bs <= self.ahead);
+        while self.ahead < until {
+            let Some(r) = self.runs.get(k) else {
+                self.ahead = until;
+                break;
+            };
+            let from = self.ahead.max(r.logical * bs);
+            let to = until.min((r.logical + r.len) * bs);
+            if from < to {
+                let at = r.physical * bs + (from - r.logical * bs);
+                self.r.prefetch(at, at + (to - from));
+            }
+            self.ahead = to.max(self.ahead);
+            k += 1;
+        }
+    }
 }
 
 impl Read for ExtFile {
@@ -485,6 +517,7 @@ impl Read for ExtFile {
         if want == 0 {
             return Ok(0);
         }
+        self.plan();
         let block = self.pos / self.block;
         // The first run that ends after this block.
         let k = self.runs.partition_point(|r| r.logical + r.len <= block);
@@ -493,7 +526,7 @@ impl Read for ExtFile {
                 let at = r.physical * self.block + (self.pos - r.logical * self.block);
                 let end = (r.logical + r.len) * self.block;
                 let n = (want as u64).min(end - self.pos) as usize;
-                self.r.read_direct(at, &mut out[..n])?;
+                self.r.read_planned(at, &mut out[..n])?;
                 // The chunks wholly inside what this run has given so far hold nothing else.
                 self.r.forget(r.physical * self.block, at + n as u64);
                 n

@@ -82,9 +82,10 @@ impl RangeReader {
         Ok(())
     }
 
-    /// Fills `out` from `offset` within the window without going through the buffer: for
-    /// callers that read each byte once, in pieces of their own size.
-    pub(crate) fn read_direct(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    /// Fills `out` from `offset` within the window without going through the buffer, and
+    /// without fetching ahead ([`SnapshotReader::read_planned`]): for a file reader that
+    /// reads each byte once and plans its own readahead with [`RangeReader::prefetch`].
+    pub(crate) fn read_planned(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         if offset
             .checked_add(out.len() as u64)
             .is_none_or(|e| e > self.len)
@@ -97,7 +98,20 @@ impl RangeReader {
                 ),
             ));
         }
-        self.read_disk(offset, out)
+        self.reader
+            .read_planned(self.start + offset, out)
+            .map_err(io::Error::other)
+    }
+
+    /// Fetches `offset..end` of the window ahead of a planned reader.
+    pub(crate) fn prefetch(&self, offset: u64, end: u64) {
+        self.reader
+            .prefetch(self.start + offset, self.start + end.min(self.len));
+    }
+
+    /// The reader's readahead window, bytes.
+    pub(crate) fn window(&self) -> u64 {
+        self.reader.window()
     }
 
     /// The caller is done with `offset..end` of the window ([`SnapshotReader::forget`]).
