@@ -173,11 +173,27 @@ impl Decoder {
     }
 
     /// Like [`Decoder::decode`], writing the plaintext into `out` (resized to the chunk), so one
-    /// buffer serves many chunks.
+    /// buffer serves many chunks. The decoder writes into the buffer's spare capacity: a
+    /// reused or fresh buffer is never zeroed first.
     pub fn decode_into(&mut self, frame: &Frame, id: &ChunkId, out: &mut Vec<u8>) -> Result<()> {
-        // Every byte is overwritten, so a reused buffer is not cleared first.
-        out.resize(frame.raw_len as usize, 0);
-        self.decode_to(frame, id, out)
+        let expected = frame.raw_len as usize;
+        out.clear();
+        let decoded = match frame.compression {
+            Compression::None => {
+                out.extend_from_slice(&frame.bytes);
+                out.len()
+            }
+            Compression::Zstd => {
+                out.reserve(expected);
+                self.zstd
+                    .decompress_to_buffer(&frame.bytes[..], out)
+                    .map_err(|e| Error::CorruptChunk {
+                        id: *id,
+                        detail: format!("zstd: {e}"),
+                    })?
+            }
+        };
+        self.check(id, out, decoded, expected)
     }
 
     /// Like [`Decoder::decode`], into `out`, which must be exactly `frame.raw_len` bytes long
@@ -202,6 +218,12 @@ impl Decoder {
                 .decompress_to_buffer(&frame.bytes[..], out)
                 .map_err(|e| corrupt(format!("zstd: {e}")))?,
         };
+        self.check(id, out, decoded, expected)
+    }
+
+    /// Checks `decoded` bytes, `out`, against the frame's length and the chunk's id.
+    fn check(&self, id: &ChunkId, out: &[u8], decoded: usize, expected: usize) -> Result<()> {
+        let corrupt = |detail: String| Error::CorruptChunk { id: *id, detail };
         if decoded != expected {
             return Err(corrupt(format!(
                 "{decoded} bytes decoded, {expected} expected"
@@ -339,6 +361,32 @@ mod tests {
             bytes: b"abd".to_vec(),
         };
         assert!(Decoder::new().decode(&raw, &ChunkId::of(b"abc")).is_err());
+    }
+
+    #[test]
+    fn one_buffer_serves_chunks_of_every_size_and_encoding() {
+        // Larger, smaller, raw and compressed in turn: the buffer keeps capacity and stale
+        // bytes between chunks, and each decode must be exactly its chunk.
+        let big = b"compressible text, again and again. ".repeat(5000);
+        let small = b"short".repeat(30);
+        let noise: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut decoder = Decoder::new();
+        let mut out = Vec::new();
+        for data in [&big[..], &small[..], &noise[..], &small[..], &big[..]] {
+            let frame = Encoder::new(3).encode(data);
+            decoder
+                .decode_into(&frame, &ChunkId::of(data), &mut out)
+                .unwrap();
+            assert_eq!(out, data);
+        }
+        // A frame that claims fewer bytes than it decodes to is refused.
+        let mut frame = Encoder::new(3).encode(&big);
+        frame.raw_len -= 1;
+        assert!(decoder
+            .decode_into(&frame, &ChunkId::of(&big), &mut out)
+            .is_err());
     }
 
     proptest! {
