@@ -196,3 +196,42 @@ fn against_the_kernel(env: &Env, image: &Path, name: &str) {
     );
     drop(m);
 }
+
+#[test]
+fn a_directory_that_contains_itself_is_reported_not_followed_forever() {
+    let what = "a damaged ext file system";
+    if !have_tool(what, "mke2fs") || !have_tool(what, "debugfs") {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d1/d2")).unwrap();
+    write_file(&src.join("d1/d2/file.txt"), b"inside\n");
+    let image = env.path("loop.img");
+    fs::File::create(&image).unwrap().set_len(8 * MIB).unwrap();
+    tool(
+        "mke2fs",
+        &[&"-q", &"-F", &"-t", &"ext4", &"-d", &src, &image],
+    );
+    // A second name for d1 inside its own subdirectory: a cycle no kernel would make.
+    tool("debugfs", &[&"-w", &"-R", &"ln /d1 /d1/d2/back", &image]);
+    // The backup succeeds; its catalog is left out (the walk refuses the cycle).
+    env.backup(&image, &[]);
+    assert!(
+        !env.repo.join("catalogs").exists()
+            || fs::read_dir(env.repo.join("catalogs")).unwrap().count() == 0
+    );
+    let ls = env.cmd("ls", &["latest", "-R"]).run();
+    assert_eq!(ls.exit(), 1, "{ls}");
+    ls.assert_stderr_has(&["contains itself", "damaged"]);
+    let out = env.path("out");
+    let ex = env
+        .cmd("extract", &["latest", "d1", "--to"])
+        .arg(&out)
+        .run();
+    assert_eq!(ex.exit(), 1, "{ex}");
+    assert!(!out.exists(), "the extract wrote something");
+    // What lies outside the cycle still reads.
+    let cat = env.cmd("cat", &["latest", "d1/d2/file.txt"]).run().ok();
+    assert_eq!(cat.stdout, b"inside\n");
+}

@@ -16,7 +16,7 @@ use targets::Repository;
 
 use super::ops::{finish, in_place, placed};
 use super::stored::record_of;
-use super::tree::{join, Snapshot, Target};
+use super::tree::{Snapshot, Target};
 use super::{FileKind, Volume};
 use crate::{Error, ReaderOptions, Result, Source};
 
@@ -287,7 +287,7 @@ fn walk_worker(
         children.sort_by(|a, b| a.name.cmp(&b.name));
         let mut subdirs = Vec::new();
         for child in children {
-            let path = format!("/{}", join(&inner, &child.name));
+            let path = super::tree::child(&inner, &child.name);
             let child = placed(prefix, &path, child)?;
             if child.kind == FileKind::Dir {
                 subdirs.push((root, path, child.node));

@@ -353,7 +353,13 @@ impl ExtInodes {
     /// following symbolic links on the way, and the last one too with `follow`. Errors are
     /// those of `ext4-view`, in the words [`super::ext`] gives them.
     pub(crate) fn resolve(&self, path: &str, follow: bool) -> Result<(u64, Vec<u8>)> {
-        if let Some(&ino) = self.known.lock().expect("known paths").get(path) {
+        let known = self
+            .known
+            .lock()
+            .expect("known paths")
+            .get(key(path))
+            .copied();
+        if let Some(ino) = known {
             let raw = self.inode(ino)?;
             if !follow || u16_at(&raw, 0) & 0xF000 != 0xA000 {
                 return Ok((ino, raw));
@@ -417,7 +423,7 @@ impl ExtInodes {
         if known.len() >= MAX_KNOWN {
             known.clear();
         }
-        known.insert(path, ino);
+        known.insert(key(&path).to_string(), ino);
     }
 
     /// A reader of the regular file (or long symbolic link) inode `raw` (`ino`).
@@ -436,6 +442,11 @@ impl ExtInodes {
             ahead: 0,
         })
     }
+}
+
+/// The key a path is remembered by: without leading and trailing slashes.
+fn key(path: &str) -> &str {
+    path.trim_matches('/')
 }
 
 /// Paths remembered at most by [`ExtInodes::remember`] (about 100 bytes each).

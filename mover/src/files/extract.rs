@@ -19,7 +19,7 @@ use chunker::format::ObjectId;
 use targets::Repository;
 
 use super::ops::{copy, finish, in_place};
-use super::tree::{join, Snapshot, Target};
+use super::tree::{child, Snapshot, Target};
 use super::{FileEntry, FileKind, Volume};
 use crate::{Error, ReaderOptions, Result};
 
@@ -138,30 +138,29 @@ fn plan(snap: &Snapshot, path: &str, to: &Path) -> Result<Source> {
     let top = finish(&*vol, &prefix, &inner, top)?;
     let name = top.path.rsplit('/').next().filter(|n| !n.is_empty());
     let dest = to.join(name.unwrap_or("root"));
-    let mut items = vec![Item {
+    // Depth first, each directory before what it holds, names in order: a stack of what is
+    // still to visit, the next one on top.
+    let mut items = Vec::new();
+    let mut todo = vec![Item {
         dest,
         inner: inner.clone(),
         entry: top,
     }];
-    let mut i = 0;
-    while i < items.len() {
-        if items[i].entry.kind == FileKind::Dir {
-            let (dir, dest) = (items[i].inner.clone(), items[i].dest.clone());
-            let mut children = in_place(&prefix, vol.list(&dir))?;
-            children.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut below = Vec::new();
+    while let Some(item) = todo.pop() {
+        if item.entry.kind == FileKind::Dir {
+            let mut children = in_place(&prefix, vol.list(&item.inner))?;
+            children.sort_by(|a, b| b.name.cmp(&a.name));
             for c in children {
-                let inner = format!("/{}", join(&dir, &c.name));
+                let inner = child(&item.inner, &c.name);
                 let entry = finish(&*vol, &prefix, &inner, c)?;
-                below.push(Item {
-                    dest: dest.join(&entry.name),
+                todo.push(Item {
+                    dest: item.dest.join(&entry.name),
                     inner,
                     entry,
                 });
             }
-            items.splice(i + 1..i + 1, below);
         }
-        i += 1;
+        items.push(item);
     }
     Ok(Source { vol, items })
 }

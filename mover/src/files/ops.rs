@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chunker::format::ObjectId;
 use targets::Repository;
 
-use super::tree::{join, Snapshot, Target};
+use super::tree::{child, join, Snapshot, Target};
 use super::{FileEntry, FileKind, Volume};
 use crate::{Error, ReaderOptions, Result};
 
@@ -147,13 +147,13 @@ fn list_dir(
 ) -> Result<()> {
     let mut children = in_place(prefix, vol.list(inner))?;
     children.sort_by(|a, b| a.name.cmp(&b.name));
-    for child in children {
-        let path = join(inner, &child.name);
-        let child = finish(vol, prefix, &format!("/{path}"), child)?;
-        let dir = child.kind == FileKind::Dir;
-        sink(child)?;
+    for c in children {
+        let path = child(inner, &c.name);
+        let c = finish(vol, prefix, &path, c)?;
+        let dir = c.kind == FileKind::Dir;
+        sink(c)?;
         if recursive && dir {
-            list_dir(vol, prefix, &format!("/{path}"), true, sink)?;
+            list_dir(vol, prefix, &path, true, sink)?;
         }
     }
     Ok(())
@@ -173,9 +173,23 @@ pub(crate) fn finish(
     Ok(e)
 }
 
+/// Longest path inside a file system that listings and extracts follow (Linux's `PATH_MAX`):
+/// a longer one means a directory that contains itself, in a damaged file system, and would
+/// send a walk around forever.
+const MAX_PATH: usize = 4096;
+
 /// `e` (at `inner`) with its snapshot path; a symbolic link's target is not read (the file
-/// catalog does not record it, and reading it looks the path up again).
+/// catalog does not record it, and reading it looks the path up again). A path longer than
+/// `MAX_PATH` is refused as a directory cycle.
 pub(crate) fn placed(prefix: &str, inner: &str, mut e: FileEntry) -> Result<FileEntry> {
+    if inner.len() > MAX_PATH {
+        let start: String = inner.chars().take(60).collect();
+        return Err(Error::Refused(format!(
+            "{}…: a path longer than {MAX_PATH} bytes, which means a directory that contains \
+             itself; the file system is damaged",
+            join(prefix, &start)
+        )));
+    }
     if e.name.contains('/') || e.name.contains('\0') {
         return Err(Error::Refused(format!(
             "{}: a directory entry has the impossible name {:?}; the file system is damaged",

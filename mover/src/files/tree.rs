@@ -53,6 +53,12 @@ pub(crate) fn join(a: &str, b: &str) -> String {
     }
 }
 
+/// The path of `name` in the directory `dir`, both inside a file system (`/etc` and `fstab`
+/// give `/etc/fstab`; `/` and `etc` give `/etc`).
+pub(crate) fn child(dir: &str, name: &str) -> String {
+    format!("/{}", join(dir.trim_matches('/'), name))
+}
+
 /// The components of a snapshot path (`.` and empty ones dropped; `..` refused).
 fn components(path: &str) -> Result<Vec<&str>> {
     let comps: Vec<&str> = path
