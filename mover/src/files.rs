@@ -123,7 +123,7 @@ pub(crate) trait Volume {
     /// The entries of the directory at `path`, without `.` and `..`.
     fn list(&self, path: &str) -> Result<Vec<FileEntry>>;
     /// The contents of the regular file at `path`.
-    fn open(&self, path: &str) -> Result<Box<dyn Read + '_>>;
+    fn open(&self, path: &str) -> Result<Box<dyn FileData + '_>>;
     /// The target of the symbolic link at `path`.
     fn read_link(&self, path: &str) -> Result<String>;
     /// The inode number of the root directory, where [`Volume::list_node`] can list by
@@ -138,6 +138,30 @@ pub(crate) trait Volume {
         None
     }
 }
+
+/// A file's contents as a volume reads them: bytes, and where the reader knows them, holes
+/// (an extract writes those as holes, not as zeros).
+pub(crate) trait FileData: Read {
+    /// Bytes of hole from the current position on (0 where data, or the end, follows).
+    fn hole(&self) -> u64 {
+        0
+    }
+    /// Moves past `n` bytes (of a hole the caller skips).
+    fn skip(&mut self, n: u64) {
+        let _ = n;
+    }
+}
+
+/// The contents of a file whose reader knows no holes.
+pub(crate) struct Plain<R>(pub(crate) R);
+
+impl<R: Read> Read for Plain<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(out)
+    }
+}
+
+impl<R: Read> FileData for Plain<R> {}
 
 pub(crate) fn not_found(path: &str) -> Error {
     Error::Refused(format!("{path}: no such file or directory"))

@@ -189,6 +189,16 @@ fn against_the_kernel(env: &Env, image: &Path, name: &str) {
         let cat = env.cmd("cat", &["latest", path]).run().ok();
         assert_eq!(cat.stdout, b"deep\n", "{name}: cat {path}");
     }
+    // The extract keeps the sparse file's holes as holes.
+    let kept = fs::metadata(root.join("sparse.bin")).unwrap();
+    let source = fs::metadata(m.dir.join("sparse.bin")).unwrap();
+    assert!(
+        kept.len() == 3 * MIB && std::os::unix::fs::MetadataExt::blocks(&kept) * 512 < MIB,
+        "{name}: sparse.bin: {} bytes in {} blocks (the source: {} blocks)",
+        kept.len(),
+        std::os::unix::fs::MetadataExt::blocks(&kept),
+        std::os::unix::fs::MetadataExt::blocks(&source)
+    );
     let sparse = env.cmd("cat", &["latest", "sparse.bin"]).run().ok();
     assert!(
         sparse.stdout == fs::read(m.dir.join("sparse.bin")).unwrap(),
@@ -234,4 +244,66 @@ fn a_directory_that_contains_itself_is_reported_not_followed_forever() {
     // What lies outside the cycle still reads.
     let cat = env.cmd("cat", &["latest", "d1/d2/file.txt"]).run().ok();
     assert_eq!(cat.stdout, b"inside\n");
+}
+
+#[test]
+fn damaged_ext_metadata_gives_an_answer_or_one_line_never_a_crash_or_a_hang() {
+    let what = "damaged ext metadata";
+    if !have_tool(what, "mke2fs") {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    big_tree(&src);
+    let clean = env.path("clean.img");
+    fs::File::create(&clean).unwrap().set_len(24 * MIB).unwrap();
+    let opts: [&dyn AsRef<std::ffi::OsStr>; 8] =
+        [&"-q", &"-F", &"-t", &"ext4", &"-b", &"1024", &"-d", &src];
+    let mut args = opts.to_vec();
+    args.push(&clean);
+    tool("mke2fs", &args);
+    let bytes = fs::read(&clean).unwrap();
+    // Where the metadata lies: from the group descriptors to the end of the used blocks of
+    // the first group (inode table, directories, extent blocks), the superblock left alone.
+    let span = 2048..(2 * MIB as usize);
+    for seed in 0..8u64 {
+        let mut damaged = bytes.clone();
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        for _ in 0..64 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let at = span.start + (state >> 11) as usize % (span.end - span.start);
+            damaged[at] ^= (state >> 3) as u8 | 1;
+        }
+        let image = env.path(&format!("damaged-{seed}.img"));
+        fs::write(&image, &damaged).unwrap();
+        env.backup(&image, &["--name", &format!("d{seed}")]);
+        let limit = std::time::Duration::from_secs(20);
+        for args in [
+            vec!["latest", "--name", &format!("d{seed}"), "-R"],
+            vec![
+                "latest",
+                "--name",
+                &format!("d{seed}"),
+                "big/a-file-with-a-rather-long-name-00007",
+            ],
+        ] {
+            let out = env.cmd("ls", &args).timeout(limit).run();
+            assert!(out.exit() <= 1, "seed {seed}: {out}");
+            if out.exit() == 1 {
+                assert_eq!(out.stderr.trim().lines().count(), 1, "seed {seed}: {out}");
+            }
+        }
+        let to = env.path(&format!("out-{seed}"));
+        let name = format!("d{seed}");
+        let ex = env
+            .cmd("extract", &["latest", "--name", &name, "/", "--to"])
+            .arg(&to)
+            .timeout(limit)
+            .run();
+        assert!(ex.exit() <= 1, "seed {seed}: {ex}");
+    }
 }

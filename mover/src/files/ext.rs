@@ -11,7 +11,6 @@
 //! when that key matches and their contents are equal too.
 
 use std::hash::{Hash, Hasher};
-use std::io::Read;
 
 use ext4_view::{Ext4, Ext4Error, Metadata};
 
@@ -186,7 +185,7 @@ impl Volume for ExtVolume {
         Ok(out)
     }
 
-    fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+    fn open(&self, path: &str) -> Result<Box<dyn super::FileData + '_>> {
         if let Some(found) = self.by_inode(path, true) {
             let (ino, raw) = found?;
             readable(path, &raw)?;
@@ -196,7 +195,7 @@ impl Volume for ExtVolume {
             }
         }
         let f = self.fs.open(path).map_err(|e| self.err(path, e))?;
-        Ok(Box::new(f))
+        Ok(Box::new(super::Plain(f)))
     }
 
     fn read_link(&self, path: &str) -> Result<String> {

@@ -142,7 +142,10 @@ impl ExtInodes {
         let count = size_of(raw).div_ceil(self.block);
         let mut runs = Vec::new();
         if u32_at(raw, 0x20) & EXTENTS != 0 {
-            self.extents(ino, &raw[0x28..0x64], count, 0, &mut runs)?;
+            // Tree nodes read at most: a real tree has fewer leaves than the file has blocks,
+            // while a damaged one could point at the same nodes over and over.
+            let mut nodes = count.saturating_add(64);
+            self.extents(ino, &raw[0x28..0x64], count, 0, &mut nodes, &mut runs)?;
         } else {
             let mut logical = 0;
             for k in 0..15 {
@@ -168,6 +171,7 @@ impl ExtInodes {
         node: &[u8],
         count: u64,
         depth: u32,
+        nodes: &mut u64,
         out: &mut Vec<Run>,
     ) -> Result<()> {
         let entries = usize::from(u16_at(node, 2));
@@ -179,10 +183,13 @@ impl ExtInodes {
         let level = u16_at(node, 6);
         for e in node[12..12 + 12 * entries].chunks_exact(12) {
             if level > 0 {
+                *nodes = nodes
+                    .checked_sub(1)
+                    .ok_or_else(|| damaged(format!("inode {ino} has a looping extent tree")))?;
                 let leaf = u64::from(u32_at(e, 4)) | u64::from(u16_at(e, 8)) << 32;
                 let mut child = vec![0u8; self.block as usize];
                 self.read(leaf * self.block, &mut child)?;
-                self.extents(ino, &child, count, depth + 1, out)?;
+                self.extents(ino, &child, count, depth + 1, nodes, out)?;
                 continue;
             }
             let logical = u64::from(u32_at(e, 0));
@@ -518,6 +525,24 @@ impl ExtFile {
             self.ahead = to.max(self.ahead);
             k += 1;
         }
+    }
+}
+
+impl super::FileData for ExtFile {
+    fn hole(&self) -> u64 {
+        let block = self.pos / self.block;
+        let k = self.runs.partition_point(|r| r.logical + r.len <= block);
+        match self.runs.get(k) {
+            Some(r) if r.logical <= block => 0,
+            next => {
+                let end = next.map_or(self.size, |r| (r.logical * self.block).min(self.size));
+                end.saturating_sub(self.pos)
+            }
+        }
+    }
+
+    fn skip(&mut self, n: u64) {
+        self.pos = self.pos.saturating_add(n).min(self.size);
     }
 }
 

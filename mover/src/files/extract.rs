@@ -261,13 +261,14 @@ impl Writer {
         } else {
             open.create_new(true);
         }
-        let mut f = open.open(dest).map_err(|err| dest_err(dest, err))?;
+        let f = open.open(dest).map_err(|err| dest_err(dest, err))?;
         let mut from = vol.open(&item.inner)?;
-        self.report.bytes +=
-            copy(&mut *from, &mut f, &e.path, &mut self.buf).map_err(|err| match err {
+        self.report.bytes += copy(&mut *from, &mut &f, &e.path, &mut self.buf, Some(&f)).map_err(
+            |err| match err {
                 Error::Destination { source, .. } => dest_err(dest, source),
                 err => err,
-            })?;
+            },
+        )?;
         self.attributes(&f, dest, e, vol.has_owners())?;
         if let Some(k) = e.link {
             self.links.insert(k, dest.clone());

@@ -4,7 +4,7 @@
 //! mode 0755 (directories) or 0644 (files; 0444 when read-only), owner 0, and times read as
 //! UTC, to the 2 seconds FAT records.
 
-use std::io::{self, Read};
+use std::io;
 
 use fatfs::{DirEntry, FatType, FileSystem, FsOptions};
 
@@ -146,12 +146,12 @@ impl Volume for FatVolume {
         Ok(out)
     }
 
-    fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+    fn open(&self, path: &str) -> Result<Box<dyn super::FileData + '_>> {
         let e = self.find(path)?;
         if e.is_dir() {
             return Err(Error::Refused(format!("{path} is a directory")));
         }
-        Ok(Box::new(e.to_file()))
+        Ok(Box::new(super::Plain(e.to_file())))
     }
 
     fn read_link(&self, path: &str) -> Result<String> {

@@ -184,7 +184,7 @@ impl Volume for NtfsVolume {
         Ok(out)
     }
 
-    fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+    fn open(&self, path: &str) -> Result<Box<dyn super::FileData + '_>> {
         let mut at = path.to_string();
         let mut hops = 0;
         let (file, e) = loop {
@@ -323,6 +323,8 @@ struct FileReader<'v> {
     pos: u64,
     len: u64,
 }
+
+impl super::FileData for FileReader<'_> {}
 
 impl Read for FileReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {

@@ -1,13 +1,14 @@
 //! `ls`, `cat` and `find`: request structs in, typed reports out.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use chunker::format::ObjectId;
 use targets::Repository;
 
 use super::tree::{child, join, Snapshot, Target};
-use super::{FileEntry, FileKind, Volume};
+use super::{FileData, FileEntry, FileKind, Volume};
 use crate::{Error, ReaderOptions, Result};
 
 /// `mover ls`: what a path of a snapshot holds.
@@ -243,7 +244,13 @@ pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Writ
         }
     };
     let mut file = in_place(&prefix, vol.open(&inner))?;
-    let n = copy(&mut *file, out, &join(&prefix, &inner), &mut Vec::new())?;
+    let n = copy(
+        &mut *file,
+        out,
+        &join(&prefix, &inner),
+        &mut Vec::new(),
+        None,
+    )?;
     drop(file);
     snap.log_reads();
     Ok(n)
@@ -252,17 +259,35 @@ pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Writ
 /// Copies `from` to `out` in large pieces (a file-system reader may return one block per
 /// read; the buffer is filled before each write); returns the bytes copied. `buf` is the
 /// buffer, kept by callers that copy many files (grown to 1 MiB once, never zeroed again).
+/// With `sparse` (the file `out` writes to), holes the reader knows are skipped rather than
+/// written as zeros, and the file's length is set at the end, so a trailing hole counts.
 pub(crate) fn copy(
-    from: &mut dyn std::io::Read,
+    from: &mut dyn FileData,
     out: &mut dyn Write,
     what: &str,
     buf: &mut Vec<u8>,
+    sparse: Option<&File>,
 ) -> Result<u64> {
     if buf.len() < 1 << 20 {
         buf.resize(1 << 20, 0);
     }
+    let dest = |source| Error::Destination {
+        path: "the output".into(),
+        source,
+    };
     let mut total = 0u64;
     loop {
+        if let Some(mut file) = sparse {
+            let hole = from.hole();
+            if hole > 0 {
+                from.skip(hole);
+                total += hole;
+                let step = i64::try_from(hole)
+                    .map_err(|_| dest(std::io::Error::other("a hole too large to skip")))?;
+                file.seek(SeekFrom::Current(step)).map_err(dest)?;
+                continue;
+            }
+        }
         let mut n = 0;
         while n < buf.len() {
             match from.read(&mut buf[n..]) {
@@ -271,15 +296,17 @@ pub(crate) fn copy(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Refused(format!("{what}: cannot read the file: {e}"))),
             }
+            if sparse.is_some() && from.hole() > 0 {
+                break;
+            }
         }
         if n == 0 {
+            if let Some(file) = sparse {
+                file.set_len(total).map_err(dest)?;
+            }
             return Ok(total);
         }
-        out.write_all(&buf[..n])
-            .map_err(|source| Error::Destination {
-                path: "the output".into(),
-                source,
-            })?;
+        out.write_all(&buf[..n]).map_err(dest)?;
         total += n as u64;
     }
 }
