@@ -26,6 +26,7 @@ use object_store::{
 use crate::lock::{LockPolicy, LOCK_KEY};
 use crate::{now_ms, Backend, Error, Result};
 
+mod get;
 mod lock;
 mod readers;
 mod settings;
@@ -66,6 +67,8 @@ pub struct S3Backend {
     /// Object Lock's requests, which `object_store` cannot send (`None` without static
     /// credentials).
     lock: Option<lock::LockClient>,
+    /// Ranged GETs over blocking sockets for restores (`None` where they do not apply).
+    getter: Option<get::Getter>,
     /// The repository's lock policy once read (`Some(None)`: not locked).
     policy: std::sync::Mutex<Option<Option<LockPolicy>>>,
     /// Clients of the threads that read objects, each on its own thread (see `readers`).
@@ -147,6 +150,7 @@ impl S3Backend {
             return Err(misconfigured(wrong));
         }
         let lock = lock::lock_client(&b, &bucket, allow_http);
+        let getter = get::Getter::new(&b, &bucket, allow_http);
         let reader_settings = b.clone();
         let store = b.build().map_err(|e| {
             misconfigured((
@@ -176,6 +180,7 @@ impl S3Backend {
             runtime,
             retry_timeout,
             lock,
+            getter,
             policy: std::sync::Mutex::new(None),
         })
     }
@@ -612,6 +617,22 @@ impl Backend for S3Backend {
         piece: &mut dyn FnMut(&[u8]),
     ) -> Result<()> {
         let path = self.path(key);
+        // Blocking sockets first; what they hand back, object_store fetches (the rest).
+        let (mut offset, mut len) = (offset, len);
+        if let Some(getter) = &self.getter {
+            match getter.get(path.as_ref(), offset, len, piece) {
+                Ok(()) => return Ok(()),
+                Err(d) => {
+                    tracing::debug!(
+                        "{}/{key}: ranged GET handed back: {}",
+                        self.location,
+                        d.reason
+                    );
+                    offset += d.delivered as u64;
+                    len -= d.delivered;
+                }
+            }
+        }
         let reader = self.readers.current()?;
         match reader.get_range_pieces(&path, offset..offset + len as u64, piece) {
             Ok(got) if got == len => Ok(()),
