@@ -49,8 +49,13 @@ pub(crate) struct ExtInodes {
     inodes_per_group: u64,
     inode_size: usize,
     filetype: bool,
-    /// The first block of each group's inode table.
-    tables: Vec<u64>,
+    /// Block groups, where their descriptors start (bytes) and the size of one.
+    groups: u64,
+    descriptors: u64,
+    desc_size: u64,
+    /// The first block of the inode table of each group read so far (descriptors are read
+    /// as needed: a 16 TiB file system has 8 MiB of them).
+    tables: Mutex<HashMap<u64, u64>>,
     /// Inodes of paths listed before ([`ExtInodes::remember`]).
     known: Mutex<HashMap<String, u64>>,
 }
@@ -89,24 +94,17 @@ impl ExtInodes {
         if inodes_per_group == 0 || !(128..=block as usize).contains(&inode_size) {
             return None;
         }
-        let groups = inodes.div_ceil(inodes_per_group);
         let first_data = u64::from(u32_at(&sb, 0x14));
-        let mut descs = vec![0u8; usize::try_from(groups.checked_mul(desc_size)?).ok()?];
-        r.read_exact_at((first_data + 1) * block, &mut descs).ok()?;
-        let tables = descs
-            .chunks_exact(desc_size as usize)
-            .map(|d| {
-                let hi = if desc_size >= 64 { u32_at(d, 0x28) } else { 0 };
-                u64::from(u32_at(d, 0x08)) | u64::from(hi) << 32
-            })
-            .collect();
         Some(ExtInodes {
             r: Mutex::new(r),
             block,
             inodes_per_group,
             inode_size,
             filetype: incompat & FILETYPE != 0,
-            tables,
+            groups: inodes.div_ceil(inodes_per_group),
+            descriptors: (first_data + 1) * block,
+            desc_size,
+            tables: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
         })
     }
@@ -119,15 +117,30 @@ impl ExtInodes {
             .map_err(|e| Error::Refused(format!("cannot read the ext file system: {e}")))
     }
 
+    /// The first block of group `group`'s inode table.
+    fn table(&self, group: u64) -> Result<u64> {
+        if let Some(&t) = self.tables.lock().expect("inode tables").get(&group) {
+            return Ok(t);
+        }
+        let mut d = [0u8; 64];
+        let d = &mut d[..self.desc_size.min(64) as usize];
+        self.read(self.descriptors + group * self.desc_size, d)?;
+        let hi = if d.len() >= 64 { u32_at(d, 0x28) } else { 0 };
+        let t = u64::from(u32_at(d, 0x08)) | u64::from(hi) << 32;
+        self.tables.lock().expect("inode tables").insert(group, t);
+        Ok(t)
+    }
+
     /// The raw inode `ino`.
     pub(crate) fn inode(&self, ino: u64) -> Result<Vec<u8>> {
         let i = ino
             .checked_sub(1)
             .ok_or_else(|| damaged("a directory entry names inode 0".into()))?;
-        let table = self
-            .tables
-            .get((i / self.inodes_per_group) as usize)
-            .ok_or_else(|| damaged(format!("inode {ino} is past the last group")))?;
+        let group = i / self.inodes_per_group;
+        if group >= self.groups {
+            return Err(damaged(format!("inode {ino} is past the last group")));
+        }
+        let table = self.table(group)?;
         let at = table
             .checked_mul(self.block)
             .and_then(|t| t.checked_add(i % self.inodes_per_group * self.inode_size as u64))
