@@ -319,6 +319,11 @@ impl SnapshotReader {
         }
     }
 
+    /// The largest chunk of the disk, bytes.
+    pub fn max_chunk(&self) -> u64 {
+        self.inner.max_chunk as u64
+    }
+
     /// Bytes a sequential reader is fetched ahead of (the readahead window).
     pub fn window(&self) -> u64 {
         self.inner.window

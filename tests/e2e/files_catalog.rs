@@ -307,3 +307,43 @@ fn damaged_ext_metadata_gives_an_answer_or_one_line_never_a_crash_or_a_hang() {
         assert!(ex.exit() <= 1, "seed {seed}: {ex}");
     }
 }
+
+#[test]
+fn files_of_two_file_systems_with_one_inode_number_are_not_linked() {
+    let what = "hard links across file systems";
+    if !have_tool(what, "mkfs.ext4") || !have_tool(what, "sgdisk") {
+        return;
+    }
+    let env = Env::new();
+    // Two file systems from trees of the same shape: the same inode numbers, the same bytes,
+    // different times.
+    let mut parts = Vec::new();
+    for (i, secs) in [(1u64, 1_600_000_000u64), (2, 1_700_000_000)] {
+        let src = env.path(&format!("src{i}"));
+        fs::create_dir_all(&src).unwrap();
+        write_file(&src.join("same.txt"), b"the same bytes\n");
+        super::files::set_mtime(&src.join("same.txt"), secs, 0);
+        let image = env.path(&format!("fs{i}.img"));
+        assert!(super::files::ext4_image(&src, &image, 4, "fs"));
+        parts.push(image);
+    }
+    let disk = env.path("disk.img");
+    fs::File::create(&disk).unwrap().set_len(10 * MIB).unwrap();
+    tool(
+        "sgdisk",
+        &[&"-n", &"1:2048:10239", &"-n", &"2:10240:18431", &disk],
+    );
+    super::files::put(&disk, 2048, &parts[0]);
+    super::files::put(&disk, 10240, &parts[1]);
+    env.backup(&disk, &[]);
+    let out = env.path("out");
+    env.cmd("extract", &["latest", "p1/same.txt", "p2", "--to"])
+        .arg(&out)
+        .run()
+        .ok();
+    let a = fs::metadata(out.join("same.txt")).unwrap();
+    let b = fs::metadata(out.join("p2/same.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(a.ino(), b.ino(), "two file systems' files were hard-linked");
+    assert_eq!((a.mtime(), b.mtime()), (1_600_000_000, 1_700_000_000));
+}

@@ -118,8 +118,16 @@ fn entry(name: String, m: &Metadata) -> FileEntry {
 impl ExtVolume {
     /// The inode at `path`, by mover's own reader (`None` where ext4-view must read the
     /// file system).
+    /// ext4-view's answer is asked for where mover's reader declines (damage, a kind of
+    /// directory it does not read): it reads more, and says what is wrong in its words.
     fn by_inode(&self, path: &str, follow: bool) -> Option<Result<(u64, Vec<u8>)>> {
-        Some(self.dirs.as_ref()?.resolve(path, follow))
+        match self.dirs.as_ref()?.resolve(path, follow) {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                tracing::debug!("{path}: read through ext4-view: {}", crate::one_line(&e));
+                None
+            }
+        }
     }
 }
 

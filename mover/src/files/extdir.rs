@@ -39,8 +39,10 @@ const BIT64: u32 = 0x80;
 const ENCRYPTED: u32 = 0x800;
 const EXTENTS: u32 = 0x8_0000;
 const INLINE_DATA: u32 = 0x1000_0000;
-/// Most blocks a directory may have here (256 MiB of 4 KiB blocks): more is damage.
-const MAX_DIR_BLOCKS: u64 = 1 << 16;
+/// Largest directory (ext4's `large_dir` limit): more is damage.
+const MAX_DIR_BYTES: u64 = 1 << 32;
+/// Directory blocks read at once.
+const DIR_SLICE: u64 = 256;
 
 /// An ext2/3/4 file system's directories, read by inode number.
 pub(crate) struct ExtInodes {
@@ -154,11 +156,15 @@ impl ExtInodes {
     fn runs(&self, ino: u64, raw: &[u8]) -> Result<Vec<Run>> {
         let count = size_of(raw).div_ceil(self.block);
         let mut runs = Vec::new();
+        // ext4 files hold at most 2^32 blocks; a larger size is damage.
+        if count > 1 << 32 {
+            return Err(damaged(format!(
+                "inode {ino} claims {} bytes",
+                size_of(raw)
+            )));
+        }
         if u32_at(raw, 0x20) & EXTENTS != 0 {
-            // Tree nodes read at most: a real tree has fewer leaves than the file has blocks,
-            // while a damaged one could point at the same nodes over and over.
-            let mut nodes = count.saturating_add(64);
-            self.extents(ino, &raw[0x28..0x64], count, 0, &mut nodes, &mut runs)?;
+            self.extents(ino, &raw[0x28..0x64], count, None, &mut 0, &mut runs)?;
         } else {
             let mut logical = 0;
             for k in 0..15 {
@@ -174,51 +180,76 @@ impl ExtInodes {
                 }
             }
         }
+        // Every byte of every run has a place that fits in 64 bits (damage could say else).
+        let fits = |r: &Run| {
+            r.physical
+                .checked_add(r.len)
+                .and_then(|e| e.checked_mul(self.block))
+        };
+        if !runs.iter().all(|r| fits(r).is_some()) {
+            return Err(damaged(format!("inode {ino} has blocks past any disk")));
+        }
         Ok(runs)
     }
 
-    /// Appends the runs of the extent tree node `node` of inode `ino`.
+    /// Appends the runs of the extent tree node `node` of inode `ino`. `next` is the lowest
+    /// logical block the next entry may name: every entry, index or leaf, used or skipped,
+    /// must lie past the one before, so a damaged tree that points back at nodes already
+    /// read is refused at once, and the work stays within one read of each tree block.
     fn extents(
         &self,
         ino: u64,
         node: &[u8],
         count: u64,
-        depth: u32,
-        nodes: &mut u64,
+        level: Option<u16>,
+        next: &mut u64,
         out: &mut Vec<Run>,
     ) -> Result<()> {
+        let broken = || damaged(format!("inode {ino} has an unreadable extent tree"));
         let entries = usize::from(u16_at(node, 2));
-        if u16_at(node, 0) != 0xF30A || depth > 5 || 12 + 12 * entries > node.len() {
-            return Err(damaged(format!(
-                "inode {ino} has an unreadable extent tree"
-            )));
+        let here = u16_at(node, 6);
+        let nested = level.is_some();
+        if u16_at(node, 0) != 0xF30A
+            || 12 + 12 * entries > node.len()
+            || level.is_some_and(|l| l != here)
+            || here > 5
+            || (nested && entries == 0)
+        {
+            return Err(broken());
         }
-        let level = u16_at(node, 6);
         for e in node[12..12 + 12 * entries].chunks_exact(12) {
-            if level > 0 {
-                *nodes = nodes
-                    .checked_sub(1)
-                    .ok_or_else(|| damaged(format!("inode {ino} has a looping extent tree")))?;
-                let leaf = u64::from(u32_at(e, 4)) | u64::from(u16_at(e, 8)) << 32;
-                let mut child = vec![0u8; self.block as usize];
-                self.read(leaf * self.block, &mut child)?;
-                self.extents(ino, &child, count, depth + 1, nodes, out)?;
-                continue;
-            }
             let logical = u64::from(u32_at(e, 0));
-            let len = u64::from(u16_at(e, 4));
-            let start = u64::from(u32_at(e, 8)) | u64::from(u16_at(e, 6)) << 32;
-            if out.last().is_some_and(|r| r.logical + r.len > logical) {
+            if logical < *next {
                 return Err(damaged(format!("inode {ino} has overlapping extents")));
             }
-            // An uninitialized extent (length over 32768) reads as zeros: a hole here.
-            if len > 32768 || logical >= count {
+            if here > 0 {
+                let leaf = u64::from(u32_at(e, 4)) | u64::from(u16_at(e, 8)) << 32;
+                let mut child = vec![0u8; self.block as usize];
+                let at = leaf.checked_mul(self.block).ok_or_else(broken)?;
+                self.read(at, &mut child)?;
+                self.extents(ino, &child, count, Some(here - 1), next, out)?;
                 continue;
             }
-            let len = len.min(count - logical);
+            let raw_len = u64::from(u16_at(e, 4));
+            let start = u64::from(u32_at(e, 8)) | u64::from(u16_at(e, 6)) << 32;
+            // An uninitialized extent (length over 32768) reads as zeros: a hole here.
+            let (len, written) = match raw_len {
+                0 => return Err(broken()),
+                l if l > 32768 => (l - 32768, false),
+                l => (l, true),
+            };
+            *next = logical + len;
+            if !written || logical >= count {
+                continue;
+            }
+            if out.len() >= MAX_RUNS {
+                return Err(damaged(format!(
+                    "inode {ino} is in more than {MAX_RUNS} pieces"
+                )));
+            }
             out.push(Run {
                 logical,
-                len,
+                len: len.min(count - logical),
                 physical: start,
             });
         }
@@ -255,6 +286,9 @@ impl ExtInodes {
                 break;
             }
             if p != 0 {
+                if out.len() >= MAX_RUNS {
+                    return Err(damaged(format!("a file is in more than {MAX_RUNS} pieces")));
+                }
                 push_block(out, *logical, p);
             }
             *logical += 1;
@@ -279,41 +313,54 @@ impl ExtInodes {
                 "directory inode {dir} is inline or encrypted"
             )));
         }
-        if size_of(raw).div_ceil(self.block) > MAX_DIR_BLOCKS {
+        if size_of(raw) > MAX_DIR_BYTES {
             return Err(damaged(format!("directory inode {dir} is too large")));
         }
         let bs = self.block as usize;
         let mut buf = Vec::new();
         for run in self.runs(dir, raw)? {
-            buf.resize(run.len as usize * bs, 0);
-            self.read(run.physical * self.block, &mut buf)?;
-            for block in buf.chunks_exact(bs) {
-                let mut at = 0;
-                while at + 8 <= bs {
-                    let ino = u64::from(u32_at(block, at));
-                    let rec = usize::from(u16_at(block, at + 4));
-                    let name_len = if self.filetype {
-                        usize::from(block[at + 6])
-                    } else {
-                        usize::from(u16_at(block, at + 6))
-                    };
-                    if rec < 8 || at + rec > bs || (ino != 0 && 8 + name_len > rec) {
-                        return Err(damaged(format!("directory inode {dir} has a broken entry")));
-                    }
-                    let name = &block[at + 8..at + 8 + name_len.min(rec - 8)];
-                    if ino != 0
-                        && !name.is_empty()
-                        && name != b"."
-                        && name != b".."
-                        && !f(ino, name)?
-                    {
+            let mut done = 0;
+            while done < run.len {
+                let n = (run.len - done).min(DIR_SLICE);
+                buf.resize(n as usize * bs, 0);
+                self.read((run.physical + done) * self.block, &mut buf)?;
+                done += n;
+                for block in buf.chunks_exact(bs) {
+                    if !self.block_entries(dir, block, &mut f)? {
                         return Ok(());
                     }
-                    at += rec;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Calls `f` for the entries of one directory block; false once `f` said to stop.
+    fn block_entries(
+        &self,
+        dir: u64,
+        block: &[u8],
+        f: &mut impl FnMut(u64, &[u8]) -> Result<bool>,
+    ) -> Result<bool> {
+        let mut at = 0;
+        while at + 8 <= block.len() {
+            let ino = u64::from(u32_at(block, at));
+            let rec = usize::from(u16_at(block, at + 4));
+            let name_len = if self.filetype {
+                usize::from(block[at + 6])
+            } else {
+                usize::from(u16_at(block, at + 6))
+            };
+            if rec < 8 || at + rec > block.len() || (ino != 0 && 8 + name_len > rec) {
+                return Err(damaged(format!("directory inode {dir} has a broken entry")));
+            }
+            let name = &block[at + 8..at + 8 + name_len.min(rec - 8)];
+            if ino != 0 && !name.is_empty() && name != b"." && name != b".." && !f(ino, name)? {
+                return Ok(false);
+            }
+            at += rec;
+        }
+        Ok(true)
     }
 
     /// The entries of directory `ino`, each with its inode number in `node`; `.` and `..`
@@ -370,9 +417,11 @@ impl ExtInodes {
     }
 
     /// Resolves `path` (absolute, inside the file system) to its inode number and bytes,
-    /// following symbolic links on the way, and the last one too with `follow`. Errors are
-    /// those of `ext4-view`, in the words [`super::ext`] gives them.
-    pub(crate) fn resolve(&self, path: &str, follow: bool) -> Result<(u64, Vec<u8>)> {
+    /// following symbolic links on the way, and the last one too with `follow`. `Ok(Err)` is
+    /// the user's error (no such path, not a directory, a loop of links), in the words
+    /// [`super::ext`] gives them; `Err` is this reader declining (damage, a directory kind it
+    /// does not read), and `ext4-view` should be asked.
+    pub(crate) fn resolve(&self, path: &str, follow: bool) -> Result<Result<(u64, Vec<u8>)>> {
         let known = self
             .known
             .lock()
@@ -382,7 +431,7 @@ impl ExtInodes {
         if let Some(ino) = known {
             let raw = self.inode(ino)?;
             if !follow || u16_at(&raw, 0) & 0xF000 != 0xA000 {
-                return Ok((ino, raw));
+                return Ok(Ok((ino, raw)));
             }
         }
         let mut todo: Vec<Vec<u8>> = path
@@ -405,18 +454,18 @@ impl ExtInodes {
             }
             let (dir, raw) = stack.last().expect("the root stays");
             if u16_at(raw, 0) & 0xF000 != 0x4000 {
-                return Err(Error::Refused(format!("{path} is not a directory")));
+                return Ok(Err(Error::Refused(format!("{path} is not a directory"))));
             }
-            let ino = self
-                .lookup(*dir, raw, &c)?
-                .ok_or_else(|| super::not_found(path))?;
+            let Some(ino) = self.lookup(*dir, raw, &c)? else {
+                return Ok(Err(super::not_found(path)));
+            };
             let raw = self.inode(ino)?;
             if u16_at(&raw, 0) & 0xF000 == 0xA000 && (follow || !todo.is_empty()) {
                 hops += 1;
                 if hops > 40 {
-                    return Err(Error::Refused(format!(
+                    return Ok(Err(Error::Refused(format!(
                         "{path}: too many levels of symbolic links"
-                    )));
+                    ))));
                 }
                 let target = self.link_target(ino, &raw)?;
                 if target.first() == Some(&b'/') {
@@ -433,7 +482,7 @@ impl ExtInodes {
             }
             stack.push((ino, raw));
         }
-        Ok(stack.pop().expect("the root stays"))
+        Ok(Ok(stack.pop().expect("the root stays")))
     }
 
     /// Remembers that `path` names inode `ino` (its directory was listed): the extract of a
@@ -468,6 +517,9 @@ impl ExtInodes {
 fn key(path: &str) -> &str {
     path.trim_matches('/')
 }
+
+/// Most pieces a file's blocks may be in (24 bytes each): more is damage.
+const MAX_RUNS: usize = 1 << 22;
 
 /// Paths remembered at most by [`ExtInodes::remember`] (about 100 bytes each).
 const MAX_KNOWN: usize = 4_000_000;
@@ -516,6 +568,7 @@ impl ExtFile {
     /// Fetches the file's blocks of the readahead window past `pos` that were not fetched
     /// yet: exactly the file's data, none past its end.
     fn plan(&mut self) {
+        self.ahead = self.ahead.max(self.pos);
         let until = self.size.min(self.pos + self.r.window());
         if self.ahead >= until.min(self.pos + self.r.window() / 2) && self.ahead > self.pos {
             return;
@@ -576,8 +629,10 @@ impl Read for ExtFile {
                 let end = (r.logical + r.len) * self.block;
                 let n = (want as u64).min(end - self.pos) as usize;
                 self.r.read_planned(at, &mut out[..n])?;
-                // The chunks wholly inside what this run has given so far hold nothing else.
-                self.r.forget(r.physical * self.block, at + n as u64);
+                // The chunks wholly inside what this run has given so far hold nothing else
+                // (those that end before this read were dropped by the reads before it).
+                let from = (r.physical * self.block).max(at.saturating_sub(self.r.max_chunk()));
+                self.r.forget(from, at + n as u64);
                 n
             }
             next => {
@@ -601,15 +656,24 @@ pub(crate) fn entry(name: String, ino: u64, raw: &[u8]) -> FileEntry {
         0xA000 => FileKind::Symlink,
         _ => FileKind::Other,
     };
-    // The nanoseconds and epoch bits of the times, where the inode is large enough.
-    let extra = raw.len() >= 0x98;
+    // The nanoseconds and epoch bits of the times, where the inode's extra part holds them
+    // (`i_extra_isize` at 0x80 counts its bytes from 0x80; an ext3 inode may use the space
+    // for extended attributes instead).
+    let extra = if raw.len() >= 0x90 {
+        usize::from(u16_at(raw, 0x80))
+    } else {
+        0
+    };
     let time = |secs: usize, more: usize| -> (i64, u32) {
         let s = i64::from(u32_at(raw, secs) as i32);
-        if !extra {
+        if 0x80 + extra < more + 4 {
             return (s, 0);
         }
         let x = u32_at(raw, more);
-        (s + (i64::from(x & 3) << 32), x >> 2)
+        match x >> 2 {
+            ns if ns < 1_000_000_000 => (s + (i64::from(x & 3) << 32), ns),
+            _ => (s, 0),
+        }
     };
     FileEntry {
         name,

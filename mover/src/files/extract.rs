@@ -70,6 +70,8 @@ struct Item {
 /// One requested path: its file system and everything to write from it.
 struct Source {
     vol: Box<dyn Volume>,
+    /// Where the file system lies in the snapshot (`p2`, `sdb/p1`; empty for a whole disk).
+    prefix: String,
     items: Vec<Item>,
 }
 
@@ -100,8 +102,10 @@ pub fn extract_files(repo: &Arc<Repository>, request: &ExtractRequest) -> Result
         owners_kept: 0,
         force: request.force,
         buf: Vec::new(),
+        fs: String::new(),
     };
     for s in &sources {
+        w.fs.clone_from(&s.prefix);
         for item in &s.items {
             w.write(&*s.vol, item)?;
         }
@@ -162,7 +166,7 @@ fn plan(snap: &Snapshot, path: &str, to: &Path) -> Result<Source> {
         }
         items.push(item);
     }
-    Ok(Source { vol, items })
+    Ok(Source { vol, prefix, items })
 }
 
 /// Refuses before anything is written: two paths with one name, an existing destination
@@ -199,12 +203,15 @@ fn check(sources: &[Source], request: &ExtractRequest) -> Result<()> {
 struct Writer {
     report: ExtractReport,
     /// The first file written for each hard-link key.
-    links: HashMap<u64, PathBuf>,
+    links: HashMap<(String, u64), PathBuf>,
     /// Entries whose owner could not be set.
     owners_kept: u64,
     force: bool,
     /// The copy buffer, for every file.
     buf: Vec<u8>,
+    /// The file system being written (a [`Source`]'s prefix): hard-link keys are inode
+    /// numbers, which two file systems share.
+    fs: String,
 }
 
 impl Writer {
@@ -242,7 +249,7 @@ impl Writer {
 
     fn file(&mut self, vol: &dyn Volume, item: &Item) -> Result<()> {
         let (dest, e) = (&item.dest, &item.entry);
-        if let Some(first) = e.link.and_then(|k| self.links.get(&k)) {
+        if let Some(first) = e.link.and_then(|k| self.links.get(&(self.fs.clone(), k))) {
             let mut a = in_place("", vol.open(&item.inner))?;
             let b = File::open(first).map_err(|err| dest_err(first, err))?;
             if same(&mut *a, b).map_err(|err| dest_err(first, err))? {
@@ -271,7 +278,7 @@ impl Writer {
         )?;
         self.attributes(&f, dest, e, vol.has_owners())?;
         if let Some(k) = e.link {
-            self.links.insert(k, dest.clone());
+            self.links.insert((self.fs.clone(), k), dest.clone());
         }
         self.report.files += 1;
         Ok(())

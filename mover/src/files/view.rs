@@ -109,6 +109,11 @@ impl RangeReader {
             .prefetch(self.start + offset, self.start + end.min(self.len));
     }
 
+    /// The largest chunk of the disk, bytes.
+    pub(crate) fn max_chunk(&self) -> u64 {
+        self.reader.max_chunk()
+    }
+
     /// The reader's readahead window, bytes.
     pub(crate) fn window(&self) -> u64 {
         self.reader.window()

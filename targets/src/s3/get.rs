@@ -16,14 +16,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::sigv4::{encode, Signer, Unsigned};
 use crate::now_ms;
 
 /// Idle connections kept at most.
 const KEEP: usize = 64;
+/// Longest a kept-alive connection waits for its next request.
+const MAX_IDLE: Duration = Duration::from_secs(20);
 /// Longest response head accepted.
 const MAX_HEAD: usize = 64 << 10;
 
@@ -42,7 +45,11 @@ pub(crate) struct Getter {
     tls: Option<rustls::pki_types::ServerName<'static>>,
     /// The bucket in the path (path-style requests), percent-encoded, with a leading `/`.
     bucket_path: String,
-    idle: Mutex<Vec<Conn>>,
+    /// Kept-alive connections, with when each was last used.
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Set once the server answered a GET in a way that will not change (a redirect, a
+    /// refusal): object_store reads everything from then on.
+    off: AtomicBool,
 }
 
 /// Why a GET was handed back.
@@ -71,7 +78,9 @@ impl Getter {
         let get = |k: K| b.get_config_value(&k).filter(|v| !v.is_empty());
         let region = get(K::Region).unwrap_or_else(|| "us-east-1".into());
         let virtual_hosted = get(K::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-        let endpoint = get(K::Endpoint)
+        let given = get(K::Endpoint);
+        let endpoint = given
+            .clone()
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
             .trim_end_matches('/')
             .to_string();
@@ -80,9 +89,11 @@ impl Getter {
         if rest.contains('/') || (scheme == "http" && !allow_http) {
             return None;
         }
-        let host = match virtual_hosted {
-            true => format!("{bucket}.{rest}"),
-            false => rest.to_string(),
+        // As object_store does: a virtual-hosted endpoint that is given names the bucket's
+        // host already; AWS's own gets the bucket in front.
+        let host = match (virtual_hosted, given.is_some()) {
+            (true, false) => format!("{bucket}.{rest}"),
+            _ => rest.to_string(),
         };
         let (name, port) = split_port(&host);
         let (name, port) = (name.to_string(), port.map(str::to_string));
@@ -117,6 +128,7 @@ impl Getter {
                 false => format!("/{}", encode(bucket, true)),
             },
             idle: Mutex::new(Vec::new()),
+            off: AtomicBool::new(false),
         })
     }
 
@@ -131,6 +143,12 @@ impl Getter {
         let mut delivered = 0;
         if len == 0 {
             return Ok(());
+        }
+        if self.off.load(Ordering::Relaxed) {
+            return Err(Declined {
+                delivered,
+                reason: "turned off after an earlier answer".into(),
+            });
         }
         // A kept connection the server closed meanwhile fails before any answer: once more
         // on a fresh one.
@@ -162,7 +180,11 @@ impl Getter {
     ) -> std::result::Result<(), (bool, String)> {
         let taken = match fresh {
             true => None,
-            false => self.idle.lock().ok().and_then(|mut i| i.pop()),
+            false => self.idle.lock().ok().and_then(|mut idle| {
+                // One idle for long may have been dropped by the server or a NAT on the way.
+                idle.retain(|(_, at)| at.elapsed() < MAX_IDLE);
+                idle.pop().map(|(c, _)| c)
+            }),
         };
         let mut conn = match taken {
             Some(c) => c,
@@ -189,6 +211,10 @@ impl Getter {
             .map_err(|e| (false, io(e)))?;
         let (status, length, close) = read_head(&mut conn).map_err(|e| (false, e))?;
         if status != 206 || length != Some(len as u64) {
+            // A redirect or a refusal will be the same for the next request.
+            if matches!(status, 300..=399 | 400 | 401 | 403 | 405 | 501) {
+                self.off.store(true, Ordering::Relaxed);
+            }
             return Err((true, format!("HTTP {status}, {length:?} bytes for {len}")));
         }
         let mut left = len;
@@ -206,7 +232,7 @@ impl Getter {
         if !close {
             if let Ok(mut idle) = self.idle.lock() {
                 if idle.len() < KEEP {
-                    idle.push(conn);
+                    idle.push((conn, Instant::now()));
                 }
             }
         }
@@ -214,14 +240,19 @@ impl Getter {
     }
 
     fn connect(&self) -> std::result::Result<Conn, String> {
-        let addr = self
-            .connect
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())?
-            .next()
-            .ok_or("no address")?;
-        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+        // Each address in turn (an unreachable IPv6 one must not cost every connection).
+        let mut last = String::from("no address");
+        let mut tcp = None;
+        for addr in self.connect.to_socket_addrs().map_err(|e| e.to_string())? {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
         tcp.set_read_timeout(Some(Duration::from_secs(120)))
             .and_then(|()| tcp.set_write_timeout(Some(Duration::from_secs(120))))
             .and_then(|()| tcp.set_nodelay(true))
@@ -283,7 +314,10 @@ fn read_head(conn: &mut Conn) -> std::result::Result<(u16, Option<u64>, bool), S
     let (mut length, mut close, mut chunked) = (None, false, false);
     loop {
         line.clear();
-        let n = conn.read_line(&mut line).map_err(|e| e.to_string())?;
+        let n = (&mut *conn)
+            .take((MAX_HEAD - total) as u64 + 1)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         total += n;
         if n == 0 || total > MAX_HEAD {
             return Err("the connection closed before an answer".into());

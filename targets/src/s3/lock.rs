@@ -207,7 +207,9 @@ pub(crate) fn lock_client(
     let get = |k: K| b.get_config_value(&k).filter(|v| !v.is_empty());
     let region = get(K::Region).unwrap_or_else(|| "us-east-1".into());
     let virtual_hosted = get(K::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-    let endpoint = get(K::Endpoint)
+    let given = get(K::Endpoint);
+    let endpoint = given
+        .clone()
         .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
         .trim_end_matches('/')
         .to_string();
@@ -215,9 +217,11 @@ pub(crate) fn lock_client(
     if scheme == "http" && !allow_http {
         return None;
     }
-    let host = match virtual_hosted {
-        true => format!("{bucket}.{host}"),
-        false => host.to_string(),
+    // As object_store does: a virtual-hosted endpoint that is given names the bucket's host
+    // already; AWS's own gets the bucket in front.
+    let host = match (virtual_hosted, given.is_some()) {
+        (true, false) => format!("{bucket}.{host}"),
+        _ => host.to_string(),
     };
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
