@@ -16,6 +16,8 @@
 # and DIR/summary.md (medians, against the targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 SIZE_GIB=0.5
 DATA_MIB=256
@@ -48,18 +50,7 @@ RAW=$OUT/raw.txt
     echo "Produced by \`scripts/bench-files.sh --size-gib $SIZE_GIB --data-mib $DATA_MIB --runs $RUNS --snapshots $SNAPSHOTS\`;"
     echo "warm page cache. \`summary.md\` has the medians, \`raw.txt\` every run."
     echo
-    echo "## Machine"
-    echo
-    echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores online"
-    echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "- Kernel: $(uname -sr)"
-    echo "- Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- Date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo
-    echo "## Software"
-    echo
-    echo "- mover commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' (with uncommitted changes)')"
-    echo "- $("$MOVER" --version)"
+    machine_and_mover
 } >"$OUT/README.md"
 
 IMG=bench/work/bench-${SIZE_GIB}g-${DATA_MIB}m.img

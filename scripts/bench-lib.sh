@@ -4,6 +4,23 @@
 # raw.jsonl file), WORK (a scratch directory) and ROOT (the checkout, stripped from commands).
 
 note() { echo "bench: $*" >&2; }
+
+# The "## Machine" and "## Software" sections of a results README (their first lines: the
+# machine, the load at the start, mover's commit and version; $MOVER is the binary).
+machine_and_mover() {
+    echo "## Machine"
+    echo
+    echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores online"
+    echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- Kernel: $(uname -sr)"
+    echo "- Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- Date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "## Software"
+    echo
+    echo "- mover commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' (with uncommitted changes)')"
+    echo "- $("$MOVER" --version)"
+}
 loud() {
     echo "" >&2
     echo "################################################################" >&2

@@ -21,6 +21,8 @@
 # (medians, against the targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 SIZE_GIB=4
 DATA_MIB=1024
@@ -153,18 +155,7 @@ done
     echo "Produced by \`scripts/bench-serve.sh --runs $RUNS --memory $MEMORY\`; warm page cache"
     echo "(the repositories are read once first). \`summary.md\` has the medians, \`raw.txt\` every run."
     echo
-    echo "## Machine"
-    echo
-    echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores online"
-    echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "- Kernel: $(uname -sr)"
-    echo "- Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- Date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo
-    echo "## Software"
-    echo
-    echo "- mover commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo ' (with uncommitted changes)')"
-    echo "- $("$MOVER" --version)"
+    machine_and_mover
     echo "- $(nbdcopy --version | head -1)"
     [[ -n $RESTIC ]] && echo "- $(restic version)"
     echo

@@ -163,6 +163,10 @@ impl<R: Read> Read for Plain<R> {
 
 impl<R: Read> FileData for Plain<R> {}
 
+pub(crate) fn not_a_directory(path: &str) -> Error {
+    Error::Refused(format!("{path} is not a directory"))
+}
+
 pub(crate) fn not_found(path: &str) -> Error {
     Error::Refused(format!("{path}: no such file or directory"))
 }

@@ -52,11 +52,9 @@ impl ExtVolume {
     fn err(&self, path: &str, e: Ext4Error) -> Error {
         match e {
             Ext4Error::NotFound => super::not_found(path),
-            Ext4Error::NotADirectory => Error::Refused(format!("{path} is not a directory")),
-            Ext4Error::IsADirectory => Error::Refused(format!("{path} is a directory")),
-            Ext4Error::IsASpecialFile => Error::Refused(format!(
-                "{path} is a device, FIFO or socket: it holds no data to read"
-            )),
+            Ext4Error::NotADirectory => super::not_a_directory(path),
+            Ext4Error::IsADirectory => is_a_directory(path),
+            Ext4Error::IsASpecialFile => holds_no_data(path),
             Ext4Error::Encrypted => Error::Refused(format!(
                 "{path} is encrypted (fscrypt); it cannot be read here"
             )),
@@ -135,11 +133,19 @@ impl ExtVolume {
 fn readable(path: &str, raw: &[u8]) -> Result<()> {
     match chunker::le::u16_at(raw, 0) & 0xF000 {
         0x8000 => Ok(()),
-        0x4000 => Err(Error::Refused(format!("{path} is a directory"))),
-        _ => Err(Error::Refused(format!(
-            "{path} is a device, FIFO or socket: it holds no data to read"
-        ))),
+        0x4000 => Err(is_a_directory(path)),
+        _ => Err(holds_no_data(path)),
     }
+}
+
+fn is_a_directory(path: &str) -> Error {
+    Error::Refused(format!("{path} is a directory"))
+}
+
+fn holds_no_data(path: &str) -> Error {
+    Error::Refused(format!(
+        "{path} is a device, FIFO or socket: it holds no data to read"
+    ))
 }
 
 impl Volume for ExtVolume {
@@ -169,7 +175,7 @@ impl Volume for ExtVolume {
         if let Some(found) = self.by_inode(path, true) {
             let (ino, raw) = found?;
             if chunker::le::u16_at(&raw, 0) & 0xF000 != 0x4000 {
-                return Err(Error::Refused(format!("{path} is not a directory")));
+                return Err(super::not_a_directory(path));
             }
             let dirs = self.dirs.as_ref().expect("resolved by it");
             if let Some(children) = self.list_node(ino) {

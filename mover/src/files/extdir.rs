@@ -454,7 +454,7 @@ impl ExtInodes {
             }
             let (dir, raw) = stack.last().expect("the root stays");
             if u16_at(raw, 0) & 0xF000 != 0x4000 {
-                return Ok(Err(Error::Refused(format!("{path} is not a directory"))));
+                return Ok(Err(super::not_a_directory(path)));
             }
             let Some(ino) = self.lookup(*dir, raw, &c)? else {
                 return Ok(Err(super::not_found(path)));
@@ -565,6 +565,20 @@ pub(crate) struct ExtFile {
 }
 
 impl ExtFile {
+    /// The run that holds the current position, or the bytes of hole from it on.
+    fn here(&self) -> std::result::Result<Run, u64> {
+        let block = self.pos / self.block;
+        // The first run that ends after this block.
+        let k = self.runs.partition_point(|r| r.logical + r.len <= block);
+        match self.runs.get(k) {
+            Some(r) if r.logical <= block => Ok(*r),
+            next => {
+                let end = next.map_or(self.size, |r| (r.logical * self.block).min(self.size));
+                Err(end.saturating_sub(self.pos))
+            }
+        }
+    }
+
     /// Fetches the file's blocks of the readahead window past `pos` that were not fetched
     /// yet: exactly the file's data, none past its end.
     fn plan(&mut self) {
@@ -596,15 +610,7 @@ impl ExtFile {
 
 impl super::FileData for ExtFile {
     fn hole(&self) -> u64 {
-        let block = self.pos / self.block;
-        let k = self.runs.partition_point(|r| r.logical + r.len <= block);
-        match self.runs.get(k) {
-            Some(r) if r.logical <= block => 0,
-            next => {
-                let end = next.map_or(self.size, |r| (r.logical * self.block).min(self.size));
-                end.saturating_sub(self.pos)
-            }
-        }
+        self.here().err().unwrap_or(0)
     }
 
     fn skip(&mut self, n: u64) {
@@ -620,11 +626,8 @@ impl Read for ExtFile {
             return Ok(0);
         }
         self.plan();
-        let block = self.pos / self.block;
-        // The first run that ends after this block.
-        let k = self.runs.partition_point(|r| r.logical + r.len <= block);
-        let n = match self.runs.get(k) {
-            Some(r) if r.logical <= block => {
+        let n = match self.here() {
+            Ok(r) => {
                 let at = r.physical * self.block + (self.pos - r.logical * self.block);
                 let end = (r.logical + r.len) * self.block;
                 let n = (want as u64).min(end - self.pos) as usize;
@@ -635,9 +638,8 @@ impl Read for ExtFile {
                 self.r.forget(from, at + n as u64);
                 n
             }
-            next => {
-                let hole_end = next.map_or(self.size, |r| r.logical * self.block);
-                let n = (want as u64).min(hole_end - self.pos) as usize;
+            Err(hole) => {
+                let n = (want as u64).min(hole) as usize;
                 out[..n].fill(0);
                 n
             }

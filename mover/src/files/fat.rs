@@ -133,7 +133,7 @@ impl Volume for FatVolume {
 
     fn list(&self, path: &str) -> Result<Vec<FileEntry>> {
         if self.stat(path)?.kind != FileKind::Dir {
-            return Err(Error::Refused(format!("{path} is not a directory")));
+            return Err(super::not_a_directory(path));
         }
         let mut out = Vec::new();
         for e in self.dir(path)?.iter() {

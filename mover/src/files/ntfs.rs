@@ -156,7 +156,7 @@ impl Volume for NtfsVolume {
     fn list(&self, path: &str) -> Result<Vec<FileEntry>> {
         let dir = self.file(path)?;
         if !dir.is_directory() {
-            return Err(Error::Refused(format!("{path} is not a directory")));
+            return Err(super::not_a_directory(path));
         }
         let mut files = Vec::new();
         {

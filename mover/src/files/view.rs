@@ -46,21 +46,25 @@ impl RangeReader {
         self.len
     }
 
-    /// Fills `out` from `offset` within the window; reads past its end are refused.
-    pub(crate) fn read_exact_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(out.len() as u64)
+    /// The end of a read of `len` bytes at `offset`; a read past the window's end is refused.
+    fn end_of(&self, offset: u64, len: usize) -> io::Result<u64> {
+        offset
+            .checked_add(len as u64)
             .filter(|&e| e <= self.len)
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
-                        "read of {} bytes at {offset} is past the end of the area ({} bytes)",
-                        out.len(),
+                        "read of {len} bytes at {offset} is past the end of the area ({} bytes)",
                         self.len
                     ),
                 )
-            })?;
+            })
+    }
+
+    /// Fills `out` from `offset` within the window; reads past its end are refused.
+    pub(crate) fn read_exact_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let end = self.end_of(offset, out.len())?;
         let buffered = self.buf_at..self.buf_at + self.buf.len() as u64;
         if buffered.contains(&offset) && end <= buffered.end {
             let from = (offset - self.buf_at) as usize;
@@ -86,18 +90,7 @@ impl RangeReader {
     /// without fetching ahead ([`SnapshotReader::read_planned`]): for a file reader that
     /// reads each byte once and plans its own readahead with [`RangeReader::prefetch`].
     pub(crate) fn read_planned(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        if offset
-            .checked_add(out.len() as u64)
-            .is_none_or(|e| e > self.len)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at {offset} is past the end of the area",
-                    out.len()
-                ),
-            ));
-        }
+        self.end_of(offset, out.len())?;
         self.reader
             .read_planned(self.start + offset, out)
             .map_err(io::Error::other)

@@ -124,9 +124,7 @@ impl Cache {
         if let Some(Slot::Ready { tick, .. }) = st.slots.get(id) {
             let tick = *tick;
             st.lru.remove(&tick);
-            if let Some(Slot::Ready { data, .. }) = st.slots.remove(id) {
-                st.bytes -= data.len() as u64;
-            }
+            remove_ready(&mut st, id);
         }
     }
 
@@ -147,10 +145,15 @@ impl Cache {
             let Some((_, id)) = st.lru.pop_first() else {
                 break;
             };
-            if let Some(Slot::Ready { data, .. }) = st.slots.remove(&id) {
-                st.bytes -= data.len() as u64;
-            }
+            remove_ready(st, &id);
         }
+    }
+}
+
+/// Removes the ready chunk `id` (whose LRU entry is gone already) and its bytes.
+fn remove_ready(st: &mut State, id: &ChunkId) {
+    if let Some(Slot::Ready { data, .. }) = st.slots.remove(id) {
+        st.bytes -= data.len() as u64;
     }
 }
 

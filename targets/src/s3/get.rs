@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::sigv4::{encode, Signer, Unsigned};
+use super::sigv4::{encode, Signer, Target, Unsigned};
 use crate::now_ms;
 
 /// Idle connections kept at most.
@@ -68,36 +68,25 @@ impl Getter {
         bucket: &str,
         allow_http: bool,
     ) -> Option<Self> {
-        use object_store::aws::AmazonS3ConfigKey as K;
         let proxied = ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
             .iter()
             .any(|v| std::env::var_os(v).is_some() || std::env::var_os(v.to_lowercase()).is_some());
         if proxied {
             return None;
         }
-        let get = |k: K| b.get_config_value(&k).filter(|v| !v.is_empty());
-        let region = get(K::Region).unwrap_or_else(|| "us-east-1".into());
-        let virtual_hosted = get(K::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-        let given = get(K::Endpoint);
-        let endpoint = given
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
-            .trim_end_matches('/')
-            .to_string();
-        let (scheme, rest) = endpoint.split_once("://")?;
+        let Target {
+            scheme,
+            host,
+            virtual_hosted,
+            signer,
+        } = Target::of(b, bucket, allow_http)?;
         // An endpoint with a path of its own is left to object_store.
-        if rest.contains('/') || (scheme == "http" && !allow_http) {
+        if host.contains('/') {
             return None;
         }
-        // As object_store does: a virtual-hosted endpoint that is given names the bucket's
-        // host already; AWS's own gets the bucket in front.
-        let host = match (virtual_hosted, given.is_some()) {
-            (true, false) => format!("{bucket}.{rest}"),
-            _ => rest.to_string(),
-        };
         let (name, port) = split_port(&host);
         let (name, port) = (name.to_string(), port.map(str::to_string));
-        let (tls, default_port) = match scheme {
+        let (tls, default_port) = match scheme.as_str() {
             "http" => (None, "80"),
             "https" => {
                 tls_config()?;
@@ -114,12 +103,7 @@ impl Getter {
         };
         let port = port.unwrap_or_else(|| default_port.to_string());
         Some(Getter {
-            signer: Signer {
-                access_key: get(K::AccessKeyId)?,
-                secret_key: get(K::SecretAccessKey)?,
-                token: get(K::Token),
-                region,
-            },
+            signer,
             connect: format!("{name}:{port}"),
             host,
             tls,

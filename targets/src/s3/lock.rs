@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 
-use super::sigv4::{canonical_query, encode, sha256_base64, Signer, Unsigned};
+use super::sigv4::{canonical_query, encode, sha256_base64, Signer, Target, Unsigned};
 use crate::lock::LockMode;
 use crate::{now_ms, Error, Result};
 
@@ -203,42 +203,18 @@ pub(crate) fn lock_client(
     bucket: &str,
     allow_http: bool,
 ) -> Option<LockClient> {
-    use object_store::aws::AmazonS3ConfigKey as K;
-    let get = |k: K| b.get_config_value(&k).filter(|v| !v.is_empty());
-    let region = get(K::Region).unwrap_or_else(|| "us-east-1".into());
-    let virtual_hosted = get(K::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-    let given = get(K::Endpoint);
-    let endpoint = given
-        .clone()
-        .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
-        .trim_end_matches('/')
-        .to_string();
-    let (scheme, host) = endpoint.split_once("://")?;
-    if scheme == "http" && !allow_http {
-        return None;
-    }
-    // As object_store does: a virtual-hosted endpoint that is given names the bucket's host
-    // already; AWS's own gets the bucket in front.
-    let host = match (virtual_hosted, given.is_some()) {
-        (true, false) => format!("{bucket}.{host}"),
-        _ => host.to_string(),
-    };
+    let t = Target::of(b, bucket, allow_http)?;
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .ok()?;
     Some(LockClient {
-        signer: Signer {
-            access_key: get(K::AccessKeyId)?,
-            secret_key: get(K::SecretAccessKey)?,
-            token: get(K::Token),
-            region,
-        },
-        origin: format!("{scheme}://{host}"),
-        host,
+        origin: format!("{}://{}", t.scheme, t.host),
+        signer: t.signer,
+        host: t.host,
         bucket: bucket.to_string(),
-        virtual_hosted,
+        virtual_hosted: t.virtual_hosted,
         http,
     })
 }

@@ -18,6 +18,56 @@ pub(crate) struct Signer {
     pub(crate) region: String,
 }
 
+/// Where the signed requests for a bucket go and as whom, read from the store's settings the
+/// way object_store reads them.
+pub(crate) struct Target {
+    /// `http` or `https`.
+    pub(crate) scheme: String,
+    /// Host (and port) as sent in the `host` header: the bucket's own for virtual-hosted
+    /// requests (a given endpoint names it already; AWS's own gets the bucket in front).
+    pub(crate) host: String,
+    pub(crate) virtual_hosted: bool,
+    pub(crate) signer: Signer,
+}
+
+impl Target {
+    /// The target of `bucket` in the store `b` describes; `None` without static credentials,
+    /// or for a plain-HTTP endpoint that is not allowed.
+    pub(crate) fn of(
+        b: &object_store::aws::AmazonS3Builder,
+        bucket: &str,
+        allow_http: bool,
+    ) -> Option<Self> {
+        use object_store::aws::AmazonS3ConfigKey as K;
+        let get = |k: K| b.get_config_value(&k).filter(|v| !v.is_empty());
+        let region = get(K::Region).unwrap_or_else(|| "us-east-1".into());
+        let virtual_hosted = get(K::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
+        let given = get(K::Endpoint);
+        let endpoint = given
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let (scheme, host) = endpoint.trim_end_matches('/').split_once("://")?;
+        if scheme == "http" && !allow_http {
+            return None;
+        }
+        let host = match (virtual_hosted, given.is_some()) {
+            (true, false) => format!("{bucket}.{host}"),
+            _ => host.to_string(),
+        };
+        Some(Target {
+            scheme: scheme.to_string(),
+            host,
+            virtual_hosted,
+            signer: Signer {
+                access_key: get(K::AccessKeyId)?,
+                secret_key: get(K::SecretAccessKey)?,
+                token: get(K::Token),
+                region,
+            },
+        })
+    }
+}
+
 /// A request to sign: method, host (with port), path (already percent-encoded), query pairs
 /// (unencoded), extra headers (lower-case names) and body.
 pub(crate) struct Unsigned<'a> {
