@@ -8,8 +8,10 @@
 #   - `mover ls` of the root (target <= 0.3 s);
 #   - `mover ls -R` of everything, with the stored bytes its readers fetched (from its log
 #     line), against the stored bytes of the repository's packs (target <= 5 %);
-#   - `mover extract` of the largest file, its rate against `mover restore --to -` of the whole
-#     disk, both counted in the disk's non-zero bytes (target >= 0.5x);
+#   - `mover extract` of the largest file into a folder, its rate against `mover restore` of the
+#     whole disk into a file the same way (through the page cache, `--no-sync`), counted in the
+#     disk's non-zero bytes (target >= 0.5x); restores with fsync and to standard output are
+#     recorded beside it;
 # then SNAPSHOTS - 1 more backups of the same image (each with its file catalog) and
 #   - `mover find` of a name over every snapshot (target <= 1 s).
 # Writes DIR/README.md (machine, software), DIR/raw.txt (every measurement, `name run value`)
@@ -91,12 +93,16 @@ for run in $(seq "$RUNS"); do
     fetched=$(sed -n 's/.*read [0-9]* chunks, \([0-9]*\) stored bytes.*/\1/p' "$WORK/ls.log" | tail -1)
     echo "ls_recursive_fetched_bytes $run $fetched" >>"$RAW"
     echo "ls_recursive_fetched_pct $run $(awk -v f="$fetched" -v s="$STORED" 'BEGIN { printf "%.3f", 100 * f / s }')" >>"$RAW"
+    # Each timed step that writes starts with the dirty pages of the steps before it written
+    # out, so that their writeback does not land on its time.
     rm -rf "$WORK/x"
+    sync
     t0=$(date +%s.%N)
     "$MOVER" extract -r "$REPO" latest "$BIG" --to "$WORK/x" -q >/dev/null
     t=$(secs "$t0")
     echo "extract_largest_mib_s $run $(awk -v n="$BIG_SIZE" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
     rm -rf "$WORK/tree"
+    sync
     t0=$(date +%s.%N)
     "$MOVER" extract -r "$REPO" latest / --to "$WORK/tree" -q >/dev/null
     t=$(secs "$t0")
@@ -104,6 +110,23 @@ for run in $(seq "$RUNS"); do
     echo "extract_tree_s $run $t" >>"$RAW"
     echo "extract_tree_mib_s $run $(awk -v n="$tree_bytes" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
     rm -rf "$WORK/tree"
+    # The whole disk restored three ways: into a file as the extract writes its file (through
+    # the page cache, no fsync: the like-for-like rate the target is judged against), with
+    # restore's defaults (direct I/O and an fsync at the end), and to standard output thrown
+    # away (no file written at all).
+    rm -f "$WORK/disk.img"
+    sync
+    t0=$(date +%s.%N)
+    "$MOVER" restore -r "$REPO" latest --to "$WORK/disk.img" --no-sync -q >/dev/null
+    t=$(secs "$t0")
+    echo "restore_file_mib_s $run $(awk -v n="$DATA" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
+    rm -f "$WORK/disk.img"
+    sync
+    t0=$(date +%s.%N)
+    "$MOVER" restore -r "$REPO" latest --to "$WORK/disk.img" -q >/dev/null
+    t=$(secs "$t0")
+    echo "restore_synced_mib_s $run $(awk -v n="$DATA" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
+    rm -f "$WORK/disk.img"
     t0=$(date +%s.%N)
     "$MOVER" restore -r "$REPO" latest --to - -q >/dev/null
     t=$(secs "$t0")
@@ -146,20 +169,29 @@ for line in open(raw):
     k, _, v = line.split()
     vals.setdefault(k, []).append(float(v))
 med = {k: statistics.median(v) for k, v in vals.items()}
-ratio = med["extract_largest_mib_s"] / med["restore_mib_s"]
+ratio = med["extract_largest_mib_s"] / med["restore_file_mib_s"]
+synced = med["extract_largest_mib_s"] / med["restore_synced_mib_s"]
 rows = [
     ("listing the root", "%.3f s" % med["ls_root_s"], "<= 0.3 s", med["ls_root_s"] <= 0.3),
     ("recursive listing: stored bytes fetched", "%.2f %% (%d of %d)" % (
         med["ls_recursive_fetched_pct"], med["ls_recursive_fetched_bytes"], med["stored_bytes"]),
      "<= 5 %", med["ls_recursive_fetched_pct"] <= 5),
     ("extract the largest file (%.0f MiB)" % (med["largest_file_bytes"] / 2**20),
-     "%.0f MiB/s = %.2f x restore (%.0f MiB/s)" % (med["extract_largest_mib_s"], ratio,
-                                                  med["restore_mib_s"]), ">= 0.5 x", ratio >= 0.5),
+     "%.0f MiB/s = %.2f x / %.2f x restore to a file (%.0f / %.0f MiB/s)" % (
+         med["extract_largest_mib_s"], ratio, synced, med["restore_file_mib_s"],
+         med["restore_synced_mib_s"]), ">= 0.5 x", min(ratio, synced) >= 0.5),
     ("find over %d snapshots" % med["catalogs"], "%.3f s" % med["find_s"], "<= 1 s",
      med["find_s"] <= 1),
 ]
 same = med["extract_largest_mib_s"] / med["restore_same_content_mib_s"]
-context = ("\nFor comparison, not a target: `restore --to -` of the largest file's bytes backed up "
+context = ("\nThe whole disk's restore rates, in MiB/s of its non-zero bytes: %.0f into a file "
+           "through the page cache with no fsync (`--no-sync`, as the extract writes its file), "
+           "%.0f with restore's defaults (direct I/O, fsync), %.0f to standard output thrown "
+           "away (no file written). Against those the extract runs at %.2f x, %.2f x and "
+           "%.2f x; the target is judged against both restores that write a file.\n" % (
+               med["restore_file_mib_s"], med["restore_synced_mib_s"], med["restore_mib_s"],
+               ratio, synced, med["extract_largest_mib_s"] / med["restore_mib_s"]))
+context += ("\nFor comparison, not a target: `restore --to -` of the largest file's bytes backed up "
            "as a disk image of their own runs at %.0f MiB/s; the extract of the file runs at "
            "%.2f x that (the whole disk's rate mixes in data stored raw, which restores for a "
            "copy and a hash). The extract of the whole file system (every file, %d entries) takes "

@@ -137,6 +137,10 @@ pub(crate) trait Volume {
     fn list_node(&self, _node: u64) -> Option<Vec<FileEntry>> {
         None
     }
+    /// Tells the volume that `path` names inode `node` (the snapshot's file catalog says
+    /// so), so that reading it need not walk the directories above it. A volume that goes
+    /// by path ignores it.
+    fn hint(&self, _path: &str, _node: u64) {}
 }
 
 /// A file's contents as a volume reads them: bytes, and where the reader knows them, holes

@@ -347,3 +347,96 @@ fn files_of_two_file_systems_with_one_inode_number_are_not_linked() {
     assert_ne!(a.ino(), b.ino(), "two file systems' files were hard-linked");
     assert_eq!((a.mtime(), b.mtime()), (1_600_000_000, 1_700_000_000));
 }
+
+/// Chunks a command's readers fetched, from its `-v` log line.
+fn chunks_read(out: &Output) -> u64 {
+    let log = &out.stderr;
+    let line = log
+        .lines()
+        .find(|l| l.contains(" chunks, "))
+        .unwrap_or_else(|| panic!("no line of chunks read in {log}"));
+    let n = line
+        .split("read ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    n.parse().unwrap()
+}
+
+#[test]
+fn cat_and_extract_open_a_catalogued_path_by_its_inode_in_the_right_file_system() {
+    let what = "paths opened through the catalog";
+    if !have_tool(what, "mkfs.ext4") || !have_tool(what, "sgdisk") {
+        return;
+    }
+    let env = Env::new();
+    // Two file systems of the same shape (the same inode numbers) holding different bytes at
+    // the end of a deep path, each level with a file big enough to spread the directories
+    // over the disk's 64 KiB chunks.
+    let deep = "a/b/c/d/e/leaf.txt";
+    let mut parts = Vec::new();
+    for i in 1..=2u8 {
+        let src = env.path(&format!("src{i}"));
+        let mut dir = src.clone();
+        for level in ["a", "b", "c", "d", "e"] {
+            dir = dir.join(level);
+            fs::create_dir_all(&dir).unwrap();
+            write_file(
+                &dir.join("filler.bin"),
+                &random_bytes(200_000, u64::from(i)),
+            );
+        }
+        write_file(
+            &src.join(deep),
+            format!("leaf of file system {i}\n").as_bytes(),
+        );
+        std::os::unix::fs::symlink("a/b/c", src.join("to-c")).unwrap();
+        let image = env.path(&format!("fs{i}.img"));
+        assert!(super::files::ext4_image(&src, &image, 8, "fs"));
+        parts.push(image);
+    }
+    let disk = env.path("disk.img");
+    fs::File::create(&disk).unwrap().set_len(20 * MIB).unwrap();
+    tool(
+        "sgdisk",
+        &[&"-n", &"1:2048:18431", &"-n", &"2:18432:34815", &disk],
+    );
+    super::files::put(&disk, 2048, &parts[0]);
+    super::files::put(&disk, 18432, &parts[1]);
+    env.backup(&disk, &[]);
+
+    let cat = |path: &str| env.cmd("cat", &["latest", path, "-v"]).run().ok();
+    for i in 1..=2 {
+        let want = format!("leaf of file system {i}\n");
+        let with = cat(&format!("p{i}/{deep}"));
+        assert_eq!(with.stdout_str(), want, "cat of p{i}/{deep}");
+        // Through a symbolic link (a path the catalog does not hold) it resolves as always.
+        assert_eq!(cat(&format!("p{i}/to-c/d/e/leaf.txt")).stdout_str(), want);
+        let out = env.path(&format!("out{i}"));
+        env.cmd("extract", &["latest", &format!("p{i}/{deep}"), "--to"])
+            .arg(&out)
+            .run()
+            .ok();
+        assert_eq!(fs::read_to_string(out.join("leaf.txt")).unwrap(), want);
+    }
+    // The same cat without the catalog walks every directory above the file and reads more
+    // chunks.
+    let with = chunks_read(&cat(&format!("p2/{deep}")));
+    let catalogs = env.repo.join("catalogs");
+    let away = env.path("catalogs-away");
+    fs::rename(&catalogs, &away).unwrap();
+    let walked = cat(&format!("p2/{deep}"));
+    fs::rename(&away, &catalogs).unwrap();
+    assert_eq!(walked.stdout_str(), "leaf of file system 2\n");
+    let without = chunks_read(&walked);
+    assert!(
+        with < without,
+        "with the catalog {with} chunks were read, without it {without}"
+    );
+    // And no readahead for the metadata: the partition table, the superblock and group
+    // descriptors, the inode's table, the file's block (about 20 chunks of each file system
+    // hold data; reads of a few inodes in a row once fetched them all).
+    assert!(with <= 6, "a cat of one small file read {with} chunks");
+}

@@ -44,7 +44,7 @@ impl ExtVolume {
         } else {
             "ext2"
         };
-        let dirs = ExtInodes::open(r.sibling());
+        let dirs = ExtInodes::open(r.sibling().planned());
         let fs = Ext4::load(Box::new(r)).map_err(|e| damaged(what, kind, &e))?;
         Ok(ExtVolume { fs, kind, dirs })
     }
@@ -228,6 +228,12 @@ impl Volume for ExtVolume {
             ROOT
         } else {
             0
+        }
+    }
+
+    fn hint(&self, path: &str, node: u64) {
+        if let Some(dirs) = &self.dirs {
+            dirs.remember(path.to_string(), node);
         }
     }
 

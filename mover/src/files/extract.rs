@@ -80,12 +80,13 @@ pub fn extract_files(repo: &Arc<Repository>, request: &ExtractRequest) -> Result
     if request.paths.is_empty() {
         return Err(Error::Usage("name at least one path to extract".into()));
     }
-    let snap = Snapshot::open(
+    let mut snap = Snapshot::open(
         repo,
         &request.snapshot,
         request.name.as_deref(),
         &request.reader,
     )?;
+    snap.hint(repo, &request.paths);
     let sources = request
         .paths
         .iter()

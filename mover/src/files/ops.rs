@@ -228,12 +228,13 @@ pub struct CatRequest {
 
 /// Writes the file at `request.path` to `out`; returns the bytes written.
 pub fn cat_file(repo: &Arc<Repository>, request: &CatRequest, out: &mut dyn Write) -> Result<u64> {
-    let snap = Snapshot::open(
+    let mut snap = Snapshot::open(
         repo,
         &request.snapshot,
         request.name.as_deref(),
         &request.reader,
     )?;
+    snap.hint(repo, std::slice::from_ref(&request.path));
     let (vol, prefix, inner) = match snap.resolve(&request.path)? {
         Target::Fs { vol, prefix, inner } => (vol, prefix, inner),
         Target::Virtual { .. } => {

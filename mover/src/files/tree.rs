@@ -28,6 +28,8 @@ pub(crate) struct Snapshot {
     /// The snapshot's file catalog, when a recursive listing may answer from it: every
     /// entry, in listing order (see [`Snapshot::use_catalog`]).
     catalog: Option<Vec<FileEntry>>,
+    /// Inode numbers of snapshot paths, from the file catalog (see [`Snapshot::hint`]).
+    hints: HashMap<String, u64>,
 }
 
 /// What a path names.
@@ -100,6 +102,7 @@ impl Snapshot {
             readers: RefCell::new(HashMap::new()),
             sources: Vec::new(),
             catalog: None,
+            hints: HashMap::new(),
         }
     }
 
@@ -133,6 +136,35 @@ impl Snapshot {
         // a directory ("a", "a/x", "a-b"; the catalog sorts whole paths: "a-b" before "a/x").
         entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
         self.catalog = Some(entries);
+    }
+
+    /// Looks `paths` (snapshot paths a command is about to read) up in the snapshot's file
+    /// catalog, when it has one: the file system that holds one is then told its inode
+    /// number ([`Volume::hint`]), and opening it reads that inode rather than every
+    /// directory and inode above it, a chunk fetched and decoded for each, one after
+    /// another. Paths the catalog does not hold (through a symbolic link, say), or holds
+    /// without an inode number, resolve as always.
+    pub(crate) fn hint(&mut self, repo: &Repository, paths: &[String]) {
+        let mut wanted = Vec::new();
+        for p in paths {
+            if let Ok(comps) = components(p) {
+                if !comps.is_empty() {
+                    wanted.push(comps.join("/"));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let Some(entries) = super::stored::from_catalog(repo, &self.id) else {
+            return;
+        };
+        wanted.sort();
+        for e in entries {
+            if e.inode != 0 && wanted.binary_search(&e.path).is_ok() {
+                self.hints.insert(e.path, e.inode);
+            }
+        }
     }
 
     /// The catalog's entries below the directory at snapshot path `dir`, in listing order;
@@ -170,6 +202,7 @@ impl Snapshot {
             readers: RefCell::new(self.readers.borrow().clone()),
             sources: self.sources.clone(),
             catalog: None,
+            hints: self.hints.clone(),
         }
     }
 
@@ -278,7 +311,7 @@ impl Snapshot {
         let (scheme, parts) = match layout {
             Layout::Whole(found) => {
                 let vol = open_volume(found, view, what)?;
-                return Ok(fs_target(vol, prefix, rest));
+                return Ok(self.fs_target(vol, prefix, rest));
             }
             Layout::Table { scheme, parts } => (scheme, parts),
         };
@@ -305,7 +338,7 @@ impl Snapshot {
         let mut view = RangeReader::new(r, part.start, part.len);
         let found = probe::file_system(&mut view).map_err(|e| refused(&name, &e))?;
         let vol = open_volume(found, view, &name)?;
-        Ok(fs_target(vol, &name, &rest[1..]))
+        Ok(self.fs_target(vol, &name, &rest[1..]))
     }
 
     fn part_entry(&self, r: &Arc<SnapshotReader>, prefix: &str, p: &Part) -> FileEntry {
@@ -329,11 +362,19 @@ impl Snapshot {
     }
 }
 
-fn fs_target(vol: Box<dyn Volume>, prefix: &str, rest: &[&str]) -> Target {
-    Target::Fs {
-        vol,
-        prefix: prefix.to_string(),
-        inner: format!("/{}", rest.join("/")),
+impl Snapshot {
+    /// The path `rest` in the file system `vol` (at snapshot path `prefix`), its inode
+    /// number passed on where the catalog gave one.
+    fn fs_target(&self, vol: Box<dyn Volume>, prefix: &str, rest: &[&str]) -> Target {
+        let inner = rest.join("/");
+        if let Some(&node) = self.hints.get(&join(prefix, &inner)) {
+            vol.hint(&inner, node);
+        }
+        Target::Fs {
+            vol,
+            prefix: prefix.to_string(),
+            inner: format!("/{inner}"),
+        }
     }
 }
 

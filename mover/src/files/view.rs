@@ -20,6 +20,8 @@ pub(crate) struct RangeReader {
     buf: Vec<u8>,
     /// Offset (within the window) of `buf[0]`.
     buf_at: u64,
+    /// Reads fetch only their own chunks, never ahead (see [`RangeReader::planned`]).
+    planned: bool,
 }
 
 impl RangeReader {
@@ -33,12 +35,27 @@ impl RangeReader {
             pos: 0,
             buf: Vec::new(),
             buf_at: 0,
+            planned: false,
         }
     }
 
-    /// A second reader of the same window, with a buffer of its own.
+    /// A second reader of the same window, with a buffer of its own (and the same way of
+    /// reading).
     pub(crate) fn sibling(&self) -> Self {
-        RangeReader::new(Arc::clone(&self.reader), self.start, self.len)
+        RangeReader {
+            planned: self.planned,
+            ..RangeReader::new(Arc::clone(&self.reader), self.start, self.len)
+        }
+    }
+
+    /// This reader, for a reader of metadata that knows where it reads (directories and
+    /// inodes by number): its reads are never taken for a stream to fetch ahead of
+    /// ([`SnapshotReader::read_planned`]). Without it, a few inodes read in a row of the same
+    /// table look sequential, and the readahead window (a quarter of the memory budget)
+    /// is fetched and decoded for a `cat` of one small file.
+    pub(crate) fn planned(mut self) -> Self {
+        self.planned = true;
+        self
     }
 
     /// Length of the window.
@@ -119,9 +136,13 @@ impl RangeReader {
     }
 
     fn read_disk(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        self.reader
-            .read_at(self.start + offset, out)
-            .map_err(io::Error::other)
+        let at = self.start + offset;
+        if self.planned {
+            self.reader.read_planned(at, out)
+        } else {
+            self.reader.read_at(at, out)
+        }
+        .map_err(io::Error::other)
     }
 }
 
