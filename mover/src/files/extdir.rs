@@ -133,8 +133,8 @@ impl ExtInodes {
         Ok(t)
     }
 
-    /// The raw inode `ino`.
-    pub(crate) fn inode(&self, ino: u64) -> Result<Vec<u8>> {
+    /// Where inode `ino` lies, bytes into the file system.
+    fn place(&self, ino: u64) -> Result<u64> {
         let i = ino
             .checked_sub(1)
             .ok_or_else(|| damaged("a directory entry names inode 0".into()))?;
@@ -143,13 +143,47 @@ impl ExtInodes {
             return Err(damaged(format!("inode {ino} is past the last group")));
         }
         let table = self.table(group)?;
-        let at = table
+        table
             .checked_mul(self.block)
             .and_then(|t| t.checked_add(i % self.inodes_per_group * self.inode_size as u64))
-            .ok_or_else(|| damaged(format!("inode {ino} has an impossible place")))?;
+            .ok_or_else(|| damaged(format!("inode {ino} has an impossible place")))
+    }
+
+    /// The raw inode `ino`.
+    pub(crate) fn inode(&self, ino: u64) -> Result<Vec<u8>> {
+        let at = self.place(ino)?;
         let mut raw = vec![0u8; self.inode_size];
         self.read(at, &mut raw)?;
         Ok(raw)
+    }
+
+    /// Hands the chunks that hold the inodes `inos` to the reader's fetch threads, so that
+    /// reading them one by one after it waits on fetches already in flight (the inodes of a
+    /// directory's entries lie in one or a few stretches of the inode tables).
+    fn prefetch_inodes(&self, inos: &[u64]) -> Result<()> {
+        let mut places = inos
+            .iter()
+            .map(|&ino| self.place(ino))
+            .collect::<Result<Vec<_>>>()?;
+        places.sort_unstable();
+        let r = self.r.lock().expect("ext reader");
+        let gap = r.max_chunk().max(1);
+        let mut stretch: Option<(u64, u64)> = None;
+        for at in places {
+            let end = at + self.inode_size as u64;
+            match &mut stretch {
+                Some((_, e)) if at <= *e + gap => *e = end,
+                _ => {
+                    if let Some((s, e)) = stretch.replace((at, end)) {
+                        r.prefetch(s, e);
+                    }
+                }
+            }
+        }
+        if let Some((s, e)) = stretch {
+            r.prefetch(s, e);
+        }
+        Ok(())
     }
 
     /// The blocks of the inode `raw` (`ino`) as runs in logical order, holes left out.
@@ -367,17 +401,17 @@ impl ExtInodes {
     /// are left out. An error where `ext4-view` must list it (see the module's documentation).
     pub(crate) fn list(&self, ino: u64) -> Result<Vec<FileEntry>> {
         let raw = self.inode(ino)?;
-        let mut out = Vec::new();
+        let mut children = Vec::new();
         self.each_entry(ino, &raw, |child, name| {
-            let raw = self.inode(child)?;
-            out.push(entry(
-                String::from_utf8_lossy(name).into_owned(),
-                child,
-                &raw,
-            ));
+            children.push((child, String::from_utf8_lossy(name).into_owned()));
             Ok(true)
         })?;
-        Ok(out)
+        let inos: Vec<u64> = children.iter().map(|c| c.0).collect();
+        self.prefetch_inodes(&inos)?;
+        children
+            .into_iter()
+            .map(|(child, name)| Ok(entry(name, child, &self.inode(child)?)))
+            .collect()
     }
 
     /// The inode named `name` in directory `dir` (inode bytes `raw`).
