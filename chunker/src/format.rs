@@ -17,8 +17,8 @@ mod sealed;
 mod sorted;
 
 pub use catalog::{
-    decode_catalog, decode_catalog_with, encode_catalog, encode_catalog_with, CatalogEntry,
-    CatalogKind, CatalogReads, CATALOG_MAGIC, CATALOG_VERSION, MAX_CATALOG_BODY,
+    catalog_inodes, decode_catalog, decode_catalog_with, encode_catalog, encode_catalog_with,
+    CatalogEntry, CatalogKind, CatalogReads, CATALOG_MAGIC, CATALOG_VERSION, MAX_CATALOG_BODY,
 };
 pub use config::{Config, CONFIG_LEN, CONFIG_VERSION_AES, CONFIG_VERSION_ENCRYPTED};
 pub use filter::{BlockFilter, FILTER_BITS_PER_KEY, FILTER_BLOCK_LEN};

@@ -175,6 +175,55 @@ pub fn decode_catalog_with(
     buf: &[u8],
     snapshot: &ObjectId,
 ) -> Result<(Vec<CatalogEntry>, Option<CatalogReads>)> {
+    let (flags, count, body) = open_body(buf, snapshot)?;
+    let mut r = Reader::new(WHAT, &body);
+    let mut out = Vec::with_capacity(count as usize);
+    each_entry(&mut r, count, |path, e| {
+        out.push(CatalogEntry {
+            path: path.to_string(),
+            ..e
+        });
+        true
+    })?;
+    let reads = if flags & FLAG_READS != 0 {
+        Some(decode_reads(&mut r)?)
+    } else {
+        None
+    };
+    r.end()?;
+    Ok((out, reads))
+}
+
+/// The inode numbers the catalog of `snapshot` records for `paths` (0 for a path it does not
+/// hold), without building its entries: a command that opens a few paths reads the catalog in
+/// a few milliseconds however many paths it holds. The scan stops past the last path asked
+/// for (paths are sorted). A catalog whose body is larger than `max_body` bytes is not read
+/// (`None`): walking the file system is then cheaper than decompressing it.
+pub fn catalog_inodes(
+    buf: &[u8],
+    snapshot: &ObjectId,
+    paths: &[&str],
+    max_body: u64,
+) -> Result<Option<Vec<u64>>> {
+    let (_, count, body_len, frame) = open_head(buf, snapshot)?;
+    if body_len > max_body {
+        return Ok(None);
+    }
+    let body = decompress(frame, body_len)?;
+    let mut found = vec![0; paths.len()];
+    let last = paths.iter().max().map_or(&[][..], |p| p.as_bytes());
+    let mut r = Reader::new(WHAT, &body);
+    each_entry(&mut r, count, |path, e| {
+        if let Some(i) = paths.iter().position(|p| *p == path) {
+            found[i] = e.inode;
+        }
+        path.as_bytes() < last
+    })?;
+    Ok(Some(found))
+}
+
+/// The catalog's flags, entry count, body length and compressed body, its header checked.
+fn open_head<'a>(buf: &'a [u8], snapshot: &ObjectId) -> Result<(u32, u64, u64, &'a [u8])> {
     let (mut r, _) = open(WHAT, buf, &CATALOG_MAGIC, true, CATALOG_VERSION)?;
     let flags = r.u32()?;
     if flags & !FLAG_READS != 0 {
@@ -188,47 +237,62 @@ pub fn decode_catalog_with(
     if body_len > MAX_CATALOG_BODY || count > body_len / 9 + 1 {
         return Err(Error::structure(WHAT, "its lengths are out of range"));
     }
-    let body = zstd::bulk::decompress(r.rest(), body_len as usize)
+    Ok((flags, count, body_len, r.rest()))
+}
+
+fn decompress(frame: &[u8], body_len: u64) -> Result<Vec<u8>> {
+    let body = zstd::bulk::decompress(frame, body_len as usize)
         .map_err(|e| Error::structure(WHAT, format!("its body does not decompress: {e}")))?;
     if body.len() as u64 != body_len {
         return Err(Error::structure(WHAT, "its body has the wrong length"));
     }
-    let mut r = Reader::new(WHAT, &body);
-    let mut out = Vec::with_capacity(count as usize);
+    Ok(body)
+}
+
+/// The catalog's flags, entry count and decompressed body.
+fn open_body(buf: &[u8], snapshot: &ObjectId) -> Result<(u32, u64, Vec<u8>)> {
+    let (flags, count, body_len, frame) = open_head(buf, snapshot)?;
+    Ok((flags, count, decompress(frame, body_len)?))
+}
+
+/// Reads the `count` entries of a body, checking each, and hands each to `f` with its path
+/// (the entry's own `path` left empty); stops early when `f` returns false.
+fn each_entry(
+    r: &mut Reader<'_>,
+    count: u64,
+    mut f: impl FnMut(&str, CatalogEntry) -> bool,
+) -> Result<()> {
     let mut prev: Vec<u8> = Vec::new();
-    for _ in 0..count {
-        let shared = get_varint(&mut r)? as usize;
-        let rest = get_varint(&mut r)? as usize;
+    for k in 0..count {
+        let shared = get_varint(r)? as usize;
+        let rest = get_varint(r)? as usize;
         if shared > prev.len() {
             return Err(r.error("a path shares more than the previous path holds"));
         }
+        let tail = r.take(rest)?;
+        // Sorted: past the shared prefix, the new path's bytes come after the old one's.
+        if k > 0 && tail <= &prev[shared..] {
+            return Err(r.error("paths are not sorted"));
+        }
         prev.truncate(shared);
-        prev.extend_from_slice(r.take(rest)?);
-        let path = std::str::from_utf8(&prev)
-            .map_err(|_| r.error("a path is not UTF-8"))?
-            .to_string();
+        prev.extend_from_slice(tail);
+        let path = std::str::from_utf8(&prev).map_err(|_| r.error("a path is not UTF-8"))?;
         let kind = CatalogKind::from_u8(r.u8()?).ok_or_else(|| r.error("unknown entry kind"))?;
-        let size = get_varint(&mut r)?;
-        let z = get_varint(&mut r)?;
+        let size = get_varint(r)?;
+        let z = get_varint(r)?;
         let secs = ((z >> 1) as i64) ^ -((z & 1) as i64);
-        let nanos = u32::try_from(get_varint(&mut r)?)
+        let nanos = u32::try_from(get_varint(r)?)
             .ok()
             .filter(|n| *n < 1_000_000_000)
             .ok_or_else(|| r.error("nanoseconds out of range"))?;
         let mut small = || {
-            let v = get_varint(&mut r)?;
+            let v = get_varint(r)?;
             u32::try_from(v).map_err(|_| r.error("mode, uid or gid out of range"))
         };
         let (mode, uid, gid) = (small()?, small()?, small()?);
-        let inode = get_varint(&mut r)?;
-        if out
-            .last()
-            .is_some_and(|l: &CatalogEntry| l.path.as_bytes() >= path.as_bytes())
-        {
-            return Err(r.error("paths are not sorted"));
-        }
-        out.push(CatalogEntry {
-            path,
+        let inode = get_varint(r)?;
+        let entry = CatalogEntry {
+            path: String::new(),
             kind,
             size,
             mtime: (secs, nanos),
@@ -236,15 +300,12 @@ pub fn decode_catalog_with(
             uid,
             gid,
             inode,
-        });
+        };
+        if !f(path, entry) {
+            return Ok(());
+        }
     }
-    let reads = if flags & FLAG_READS != 0 {
-        Some(decode_reads(&mut r)?)
-    } else {
-        None
-    };
-    r.end()?;
-    Ok((out, reads))
+    Ok(())
 }
 
 fn decode_reads(r: &mut Reader<'_>) -> Result<CatalogReads> {
@@ -321,5 +382,36 @@ mod tests {
         let (back, got) = decode_catalog_with(&with, &id).unwrap();
         assert_eq!((back, got), (entries.clone(), Some(reads)));
         assert_eq!(decode_catalog(&with, &id).unwrap(), entries);
+    }
+
+    #[test]
+    fn inodes_are_found_by_path_without_decoding_entries() {
+        let mut entries: Vec<CatalogEntry> = ["a", "a/b", "a/b/c.txt", "a-b", "p1", "p1/etc"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| CatalogEntry {
+                path: (*p).into(),
+                kind: CatalogKind::File,
+                size: 1,
+                mtime: (0, 0),
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                inode: 10 + i as u64,
+            })
+            .collect();
+        let id = ObjectId([3; 32]);
+        let bytes = encode_catalog_with(&id, &mut entries, Some(&vec![vec![1]]), 3);
+        let look = |paths: &[&str]| catalog_inodes(&bytes, &id, paths, 1 << 20).unwrap();
+        // In any order, present or not; a path before others in sort order stops no lookup.
+        assert_eq!(
+            look(&["p1/etc", "a/b/c.txt", "a/b/c", "zzz", "a"]),
+            Some(vec![15, 12, 0, 0, 10])
+        );
+        assert_eq!(look(&["a-b"]), Some(vec![13]));
+        assert_eq!(look(&[]), Some(vec![]));
+        // Too large to look into, or another snapshot's.
+        assert_eq!(catalog_inodes(&bytes, &id, &["a"], 8).unwrap(), None);
+        assert!(catalog_inodes(&bytes, &ObjectId([4; 32]), &["a"], 1 << 20).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! and decoding the catalog object, and converting records both ways. A leaf of `files`, so
 //! listing, finding and cataloguing can all use it.
 
-use chunker::format::{decode_catalog, CatalogEntry, CatalogKind, ObjectId};
+use chunker::format::{catalog_inodes, decode_catalog, CatalogEntry, CatalogKind, ObjectId};
 use targets::Repository;
 
 use super::{FileEntry, FileKind};
@@ -23,6 +23,28 @@ pub(crate) fn from_catalog(repo: &Repository, id: &ObjectId) -> Option<Vec<Catal
             tracing::warn!(
                 "snapshot {short}: cannot load its file catalog ({e}); reading its disks instead"
             );
+            None
+        }
+    }
+}
+
+/// Largest catalog body (uncompressed) looked into for a few paths' inode numbers: about
+/// 200,000 paths, a few milliseconds to decompress and scan. Past it, walking the directories
+/// above a path costs less.
+const MAX_LOOKUP_BODY: u64 = 8 << 20;
+
+/// The inode numbers snapshot `id`'s catalog records for `paths` (0 where it holds none),
+/// when it has a readable catalog small enough to look into.
+pub(crate) fn inodes_from_catalog(
+    repo: &Repository,
+    id: &ObjectId,
+    paths: &[&str],
+) -> Option<Vec<u64>> {
+    let bytes = repo.load_catalog(id).ok()??;
+    match catalog_inodes(&bytes, id, paths, MAX_LOOKUP_BODY) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!("file catalog not used to find paths: {e}");
             None
         }
     }

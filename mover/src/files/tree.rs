@@ -156,13 +156,13 @@ impl Snapshot {
         if wanted.is_empty() {
             return;
         }
-        let Some(entries) = super::stored::from_catalog(repo, &self.id) else {
+        let asked: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let Some(found) = super::stored::inodes_from_catalog(repo, &self.id, &asked) else {
             return;
         };
-        wanted.sort();
-        for e in entries {
-            if e.inode != 0 && wanted.binary_search(&e.path).is_ok() {
-                self.hints.insert(e.path, e.inode);
+        for (path, inode) in wanted.into_iter().zip(found) {
+            if inode != 0 {
+                self.hints.insert(path, inode);
             }
         }
     }
