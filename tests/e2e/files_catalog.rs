@@ -327,15 +327,7 @@ fn files_of_two_file_systems_with_one_inode_number_are_not_linked() {
         assert!(super::files::ext4_image(&src, &image, 4, "fs"));
         parts.push(image);
     }
-    let disk = env.path("disk.img");
-    fs::File::create(&disk).unwrap().set_len(10 * MIB).unwrap();
-    tool(
-        "sgdisk",
-        &[&"-n", &"1:2048:10239", &"-n", &"2:10240:18431", &disk],
-    );
-    super::files::put(&disk, 2048, &parts[0]);
-    super::files::put(&disk, 10240, &parts[1]);
-    env.backup(&disk, &[]);
+    back_up_two_partitions(&env, &parts, 4);
     let out = env.path("out");
     env.cmd("extract", &["latest", "p1/same.txt", "p2", "--to"])
         .arg(&out)
@@ -346,6 +338,23 @@ fn files_of_two_file_systems_with_one_inode_number_are_not_linked() {
     use std::os::unix::fs::MetadataExt;
     assert_ne!(a.ino(), b.ino(), "two file systems' files were hard-linked");
     assert_eq!((a.mtime(), b.mtime()), (1_600_000_000, 1_700_000_000));
+}
+
+/// Backs up a GPT disk whose two partitions of `mib` MiB each hold the images `parts`.
+fn back_up_two_partitions(env: &Env, parts: &[std::path::PathBuf], mib: u64) {
+    let sectors = mib * 2048;
+    let (first, second) = (2048, 2048 + sectors);
+    let disk = env.path("disk.img");
+    fs::File::create(&disk)
+        .unwrap()
+        .set_len((2 * mib + 2) * MIB)
+        .unwrap();
+    let p1 = format!("1:{first}:{}", second - 1);
+    let p2 = format!("2:{second}:{}", second + sectors - 1);
+    tool("sgdisk", &[&"-n", &p1, &"-n", &p2, &disk]);
+    super::files::put(&disk, first, &parts[0]);
+    super::files::put(&disk, second, &parts[1]);
+    env.backup(&disk, &[]);
 }
 
 /// Chunks a command's readers fetched, from its `-v` log line.
@@ -397,15 +406,7 @@ fn cat_and_extract_open_a_catalogued_path_by_its_inode_in_the_right_file_system(
         assert!(super::files::ext4_image(&src, &image, 8, "fs"));
         parts.push(image);
     }
-    let disk = env.path("disk.img");
-    fs::File::create(&disk).unwrap().set_len(20 * MIB).unwrap();
-    tool(
-        "sgdisk",
-        &[&"-n", &"1:2048:18431", &"-n", &"2:18432:34815", &disk],
-    );
-    super::files::put(&disk, 2048, &parts[0]);
-    super::files::put(&disk, 18432, &parts[1]);
-    env.backup(&disk, &[]);
+    back_up_two_partitions(&env, &parts, 8);
 
     let cat = |path: &str| env.cmd("cat", &["latest", path, "-v"]).run().ok();
     for i in 1..=2 {
