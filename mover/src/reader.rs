@@ -487,6 +487,11 @@ impl SnapshotReader {
         let mut group = Vec::new();
         let mut bytes = 0;
         for i in want {
+            // A full queue would refuse the task: claiming its chunks only to give them up
+            // again costs a lock each, and they are fetched on demand anyway.
+            if tasks.is_full() {
+                break;
+            }
             let e = inner.entries[i];
             let Some(id) = e.id else { continue };
             if !inner.cache.try_claim(&id, u64::from(e.len)) {
@@ -565,11 +570,8 @@ impl Inner {
             TrySendError::Full(Task::Fetch(task)) | TrySendError::Disconnected(Task::Fetch(task)),
         ) = tasks.try_send(Task::Fetch(task))
         {
-            for i in task {
-                if let Some(id) = self.entries[i].id {
-                    self.cache.abandon(&id);
-                }
-            }
+            let ids: Vec<ChunkId> = task.iter().filter_map(|&i| self.entries[i].id).collect();
+            self.cache.abandon_all(&ids);
         }
     }
 

@@ -23,6 +23,9 @@ struct State {
     tick: u64,
     /// Bytes of ready and loading chunks.
     bytes: u64,
+    /// Callers waiting for a fetch to end: a fill or an abandon wakes them only if there are
+    /// any (a wake is a system call even with nobody waiting, one per chunk at least).
+    waiting: usize,
 }
 
 /// What [`Cache::claim`] found.
@@ -65,7 +68,9 @@ impl Cache {
                     return Claim::Ready(data);
                 }
                 Some(Slot::Loading { .. }) => {
+                    st.waiting += 1;
                     st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+                    st.waiting -= 1;
                 }
                 None => {
                     st.slots.insert(*id, Slot::Loading { bytes });
@@ -101,20 +106,34 @@ impl Cache {
         st.slots.insert(*id, Slot::Ready { data, tick });
         st.lru.insert(tick, *id);
         self.evict(&mut st);
-        drop(st);
-        self.done.notify_all();
+        self.wake(st);
     }
 
     /// Gives up a claim (the fetch failed); waiters try themselves.
     pub(super) fn abandon(&self, id: &ChunkId) {
+        self.abandon_all(std::slice::from_ref(id));
+    }
+
+    /// Gives up the claims of `ids` at once.
+    pub(super) fn abandon_all(&self, ids: &[ChunkId]) {
         let mut st = self.lock();
-        if let Some(Slot::Loading { bytes }) = st.slots.get(id) {
-            let bytes = *bytes;
-            st.slots.remove(id);
-            st.bytes -= bytes;
+        for id in ids {
+            if let Some(Slot::Loading { bytes }) = st.slots.get(id) {
+                let bytes = *bytes;
+                st.slots.remove(id);
+                st.bytes -= bytes;
+            }
         }
+        self.wake(st);
+    }
+
+    /// Releases the lock and wakes the callers waiting for a fetch, if any wait.
+    fn wake(&self, st: MutexGuard<'_, State>) {
+        let waiting = st.waiting > 0;
         drop(st);
-        self.done.notify_all();
+        if waiting {
+            self.done.notify_all();
+        }
     }
 
     /// Drops a ready chunk (its reader is done with it): its buffer goes back to the pool
