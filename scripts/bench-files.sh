@@ -83,6 +83,20 @@ entries=$("$MOVER" ls -r "$REPO" latest -R | wc -l)
 echo "entries 1 $entries" >>"$RAW"
 
 secs() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.4f", b - a }'; }
+# mib_s BYTES SECONDS: the rate in MiB/s.
+mib_s() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", n / t / 1048576 }'; }
+# restore_rate NAME RESTORE_ARGS...: times a restore of the whole disk after a sync, and
+# records its rate in the disk's non-zero bytes.
+restore_rate() {
+    local name=$1 t0
+    shift
+    rm -f "$WORK/disk.img"
+    sync
+    t0=$(date +%s.%N)
+    "$MOVER" restore -r "$REPO" latest "$@" -q >/dev/null
+    echo "$name $run $(mib_s "$DATA" "$(secs "$t0")")" >>"$RAW"
+    rm -f "$WORK/disk.img"
+}
 for run in $(seq "$RUNS"); do
     t0=$(date +%s.%N)
     "$MOVER" ls -r "$REPO" latest -q >/dev/null
@@ -100,7 +114,7 @@ for run in $(seq "$RUNS"); do
     t0=$(date +%s.%N)
     "$MOVER" extract -r "$REPO" latest "$BIG" --to "$WORK/x" -q >/dev/null
     t=$(secs "$t0")
-    echo "extract_largest_mib_s $run $(awk -v n="$BIG_SIZE" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
+    echo "extract_largest_mib_s $run $(mib_s "$BIG_SIZE" "$t")" >>"$RAW"
     rm -rf "$WORK/tree"
     sync
     t0=$(date +%s.%N)
@@ -108,29 +122,15 @@ for run in $(seq "$RUNS"); do
     t=$(secs "$t0")
     tree_bytes=$(du -sb --apparent-size "$WORK/tree" | cut -f1)
     echo "extract_tree_s $run $t" >>"$RAW"
-    echo "extract_tree_mib_s $run $(awk -v n="$tree_bytes" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
+    echo "extract_tree_mib_s $run $(mib_s "$tree_bytes" "$t")" >>"$RAW"
     rm -rf "$WORK/tree"
     # The whole disk restored three ways: into a file as the extract writes its file (through
-    # the page cache, no fsync: the like-for-like rate the target is judged against), with
-    # restore's defaults (direct I/O and an fsync at the end), and to standard output thrown
-    # away (no file written at all).
-    rm -f "$WORK/disk.img"
-    sync
-    t0=$(date +%s.%N)
-    "$MOVER" restore -r "$REPO" latest --to "$WORK/disk.img" --no-sync -q >/dev/null
-    t=$(secs "$t0")
-    echo "restore_file_mib_s $run $(awk -v n="$DATA" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
-    rm -f "$WORK/disk.img"
-    sync
-    t0=$(date +%s.%N)
-    "$MOVER" restore -r "$REPO" latest --to "$WORK/disk.img" -q >/dev/null
-    t=$(secs "$t0")
-    echo "restore_synced_mib_s $run $(awk -v n="$DATA" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
-    rm -f "$WORK/disk.img"
-    t0=$(date +%s.%N)
-    "$MOVER" restore -r "$REPO" latest --to - -q >/dev/null
-    t=$(secs "$t0")
-    echo "restore_mib_s $run $(awk -v n="$DATA" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
+    # the page cache, no fsync), with restore's defaults (direct I/O and an fsync at the end):
+    # the two the target is judged against; and to standard output thrown away (no file
+    # written at all).
+    restore_rate restore_file_mib_s --to "$WORK/disk.img" --no-sync
+    restore_rate restore_synced_mib_s --to "$WORK/disk.img"
+    restore_rate restore_mib_s --to -
 done
 rm -rf "$WORK/x"
 
@@ -145,7 +145,7 @@ for run in $(seq "$RUNS"); do
     t0=$(date +%s.%N)
     "$MOVER" restore -r "$WORK/repo-file" latest --to - -q >/dev/null
     t=$(secs "$t0")
-    echo "restore_same_content_mib_s $run $(awk -v n="$BIG_SIZE" -v t="$t" 'BEGIN { printf "%.1f", n / t / 1048576 }')" >>"$RAW"
+    echo "restore_same_content_mib_s $run $(mib_s "$BIG_SIZE" "$t")" >>"$RAW"
 done
 
 t0=$(date +%s.%N)

@@ -360,9 +360,7 @@ impl Snapshot {
             ..FileEntry::default()
         }
     }
-}
 
-impl Snapshot {
     /// The path `rest` in the file system `vol` (at snapshot path `prefix`), its inode
     /// number passed on where the catalog gave one.
     fn fs_target(&self, vol: Box<dyn Volume>, prefix: &str, rest: &[&str]) -> Target {
