@@ -84,7 +84,7 @@ pub use restore::{
     DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport, RestoreRequest,
     LOCAL_TASK_BYTES, REMOTE_TASK_BYTES,
 };
-pub use serve::{serve, Listen, ServeRequest, ServedExport, Serving};
+pub use serve::{serve, ExportStats, Listen, ServeRequest, ServedExport, Serving};
 pub use source::{FileSource, Source, SourceKind};
 pub use verify::{verify, verify_repository, SnapshotCheck, Subset, VerifyReport, VerifyRequest};
 

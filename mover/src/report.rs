@@ -27,7 +27,7 @@ pub use maintain::{
 };
 pub use snapshot::{
     AttachmentSummary, BackupSummary, DiskSummary, RestoreSummary, ServingEvent, ServingExport,
-    SnapshotItem, VerifiedSnapshot, VerifySummary,
+    SnapshotItem, StoppedEvent, StoppedExport, VerifiedSnapshot, VerifySummary,
 };
 
 /// `2026-11-25T01:24:04Z` from ms since the epoch (UTC, no time-zone database needed).

@@ -31,7 +31,7 @@ use std::time::Duration;
 use chunker::format::ObjectId;
 use targets::{ChunkStore, Repository};
 
-use crate::reader::{ReaderOptions, SnapshotReader};
+use crate::reader::{ReaderOptions, ReaderStats, SnapshotReader};
 use crate::{Error, Result};
 
 mod conn;
@@ -93,14 +93,23 @@ pub struct Serving {
     pub exports: Vec<ServedExport>,
 }
 
+/// What one export's reader did while it was served (see [`serve`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportStats {
+    /// Export name (the disk's name).
+    pub name: String,
+    /// Chunks fetched, cache hits, how long fetches on demand took.
+    pub reader: ReaderStats,
+}
+
 /// Serves one snapshot of `repo` until `stop` returns true. `ready` is called once, when the
-/// server listens, with the URIs to connect to.
+/// server listens, with the URIs to connect to. Returns what each export's reader did.
 pub fn serve(
     repo: Arc<Repository>,
     request: &ServeRequest,
     ready: &mut dyn FnMut(&Serving),
     stop: &dyn Fn() -> bool,
-) -> Result<()> {
+) -> Result<Vec<ExportStats>> {
     let (snapshot, manifest) = repo.find_snapshot(&request.snapshot, request.name.as_deref())?;
     let short = &snapshot.to_hex()[..12];
     let disks: Vec<_> = match &request.disk {
@@ -148,20 +157,17 @@ pub fn serve(
     };
     ready(&serving);
     let result = run(&listener, &exports, stop);
-    for e in &exports {
-        let s = e.reader.stats();
-        tracing::info!(
-            "export {}: {} chunks fetched ({} stored bytes), {} cache hits",
-            e.name,
-            s.chunks_fetched,
-            s.bytes_fetched,
-            s.cache_hits
-        );
-    }
+    let stats = (exports.iter())
+        .map(|e| ExportStats {
+            name: e.name.clone(),
+            reader: e.reader.stats(),
+        })
+        .collect();
     let flushed = exports.iter().try_for_each(Export::flush);
     listener.remove();
     result?;
-    flushed.map_err(|f| Error::Refused(format!("the final flush failed: {}", f.message)))
+    flushed.map_err(|f| Error::Refused(format!("the final flush failed: {}", f.message)))?;
+    Ok(stats)
 }
 
 /// The accept loop: a thread per connection, all shut down and joined when `stop` says so.

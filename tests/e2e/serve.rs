@@ -54,6 +54,8 @@ struct Served {
     child: Option<Child>,
     /// The `serving` event's data.
     serving: Value,
+    /// The lines of stdout after the `serving` event.
+    lines: mpsc::Receiver<String>,
     log: PathBuf,
 }
 
@@ -110,6 +112,7 @@ impl Served {
                 return Served {
                     child: Some(child),
                     serving: v["data"].clone(),
+                    lines: rx,
                     log,
                 };
             }
@@ -135,6 +138,18 @@ impl Served {
         let (status, killed) = wait_timeout(&mut child, Duration::from_secs(20));
         assert!(!killed, "mover serve ignored SIGTERM:\n{}", self.log_text());
         status.code()
+    }
+
+    /// The `stopped` event's data, once the server has stopped.
+    fn stopped(&self) -> Value {
+        let lines: Vec<String> = self.lines.iter().collect();
+        let events: Vec<Value> = (lines.iter())
+            .map(|l| serde_json::from_str(l).expect("a JSON event"))
+            .collect();
+        let stopped = events.iter().find(|v| v["type"] == "stopped");
+        stopped.unwrap_or_else(|| panic!("no stopped event in {lines:?}:\n{}", self.log_text()))
+            ["data"]
+            .clone()
     }
 
     /// SIGKILL, as a crash.
@@ -234,6 +249,25 @@ fn serve_is_bit_exact_maps_holes_and_stops_on_sigterm() {
     assert_same(&read(&converted), &data, "qemu-img convert of the export");
     assert_eq!(srv.stop(), Some(0), "{}", srv.log_text());
     assert!(!sock.exists(), "the socket is removed on exit");
+    // What the reader did: every distinct data chunk fetched at least once, some by the
+    // requests themselves, with their durations.
+    let distinct: std::collections::HashSet<blake3::Hash> = (data.chunks(CHUNK))
+        .filter(|c| c.iter().any(|&b| b != 0))
+        .map(blake3::hash)
+        .collect();
+    let stopped = srv.stopped();
+    let e = &stopped["exports"][0];
+    assert_eq!(e["name"], srv.serving["exports"][0]["name"], "{stopped}");
+    let fetched = e["chunks_fetched"].as_u64().expect("chunks_fetched");
+    assert!(fetched >= distinct.len() as u64, "{stopped}");
+    assert!(e["bytes_fetched"].as_u64() > Some(0), "{stopped}");
+    let demand = e["demand_fetches"].as_u64().expect("demand_fetches");
+    assert!((1..=fetched).contains(&demand), "{stopped}");
+    let (p50, p99) = (
+        e["demand_fetch_p50_ms"].as_f64(),
+        e["demand_fetch_p99_ms"].as_f64(),
+    );
+    assert!(p50 > Some(0.0) && p50 <= p99, "{stopped}");
 }
 
 #[test]

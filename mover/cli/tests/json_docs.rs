@@ -372,7 +372,16 @@ fn maintenance() -> BTreeMap<&'static str, BTreeSet<String>> {
         ),
         (
             "`mover serve --json`",
-            keys_of(&mover::report::ServingEvent::from(&serving)),
+            // The `serving` and the `stopped` event, documented in one section.
+            keys_of(&mover::report::ServingEvent::from(&serving))
+                .into_iter()
+                .chain(keys_of(&mover::report::StoppedEvent::from(
+                    &[mover::ExportStats {
+                        name: "sda".into(),
+                        reader: mover::ReaderStats::default(),
+                    }][..],
+                )))
+                .collect(),
         ),
         (
             "`mover repair snapshots --json`",

@@ -113,7 +113,8 @@ impl Snapshot {
         self
     }
 
-    /// What the readers did, summed over the disks.
+    /// What the readers did, summed over the disks (the fetch percentiles: the largest of
+    /// the disks').
     pub(crate) fn read_stats(&self) -> ReaderStats {
         let readers = self.readers.borrow();
         readers.values().fold(ReaderStats::default(), |t, r| {
@@ -124,6 +125,9 @@ impl Snapshot {
                 bytes_fetched: t.bytes_fetched + s.bytes_fetched,
                 cache_hits: t.cache_hits + s.cache_hits,
                 cached_bytes: t.cached_bytes + s.cached_bytes,
+                demand_fetches: t.demand_fetches + s.demand_fetches,
+                demand_fetch_p50: t.demand_fetch_p50.max(s.demand_fetch_p50),
+                demand_fetch_p99: t.demand_fetch_p99.max(s.demand_fetch_p99),
             }
         })
     }

@@ -281,3 +281,40 @@ impl From<&crate::Serving> for ServingEvent {
         }
     }
 }
+
+/// The `stopped` event of `mover serve`: what each export's reader did, after a clean stop.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoppedEvent {
+    pub exports: Vec<StoppedExport>,
+}
+
+/// What one export's reader did while it was served.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoppedExport {
+    pub name: String,
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    pub cache_hits: u64,
+    pub demand_fetches: u64,
+    pub demand_fetch_p50_ms: Option<f64>,
+    pub demand_fetch_p99_ms: Option<f64>,
+}
+
+impl From<&[crate::ExportStats]> for StoppedEvent {
+    fn from(stats: &[crate::ExportStats]) -> Self {
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        StoppedEvent {
+            exports: (stats.iter())
+                .map(|e| StoppedExport {
+                    name: e.name.clone(),
+                    chunks_fetched: e.reader.chunks_fetched,
+                    bytes_fetched: e.reader.bytes_fetched,
+                    cache_hits: e.reader.cache_hits,
+                    demand_fetches: e.reader.demand_fetches,
+                    demand_fetch_p50_ms: ms(e.reader.demand_fetch_p50),
+                    demand_fetch_p99_ms: ms(e.reader.demand_fetch_p99),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! `mover serve`: a snapshot as NBD exports until SIGINT/SIGTERM.
 //!
 //! Once the server listens, each export's URI goes to stdout, one a line (with `--json`, the
-//! `serving` event carries them instead), and a line for people to stderr.
+//! `serving` event carries them instead), and a line for people to stderr. A clean stop
+//! reports what each export's reader did (the `stopped` event with `--json`).
 
 use std::sync::Arc;
 
@@ -37,10 +38,34 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
     };
     let json = a.json;
     let mut ready = |s: &mover::Serving| announce(s, json, quiet);
-    mover::serve(repo, &request, &mut ready, &mover::sys::interrupted)?;
+    let stats = mover::serve(repo, &request, &mut ready, &mover::sys::interrupted)?;
     if !quiet {
+        for e in &stats {
+            let r = &e.reader;
+            let mut line = format!(
+                "mover: disk {}: {} chunks fetched ({} stored), {} cache hits",
+                e.name,
+                r.chunks_fetched,
+                human::bytes(r.bytes_fetched),
+                r.cache_hits
+            );
+            if let (Some(p50), Some(p99)) = (r.demand_fetch_p50, r.demand_fetch_p99) {
+                line += &format!(
+                    "; {} fetched on demand, p50 {:.2} ms, p99 {:.2} ms",
+                    r.demand_fetches,
+                    p50.as_secs_f64() * 1e3,
+                    p99.as_secs_f64() * 1e3
+                );
+            }
+            note!("{line}");
+        }
         note!("mover: stopped serving");
     }
+    let event = mover::report::StoppedEvent::from(&stats[..]);
+    events::emit(
+        "stopped",
+        serde_json::to_value(&event).expect("a serializable event"),
+    );
     Ok(Exit::Success)
 }
 
