@@ -144,9 +144,10 @@ pub struct ReaderStats {
     /// Chunks a caller fetched and decoded itself, waiting for them (not found in the cache
     /// nor being fetched ahead).
     pub demand_fetches: u64,
-    /// The median and 99th percentile of those fetches' durations, store read and decode
-    /// together (within 2.5 %; `None` before the first).
+    /// The median of those fetches' durations, store read and decode together (within
+    /// 2.5 %; `None` before the first).
     pub demand_fetch_p50: Option<Duration>,
+    /// Their 99th percentile, likewise.
     pub demand_fetch_p99: Option<Duration>,
 }
 
