@@ -39,29 +39,26 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
     let json = a.json;
     let mut ready = |s: &mover::Serving| announce(s, json, quiet);
     let stats = mover::serve(repo, &request, &mut ready, &mover::sys::interrupted)?;
+    let event = mover::report::StoppedEvent::from(&stats[..]);
     if !quiet {
-        for e in &stats {
-            let r = &e.reader;
+        for e in &event.exports {
             let mut line = format!(
                 "mover: disk {}: {} chunks fetched ({} stored), {} cache hits",
                 e.name,
-                r.chunks_fetched,
-                human::bytes(r.bytes_fetched),
-                r.cache_hits
+                e.chunks_fetched,
+                human::bytes(e.bytes_fetched),
+                e.cache_hits
             );
-            if let (Some(p50), Some(p99)) = (r.demand_fetch_p50, r.demand_fetch_p99) {
+            if let (Some(p50), Some(p99)) = (e.demand_fetch_p50_ms, e.demand_fetch_p99_ms) {
                 line += &format!(
-                    "; {} fetched on demand, p50 {:.2} ms, p99 {:.2} ms",
-                    r.demand_fetches,
-                    p50.as_secs_f64() * 1e3,
-                    p99.as_secs_f64() * 1e3
+                    "; {} fetched on demand, p50 {p50:.2} ms, p99 {p99:.2} ms",
+                    e.demand_fetches
                 );
             }
             note!("{line}");
         }
         note!("mover: stopped serving");
     }
-    let event = mover::report::StoppedEvent::from(&stats[..]);
     events::emit(
         "stopped",
         serde_json::to_value(&event).expect("a serializable event"),
