@@ -268,6 +268,13 @@ fn serve_is_bit_exact_maps_holes_and_stops_on_sigterm() {
         e["demand_fetch_p99_ms"].as_f64(),
     );
     assert!(p50 > Some(0.0) && p50 <= p99, "{stopped}");
+    // The same figures for people, on stderr.
+    let log = srv.log_text();
+    assert!(
+        log.contains(&format!("{fetched} chunks fetched"))
+            && log.contains(&format!("{demand} fetched on demand, p50 ")),
+        "{log}"
+    );
 }
 
 #[test]
