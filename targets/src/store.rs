@@ -33,8 +33,9 @@ pub trait ChunkStore: Send + Sync + std::fmt::Debug {
     /// The stored frame of a chunk; `Error::NotFound` when absent. The caller decodes it and
     /// checks it against `id`.
     fn get(&self, id: &ChunkId) -> Result<Frame>;
-    /// The frames of several chunks, in order. Stores that keep chunks side by side fetch
-    /// neighbours with one request (one ranged read of a pack instead of one per chunk).
+    /// The frames of several chunks, in order. Stores that keep chunks side by side in remote
+    /// objects fetch neighbours with one request (one ranged read of a pack instead of one per
+    /// chunk).
     fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Frame>> {
         ids.iter().map(|id| self.get(id)).collect()
     }

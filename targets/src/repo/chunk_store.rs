@@ -233,11 +233,23 @@ impl Repository {
     ) -> Result<Vec<(usize, Frame)>> {
         let key = pack_key(&span.pack);
         let len = (span.end - span.start) as usize;
+        let backend = &self.shared.backend;
         let stored = match span.members[..] {
-            [i] => vec![(i, self.shared.backend.get_range(&key, span.start, len)?)],
+            [i] => vec![(i, backend.get_range(&key, span.start, len)?)],
+            // In a local file, one positional read per chunk, each into its own buffer, costs
+            // no more than one read of the span, and spares the span's buffer (megabytes of
+            // fresh memory, faulted in page by page) and the copy out of it.
+            _ if backend.local_file(&key).is_some() => span
+                .members
+                .iter()
+                .map(|&i| {
+                    let (_, b) = located[i].expect("span members are located");
+                    let bytes = backend.get_range(&key, u64::from(b.offset), b.stored_len as usize);
+                    Ok((i, bytes?))
+                })
+                .collect::<Result<Vec<_>>>()?,
             _ => {
                 let mut cut = Cutter::new(span, located);
-                let backend = &self.shared.backend;
                 backend.get_range_pieces(&key, span.start, len, &mut |p| cut.feed(p))?;
                 cut.finish().ok_or_else(|| Error::Corrupt {
                     what: format!("{}/{key}", backend.location()),

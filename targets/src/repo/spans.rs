@@ -1,5 +1,6 @@
 //! Ranged reads of packs: chunks asked for together that lie near each other in one pack are
-//! read with one request.
+//! read with one request (from remote backends; a local pack is read chunk by chunk, see
+//! `read_span`).
 
 use chunker::format::{BlobEntry, ObjectId};
 
