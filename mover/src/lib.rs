@@ -78,7 +78,7 @@ pub use job::{
 pub use nbd::{is_nbd, NbdOptions, NbdSource};
 pub use pipeline::default_threads;
 pub use progress::Progress;
-pub use reader::{ReaderOptions, ReaderStats, Run, SnapshotReader};
+pub use reader::{ReaderOptions, ReaderStats, Run, SnapshotReader, LOCAL_FETCH_BYTES};
 pub use restore::{
     create_destination, restore, restore_delta, restore_snapshot, save_attachment, DeltaRequest,
     DeltaTarget, Destination, FileDelta, RestoreOptions, RestoreReport, RestoreRequest,

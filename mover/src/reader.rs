@@ -76,12 +76,19 @@ pub struct ReaderOptions {
     pub track: bool,
 }
 
+/// [`ReaderOptions::task_bytes`] for a local repository: about one chunk a fetch. A local
+/// pack is read chunk by chunk anyway, so larger fetches only make the fetch threads decode
+/// their chunks one after another; with one each, they decode the chunks nearest the reader
+/// first, several at once (in a sequential pass through `mover serve`, 5 % less CPU than
+/// fetches of 8 MiB).
+pub const LOCAL_FETCH_BYTES: u64 = 1 << 20;
+
 impl Default for ReaderOptions {
     fn default() -> Self {
         ReaderOptions {
             memory: crate::DEFAULT_MEMORY,
             fetchers: 4,
-            task_bytes: crate::LOCAL_TASK_BYTES,
+            task_bytes: LOCAL_FETCH_BYTES,
             window: None,
             track: false,
         }

@@ -132,6 +132,9 @@ fn build(
     let options = ReaderOptions {
         memory: READER_MEMORY,
         window: Some(0),
+        // Its planned fetches group neighbouring chunks, which a repository on S3 reads with
+        // one request.
+        task_bytes: crate::LOCAL_TASK_BYTES,
         track: true,
         ..ReaderOptions::default()
     };

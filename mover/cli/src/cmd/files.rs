@@ -34,7 +34,7 @@ fn reader(repo: &RepoArg, memory: u64, browse: bool) -> ReaderOptions {
     let (task_bytes, window) = match (remote, browse) {
         (true, _) => (mover::REMOTE_TASK_BYTES, 2 * mover::REMOTE_TASK_BYTES),
         (false, true) => (mover::LOCAL_TASK_BYTES, 0),
-        (false, false) => (FILE_TASK_BYTES, FILE_WINDOW),
+        (false, false) => (mover::LOCAL_FETCH_BYTES, FILE_WINDOW),
     };
     ReaderOptions {
         memory,
@@ -46,8 +46,6 @@ fn reader(repo: &RepoArg, memory: u64, browse: bool) -> ReaderOptions {
 
 /// Bytes a file reader of a local repository fetches ahead of itself.
 const FILE_WINDOW: u64 = 8 << 20;
-/// Most bytes of one fetch ahead of a file reader of a local repository.
-const FILE_TASK_BYTES: u64 = 1 << 20;
 
 fn ls(a: &LsArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Exit> {
     let repo = Arc::new(open_repo(&a.repo, secrets)?);

@@ -30,7 +30,7 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
             task_bytes: if is_s3(&a.repo) {
                 mover::REMOTE_TASK_BYTES
             } else {
-                mover::LOCAL_TASK_BYTES
+                mover::LOCAL_FETCH_BYTES
             },
             window: None,
             track: false,
