@@ -13,7 +13,16 @@
 //! fetched by a small pool of fetch threads, several tasks in flight, neighbouring chunks in
 //! one request ([`ChunkStore::get_many`]). A read spanning several chunks hands all but its
 //! first chunk to the pool before it waits for the first. Readahead never blocks a reader:
-//! when the pool's queue is full, the chunks are simply fetched on demand.
+//! when the pool's queue is full, the stream's next read hands out the rest (and a chunk the
+//! reader reaches first it fetches itself). A stream does not fetch into the area of another
+//! stream ahead of it (the next connection of a parallel copy has read or is reading it).
+//!
+//! Drop-behind: a chunk only sequential streams have read leaves the cache once they are
+//! past it by 16 MiB, or by half the readahead window if less (or have ended: nobody
+//! continued them for a while); a chunk any other read used stays, in least-recently-used
+//! order. A copy of the whole disk (a mirror job moving a running VM to production storage)
+//! thus neither pushes out the chunks the VM reads nor grows the cache onto fresh memory, a
+//! page fault every 4 KiB.
 //!
 //! Buffers: chunks decode into buffers that come back when evicted (`reader/pool.rs`), and
 //! while the cache is still growing the fetch threads keep a couple of spare buffers with
@@ -224,7 +233,23 @@ struct Stream {
     hits: u32,
     /// Chunks up to (not including) this index were handed to the fetchers.
     ahead: usize,
+    /// Chunks from this index on were not yet dropped behind the stream.
+    behind: usize,
+    /// It was sequential when last read (and has not ended since).
+    sequential: bool,
     used: u64,
+}
+
+/// What a read asks of the reader (see [`Inner::track`]).
+struct Track {
+    /// The read belongs to a sequential stream.
+    sequential: bool,
+    /// That stream (its index, and its `used` tick after this read).
+    stream: Option<(usize, u64)>,
+    /// Chunks to fetch ahead of it, not handed out before.
+    ahead: std::ops::Range<usize>,
+    /// Chunks sequential streams have left behind for good (see [`Cache::drop_behind`]).
+    behind: Vec<std::ops::Range<usize>>,
 }
 
 /// Spare buffers kept ready at most (see [`Inner::wants_prefault`]).
@@ -233,6 +258,12 @@ const SPARE: u64 = 2;
 const STREAMS: usize = 16;
 /// Reads in a row that make a stream sequential.
 const SEQUENTIAL_AFTER: u32 = 2;
+/// Reads (of any stream) after which a sequential stream nobody continued has ended.
+const STALE_AFTER: u64 = 64;
+/// How far behind a sequential stream its chunks stay cached: a copy with several requests
+/// in flight (`qemu-img convert`, a mirror job: up to 16 MiB) sends them a little out of
+/// order.
+const DROP_LAG: u64 = 16 << 20;
 
 impl SnapshotReader {
     /// A reader of `disk` (one disk of a snapshot manifest) on `store`.
@@ -417,17 +448,19 @@ impl SnapshotReader {
                 bits[i / 64] |= 1 << (i % 64);
             }
         }
-        if stream {
-            self.readahead(offset, end, first, last);
+        // Chunks read other than by a sequential stream are kept from dropping behind.
+        let keep = if stream {
+            !self.readahead(offset, end, first, last)
         } else {
             self.fetch(first + 1..last + 1);
-        }
+            true
+        };
         let mut pieces = Vec::with_capacity(last + 1 - first);
         for i in first..=last {
             let cs = inner.starts[i];
             let ce = cs + u64::from(inner.entries[i].len);
             let (from, to) = ((cs.max(offset) - cs) as usize, (ce.min(end) - cs) as usize);
-            pieces.push(match inner.chunk(i)? {
+            pieces.push(match inner.chunk(i, keep)? {
                 None => Piece::Zero(to - from),
                 Some(chunk) => Piece::Data { chunk, from, to },
             });
@@ -490,30 +523,46 @@ impl SnapshotReader {
     }
 
     /// Hands chunks to the fetch threads: those of this read after its first, and for a
-    /// sequential stream the window ahead of it.
-    fn readahead(&self, offset: u64, end: u64, first: usize, last: usize) {
+    /// sequential stream the window ahead of it; drops what such a stream left behind. True
+    /// when the read belongs to a sequential stream.
+    fn readahead(&self, offset: u64, end: u64, first: usize, last: usize) -> bool {
         let inner = &*self.inner;
         let mut want = (first + 1)..(last + 1);
-        if let Some(ahead) = inner.sequential(offset, end, last) {
-            want = want.start..ahead.end.max(want.end);
+        let track = inner.track(offset, end, last);
+        if !track.ahead.is_empty() {
+            want = want.start..track.ahead.end.max(want.end);
         }
-        self.fetch(want);
+        for i in track.behind.into_iter().flatten() {
+            if let Some(id) = inner.entries[i].id {
+                inner.cache.drop_behind(&id);
+            }
+        }
+        let reached = self.fetch(want.clone());
+        if let (true, Some((k, tick))) = (reached < want.end, track.stream) {
+            inner.rewind(k, tick, reached);
+        }
+        track.sequential
     }
 
     /// Hands the chunks `want` that nobody holds or fetches to the fetch threads, in tasks
-    /// of about `task_bytes`.
-    fn fetch(&self, want: std::ops::Range<usize>) {
+    /// of about `task_bytes`; returns the first chunk it could not hand out (the queue was
+    /// full), or `want.end`.
+    fn fetch(&self, want: std::ops::Range<usize>) -> usize {
         let inner = &*self.inner;
-        let Some(tasks) = &self.tasks else { return };
+        let Some(tasks) = &self.tasks else {
+            return want.start;
+        };
         if inner.wants_prefault() && tasks.try_send(Task::Prefault).is_err() {
             inner.prefaulting.store(false, Ordering::Relaxed);
         }
         let mut group = Vec::new();
         let mut bytes = 0;
+        let mut reached = want.end;
         for i in want {
             // A full queue would refuse the task: claiming its chunks only to give them up
             // again costs a lock each, and they are fetched on demand anyway.
             if tasks.is_full() {
+                reached = i;
                 break;
             }
             let e = inner.entries[i];
@@ -524,12 +573,16 @@ impl SnapshotReader {
             group.push(i);
             bytes += u64::from(e.len);
             if bytes >= inner.task_bytes {
-                inner.send(tasks, std::mem::take(&mut group));
+                let first = group[0];
+                if !inner.send(tasks, std::mem::take(&mut group)) {
+                    return first;
+                }
                 bytes = 0;
             }
         }
-        if !group.is_empty() {
-            inner.send(tasks, group);
+        match group.first().copied() {
+            Some(first) if !inner.send(tasks, group) => first,
+            _ => reached,
         }
     }
 }
@@ -549,12 +602,32 @@ impl Inner {
         self.starts.partition_point(|&s| s <= offset) - 1
     }
 
-    /// Records a read of `offset..end`; for a sequential stream, the chunk indices to fetch
-    /// ahead of it that were not handed out before.
-    fn sequential(&self, offset: u64, end: u64, last: usize) -> Option<std::ops::Range<usize>> {
+    /// Records a read of `offset..end`: whether it belongs to a sequential stream, what to
+    /// fetch ahead of it, and the chunks sequential streams have left behind.
+    fn track(&self, offset: u64, end: u64, last: usize) -> Track {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         let slack = self.window / 2;
         let tick = streams.iter().map(|s| s.used).max().unwrap_or(0) + 1;
+        let mut track = Track {
+            sequential: false,
+            stream: None,
+            ahead: 0..0,
+            behind: Vec::new(),
+        };
+        // A sequential stream no read has continued for a while has ended (a copy went on
+        // elsewhere): all it passed is left behind.
+        for s in streams.iter_mut() {
+            if s.sequential && tick - s.used > STALE_AFTER {
+                let passed = if s.next >= self.len {
+                    self.entries.len()
+                } else {
+                    self.index_of(s.next)
+                };
+                track.behind.push(s.behind..passed.max(s.behind));
+                s.behind = passed.max(s.behind);
+                s.sequential = false;
+            }
+        }
         let found = streams
             .iter()
             .position(|s| s.used > 0 && offset + slack >= s.next && offset <= s.next + slack);
@@ -568,12 +641,23 @@ impl Inner {
                 bytes: end - offset,
                 hits: 0,
                 ahead: last + 1,
+                behind: self.index_of(offset),
+                sequential: false,
                 used: tick,
             };
-            return None;
+            return track;
         };
+        // Another stream's area ahead of this one is that stream's to fetch: it has read or
+        // is reading it (and may have left it behind already).
+        let next = streams[k].next.max(end);
+        let front = streams
+            .iter()
+            .filter(|o| o.used > 0 && o.start >= next)
+            .map(|o| o.start)
+            .min()
+            .unwrap_or(self.len);
         let s = &mut streams[k];
-        s.next = s.next.max(end);
+        s.next = next;
         s.start = s.start.min(offset);
         s.bytes = s.bytes.saturating_add(end - offset);
         s.hits += 1;
@@ -581,30 +665,62 @@ impl Inner {
         // Out-of-order requests of a sequential reader still cover their span densely;
         // random reads near each other leave most of it unread.
         if s.hits < SEQUENTIAL_AFTER || s.bytes.saturating_mul(2) < s.next - s.start {
-            return None;
+            return track;
         }
-        let stop = self.index_of((s.next + self.window).min(self.len) - 1) + 1;
+        s.sequential = true;
+        track.sequential = true;
+        track.stream = Some((k, tick));
+        let stop = match (s.next + self.window).min(front) {
+            0 => 0,
+            to => self.index_of(to - 1) + 1,
+        };
         let start = s.ahead.max(last + 1);
         s.ahead = stop.max(s.ahead);
-        (start < stop).then_some(start..stop)
+        track.ahead = start..stop.max(start);
+        // Requests a little out of order still come back this far behind the stream.
+        let lag = slack.min(DROP_LAG);
+        let passed = match s.next.checked_sub(lag) {
+            Some(at) if at > 0 => self.index_of(at - 1),
+            _ => 0,
+        };
+        track.behind.push(s.behind..passed.max(s.behind));
+        s.behind = passed.max(s.behind);
+        track
     }
 
-    fn send(&self, tasks: &Sender<Task>, task: Vec<usize>) {
-        if let Err(
-            TrySendError::Full(Task::Fetch(task)) | TrySendError::Disconnected(Task::Fetch(task)),
-        ) = tasks.try_send(Task::Fetch(task))
-        {
-            let ids: Vec<ChunkId> = task.iter().filter_map(|&i| self.entries[i].id).collect();
-            self.cache.abandon_all(&ids);
+    /// Queues a task of claimed chunks; false (the claims given up) when the queue is full.
+    fn send(&self, tasks: &Sender<Task>, task: Vec<usize>) -> bool {
+        match tasks.try_send(Task::Fetch(task)) {
+            Ok(()) => true,
+            Err(
+                TrySendError::Full(Task::Fetch(task))
+                | TrySendError::Disconnected(Task::Fetch(task)),
+            ) => {
+                let ids: Vec<ChunkId> = task.iter().filter_map(|&i| self.entries[i].id).collect();
+                self.cache.abandon_all(&ids);
+                false
+            }
+            Err(_) => false,
         }
     }
 
-    /// The decoded chunk `i` (`None` for a zero chunk), from the cache or fetched now.
-    fn chunk(&self, i: usize) -> Result<Option<Arc<Chunk>>> {
+    /// The fetch threads' queue filled before chunk `reached` of the window of stream `k`
+    /// (as `track` left it at `tick`): its next read hands out the rest.
+    fn rewind(&self, k: usize, tick: u64, reached: usize) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = &mut streams[k];
+        if s.used == tick {
+            s.ahead = s.ahead.min(reached);
+        }
+    }
+
+    /// The decoded chunk `i` (`None` for a zero chunk), from the cache or fetched now; `keep`
+    /// as for [`Cache::claim`].
+    fn chunk(&self, i: usize, keep: bool) -> Result<Option<Arc<Chunk>>> {
         let Some(id) = self.entries[i].id else {
             return Ok(None);
         };
-        match self.cache.claim(&id, u64::from(self.entries[i].len)) {
+        match self.cache.claim(&id, u64::from(self.entries[i].len), keep) {
             Claim::Ready(data) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(data))
@@ -622,7 +738,7 @@ impl Inner {
                 match result {
                     Ok(data) => {
                         self.demand.record(started.elapsed());
-                        self.cache.fill(&id, data.clone());
+                        self.cache.fill(&id, data.clone(), keep);
                         Ok(Some(data))
                     }
                     Err(e) => {
@@ -669,7 +785,7 @@ impl Inner {
                 continue;
             };
             match self.read_source(i, &id) {
-                Some(data) => self.cache.fill(&id, data),
+                Some(data) => self.cache.fill(&id, data, false),
                 None => ids.push(id),
             }
         }
@@ -681,7 +797,7 @@ impl Inner {
             let frames = self.store.get_many(&ids)?;
             for (frame, id) in frames.iter().zip(&ids) {
                 let data = self.decode(frame, id)?;
-                self.cache.fill(id, data);
+                self.cache.fill(id, data, false);
                 done += 1;
             }
             Ok(())
@@ -860,6 +976,36 @@ mod tests {
         let s = r.stats();
         assert_eq!(s.chunks_fetched, 40, "each data chunk fetched once: {s:?}");
         assert!(s.cache_hits > 100, "{s:?}");
+    }
+
+    #[test]
+    fn a_sequential_pass_leaves_behind_only_its_own_chunks() {
+        let (_d, repo, disk, image) = disk(60);
+        let budget = 8 * CH as u64;
+        let r = SnapshotReader::new(repo, &disk, &opts(budget));
+        let mut small = vec![0; 100];
+        // Another reader's chunks (30 and 33, data both), read at random.
+        for i in [30, 33] {
+            r.read_at((i * CH) as u64, &mut small).unwrap();
+        }
+        let mut buf = vec![0; 1024];
+        for off in (0..image.len()).step_by(1024) {
+            r.read_at(off as u64, &mut buf).unwrap();
+            assert_eq!(buf, image[off..off + 1024]);
+        }
+        let after = r.stats();
+        // Least-recently-used order alone would have filled the budget and pushed 30 and 33
+        // out long before the pass ended.
+        assert!(after.cached_bytes < budget - CH as u64, "{after:?}");
+        for i in [30, 33] {
+            r.read_at((i * CH) as u64, &mut small).unwrap();
+            assert_eq!(small, image[i * CH..i * CH + 100]);
+        }
+        assert_eq!(
+            r.stats().chunks_fetched,
+            after.chunks_fetched,
+            "still cached"
+        );
     }
 
     #[test]

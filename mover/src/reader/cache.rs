@@ -2,6 +2,9 @@
 //! go first once the bytes held pass the budget. A chunk being fetched holds a `Loading` slot
 //! (its bytes counted in advance), so a second caller waits for that fetch instead of
 //! starting its own; when a fetch fails its slot is removed and waiters fetch it themselves.
+//!
+//! A chunk only sequential streams have read can be dropped once they are past it
+//! ([`Cache::drop_behind`]); one that any other read used is *kept*, left to the LRU order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -11,8 +14,15 @@ use chunker::ChunkId;
 use super::pool::Chunk;
 
 enum Slot {
-    Loading { bytes: u64 },
-    Ready { data: Arc<Chunk>, tick: u64 },
+    Loading {
+        bytes: u64,
+    },
+    /// `kept`: a read other than a sequential stream's used it.
+    Ready {
+        data: Arc<Chunk>,
+        tick: u64,
+        kept: bool,
+    },
 }
 
 #[derive(Default)]
@@ -57,12 +67,14 @@ impl Cache {
     }
 
     /// The chunk if it is cached (waiting for a fetch in progress); otherwise a claim to
-    /// fetch it.
-    pub(super) fn claim(&self, id: &ChunkId, bytes: u64) -> Claim {
+    /// fetch it. `keep`: the caller is not a sequential stream, so the chunk is kept from
+    /// [`Cache::drop_behind`].
+    pub(super) fn claim(&self, id: &ChunkId, bytes: u64, keep: bool) -> Claim {
         let mut st = self.lock();
         loop {
-            match st.slots.get(id) {
-                Some(Slot::Ready { data, tick }) => {
+            match st.slots.get_mut(id) {
+                Some(Slot::Ready { data, tick, kept }) => {
+                    *kept |= keep;
                     let (data, old) = (data.clone(), *tick);
                     touch(&mut st, id, old);
                     return Claim::Ready(data);
@@ -94,8 +106,9 @@ impl Cache {
         true
     }
 
-    /// Stores a claimed chunk and wakes its waiters.
-    pub(super) fn fill(&self, id: &ChunkId, data: Arc<Chunk>) {
+    /// Stores a claimed chunk and wakes its waiters; `kept` as for [`Cache::claim`] (false
+    /// for a chunk fetched ahead).
+    pub(super) fn fill(&self, id: &ChunkId, data: Arc<Chunk>, kept: bool) {
         let mut st = self.lock();
         if let Some(Slot::Loading { bytes }) = st.slots.remove(id) {
             st.bytes -= bytes;
@@ -103,7 +116,7 @@ impl Cache {
         st.tick += 1;
         let tick = st.tick;
         st.bytes += data.len() as u64;
-        st.slots.insert(*id, Slot::Ready { data, tick });
+        st.slots.insert(*id, Slot::Ready { data, tick, kept });
         st.lru.insert(tick, *id);
         self.evict(&mut st);
         self.wake(st);
@@ -141,6 +154,21 @@ impl Cache {
     pub(super) fn forget(&self, id: &ChunkId) {
         let mut st = self.lock();
         if let Some(Slot::Ready { tick, .. }) = st.slots.get(id) {
+            let tick = *tick;
+            st.lru.remove(&tick);
+            remove_ready(&mut st, id);
+        }
+    }
+
+    /// Drops a ready chunk that sequential streams have read and passed, unless it is kept:
+    /// a pass over the whole disk (a mirror job, a copy) then neither grows the cache onto
+    /// fresh memory nor pushes out the chunks other readers use.
+    pub(super) fn drop_behind(&self, id: &ChunkId) {
+        let mut st = self.lock();
+        if let Some(Slot::Ready {
+            tick, kept: false, ..
+        }) = st.slots.get(id)
+        {
             let tick = *tick;
             st.lru.remove(&tick);
             remove_ready(&mut st, id);
@@ -208,13 +236,13 @@ mod tests {
     fn evicts_least_recently_used_within_budget() {
         let c = Cache::new(300);
         for n in 0..3 {
-            assert!(matches!(c.claim(&id(n), 100), Claim::Fetch));
-            c.fill(&id(n), chunk(n, 100));
+            assert!(matches!(c.claim(&id(n), 100, true), Claim::Fetch));
+            c.fill(&id(n), chunk(n, 100), true);
         }
         // Use 0, so 1 is the oldest.
-        assert!(matches!(c.claim(&id(0), 100), Claim::Ready(_)));
-        assert!(matches!(c.claim(&id(3), 100), Claim::Fetch));
-        c.fill(&id(3), chunk(3, 100));
+        assert!(matches!(c.claim(&id(0), 100, true), Claim::Ready(_)));
+        assert!(matches!(c.claim(&id(3), 100, true), Claim::Fetch));
+        c.fill(&id(3), chunk(3, 100), true);
         assert!(c.bytes() <= 300);
         assert!(c.holds(&id(0)) && !c.holds(&id(1)) && c.holds(&id(2)));
     }
@@ -222,22 +250,47 @@ mod tests {
     #[test]
     fn waiters_get_the_fetched_chunk_and_abandon_hands_over() {
         let c = Arc::new(Cache::new(1 << 20));
-        assert!(matches!(c.claim(&id(7), 10), Claim::Fetch));
+        assert!(matches!(c.claim(&id(7), 10, true), Claim::Fetch));
         assert!(!c.try_claim(&id(7), 10));
         let c2 = c.clone();
-        let waiter = std::thread::spawn(move || match c2.claim(&id(7), 10) {
+        let waiter = std::thread::spawn(move || match c2.claim(&id(7), 10, true) {
             Claim::Ready(d) => d.len(),
             Claim::Fetch => 0,
         });
         std::thread::sleep(std::time::Duration::from_millis(20));
-        c.fill(&id(7), chunk(1, 10));
+        c.fill(&id(7), chunk(1, 10), true);
         assert_eq!(waiter.join().unwrap(), 10);
 
-        assert!(matches!(c.claim(&id(8), 10), Claim::Fetch));
+        assert!(matches!(c.claim(&id(8), 10, true), Claim::Fetch));
         let c3 = c.clone();
-        let waiter = std::thread::spawn(move || matches!(c3.claim(&id(8), 10), Claim::Fetch));
+        let waiter = std::thread::spawn(move || matches!(c3.claim(&id(8), 10, true), Claim::Fetch));
         std::thread::sleep(std::time::Duration::from_millis(20));
         c.abandon(&id(8));
         assert!(waiter.join().unwrap(), "the waiter takes the fetch over");
+    }
+
+    #[test]
+    fn drop_behind_spares_chunks_other_reads_used() {
+        let c = Cache::new(1 << 20);
+        // 1 and 2 were fetched ahead of a sequential stream; 2 was then read at random too;
+        // 3 was fetched for a random read.
+        for n in 1..=2 {
+            assert!(c.try_claim(&id(n), 10));
+            c.fill(&id(n), chunk(n, 10), false);
+        }
+        assert!(matches!(c.claim(&id(2), 10, true), Claim::Ready(_)));
+        assert!(matches!(c.claim(&id(3), 10, true), Claim::Fetch));
+        c.fill(&id(3), chunk(3, 10), true);
+        for n in 1..=3 {
+            c.drop_behind(&id(n));
+        }
+        assert!(!c.holds(&id(1)) && c.holds(&id(2)) && c.holds(&id(3)));
+        assert_eq!(c.bytes(), 20);
+        // A sequential stream's own reads do not keep a chunk.
+        assert!(c.try_claim(&id(4), 10));
+        c.fill(&id(4), chunk(4, 10), false);
+        assert!(matches!(c.claim(&id(4), 10, false), Claim::Ready(_)));
+        c.drop_behind(&id(4));
+        assert!(!c.holds(&id(4)));
     }
 }
