@@ -235,9 +235,18 @@ struct Stream {
     ahead: usize,
     /// Chunks from this index on were not yet dropped behind the stream.
     behind: usize,
-    /// It was sequential when last read (and has not ended since).
-    sequential: bool,
+    /// Sequential, and not ended (see [`STALE_AFTER`]).
+    live: bool,
     used: u64,
+}
+
+impl Stream {
+    /// Read in order: it continued at least [`SEQUENTIAL_AFTER`] times, and covered at least
+    /// half of the range it spans (out-of-order requests of a sequential reader still cover
+    /// their span densely; random reads near each other leave most of it unread).
+    fn is_sequential(&self) -> bool {
+        self.hits >= SEQUENTIAL_AFTER && self.bytes.saturating_mul(2) >= self.next - self.start
+    }
 }
 
 /// What a read asks of the reader (see [`Inner::track`]).
@@ -617,7 +626,7 @@ impl Inner {
         // A sequential stream no read has continued for a while has ended (a copy went on
         // elsewhere): all it passed is left behind.
         for s in streams.iter_mut() {
-            if s.sequential && tick - s.used > STALE_AFTER {
+            if s.live && tick - s.used > STALE_AFTER {
                 let passed = if s.next >= self.len {
                     self.entries.len()
                 } else {
@@ -625,7 +634,7 @@ impl Inner {
                 };
                 track.behind.push(s.behind..passed.max(s.behind));
                 s.behind = passed.max(s.behind);
-                s.sequential = false;
+                s.live = false;
             }
         }
         let found = streams
@@ -642,17 +651,18 @@ impl Inner {
                 hits: 0,
                 ahead: last + 1,
                 behind: self.index_of(offset),
-                sequential: false,
+                live: false,
                 used: tick,
             };
             return track;
         };
-        // Another stream's area ahead of this one is that stream's to fetch: it has read or
-        // is reading it (and may have left it behind already).
+        // Another sequential stream's area ahead of this one is that stream's to fetch: it has
+        // read or is reading it (and may have left it behind already). Random reads ahead do
+        // not count.
         let next = streams[k].next.max(end);
         let front = streams
             .iter()
-            .filter(|o| o.used > 0 && o.start >= next)
+            .filter(|o| o.used > 0 && o.start >= next && o.is_sequential())
             .map(|o| o.start)
             .min()
             .unwrap_or(self.len);
@@ -662,12 +672,10 @@ impl Inner {
         s.bytes = s.bytes.saturating_add(end - offset);
         s.hits += 1;
         s.used = tick;
-        // Out-of-order requests of a sequential reader still cover their span densely;
-        // random reads near each other leave most of it unread.
-        if s.hits < SEQUENTIAL_AFTER || s.bytes.saturating_mul(2) < s.next - s.start {
+        if !s.is_sequential() {
             return track;
         }
-        s.sequential = true;
+        s.live = true;
         track.sequential = true;
         track.stream = Some((k, tick));
         let stop = match (s.next + self.window).min(front) {
@@ -1006,6 +1014,60 @@ mod tests {
             after.chunks_fetched,
             "still cached"
         );
+    }
+
+    /// The readahead range and the chunks left behind that a read of chunk `i` (whole)
+    /// yields.
+    fn track(r: &SnapshotReader, i: usize) -> (std::ops::Range<usize>, Vec<usize>) {
+        let c = CH as u64;
+        let t = r.inner.track(i as u64 * c, (i as u64 + 1) * c, i);
+        (t.ahead, t.behind.into_iter().flatten().collect())
+    }
+
+    #[test]
+    fn readahead_stops_at_another_copy_but_not_at_random_reads() {
+        let (_d, repo, disk, _) = disk(300);
+        let opts = ReaderOptions {
+            window: Some(16 * CH as u64),
+            ..opts(64 * CH as u64)
+        };
+        let r = SnapshotReader::new(repo, &disk, &opts);
+        // A random read at chunk 10, then a stream from 0: its window goes past chunk 10.
+        track(&r, 10);
+        for i in 0..2 {
+            assert!(track(&r, i).0.is_empty(), "not sequential yet");
+        }
+        assert_eq!(track(&r, 2).0, 3..19);
+        // Another copy reading from chunk 100: a stream from 90 fetches only up to it.
+        for i in 100..103 {
+            track(&r, i);
+        }
+        for i in 90..92 {
+            track(&r, i);
+        }
+        assert_eq!(track(&r, 92).0, 93..100);
+    }
+
+    #[test]
+    fn a_stream_leaves_behind_what_it_passed_and_all_of_it_when_it_ends() {
+        let (_d, repo, disk, _) = disk(300);
+        let opts = ReaderOptions {
+            window: Some(16 * CH as u64),
+            ..opts(64 * CH as u64)
+        };
+        let r = SnapshotReader::new(repo, &disk, &opts);
+        // Half the window (8 chunks) behind the stream is kept for late requests.
+        let mut behind = Vec::new();
+        for i in 0..20 {
+            behind.extend(track(&r, i).1);
+        }
+        assert_eq!(behind, (0..11).collect::<Vec<_>>());
+        // Another stream reads on and on: the first one has ended, all it passed goes.
+        let mut behind = Vec::new();
+        for i in 200..200 + STALE_AFTER as usize + 2 {
+            behind.extend(track(&r, i).1.into_iter().filter(|&i| i < 100));
+        }
+        assert_eq!(behind, (11..20).collect::<Vec<_>>());
     }
 
     #[test]
