@@ -1016,6 +1016,16 @@ mod tests {
         );
     }
 
+    /// A reader of 300 chunks with a readahead window of 16.
+    fn tracked() -> (tempfile::TempDir, SnapshotReader) {
+        let (dir, repo, disk, _) = disk(300);
+        let opts = ReaderOptions {
+            window: Some(16 * CH as u64),
+            ..opts(64 * CH as u64)
+        };
+        (dir, SnapshotReader::new(repo, &disk, &opts))
+    }
+
     /// The readahead range and the chunks left behind that a read of chunk `i` (whole)
     /// yields.
     fn track(r: &SnapshotReader, i: usize) -> (std::ops::Range<usize>, Vec<usize>) {
@@ -1026,12 +1036,7 @@ mod tests {
 
     #[test]
     fn readahead_stops_at_another_copy_but_not_at_random_reads() {
-        let (_d, repo, disk, _) = disk(300);
-        let opts = ReaderOptions {
-            window: Some(16 * CH as u64),
-            ..opts(64 * CH as u64)
-        };
-        let r = SnapshotReader::new(repo, &disk, &opts);
+        let (_d, r) = tracked();
         // A random read at chunk 10, then a stream from 0: its window goes past chunk 10.
         track(&r, 10);
         for i in 0..2 {
@@ -1050,12 +1055,7 @@ mod tests {
 
     #[test]
     fn a_stream_leaves_behind_what_it_passed_and_all_of_it_when_it_ends() {
-        let (_d, repo, disk, _) = disk(300);
-        let opts = ReaderOptions {
-            window: Some(16 * CH as u64),
-            ..opts(64 * CH as u64)
-        };
-        let r = SnapshotReader::new(repo, &disk, &opts);
+        let (_d, r) = tracked();
         // Half the window (8 chunks) behind the stream is kept for late requests.
         let mut behind = Vec::new();
         for i in 0..20 {
