@@ -64,7 +64,7 @@ mod latency;
 mod pool;
 
 use cache::{Cache, Claim};
-use latency::Latencies;
+pub(crate) use latency::Latencies;
 pub(crate) use pool::Chunk;
 use pool::Pool;
 

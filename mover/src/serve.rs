@@ -100,6 +100,13 @@ pub struct ExportStats {
     pub name: String,
     /// Chunks fetched, cache hits, how long fetches on demand took.
     pub reader: ReaderStats,
+    /// Read requests answered.
+    pub reads: u64,
+    /// The median of their durations, from the request read to the reply written (within
+    /// 2.5 %; `None` before the first).
+    pub read_p50: Option<Duration>,
+    /// Their 99th percentile, likewise.
+    pub read_p99: Option<Duration>,
 }
 
 /// Serves one snapshot of `repo` until `stop` returns true. `ready` is called once, when the
@@ -140,6 +147,7 @@ pub fn serve(
             name: d.name.clone(),
             reader: SnapshotReader::new(store.clone(), d, &request.reader),
             overlay,
+            reads: crate::reader::Latencies::new(),
         });
     }
     let listener = Listener::bind(&request.listen)?;
@@ -161,6 +169,9 @@ pub fn serve(
         .map(|e| ExportStats {
             name: e.name.clone(),
             reader: e.reader.stats(),
+            reads: e.reads.count(),
+            read_p50: e.reads.percentile(0.5),
+            read_p99: e.reads.percentile(0.99),
         })
         .collect();
     let flushed = exports.iter().try_for_each(Export::flush);

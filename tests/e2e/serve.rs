@@ -268,11 +268,17 @@ fn serve_is_bit_exact_maps_holes_and_stops_on_sigterm() {
         e["demand_fetch_p99_ms"].as_f64(),
     );
     assert!(p50 > Some(0.0) && p50 <= p99, "{stopped}");
+    // Every read request: qemu-img compare and convert each read the whole export.
+    let reads = e["reads"].as_u64().expect("reads");
+    assert!(reads >= 2, "{stopped}");
+    let (r50, r99) = (e["read_p50_ms"].as_f64(), e["read_p99_ms"].as_f64());
+    assert!(r50 > Some(0.0) && r50 <= r99, "{stopped}");
     // The same figures for people, on stderr.
     let log = srv.log_text();
     assert!(
         log.contains(&format!("{fetched} chunks fetched"))
-            && log.contains(&format!("{demand} fetched on demand, p50 ")),
+            && log.contains(&format!("{demand} fetched on demand, p50 "))
+            && log.contains(&format!("{reads} reads answered, p50 ")),
         "{log}"
     );
 }

@@ -379,6 +379,9 @@ fn maintenance() -> BTreeMap<&'static str, BTreeSet<String>> {
                     &[mover::ExportStats {
                         name: "sda".into(),
                         reader: mover::ReaderStats::default(),
+                        reads: 0,
+                        read_p50: None,
+                        read_p99: None,
                     }][..],
                 )))
                 .collect(),

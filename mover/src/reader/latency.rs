@@ -9,18 +9,18 @@ const GROWTH: f64 = 1.05;
 /// Enough buckets for about half an hour; longer durations count in the last.
 const BUCKETS: usize = 440;
 
-pub(super) struct Latencies {
+pub(crate) struct Latencies {
     counts: Vec<AtomicU64>,
 }
 
 impl Latencies {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Latencies {
             counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    pub(super) fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let us = d.as_secs_f64() * 1e6;
         let k = if us <= 1.0 {
             0
@@ -31,13 +31,13 @@ impl Latencies {
     }
 
     /// Durations recorded.
-    pub(super) fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// The duration that a fraction `p` (0 < p ≤ 1) of those recorded do not exceed (the
     /// middle of its bucket); `None` before any was recorded.
-    pub(super) fn percentile(&self, p: f64) -> Option<Duration> {
+    pub(crate) fn percentile(&self, p: f64) -> Option<Duration> {
         let counts: Vec<u64> = (self.counts.iter())
             .map(|c| c.load(Ordering::Relaxed))
             .collect();

@@ -288,7 +288,7 @@ pub struct StoppedEvent {
     pub exports: Vec<StoppedExport>,
 }
 
-/// What one export's reader did while it was served.
+/// What one export's reader did while it was served, and how long its reads took.
 #[derive(Clone, Debug, Serialize)]
 pub struct StoppedExport {
     pub name: String,
@@ -298,6 +298,9 @@ pub struct StoppedExport {
     pub demand_fetches: u64,
     pub demand_fetch_p50_ms: Option<f64>,
     pub demand_fetch_p99_ms: Option<f64>,
+    pub reads: u64,
+    pub read_p50_ms: Option<f64>,
+    pub read_p99_ms: Option<f64>,
 }
 
 impl From<&[crate::ExportStats]> for StoppedEvent {
@@ -313,6 +316,9 @@ impl From<&[crate::ExportStats]> for StoppedEvent {
                     demand_fetches: e.reader.demand_fetches,
                     demand_fetch_p50_ms: ms(e.reader.demand_fetch_p50),
                     demand_fetch_p99_ms: ms(e.reader.demand_fetch_p99),
+                    reads: e.reads,
+                    read_p50_ms: ms(e.read_p50),
+                    read_p99_ms: ms(e.read_p99),
                 })
                 .collect(),
         }

@@ -10,6 +10,7 @@
 //! as decoding it).
 
 use std::io::{self, IoSlice, Read, Write};
+use std::time::Instant;
 
 use crate::nbd::wire::{
     CMD_BLOCK_STATUS, CMD_FLUSH, CMD_READ, CMD_WRITE, CMD_WRITE_ZEROES, REQUEST_MAGIC,
@@ -133,7 +134,12 @@ fn answer(
     }
     match req.kind {
         CMD_READ if req.len > MAX_BLOCK => Err(Fault::new(EINVAL, "read over the block size")),
-        CMD_READ => read(w, export, session, req),
+        CMD_READ => {
+            let started = Instant::now();
+            read(w, export, session, req)?;
+            export.reads.record(started.elapsed());
+            Ok(())
+        }
         CMD_WRITE => {
             let data = payload.expect("a write has its payload");
             export.write(req.offset, data, req.flags & CMD_FLAG_FUA != 0)?;

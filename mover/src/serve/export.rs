@@ -1,6 +1,6 @@
 //! One disk as an NBD export, and the NBD error a request gets.
 
-use crate::reader::{Piece, Run, SnapshotReader};
+use crate::reader::{Latencies, Piece, Run, SnapshotReader};
 use crate::{Error, Result};
 
 use super::overlay::Overlay;
@@ -52,6 +52,8 @@ pub(crate) struct Export {
     pub(super) name: String,
     pub(super) reader: SnapshotReader,
     pub(super) overlay: Option<Overlay>,
+    /// How long read requests took, from the request read to the reply written.
+    pub(super) reads: Latencies,
 }
 
 impl Export {

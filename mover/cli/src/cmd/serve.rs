@@ -55,6 +55,12 @@ pub fn serve(a: &ServeArgs, secrets: &Secrets, quiet: bool) -> anyhow::Result<Ex
                     e.demand_fetches
                 );
             }
+            if let (Some(p50), Some(p99)) = (e.read_p50_ms, e.read_p99_ms) {
+                line += &format!(
+                    "; {} reads answered, p50 {p50:.2} ms, p99 {p99:.2} ms",
+                    e.reads
+                );
+            }
             note!("{line}");
         }
         note!("mover: stopped serving");
