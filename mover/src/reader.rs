@@ -247,13 +247,19 @@ impl Stream {
     fn is_sequential(&self) -> bool {
         self.hits >= SEQUENTIAL_AFTER && self.bytes.saturating_mul(2) >= self.next - self.start
     }
+
+    /// The chunks it leaves behind up to (not including) `upto`, not left behind before.
+    fn leave_behind(&mut self, upto: usize) -> std::ops::Range<usize> {
+        let left = self.behind..upto.max(self.behind);
+        self.behind = left.end;
+        left
+    }
 }
 
 /// What a read asks of the reader (see [`Inner::track`]).
 struct Track {
-    /// The read belongs to a sequential stream.
-    sequential: bool,
-    /// That stream (its index, and its `used` tick after this read).
+    /// The sequential stream the read belongs to, if any (its index, and its `used` tick
+    /// after this read).
     stream: Option<(usize, u64)>,
     /// Chunks to fetch ahead of it, not handed out before.
     ahead: std::ops::Range<usize>,
@@ -550,7 +556,7 @@ impl SnapshotReader {
         if let (true, Some((k, tick))) = (reached < want.end, track.stream) {
             inner.rewind(k, tick, reached);
         }
-        track.sequential
+        track.stream.is_some()
     }
 
     /// Hands the chunks `want` that nobody holds or fetches to the fetch threads, in tasks
@@ -618,7 +624,6 @@ impl Inner {
         let slack = self.window / 2;
         let tick = streams.iter().map(|s| s.used).max().unwrap_or(0) + 1;
         let mut track = Track {
-            sequential: false,
             stream: None,
             ahead: 0..0,
             behind: Vec::new(),
@@ -632,8 +637,7 @@ impl Inner {
                 } else {
                     self.index_of(s.next)
                 };
-                track.behind.push(s.behind..passed.max(s.behind));
-                s.behind = passed.max(s.behind);
+                track.behind.push(s.leave_behind(passed));
                 s.live = false;
             }
         }
@@ -676,7 +680,6 @@ impl Inner {
             return track;
         }
         s.live = true;
-        track.sequential = true;
         track.stream = Some((k, tick));
         let stop = match (s.next + self.window).min(front) {
             0 => 0,
@@ -691,8 +694,7 @@ impl Inner {
             Some(at) if at > 0 => self.index_of(at - 1),
             _ => 0,
         };
-        track.behind.push(s.behind..passed.max(s.behind));
-        s.behind = passed.max(s.behind);
+        track.behind.push(s.leave_behind(passed));
         track
     }
 

@@ -152,26 +152,24 @@ impl Cache {
     /// Drops a ready chunk (its reader is done with it): its buffer goes back to the pool
     /// once the last caller holding it lets go. A chunk being fetched stays.
     pub(super) fn forget(&self, id: &ChunkId) {
-        let mut st = self.lock();
-        if let Some(Slot::Ready { tick, .. }) = st.slots.get(id) {
-            let tick = *tick;
-            st.lru.remove(&tick);
-            remove_ready(&mut st, id);
-        }
+        self.drop_ready(id, false);
     }
 
     /// Drops a ready chunk that sequential streams have read and passed, unless it is kept:
     /// a pass over the whole disk (a mirror job, a copy) then neither grows the cache onto
     /// fresh memory nor pushes out the chunks other readers use.
     pub(super) fn drop_behind(&self, id: &ChunkId) {
+        self.drop_ready(id, true);
+    }
+
+    /// Drops the chunk `id` if it is ready (and, with `spare_kept`, not kept).
+    fn drop_ready(&self, id: &ChunkId, spare_kept: bool) {
         let mut st = self.lock();
-        if let Some(Slot::Ready {
-            tick, kept: false, ..
-        }) = st.slots.get(id)
-        {
-            let tick = *tick;
-            st.lru.remove(&tick);
-            remove_ready(&mut st, id);
+        if let Some(&Slot::Ready { tick, kept, .. }) = st.slots.get(id) {
+            if !(spare_kept && kept) {
+                st.lru.remove(&tick);
+                remove_ready(&mut st, id);
+            }
         }
     }
 
